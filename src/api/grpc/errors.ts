@@ -1,0 +1,54 @@
+// The one table from concord's error codes to gRPC status codes and etcd's wire strings
+// (etcd 3.4: etcdserver/api/v3rpc/rpctypes/error.go and util.go togRPCError). Clients map these
+// strings back to typed errors, so they must match etcd's byte for byte.
+import * as grpc from '@grpc/grpc-js';
+import { ErrorCode } from '../../util/errors';
+
+const S = grpc.status;
+
+interface WireError { code: grpc.status; message: string }
+
+const table = new Map<ErrorCode, WireError>([
+  [ErrorCode.EmptyKey, { code: S.INVALID_ARGUMENT, message: 'etcdserver: key is not provided' }],
+  [ErrorCode.KeyNotFound, { code: S.INVALID_ARGUMENT, message: 'etcdserver: key not found' }],
+  [ErrorCode.ValueProvided, { code: S.INVALID_ARGUMENT, message: 'etcdserver: value is provided' }],
+  [ErrorCode.LeaseProvided, { code: S.INVALID_ARGUMENT, message: 'etcdserver: lease is provided' }],
+  [ErrorCode.TooManyOps, { code: S.INVALID_ARGUMENT, message: 'etcdserver: too many operations in txn request' }],
+  [ErrorCode.DuplicateKey, { code: S.INVALID_ARGUMENT, message: 'etcdserver: duplicate key given in txn request' }],
+  [ErrorCode.Compacted, { code: S.OUT_OF_RANGE, message: 'etcdserver: mvcc: required revision has been compacted' }],
+  [ErrorCode.FutureRev, { code: S.OUT_OF_RANGE, message: 'etcdserver: mvcc: required revision is a future revision' }],
+  [ErrorCode.NoSpace, { code: S.RESOURCE_EXHAUSTED, message: 'etcdserver: mvcc: database space exceeded' }],
+  [ErrorCode.RequestTooLarge, { code: S.INVALID_ARGUMENT, message: 'etcdserver: request is too large' }],
+  [ErrorCode.TooManyRequests, { code: S.RESOURCE_EXHAUSTED, message: 'etcdserver: too many requests' }],
+  [ErrorCode.LeaseNotFound, { code: S.NOT_FOUND, message: 'etcdserver: requested lease not found' }],
+  [ErrorCode.NoLeader, { code: S.UNAVAILABLE, message: 'etcdserver: no leader' }],
+  [ErrorCode.NotCapable, { code: S.UNAVAILABLE, message: 'etcdserver: not capable' }],
+  [ErrorCode.Stopped, { code: S.UNAVAILABLE, message: 'etcdserver: server stopped' }],
+  [ErrorCode.Timeout, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out' }],
+  [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
+]);
+
+/** Preallocated status objects: an error answer allocates nothing. */
+const statusByCode = new Map<ErrorCode, Partial<grpc.StatusObject>>();
+for (const [code, wire] of table) {
+  statusByCode.set(code, { code: wire.code, details: wire.message });
+}
+
+export function grpcStatus(code: ErrorCode): Partial<grpc.StatusObject> {
+  const st = statusByCode.get(code);
+  if (st !== undefined) return st;
+  return { code: S.UNKNOWN, details: 'etcdserver: unknown error ' + code };
+}
+
+/** grpc-go's wording for a message over the receive limit (etcd: MaxRecvMsgSize). */
+export function messageTooLarge(size: number, max: number): Partial<grpc.StatusObject> {
+  return {
+    code: S.RESOURCE_EXHAUSTED,
+    details: 'grpc: received message larger than max (' + size + ' vs. ' + max + ')',
+  };
+}
+
+/** grpc-go's wording for a request that does not parse. */
+export function malformed(reason: string): Partial<grpc.StatusObject> {
+  return { code: S.INTERNAL, details: 'grpc: error unmarshalling request: ' + reason };
+}

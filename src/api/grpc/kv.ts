@@ -1,0 +1,51 @@
+// etcdserverpb.KV over gRPC (etcd: v3rpc/key.go): validate, hand to the server, answer with
+// the bytes the storage worker encoded. No response is encoded on the main thread.
+import * as grpc from '@grpc/grpc-js';
+import { etcdserverpb } from '../../gen/proto';
+import { EtcdServer } from '../../server/etcd_server';
+import { ReadKind } from '../../workers/protocol';
+import { ErrorCode } from '../../util/errors';
+import { grpcStatus } from './errors';
+import { checkDeleteRequest, checkIntervals, checkPutRequest, checkRangeRequest, checkTxnRequest } from './validate';
+
+type Callback = grpc.sendUnaryData<Uint8Array>;
+type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
+
+export function kvHandlers(server: EtcdServer, txnOpsMax: number): grpc.UntypedServiceImplementation {
+  return {
+    Range(call: Call<etcdserverpb.RangeRequest>, callback: Callback): void {
+      const r = call.request;
+      const bad = checkRangeRequest(r);
+      if (bad !== 0) return callback(grpcStatus(bad));
+      const bytes = etcdserverpb.RangeRequest.encode(r).finish();
+      const code = server.read(ReadKind.Range, bytes, r.serializable === true, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    Put(call: Call<etcdserverpb.PutRequest>, callback: Callback): void {
+      const bad = checkPutRequest(call.request);
+      if (bad !== 0) return callback(grpcStatus(bad));
+      const code = server.propose({ put: call.request }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    DeleteRange(call: Call<etcdserverpb.DeleteRangeRequest>, callback: Callback): void {
+      const bad = checkDeleteRequest(call.request);
+      if (bad !== 0) return callback(grpcStatus(bad));
+      const code = server.propose({ delete_range: call.request }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    Txn(call: Call<etcdserverpb.TxnRequest>, callback: Callback): void {
+      const r = call.request;
+      const bad = checkTxnRequest(r, txnOpsMax);
+      if (bad !== 0) return callback(grpcStatus(bad));
+      if (checkIntervals(r.success ?? []) === null || checkIntervals(r.failure ?? []) === null) {
+        return callback(grpcStatus(ErrorCode.DuplicateKey));
+      }
+      const code = server.propose({ txn: r }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    Compact(call: Call<etcdserverpb.CompactionRequest>, callback: Callback): void {
+      const code = server.propose({ compaction: call.request }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+  };
+}

@@ -1,0 +1,125 @@
+// The client-facing gRPC server: every etcd service registered, the implemented methods
+// answered, the rest UNIMPLEMENTED. Definitions are wrapped once here so that
+//  - any method may answer with bytes encoded elsewhere (the storage worker),
+//  - a request over the size limit or that does not parse gets etcd's status and message,
+//    and never reaches a handler.
+import * as grpc from '@grpc/grpc-js';
+import { EtcdServer } from '../../server/etcd_server';
+import { services, serviceNames, unimplementedHandlers, ServiceName } from './services';
+import { grpcStatus, malformed, messageTooLarge } from './errors';
+import { kvHandlers } from './kv';
+import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
+
+export interface GrpcOptions {
+  requestBytesMax: number;
+  recvBytesMax: number;
+  txnOpsMax: number;
+  maxConcurrentStreams: number;
+}
+
+/** What a deserializer hands a handler instead of a message when the request is refused. */
+class RefusedRequest {
+  readonly status: Partial<grpc.StatusObject>;
+  constructor(status: Partial<grpc.StatusObject>) {
+    this.status = status;
+  }
+}
+
+function wrapDefinition(def: grpc.ServiceDefinition, recvBytesMax: number): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, m] of Object.entries(def)) {
+    const decode = m.requestDeserialize;
+    const encode = m.responseSerialize;
+    out[name] = {
+      ...m,
+      requestDeserialize(buf: Buffer): unknown {
+        if (buf.length > recvBytesMax) return new RefusedRequest(messageTooLarge(buf.length, recvBytesMax));
+        try {
+          return decode(buf);
+        } catch (err) {
+          return new RefusedRequest(malformed((err as Error).message));
+        }
+      },
+      responseSerialize(value: unknown): Buffer {
+        if (value instanceof Uint8Array) {
+          return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length);
+        }
+        return encode(value);
+      },
+    };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
+/** Refused requests are answered before the handler runs, for every kind of method. */
+function guardHandlers(impl: grpc.UntypedServiceImplementation): grpc.UntypedServiceImplementation {
+  const out: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(impl)) {
+    const h = handler as (call: { request?: unknown; emit?: (e: string, s: unknown) => void }, cb?: grpc.sendUnaryData<unknown>) => void;
+    out[name] = ((call: { request?: unknown; emit(e: string, s: unknown): void }, cb?: grpc.sendUnaryData<unknown>) => {
+      if (call.request instanceof RefusedRequest) {
+        if (cb !== undefined) cb(call.request.status);
+        else call.emit('error', call.request.status);
+        return;
+      }
+      h(call, cb);
+    }) as grpc.UntypedHandleCall;
+  }
+  return out;
+}
+
+export class GrpcApi {
+  readonly grpcServer: grpc.Server;
+
+  constructor(server: EtcdServer, options: GrpcOptions) {
+    this.grpcServer = new grpc.Server({
+      // grpc-js enforces this hard cap itself; below it, requestDeserialize answers in etcd's words.
+      'grpc.max_receive_message_length': options.recvBytesMax * 2,
+      'grpc.max_send_message_length': -1,
+      'grpc.max_concurrent_streams': options.maxConcurrentStreams,
+    });
+    server.setResultSink(deliver);
+    const implemented: Partial<Record<ServiceName, grpc.UntypedServiceImplementation>> = {
+      'etcdserverpb.KV': kvHandlers(server, options.txnOpsMax),
+      'etcdserverpb.Maintenance': maintenanceHandlers(server),
+      'etcdserverpb.Cluster': clusterHandlers(server),
+      'grpc.health.v1.Health': healthHandlers(server),
+    };
+    for (const name of serviceNames) {
+      const def = services[name];
+      const impl = { ...unimplementedHandlers(def), ...(implemented[name] ?? {}) };
+      this.grpcServer.addService(wrapDefinition(def, options.recvBytesMax), guardHandlers(impl));
+    }
+  }
+
+  /** Binds `host:port` addresses; resolves with the ports actually bound. */
+  async listen(addresses: string[]): Promise<number[]> {
+    const ports: number[] = [];
+    for (const addr of addresses) {
+      ports.push(await new Promise<number>((resolve, reject) => {
+        this.grpcServer.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, port) => {
+          if (err) reject(err);
+          else resolve(port);
+        });
+      }));
+    }
+    return ports;
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.grpcServer.forceShutdown(), 2000);
+      this.grpcServer.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
+
+/** The server's ResultSink: `target` is the grpc callback of the call being answered. */
+function deliver(target: unknown, code: number, response: Uint8Array): void {
+  const callback = target as grpc.sendUnaryData<Uint8Array>;
+  if (code === 0) callback(null, response);
+  else callback(grpcStatus(code));
+}

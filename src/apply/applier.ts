@@ -1,0 +1,373 @@
+// Applies committed requests to the MVCC store with etcd's semantics
+// (etcd 3.4: etcdserver/apply.go applierV3backend). Every function here is deterministic in the
+// store's state and the request, so every member that applies the same log gets the same store.
+import Long from 'long';
+import { etcdserverpb, mvccpb } from '../gen/proto';
+import { KVStore, RangeResult, TxnWrite, toNumber } from '../mvcc/kvstore';
+import { RangeEnd } from '../mvcc/index';
+import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
+
+type RangeRequest = etcdserverpb.RangeRequest.$Properties;
+type PutRequest = etcdserverpb.PutRequest.$Properties;
+type DeleteRangeRequest = etcdserverpb.DeleteRangeRequest.$Properties;
+type TxnRequest = etcdserverpb.TxnRequest.$Properties;
+type RequestOp = etcdserverpb.RequestOp.$Properties;
+type Compare = etcdserverpb.Compare.$Properties;
+type KeyValue = mvccpb.KeyValue.$Properties;
+
+const SortOrder = etcdserverpb.RangeRequest.SortOrder;
+const SortTarget = etcdserverpb.RangeRequest.SortTarget;
+const CompareResult = etcdserverpb.Compare.CompareResult;
+const CompareTarget = etcdserverpb.Compare.CompareTarget;
+
+const emptyBytes = new Uint8Array(0);
+
+/** Leases are a later issue; until then no lease exists, as on a server with none granted. */
+export interface LeaseLookup {
+  exists(id: Long | number): boolean;
+}
+
+export const noLeases: LeaseLookup = { exists: () => false };
+
+/** A Range answer: raw KeyValue records, ready to be spliced into a RangeResponse. */
+export interface RangeAnswer {
+  revision: number;
+  kvs: Uint8Array[];
+  more: boolean;
+  count: number;
+}
+
+export function keyString(key: Uint8Array | null | undefined): string {
+  if (!key || key.length === 0) return '';
+  return Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
+}
+
+/** etcd mkGteRange + the nil/empty distinction of treeIndex.Range. */
+export function rangeEnd(end: Uint8Array | null | undefined): RangeEnd {
+  if (!end || end.length === 0) return null;
+  if (end.length === 1 && end[0] === 0) return '';
+  return keyString(end);
+}
+
+function isZero(v: number | Long | null | undefined): boolean {
+  if (v === null || v === undefined) return true;
+  if (typeof v === 'number') return v === 0;
+  return v.isZero();
+}
+
+type Reader = { range(key: string, end: RangeEnd, rev: number, limit: number, countOnly: boolean): RangeResult };
+
+export class Applier {
+  readonly store: KVStore;
+  leases: LeaseLookup;
+
+  constructor(store: KVStore) {
+    this.store = store;
+    this.leases = noLeases;
+  }
+
+  // ---- Range (etcd applierV3backend.Range) ----
+
+  range(reader: Reader | null, r: RangeRequest): RangeAnswer {
+    const rd: Reader = reader ?? this.store;
+    const sortOrder = r.sort_order ?? SortOrder.NONE;
+    const sortTarget = r.sort_target ?? SortTarget.KEY;
+    const minMod = toNumber(r.min_mod_revision);
+    const maxMod = toNumber(r.max_mod_revision);
+    const minCreate = toNumber(r.min_create_revision);
+    const maxCreate = toNumber(r.max_create_revision);
+    const limitReq = toNumber(r.limit);
+    let limit = limitReq;
+    if (sortOrder !== SortOrder.NONE || minMod !== 0 || maxMod !== 0 || minCreate !== 0 ||
+      maxCreate !== 0) {
+      limit = 0; // fetch everything; filter, sort and truncate afterwards
+    }
+    if (limit > 0) limit++; // one more, to know whether there is more
+    const rr = rd.range(keyString(r.key), rangeEnd(r.range_end), toNumber(r.revision), limit,
+      r.count_only === true);
+    let kvs = rr.kvs;
+    const filtering = minMod !== 0 || maxMod !== 0 || minCreate !== 0 || maxCreate !== 0;
+    let order = sortOrder;
+    if (sortTarget !== SortTarget.KEY && order === SortOrder.NONE) order = SortOrder.ASCEND;
+    const sorting = order !== SortOrder.NONE &&
+      !(sortTarget === SortTarget.KEY && order === SortOrder.ASCEND);
+    if (filtering || sorting) {
+      let decoded = kvs.map((b) => ({ b, kv: mvccpb.KeyValue.decode(b) }));
+      if (filtering) {
+        decoded = decoded.filter(({ kv }) => {
+          const mod = toNumber(kv.mod_revision);
+          const create = toNumber(kv.create_revision);
+          if (maxMod !== 0 && mod > maxMod) return false;
+          if (minMod !== 0 && mod < minMod) return false;
+          if (maxCreate !== 0 && create > maxCreate) return false;
+          if (minCreate !== 0 && create < minCreate) return false;
+          return true;
+        });
+      }
+      if (sorting) {
+        const sign = order === SortOrder.DESCEND ? -1 : 1;
+        decoded.sort((a, b) => sign * compareBy(sortTarget, a.kv, b.kv));
+      }
+      kvs = decoded.map((d) => d.b);
+    }
+    let more = false;
+    if (limitReq > 0 && kvs.length > limitReq) {
+      kvs = kvs.slice(0, limitReq);
+      more = true;
+    }
+    if (r.keys_only === true) kvs = kvs.map(stripValue);
+    return { revision: rr.rev, kvs, more, count: rr.count };
+  }
+
+  // ---- Put (etcd applierV3backend.Put) ----
+
+  put(txn: TxnWrite | null, p: PutRequest): etcdserverpb.PutResponse.$Properties {
+    const own = txn === null;
+    if (own && !isZero(p.lease) && !this.leases.exists(p.lease!)) throw errLeaseNotFound;
+    const w = txn ?? this.store.write();
+    try {
+      return this.putIn(w, p);
+    } finally {
+      if (own) w.end();
+    }
+  }
+
+  private putIn(w: TxnWrite, p: PutRequest): etcdserverpb.PutResponse.$Properties {
+    const key = p.key ?? emptyBytes;
+    const keyStr = keyString(key);
+    let value = p.value ?? emptyBytes;
+    let lease: Long | number = p.lease ?? 0;
+    let prev: Uint8Array | undefined;
+    if (p.ignore_value || p.ignore_lease || p.prev_kv) {
+      const rr = w.range(keyStr, null, 0, 0, false);
+      prev = rr.kvs[0];
+    }
+    let prevKv: KeyValue | undefined;
+    if (prev !== undefined) prevKv = mvccpb.KeyValue.decode(prev);
+    if (p.ignore_value || p.ignore_lease) {
+      if (prevKv === undefined) throw errKeyNotFound;
+    }
+    if (p.ignore_value) value = prevKv!.value ?? emptyBytes;
+    if (p.ignore_lease) lease = prevKv!.lease ?? 0;
+    const rev = w.put(key, keyStr, value, lease);
+    const resp: etcdserverpb.PutResponse.$Properties = { header: { revision: rev } };
+    if (p.prev_kv && prevKv !== undefined) resp.prev_kv = prevKv;
+    return resp;
+  }
+
+  // ---- DeleteRange (etcd applierV3backend.DeleteRange) ----
+
+  deleteRange(txn: TxnWrite | null, dr: DeleteRangeRequest): etcdserverpb.DeleteRangeResponse.$Properties {
+    const w = txn ?? this.store.write();
+    try {
+      const key = keyString(dr.key);
+      const end = rangeEnd(dr.range_end);
+      const resp: etcdserverpb.DeleteRangeResponse.$Properties = {};
+      if (dr.prev_kv) {
+        const rr = w.range(key, end, 0, 0, false);
+        resp.prev_kvs = rr.kvs.map((b) => mvccpb.KeyValue.decode(b));
+      }
+      const deleted = w.deleteRange(key, end);
+      resp.deleted = deleted;
+      resp.header = { revision: deleted > 0 || w.changes.length > 0 ? w.beginRev + 1 : w.beginRev };
+      return resp;
+    } finally {
+      if (txn === null) w.end();
+    }
+  }
+
+  // ---- Txn (etcd applierV3backend.Txn) ----
+
+  txn(rt: TxnRequest): etcdserverpb.TxnResponse.$Properties {
+    // Compares of the whole tree are evaluated first, against the state before any write.
+    const path: boolean[] = [];
+    this.compareToPath(rt, path);
+    if (!isTxnReadonly(rt)) this.checkRequests(rt, path, 0, checkPut);
+    this.checkRequests(rt, path, 0, checkRange);
+    const w = this.store.write();
+    const resp: etcdserverpb.TxnResponse.$Properties = { header: {} };
+    this.applyTxn(w, rt, path, 0, resp);
+    const rev = w.changes.length > 0 ? w.beginRev + 1 : w.beginRev;
+    w.end();
+    resp.header = { revision: rev };
+    return resp;
+  }
+
+  private compareToPath(rt: TxnRequest, path: boolean[]): void {
+    const ok = this.applyCompares(rt.compare ?? []);
+    path.push(ok);
+    const ops = ok ? rt.success ?? [] : rt.failure ?? [];
+    for (const op of ops) if (op.request_txn) this.compareToPath(op.request_txn, path);
+  }
+
+  /** Returns the number of nested txns visited (etcd checkRequests). */
+  private checkRequests(rt: TxnRequest, path: boolean[], at: number,
+    check: (a: Applier, op: RequestOp) => void): number {
+    const ops = path[at] ? rt.success ?? [] : rt.failure ?? [];
+    let txns = 0;
+    for (const op of ops) {
+      if (op.request_txn) {
+        const n = this.checkRequests(op.request_txn, path, at + txns + 1, check);
+        txns += n + 1;
+      } else {
+        check(this, op);
+      }
+    }
+    return txns;
+  }
+
+  private applyTxn(w: TxnWrite, rt: TxnRequest, path: boolean[], at: number,
+    resp: etcdserverpb.TxnResponse.$Properties): number {
+    const succeeded = path[at]!;
+    resp.succeeded = succeeded;
+    const ops = succeeded ? rt.success ?? [] : rt.failure ?? [];
+    const responses: etcdserverpb.ResponseOp.$Properties[] = [];
+    let txns = 0;
+    for (const op of ops) {
+      if (op.request_range) {
+        const a = this.range(w, op.request_range);
+        responses.push({
+          response_range: {
+            header: { revision: a.revision },
+            kvs: a.kvs.map((b) => mvccpb.KeyValue.decode(b)),
+            more: a.more,
+            count: a.count,
+          },
+        });
+      } else if (op.request_put) {
+        responses.push({ response_put: this.put(w, op.request_put) });
+      } else if (op.request_delete_range) {
+        responses.push({ response_delete_range: this.deleteRange(w, op.request_delete_range) });
+      } else if (op.request_txn) {
+        const nested: etcdserverpb.TxnResponse.$Properties = { header: {} };
+        const n = this.applyTxn(w, op.request_txn, path, at + txns + 1, nested);
+        txns += n + 1;
+        responses.push({ response_txn: nested });
+      }
+    }
+    resp.responses = responses;
+    return txns;
+  }
+
+  /** etcd applyCompares: all must hold. */
+  private applyCompares(cmps: Compare[]): boolean {
+    for (const c of cmps) if (!this.applyCompare(c)) return false;
+    return true;
+  }
+
+  private applyCompare(c: Compare): boolean {
+    let rr: RangeResult;
+    try {
+      rr = this.store.range(keyString(c.key), rangeEnd(c.range_end), 0, 0, false);
+    } catch {
+      return false;
+    }
+    const target = c.target ?? CompareTarget.VERSION;
+    if (rr.kvs.length === 0) {
+      // A value compare on a missing key always fails: nil and "" look alike on the wire.
+      if (target === CompareTarget.VALUE) return false;
+      return compareKV(c, zeroKv);
+    }
+    for (const b of rr.kvs) if (!compareKV(c, mvccpb.KeyValue.decode(b))) return false;
+    return true;
+  }
+
+  // ---- Compaction (etcd applierV3backend.Compaction) ----
+
+  /** Validates and schedules; the caller runs the physical sweep. Returns the header revision. */
+  compaction(c: etcdserverpb.CompactionRequest.$Properties): number {
+    this.store.scheduleCompaction(toNumber(c.revision));
+    return this.store.currentRev;
+  }
+}
+
+const zeroKv: KeyValue = {
+  key: emptyBytes, create_revision: 0, mod_revision: 0, version: 0, value: emptyBytes, lease: 0,
+};
+
+function checkPut(a: Applier, op: RequestOp): void {
+  const p = op.request_put;
+  if (!p) return;
+  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
+  if (p.ignore_value || p.ignore_lease) {
+    const rr = a.store.range(keyString(p.key), null, 0, 0, false);
+    if (rr.kvs.length === 0) throw errKeyNotFound;
+  }
+}
+
+function checkRange(a: Applier, op: RequestOp): void {
+  const r = op.request_range;
+  if (!r) return;
+  const rev = toNumber(r.revision);
+  if (rev === 0) return;
+  if (rev > a.store.currentRev) throw errFutureRev;
+  if (rev < a.store.compactMainRev) throw errCompacted;
+}
+
+export function isTxnReadonly(rt: TxnRequest): boolean {
+  for (const ops of [rt.success ?? [], rt.failure ?? []]) {
+    for (const op of ops) {
+      if (op.request_put || op.request_delete_range) return false;
+      if (op.request_txn && !isTxnReadonly(op.request_txn)) return false;
+    }
+  }
+  return true;
+}
+
+function compareBytes(a: Uint8Array | null | undefined, b: Uint8Array | null | undefined): number {
+  return Buffer.compare(a ? Buffer.from(a.buffer, a.byteOffset, a.length) : emptyBuffer,
+    b ? Buffer.from(b.buffer, b.byteOffset, b.length) : emptyBuffer);
+}
+const emptyBuffer = Buffer.alloc(0);
+
+function compareInt(a: number | Long | null | undefined, b: number | Long | null | undefined): number {
+  return Long.fromValue(a ?? 0).compare(Long.fromValue(b ?? 0));
+}
+
+function compareBy(target: number, a: KeyValue, b: KeyValue): number {
+  switch (target) {
+    case SortTarget.KEY: return compareBytes(a.key, b.key);
+    case SortTarget.VERSION: return compareInt(a.version, b.version);
+    case SortTarget.CREATE: return compareInt(a.create_revision, b.create_revision);
+    case SortTarget.MOD: return compareInt(a.mod_revision, b.mod_revision);
+    case SortTarget.VALUE: return compareBytes(a.value, b.value);
+    default: return 0;
+  }
+}
+
+function compareKV(c: Compare, kv: KeyValue): boolean {
+  let result: number;
+  const u = c.target_union;
+  switch (c.target ?? CompareTarget.VERSION) {
+    case CompareTarget.VALUE:
+      result = compareBytes(kv.value, u === 'value' ? c.value : emptyBytes);
+      break;
+    case CompareTarget.CREATE:
+      result = compareInt(kv.create_revision, u === 'create_revision' ? c.create_revision : 0);
+      break;
+    case CompareTarget.MOD:
+      result = compareInt(kv.mod_revision, u === 'mod_revision' ? c.mod_revision : 0);
+      break;
+    case CompareTarget.VERSION:
+      result = compareInt(kv.version, u === 'version' ? c.version : 0);
+      break;
+    case CompareTarget.LEASE:
+      result = compareInt(kv.lease, u === 'lease' ? c.lease : 0);
+      break;
+    default:
+      return false;
+  }
+  switch (c.result ?? CompareResult.EQUAL) {
+    case CompareResult.EQUAL: return result === 0;
+    case CompareResult.NOT_EQUAL: return result !== 0;
+    case CompareResult.GREATER: return result > 0;
+    case CompareResult.LESS: return result < 0;
+    default: return false;
+  }
+}
+
+function stripValue(b: Uint8Array): Uint8Array {
+  const kv = mvccpb.KeyValue.decode(b);
+  kv.value = emptyBytes;
+  return mvccpb.KeyValue.encode(kv).finish();
+}

@@ -1,0 +1,179 @@
+// Server configuration from etcd-style flags, ETCD_* environment variables and a YAML
+// --config-file (etcd: embed/config.go, etcdmain/config.go). Precedence as in etcd: a config
+// file, when given, is used alone; otherwise flags override environment variables.
+import * as fs from 'node:fs';
+import YAML from 'yaml';
+import * as limits from './limits';
+
+export interface Config {
+  name: string;
+  dataDir: string;
+  listenClientUrls: string[];
+  advertiseClientUrls: string[];
+  listenPeerUrls: string[];
+  initialAdvertisePeerUrls: string[];
+  initialCluster: string;
+  initialClusterState: string;
+  initialClusterToken: string;
+  heartbeatIntervalMs: number;
+  electionTimeoutMs: number;
+  maxRequestBytes: number;
+  maxTxnOps: number;
+  quotaBackendBytes: number;
+  maxConcurrentStreams: number;
+  snapshotCount: number;
+  logLevel: string;
+}
+
+type Kind = 'string' | 'int' | 'urls' | 'bool';
+
+interface FlagSpec { key: keyof Config | null; kind: Kind; def: string; help: string }
+
+/** Flags concord takes, by etcd's names; key null = accepted for compatibility, no effect yet. */
+const flags: Record<string, FlagSpec> = {
+  'name': { key: 'name', kind: 'string', def: 'default', help: 'Human-readable name for this member.' },
+  'data-dir': { key: 'dataDir', kind: 'string', def: '', help: 'Path to the data directory (default "${name}.concord").' },
+  'listen-client-urls': { key: 'listenClientUrls', kind: 'urls', def: 'http://127.0.0.1:2379', help: 'URLs to listen on for client traffic.' },
+  'advertise-client-urls': { key: 'advertiseClientUrls', kind: 'urls', def: 'http://127.0.0.1:2379', help: 'Client URLs advertised to the cluster.' },
+  'listen-peer-urls': { key: 'listenPeerUrls', kind: 'urls', def: 'http://localhost:2380', help: 'URLs to listen on for peer traffic.' },
+  'initial-advertise-peer-urls': { key: 'initialAdvertisePeerUrls', kind: 'urls', def: 'http://localhost:2380', help: "This member's peer URLs to advertise to the cluster." },
+  'initial-cluster': { key: 'initialCluster', kind: 'string', def: '', help: 'Initial cluster configuration for bootstrapping.' },
+  'initial-cluster-state': { key: 'initialClusterState', kind: 'string', def: 'new', help: 'Initial cluster state ("new" or "existing").' },
+  'initial-cluster-token': { key: 'initialClusterToken', kind: 'string', def: 'etcd-cluster', help: 'Initial cluster token.' },
+  'heartbeat-interval': { key: 'heartbeatIntervalMs', kind: 'int', def: '100', help: 'Time (in milliseconds) of a heartbeat interval.' },
+  'election-timeout': { key: 'electionTimeoutMs', kind: 'int', def: '1000', help: 'Time (in milliseconds) for an election to timeout.' },
+  'max-request-bytes': { key: 'maxRequestBytes', kind: 'int', def: String(limits.requestBytesDefault), help: 'Maximum client request size in bytes the server will accept.' },
+  'max-txn-ops': { key: 'maxTxnOps', kind: 'int', def: String(limits.txnOpsDefault), help: 'Maximum number of operations permitted in a transaction.' },
+  'quota-backend-bytes': { key: 'quotaBackendBytes', kind: 'int', def: '0', help: 'Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).' },
+  'max-concurrent-streams': { key: 'maxConcurrentStreams', kind: 'int', def: '4294967295', help: 'Maximum concurrent streams that each client can open at a time.' },
+  'snapshot-count': { key: 'snapshotCount', kind: 'int', def: '100000', help: 'Number of committed transactions to trigger a snapshot to disk.' },
+  'log-level': { key: 'logLevel', kind: 'string', def: 'info', help: 'Log level: debug, info, warn, error, panic, or fatal.' },
+  'logger': { key: null, kind: 'string', def: 'zap', help: 'Accepted for etcd compatibility; concord always logs JSON lines.' },
+  'log-outputs': { key: null, kind: 'string', def: 'default', help: 'Accepted for etcd compatibility; concord logs to stderr.' },
+  'enable-v2': { key: null, kind: 'bool', def: 'false', help: 'Accepted for etcd compatibility; the v2 API is not served.' },
+};
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function parseValue(name: string, spec: FlagSpec, raw: string): unknown {
+  switch (spec.kind) {
+    case 'string': return raw;
+    case 'bool': {
+      if (raw === 'true' || raw === '1' || raw === '') return true;
+      if (raw === 'false' || raw === '0') return false;
+      throw new ConfigError(`invalid boolean value "${raw}" for flag -${name}`);
+    }
+    case 'int': {
+      if (!/^-?\d+$/.test(raw)) throw new ConfigError(`invalid value "${raw}" for flag -${name}: parse error`);
+      return Number(raw);
+    }
+    case 'urls': {
+      const urls = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      for (const u of urls) {
+        let parsed: URL;
+        try {
+          parsed = new URL(u);
+        } catch {
+          throw new ConfigError(`invalid value "${raw}" for flag -${name}: URL "${u}" is not valid`);
+        }
+        if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:' && parsed.protocol !== 'unix:') {
+          throw new ConfigError(`invalid value "${raw}" for flag -${name}: URL scheme must be http, https, unix, or unixs: ${u}`);
+        }
+      }
+      return urls;
+    }
+  }
+}
+
+export interface ParsedArgs { config: Config; help: boolean; version: boolean }
+
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
+  const values = new Map<string, unknown>();
+  for (const [name, spec] of Object.entries(flags)) values.set(name, parseValue(name, spec, spec.def));
+  // ETCD_<FLAG> environment variables, e.g. ETCD_DATA_DIR.
+  for (const [name, spec] of Object.entries(flags)) {
+    const v = env['ETCD_' + name.toUpperCase().replace(/-/g, '_')];
+    if (v !== undefined) values.set(name, parseValue(name, spec, v));
+  }
+  const given = new Set<string>();
+  let help = false;
+  let version = false;
+  let configFile: string | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('-')) throw new ConfigError(`'${arg}' is not a valid flag`);
+    const body = arg.replace(/^--?/, '');
+    const eq = body.indexOf('=');
+    const name = eq >= 0 ? body.slice(0, eq) : body;
+    if (name === 'h' || name === 'help') { help = true; continue; }
+    if (name === 'version') { version = true; continue; }
+    let raw: string | undefined = eq >= 0 ? body.slice(eq + 1) : undefined;
+    if (name === 'config-file') {
+      configFile = raw ?? argv[++i] ?? '';
+      continue;
+    }
+    const spec = flags[name];
+    if (spec === undefined) throw new ConfigError(`flag provided but not defined: -${name}`);
+    if (raw === undefined) {
+      if (spec.kind === 'bool') raw = '';
+      else {
+        raw = argv[++i];
+        if (raw === undefined) throw new ConfigError(`flag needs an argument: -${name}`);
+      }
+    }
+    values.set(name, parseValue(name, spec, raw));
+    given.add(name);
+  }
+  configFile = configFile ?? env['ETCD_CONFIG_FILE'] ?? null;
+  if (configFile !== null) loadConfigFile(configFile, values);
+  const config = {} as Record<string, unknown>;
+  for (const [name, spec] of Object.entries(flags)) if (spec.key !== null) config[spec.key] = values.get(name);
+  const c = config as unknown as Config;
+  if (c.dataDir === '') c.dataDir = `${c.name}.concord`;
+  if (c.initialCluster === '') c.initialCluster = `${c.name}=${c.initialAdvertisePeerUrls.join(',')}`;
+  validate(c);
+  return { config: c, help, version };
+}
+
+function loadConfigFile(file: string, values: Map<string, unknown>): void {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot load config file ${file}: ${(err as Error).message}`);
+  }
+  if (doc === null || typeof doc !== 'object') return;
+  for (const [name, v] of Object.entries(doc as Record<string, unknown>)) {
+    const spec = flags[name];
+    if (spec === undefined) continue; // etcd ignores unknown keys in config files
+    values.set(name, parseValue(name, spec, Array.isArray(v) ? v.join(',') : String(v)));
+  }
+}
+
+function validate(c: Config): void {
+  if (c.maxRequestBytes <= 0) throw new ConfigError('--max-request-bytes must be positive');
+  if (c.maxTxnOps <= 0) throw new ConfigError('--max-txn-ops must be positive');
+  if (c.heartbeatIntervalMs <= 0) throw new ConfigError('--heartbeat-interval must be positive');
+  if (c.electionTimeoutMs < 5 * c.heartbeatIntervalMs) {
+    throw new ConfigError(`--election-timeout[${c.electionTimeoutMs}ms] should be at least as 5 times as --heartbeat-interval[${c.heartbeatIntervalMs}ms]`);
+  }
+  if (c.quotaBackendBytes < 0) throw new ConfigError('--quota-backend-bytes must not be negative');
+  if (c.initialClusterState !== 'new' && c.initialClusterState !== 'existing') {
+    throw new ConfigError(`invalid value "${c.initialClusterState}" for flag -initial-cluster-state`);
+  }
+}
+
+export function usage(): string {
+  const lines = ['Usage: concord [flags]', '', 'Flags (etcd names):'];
+  for (const [name, spec] of Object.entries(flags)) {
+    lines.push(`  --${name}${spec.kind === 'bool' ? '' : ' <' + spec.kind + '>'}`);
+    lines.push(`      ${spec.help} (default ${JSON.stringify(spec.def)})`);
+  }
+  lines.push('  --config-file <path>', '      Path to a YAML configuration file with etcd flag names as keys.');
+  return lines.join('\n');
+}

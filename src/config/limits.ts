@@ -1,0 +1,29 @@
+// Every bound in concord, named once. Defaults follow etcd where etcd has one.
+import { assert } from '../util/assert';
+
+/** etcd --max-request-bytes default: 1.5 MiB. */
+export const requestBytesDefault = 1.5 * 1024 * 1024;
+/** grpc receive limit = max-request-bytes + this (etcd: v3rpc/grpc.go grpcOverheadBytes). */
+export const grpcOverheadBytes = 512 * 1024;
+/** etcd --max-txn-ops default. */
+export const txnOpsDefault = 128;
+/** etcd quota default when --quota-backend-bytes is 0: 2 GiB. */
+export const quotaBackendBytesDefault = 2 * 1024 * 1024 * 1024;
+/** etcd: committed - applied > 5000 => ErrTooManyRequests. */
+export const commitApplyGapMax = 5000;
+/** Proposals waiting for apply; beyond it new writes get ErrTooManyRequests (backpressure). */
+export const proposalsPendingMax = 65536;
+/** Entries in one append/apply batch handed to the storage worker. */
+export const batchEntriesMax = 4096;
+/** Reads in one batch handed to the storage worker. */
+export const batchReadsMax = 4096;
+/** Raft log entries kept behind the applied index (etcd --snapshot-catchup-entries 5000). */
+export const logRetainEntries = 5000;
+/** Keys handled per compaction step, so a compaction never stalls apply (etcd 1000). */
+export const compactionBatchKeys = 1000;
+/** etcd MaxLeaseTTL. */
+export const leaseTtlMaxSeconds = 9_000_000_000;
+
+assert(grpcOverheadBytes > 0, 'grpcOverheadBytes');
+assert(batchEntriesMax > 0 && batchReadsMax > 0, 'batch limits');
+assert(commitApplyGapMax < proposalsPendingMax, 'gap vs pending');

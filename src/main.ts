@@ -1,0 +1,93 @@
+// Process entry: configuration -> storage worker + raft driver -> gRPC API -> serve.
+import * as fs from 'node:fs';
+import { ConfigError, parseArgs, usage } from './config/config';
+import * as limits from './config/limits';
+import { EtcdServer } from './server/etcd_server';
+import { GrpcApi } from './api/grpc/server';
+import { Logger, isLogLevel } from './util/log';
+import { concordVersion, etcdVersion } from './version';
+
+function listenAddress(url: string): string {
+  const u = new URL(url);
+  if (u.protocol === 'unix:') return 'unix:' + u.pathname;
+  if (u.protocol === 'https:') throw new ConfigError(`TLS client URLs are not supported yet: ${url}`);
+  const host = u.hostname.startsWith('[') ? u.hostname : u.hostname;
+  return `${host}:${u.port || '2379'}`;
+}
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs(process.argv.slice(2), process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`error: ${err.message}\n${usage()}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (parsed.help) {
+    process.stdout.write(usage() + '\n');
+    return;
+  }
+  if (parsed.version) {
+    process.stdout.write(`concord Version: ${concordVersion}\netcd API Version: ${etcdVersion}\n`);
+    return;
+  }
+  const cfg = parsed.config;
+  const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
+  fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
+  const quota = cfg.quotaBackendBytes > 0 ? cfg.quotaBackendBytes : limits.quotaBackendBytesDefault;
+  log.info('starting concord', {
+    'concord-version': concordVersion, 'etcd-version': etcdVersion, name: cfg.name,
+    'data-dir': cfg.dataDir, 'listen-client-urls': cfg.listenClientUrls,
+    'max-request-bytes': cfg.maxRequestBytes, 'max-txn-ops': cfg.maxTxnOps, 'quota-backend-bytes': quota,
+  });
+  const addresses = cfg.listenClientUrls.map(listenAddress);
+  let api: GrpcApi | null = null;
+  let stopping = false;
+  const server = await EtcdServer.start({
+    name: cfg.name,
+    dataDir: cfg.dataDir,
+    mapSizeBytes: Math.max(quota * 2, 1 << 30),
+    requestBytesMax: cfg.maxRequestBytes,
+    heartbeatMs: cfg.heartbeatIntervalMs,
+    electionMs: cfg.electionTimeoutMs,
+    initialClusterToken: cfg.initialClusterToken,
+    peerUrls: cfg.initialAdvertisePeerUrls,
+    clientUrls: cfg.advertiseClientUrls,
+    quotaBackendBytes: quota,
+    onFatal(message) {
+      log.log('fatal', 'storage failure, stopping', { error: message });
+      process.exit(1);
+    },
+  });
+  api = new GrpcApi(server, {
+    requestBytesMax: cfg.maxRequestBytes,
+    recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes,
+    txnOpsMax: cfg.maxTxnOps,
+    maxConcurrentStreams: Math.min(cfg.maxConcurrentStreams, 0x7fffffff),
+  });
+  const ports = await api.listen(addresses);
+  log.info('ready to serve client requests', {
+    'cluster-id': server.clusterId.toString(16), 'member-id': server.memberId.toString(16),
+    addresses, ports,
+  });
+
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info('received signal, shutting down', { signal });
+    await api!.stop();
+    await server.stop();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: 'start failed', error: String((err as Error)?.stack ?? err) }) + '\n');
+  process.exit(1);
+});

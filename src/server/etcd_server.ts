@@ -1,0 +1,345 @@
+// The main-thread driver (etcd: etcdserver/server.go + raft.go): turns client requests into
+// raft proposals, runs the raft core, and hands its Ready to the storage worker in batches.
+//
+// Write path:  propose -> raft log (unstable) -> Batch to worker: append + fsync
+//              -> Persisted -> raft commits -> Batch: apply -> Applied -> answer the client.
+// Read path:   serializable reads go into the next Batch at once; linearizable reads wait until
+//              every entry committed when they arrived has been handed to the worker (the
+//              worker answers them after applying those entries).
+// One Batch per event-loop turn carries everything that turn produced.
+import Long from 'long';
+import { concordpb, etcdserverpb } from '../gen/proto';
+import { Raft } from '../raft/raft';
+import { Entry } from '../raft/types';
+import { Prng } from '../util/prng';
+import { assert } from '../util/assert';
+import { ErrorCode } from '../util/errors';
+import * as limits from '../config/limits';
+import { StorageWorkerHandle } from '../workers/pool';
+import {
+  FromWorker, PackReader, PackWriter, ReadKind, WorkerMessageType, WorkerReady,
+} from '../workers/protocol';
+import { etcdVersion } from '../version';
+
+/** Receives the answer to a proposal or read: code 0 and the encoded response, or an error. */
+export type ResultSink = (target: unknown, code: number, response: Uint8Array) => void;
+
+export interface EtcdServerConfig {
+  name: string;
+  dataDir: string;
+  mapSizeBytes: number;
+  requestBytesMax: number;
+  heartbeatMs: number;
+  electionMs: number;
+  initialClusterToken: string;
+  peerUrls: string[];
+  clientUrls: string[];
+  quotaBackendBytes: number;
+  onFatal(message: string): void;
+}
+
+interface PendingRead {
+  id: number;
+  kind: ReadKind;
+  request: Uint8Array;
+  /** Committed index the read must observe (0 for serializable reads). */
+  readIndex: number;
+  target: unknown;
+}
+
+export class EtcdServer {
+  readonly cfg: EtcdServerConfig;
+  readonly clusterId: Long;
+  readonly memberId: Long;
+  private readonly worker: StorageWorkerHandle;
+  private readonly raft: Raft;
+  private sink: ResultSink;
+  /** proposal id -> whoever waits for its answer. */
+  private readonly waits: Map<number, unknown>;
+  private nextProposalId: number;
+  private readonly reads: Map<number, unknown>;
+  private pendingReads: PendingRead[];
+  private nextReadId: number;
+  private turnScheduled: boolean;
+  private readonly batch: PackWriter;
+  private readonly runTurnBound: () => void;
+  private ticker: NodeJS.Timeout | null;
+  private stopped: boolean;
+  /** MVCC revision as of the last Applied message. */
+  currentRev: number;
+  compactRev: number;
+  dbSize: number;
+  dbSizeInUse: number;
+  private readyWaiters: (() => void)[];
+  private startCommit: number;
+
+  private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady) {
+    this.cfg = cfg;
+    this.worker = worker;
+    this.clusterId = Long.fromString(ready.clusterId, true);
+    this.memberId = Long.fromString(ready.memberId, true);
+    const entries: Entry[] = [];
+    const r = new PackReader(ready.entries);
+    for (let n = r.u32(); n > 0; n--) entries.push(r.entry());
+    const idNum = 1; // raft ids are local to the core; the wire member id is `memberId`
+    this.raft = new Raft({
+      id: idNum,
+      voters: [idNum],
+      electionTicks: Math.max(2, Math.round(cfg.electionMs / cfg.heartbeatMs)),
+      heartbeatTicks: 1,
+      prng: new Prng(Number(this.memberId.low >>> 0) || 1),
+      hardState: ready.hardState,
+      snapshotIndex: ready.snapshotIndex,
+      snapshotTerm: ready.snapshotTerm,
+      entries,
+      applied: ready.appliedIndex,
+      applyBatchMax: limits.batchEntriesMax,
+    });
+    this.sink = () => undefined;
+    this.waits = new Map();
+    this.nextProposalId = Date.now() * 1000;
+    this.reads = new Map();
+    this.pendingReads = [];
+    this.nextReadId = 1;
+    this.turnScheduled = false;
+    this.batch = new PackWriter(256 * 1024);
+    this.runTurnBound = this.runTurn.bind(this);
+    this.ticker = null;
+    this.stopped = false;
+    this.currentRev = ready.currentRev;
+    this.compactRev = ready.compactRev;
+    this.dbSize = 0;
+    this.dbSizeInUse = 0;
+    this.readyWaiters = [];
+    this.startCommit = ready.hardState.commit;
+    worker.listen({
+      onMessage: (msg) => this.onWorkerMessage(msg),
+      onFatal: (message) => cfg.onFatal(message),
+    });
+  }
+
+  static async start(cfg: EtcdServerConfig): Promise<EtcdServer> {
+    const { handle, ready } = await StorageWorkerHandle.start({
+      dataDir: cfg.dataDir,
+      mapSizeBytes: cfg.mapSizeBytes,
+      name: cfg.name,
+      initialClusterToken: cfg.initialClusterToken,
+    });
+    const server = new EtcdServer(cfg, handle, ready);
+    server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
+    // A lone voter need not wait an election timeout to find out nobody else is there.
+    server.raft.campaign();
+    server.scheduleTurn();
+    await server.whenCaughtUp();
+    return server;
+  }
+
+  setResultSink(sink: ResultSink): void {
+    this.sink = sink;
+  }
+
+  /** Resolves once this member leads and has applied everything committed before the start. */
+  private whenCaughtUp(): Promise<void> {
+    return new Promise((resolve) => {
+      this.readyWaiters.push(resolve);
+      this.checkCaughtUp();
+    });
+  }
+
+  private checkCaughtUp(): void {
+    if (this.readyWaiters.length === 0) return;
+    if (!this.raft.isLeader()) return;
+    if (this.raft.log.applied < Math.max(this.startCommit, this.raft.log.committed)) return;
+    if (this.raft.log.committed < this.raft.log.lastIndex()) return;
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  // ---- requests ----
+
+  /**
+   * Proposes a write. `build` fills the InternalRequest; the answer reaches the result sink with
+   * `target`. Returns an error code when the proposal is refused up front (0 when accepted).
+   */
+  propose(req: concordpb.InternalRequest.$Properties, target: unknown): number {
+    if (this.stopped) return ErrorCode.Stopped;
+    if (!this.raft.isLeader()) return ErrorCode.NoLeader;
+    if (this.raft.log.committed - this.raft.log.applied > limits.commitApplyGapMax ||
+      this.waits.size >= limits.proposalsPendingMax) {
+      return ErrorCode.TooManyRequests;
+    }
+    // etcd's quota applier: writes that can grow the database stop once it exceeds the quota.
+    if ((req.put || req.txn) && this.dbSize > this.cfg.quotaBackendBytes) return ErrorCode.NoSpace;
+    const id = this.nextProposalId++;
+    req.id = id;
+    const data = concordpb.InternalRequest.encode(req).finish();
+    if (data.length > this.cfg.requestBytesMax) return ErrorCode.RequestTooLarge;
+    this.raft.propose(data);
+    this.waits.set(id, target);
+    this.scheduleTurn();
+    return 0;
+  }
+
+  /** Queues a read; linearizable reads observe every write committed before they arrived. */
+  read(kind: ReadKind, request: Uint8Array, serializable: boolean, target: unknown): number {
+    if (this.stopped) return ErrorCode.Stopped;
+    if (!serializable && !this.raft.isLeader()) return ErrorCode.NoLeader;
+    const id = this.nextReadId++;
+    if (this.nextReadId > 0xffffffff) this.nextReadId = 1;
+    this.pendingReads.push({
+      id, kind, request, readIndex: serializable ? 0 : this.raft.log.committed, target,
+    });
+    this.scheduleTurn();
+    return 0;
+  }
+
+  /** Maintenance.Status: raft facts from here, sizes and revision from the worker. */
+  status(target: unknown): number {
+    const errors: string[] = [];
+    if (!this.raft.isLeader() && this.raft.lead === 0) errors.push('etcdserver: no leader');
+    const template = etcdserverpb.StatusResponse.encode({
+      version: etcdVersion,
+      leader: this.raft.lead !== 0 ? this.memberId : 0,
+      raftIndex: this.raft.log.committed,
+      raftTerm: this.raft.term,
+      raftAppliedIndex: this.raft.log.applied,
+      errors,
+      isLearner: false,
+    }).finish();
+    return this.read(ReadKind.Status, template, true, target);
+  }
+
+  raftTerm(): number {
+    return this.raft.term;
+  }
+
+  isLeader(): boolean {
+    return this.raft.isLeader();
+  }
+
+  leaderId(): Long | number {
+    return this.raft.lead !== 0 ? this.memberId : 0;
+  }
+
+  // ---- the loop ----
+
+  private scheduleTurn(): void {
+    if (this.turnScheduled) return;
+    this.turnScheduled = true;
+    setImmediate(this.runTurnBound);
+  }
+
+  private tick(): void {
+    this.raft.tick();
+    this.scheduleTurn();
+  }
+
+  private runTurn(): void {
+    this.turnScheduled = false;
+    if (this.stopped) return;
+    const hasReady = this.raft.hasReady();
+    if (!hasReady && this.pendingReads.length === 0) return;
+    const w = this.batch;
+    w.reset();
+    const rd = this.raft.ready();
+    if (rd.hardState !== null) {
+      w.u8(1);
+      w.u53(rd.hardState.term);
+      w.u53(rd.hardState.vote);
+      w.u53(rd.hardState.commit);
+    } else {
+      w.u8(0);
+    }
+    w.u53(this.raft.term);
+    w.u32(rd.entries.length);
+    for (const e of rd.entries) w.entry(e);
+    w.u32(rd.committedEntries.length);
+    for (const e of rd.committedEntries) w.entry(e);
+    const countAt = w.u32Placeholder();
+    let count = 0;
+    const applying = this.raft.log.applying;
+    const reads = this.pendingReads;
+    let kept = 0;
+    for (let i = 0; i < reads.length; i++) {
+      const rq = reads[i]!;
+      if (rq.readIndex <= applying && count < limits.batchReadsMax) {
+        w.u32(rq.id);
+        w.u8(rq.kind);
+        w.bytes(rq.request);
+        this.reads.set(rq.id, rq.target);
+        count++;
+      } else {
+        reads[kept++] = rq;
+      }
+    }
+    reads.length = kept;
+    w.patchU32(countAt, count);
+    if (rd.entries.length === 0 && rd.committedEntries.length === 0 && count === 0 &&
+      rd.hardState === null) {
+      return;
+    }
+    const data = w.finish();
+    this.worker.send({ type: WorkerMessageType.Batch, data }, [data.buffer as ArrayBuffer]);
+    if (this.raft.hasReady() || kept > 0) this.scheduleTurn();
+  }
+
+  private onWorkerMessage(msg: FromWorker): void {
+    switch (msg.type) {
+      case WorkerMessageType.Persisted:
+        this.raft.storageAppended(msg.index, msg.term);
+        this.scheduleTurn();
+        break;
+      case WorkerMessageType.Applied:
+        this.dbSize = msg.dbSize;
+        this.dbSizeInUse = msg.dbSizeInUse;
+        this.onApplied(msg.data);
+        break;
+      default:
+        assert(false, 'unexpected worker message');
+    }
+  }
+
+  private onApplied(data: Uint8Array): void {
+    const r = new PackReader(data);
+    const appliedIndex = r.u53();
+    this.currentRev = r.u53();
+    this.compactRev = r.u53();
+    this.raft.appliedTo(appliedIndex);
+    for (let n = r.u32(); n > 0; n--) {
+      const id = r.u53();
+      const code = r.u8();
+      const response = r.bytes();
+      const target = this.waits.get(id);
+      if (target === undefined) continue; // proposed before a restart
+      this.waits.delete(id);
+      this.sink(target, code, response);
+    }
+    for (let n = r.u32(); n > 0; n--) {
+      const id = r.u32();
+      const code = r.u8();
+      const response = r.bytes();
+      const target = this.reads.get(id);
+      assert(target !== undefined, 'read answered twice');
+      this.reads.delete(id);
+      this.sink(target, code, response);
+    }
+    this.checkCaughtUp();
+    if (this.pendingReads.length > 0 || this.raft.hasReady()) this.scheduleTurn();
+  }
+
+  /** Stops taking requests, fails what waits, flushes and closes storage. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker !== null) clearInterval(this.ticker);
+    const empty = new Uint8Array(0);
+    for (const target of this.waits.values()) this.sink(target, ErrorCode.Stopped, empty);
+    this.waits.clear();
+    for (const target of this.reads.values()) this.sink(target, ErrorCode.Stopped, empty);
+    this.reads.clear();
+    for (const rq of this.pendingReads) this.sink(rq.target, ErrorCode.Stopped, empty);
+    this.pendingReads = [];
+    await this.worker.close();
+  }
+}

@@ -1,0 +1,99 @@
+// Every byte layout concord keeps in LMDB is declared here (etcd: server/storage/schema).
+//
+// One LMDB environment per member, so one fsync covers the raft log and the MVCC state:
+//   log   : raft log.   key = index (u64 BE, 8 bytes)
+//                       value = term (u64 BE) | type (u8) | data
+//   key   : MVCC revisions (etcd's "key" bucket). key = main (u64 BE) | sub (u64 BE) [| 't']
+//                       value = mvccpb.KeyValue bytes ({key, mod_revision} only for a tombstone)
+//   meta  : small named records, keys below.
+import { assert } from '../util/assert';
+
+export const dbLog = 'log';
+export const dbKey = 'key';
+export const dbMeta = 'meta';
+
+export const metaConsistentIndex = 'consistentIndex'; // u64: last raft index applied to MVCC
+export const metaCurrentRev = 'currentRev'; //           u64: MVCC current revision at that index
+export const metaScheduledCompact = 'scheduledCompactRev'; // u64
+export const metaFinishedCompact = 'finishedCompactRev'; //   u64
+export const metaHardState = 'hardState'; //  term u64 | vote u64 | commit u64
+export const metaLogFirst = 'logFirst'; //     index u64 | term u64 of the entry before the log
+export const metaClusterId = 'clusterId'; //   u64
+export const metaMemberId = 'memberId'; //     u64
+export const metaTerm = 'term';
+
+export const revBytesLen = 16;
+export const revTombstoneLen = 17;
+const tombstoneMark = 0x74; // 't'
+
+const twoTo32 = 4294967296;
+
+export function writeU64(buf: Buffer, offset: number, value: number): void {
+  assert(Number.isSafeInteger(value) && value >= 0, 'u64 value');
+  buf.writeUInt32BE(Math.floor(value / twoTo32), offset);
+  buf.writeUInt32BE(value >>> 0, offset + 4);
+}
+
+export function readU64(buf: Uint8Array, offset: number): number {
+  const b = buf as Buffer;
+  const hi = b.readUInt32BE(offset);
+  const lo = b.readUInt32BE(offset + 4);
+  const v = hi * twoTo32 + lo;
+  assert(Number.isSafeInteger(v), 'u64 overflow');
+  return v;
+}
+
+export function u64Bytes(value: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  writeU64(b, 0, value);
+  return b;
+}
+
+/** Revision key for the `key` db: main | sub, plus 't' for a tombstone (etcd revision.go). */
+export function revKey(main: number, sub: number, tombstone: boolean): Buffer {
+  const b = Buffer.allocUnsafe(tombstone ? revTombstoneLen : revBytesLen);
+  writeU64(b, 0, main);
+  writeU64(b, 8, sub);
+  if (tombstone) b[16] = tombstoneMark;
+  return b;
+}
+
+export function revKeyMain(key: Uint8Array): number {
+  return readU64(key, 0);
+}
+
+export function revKeySub(key: Uint8Array): number {
+  return readU64(key, 8);
+}
+
+export function revKeyIsTombstone(key: Uint8Array): boolean {
+  return key.length === revTombstoneLen && key[16] === tombstoneMark;
+}
+
+export function logKey(index: number): Buffer {
+  return u64Bytes(index);
+}
+
+export interface HardStateRecord { term: number; vote: number; commit: number }
+
+export function encodeHardState(hs: HardStateRecord): Buffer {
+  const b = Buffer.allocUnsafe(24);
+  writeU64(b, 0, hs.term);
+  writeU64(b, 8, hs.vote);
+  writeU64(b, 16, hs.commit);
+  return b;
+}
+
+export function decodeHardState(b: Uint8Array): HardStateRecord {
+  assert(b.length === 24, 'hardState length');
+  return { term: readU64(b, 0), vote: readU64(b, 8), commit: readU64(b, 16) };
+}
+
+/** Log entry value: term | type | data. */
+export function encodeLogValue(term: number, type: number, data: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(9 + data.length);
+  writeU64(b, 0, term);
+  b[8] = type;
+  b.set(data, 9);
+  return b;
+}

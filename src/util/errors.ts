@@ -1,0 +1,63 @@
+// Expected operating conditions, each with a stable code. The code, not the message, is what the
+// API layer maps to a gRPC status and etcd's wire string (api/grpc/errors.ts). Never match on
+// `message`.
+
+export const enum ErrorCode {
+  EmptyKey = 1,
+  KeyNotFound,
+  ValueProvided,
+  LeaseProvided,
+  TooManyOps,
+  DuplicateKey,
+  Compacted,
+  FutureRev,
+  NoSpace,
+  RequestTooLarge,
+  TooManyRequests,
+  LeaseNotFound,
+  NoLeader,
+  NotCapable,
+  Stopped,
+  Timeout,
+  Corrupt,
+  MessageTooLarge,
+}
+
+export class ConcordError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'ConcordError';
+    this.code = code;
+  }
+}
+
+// Singletons for errors returned on hot paths: no allocation, no stack capture per request.
+function make(code: ErrorCode, message: string): ConcordError {
+  const err = new ConcordError(code, message);
+  err.stack = undefined;
+  return err;
+}
+
+export const errCompacted = make(ErrorCode.Compacted, 'mvcc: required revision has been compacted');
+export const errFutureRev = make(ErrorCode.FutureRev, 'mvcc: required revision is a future revision');
+export const errKeyNotFound = make(ErrorCode.KeyNotFound, 'key not found');
+export const errLeaseNotFound = make(ErrorCode.LeaseNotFound, 'lease not found');
+export const errNoSpace = make(ErrorCode.NoSpace, 'database space exceeded');
+export const errStopped = make(ErrorCode.Stopped, 'server stopped');
+export const errTooManyRequests = make(ErrorCode.TooManyRequests, 'too many requests');
+export const errRequestTooLarge = make(ErrorCode.RequestTooLarge, 'request is too large');
+
+export function errorByCode(code: ErrorCode): ConcordError {
+  switch (code) {
+    case ErrorCode.Compacted: return errCompacted;
+    case ErrorCode.FutureRev: return errFutureRev;
+    case ErrorCode.KeyNotFound: return errKeyNotFound;
+    case ErrorCode.LeaseNotFound: return errLeaseNotFound;
+    case ErrorCode.NoSpace: return errNoSpace;
+    case ErrorCode.Stopped: return errStopped;
+    case ErrorCode.TooManyRequests: return errTooManyRequests;
+    case ErrorCode.RequestTooLarge: return errRequestTooLarge;
+    default: return make(code, 'error ' + code);
+  }
+}
