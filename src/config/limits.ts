@@ -19,6 +19,12 @@ export const batchEntriesMax = 4096;
 export const batchReadsMax = 4096;
 /** Raft log entries kept behind the applied index (etcd --snapshot-catchup-entries 5000). */
 export const logRetainEntries = 5000;
+/** WAL segment size (etcd wal.SegmentSizeBytes: 64 MB), preallocated. */
+export const walSegmentBytes = 64 * 1024 * 1024;
+/** MVCC writes reach LMDB at least this often (etcd --backend-batch-interval 100 ms). */
+export const backendBatchIntervalMs = 100;
+/** ... or after this many writes (etcd --backend-batch-limit 10000). */
+export const backendBatchLimit = 10000;
 /** Keys handled per compaction step, so a compaction never stalls apply (etcd 1000). */
 export const compactionBatchKeys = 1000;
 /** etcd MaxLeaseTTL. */

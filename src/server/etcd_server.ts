@@ -122,8 +122,7 @@ export class EtcdServer {
     const { handle, ready } = await StorageWorkerHandle.start({
       dataDir: cfg.dataDir,
       mapSizeBytes: cfg.mapSizeBytes,
-      name: cfg.name,
-      initialClusterToken: cfg.initialClusterToken,
+      walSegmentBytes: limits.walSegmentBytes,
     });
     const server = new EtcdServer(cfg, handle, ready);
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
@@ -242,6 +241,7 @@ export class EtcdServer {
     if (!hasReady && this.pendingReads.length === 0) return;
     const w = this.batch;
     w.reset();
+    w.u8(WorkerMessageType.Batch);
     const rd = this.raft.ready();
     if (rd.hardState !== null) {
       w.u8(1);
@@ -279,32 +279,30 @@ export class EtcdServer {
       rd.hardState === null) {
       return;
     }
-    const data = w.finish();
-    this.worker.send({ type: WorkerMessageType.Batch, data }, [data.buffer as ArrayBuffer]);
+    this.worker.send(w.finish());
     if (this.raft.hasReady() || kept > 0) this.scheduleTurn();
   }
 
   private onWorkerMessage(msg: FromWorker): void {
-    switch (msg.type) {
-      case WorkerMessageType.Persisted:
-        this.raft.storageAppended(msg.index, msg.term);
-        this.scheduleTurn();
-        break;
-      case WorkerMessageType.Applied:
-        this.dbSize = msg.dbSize;
-        this.dbSizeInUse = msg.dbSizeInUse;
-        this.onApplied(msg.data);
-        break;
-      default:
-        assert(false, 'unexpected worker message');
+    assert(msg instanceof Uint8Array, 'unexpected worker message');
+    if (msg[0] === WorkerMessageType.Persisted) {
+      const b = Buffer.from(msg.buffer, msg.byteOffset, msg.length);
+      this.raft.storageAppended(b.readDoubleLE(1), b.readDoubleLE(9));
+      this.scheduleTurn();
+      return;
     }
+    assert(msg[0] === WorkerMessageType.Applied, 'unexpected worker message type');
+    this.onApplied(msg);
   }
 
   private onApplied(data: Uint8Array): void {
     const r = new PackReader(data);
+    r.u8(); // message type
     const appliedIndex = r.u53();
     this.currentRev = r.u53();
     this.compactRev = r.u53();
+    this.dbSize = r.u53();
+    this.dbSizeInUse = r.u53();
     this.raft.appliedTo(appliedIndex);
     for (let n = r.u32(); n > 0; n--) {
       const id = r.u53();

@@ -1,12 +1,13 @@
-// The LMDB backend: one environment, three named dbs (schema.ts), group commit.
+// The LMDB backend of the MVCC state (etcd: server/storage/backend, batch_tx.go).
 //
-// Writes are lmdb-js asynchronous puts: every put issued in one event turn lands in one LMDB
-// transaction, committed and fsynced by lmdb-js's native write thread, so N writes cost one
-// fsync (group commit). `flushed()` resolves when everything issued so far is durable.
-//
-// Between issuing a write and its commit, LMDB readers cannot see it; MVCC applies must be
-// readable at once, so MVCC records also sit in `pending` (etcd's txReadBuffer) until the
-// transaction that carries them has committed.
+// The WAL is the durability point of the write path, so the MVCC state need not reach disk per
+// request: like etcd's backend (batch interval 100 ms, batch limit 10,000), writes collect in
+// memory and go to LMDB as one transaction every `batchIntervalMs` or `batchLimit` writes,
+// whichever comes first. Until that transaction has committed, readers find the records in
+// `pending` (etcd's txReadBuffer). One LMDB commit costs two fsyncs here, so per-request commits
+// would triple the syncs of a put (measured: put c=1 mean 1.06 ms with per-turn commits).
+// Each commit also records the raft index it covers (consistentIndex), so after a crash the WAL
+// replays exactly what LMDB lacks.
 import { open, RootDatabase, Database } from 'lmdb';
 import { assert } from '../util/assert';
 import * as schema from './schema';
@@ -14,35 +15,43 @@ import * as schema from './schema';
 export interface BackendOptions {
   path: string;
   mapSizeBytes: number;
+  batchIntervalMs: number;
+  batchLimit: number;
 }
 
 export class Backend {
   readonly env: RootDatabase;
-  readonly log: Database<Buffer, Buffer>;
   readonly kv: Database<Buffer, Buffer>;
   readonly meta: Database<Buffer, string>;
-  /** revision key (latin1) -> KeyValue bytes written but maybe not yet committed. */
+  /** revision key (latin1) -> KeyValue bytes not yet committed to LMDB. */
   private readonly pending: Map<string, Uint8Array>;
-  /** Keys of `pending` by commit generation, cleared when that generation has committed. */
-  private pendingKeys: string[];
-  private commitWaitArmed: boolean;
-  private readonly onCommittedBound: (keys: string[]) => void;
+  /** Writes not yet handed to LMDB, in order: value null = remove. */
+  private queueKeys: Buffer[];
+  private queueValues: (Uint8Array | null)[];
+  private readonly metaQueue: Map<string, Buffer>;
+  private readonly batchIntervalMs: number;
+  private readonly batchLimit: number;
+  private timer: NodeJS.Timeout | null;
+  private readonly flushBound: () => void;
 
   constructor(options: BackendOptions) {
     this.env = open({
       path: options.path,
       maxDbs: 8,
       mapSize: options.mapSizeBytes,
-      // Durability: no noSync/noMetaSync. overlappingSync stays on (lmdb-js default on Linux):
-      // we wait for `flushed`, not for the put promise, before anything is acknowledged.
+      // Full LMDB syncs (no noSync/noMetaSync): the WAL is released only up to an index whose
+      // LMDB commit has been flushed, so that commit must really be on disk.
     });
-    this.log = this.env.openDB<Buffer, Buffer>({ name: schema.dbLog, keyEncoding: 'binary', encoding: 'binary' });
     this.kv = this.env.openDB<Buffer, Buffer>({ name: schema.dbKey, keyEncoding: 'binary', encoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: schema.dbMeta, encoding: 'binary' });
     this.pending = new Map();
-    this.pendingKeys = [];
-    this.commitWaitArmed = false;
-    this.onCommittedBound = this.onCommitted.bind(this);
+    this.queueKeys = [];
+    this.queueValues = [];
+    this.metaQueue = new Map();
+    this.batchIntervalMs = options.batchIntervalMs;
+    this.batchLimit = options.batchLimit;
+    this.timer = null;
+    this.flushBound = this.flush.bind(this);
   }
 
   // ---- MVCC records ----
@@ -56,59 +65,78 @@ export class Backend {
   }
 
   putKv(revKey: Buffer, value: Uint8Array): void {
-    const k = revKey.toString('latin1');
-    this.pending.set(k, value);
-    this.pendingKeys.push(k);
-    void this.kv.put(revKey, value as Buffer);
-    this.armCommitWait();
+    this.pending.set(revKey.toString('latin1'), value);
+    this.enqueue(revKey, value);
   }
 
   removeKv(revKey: Buffer): void {
-    void this.kv.remove(revKey);
+    this.enqueue(revKey, null);
   }
 
-  private armCommitWait(): void {
-    if (this.commitWaitArmed) return;
-    this.commitWaitArmed = true;
-    // Runs after this event turn's writes are queued: they all belong to the transaction that
-    // `committed` waits for.
-    queueMicrotask(() => {
-      const keys = this.pendingKeys;
-      this.pendingKeys = [];
-      this.commitWaitArmed = false;
-      void this.env.committed.then(() => this.onCommittedBound(keys));
+  private enqueue(key: Buffer, value: Uint8Array | null): void {
+    this.queueKeys.push(key);
+    this.queueValues.push(value);
+    if (this.queueKeys.length >= this.batchLimit) this.flush();
+    else this.armTimer();
+  }
+
+  private armTimer(): void {
+    if (this.timer === null) this.timer = setTimeout(this.flushBound, this.batchIntervalMs);
+  }
+
+  /** Hands everything queued to LMDB as one transaction (lmdb-js: one event turn = one txn). */
+  flush(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const keys = this.queueKeys;
+    const values = this.queueValues;
+    if (keys.length === 0 && this.metaQueue.size === 0) return;
+    this.queueKeys = [];
+    this.queueValues = [];
+    for (let i = 0; i < keys.length; i++) {
+      const v = values[i]!;
+      if (v === null) void this.kv.remove(keys[i]!);
+      else void this.kv.put(keys[i]!, v as Buffer);
+    }
+    for (const [name, v] of this.metaQueue) void this.meta.put(name, v);
+    this.metaQueue.clear();
+    void this.env.committed.then(() => {
+      for (let i = 0; i < keys.length; i++) {
+        if (values[i] !== null) this.pending.delete(keys[i]!.toString('latin1'));
+      }
     });
-  }
-
-  private onCommitted(keys: string[]): void {
-    for (let i = 0; i < keys.length; i++) this.pending.delete(keys[i]!);
   }
 
   // ---- meta ----
 
   getMetaU64(name: string): number {
-    const b = this.meta.getBinary(name);
+    const b = this.getMetaBytes(name);
     if (b === undefined) return 0;
     assert(b.length === 8, 'meta u64 length');
     return schema.readU64(b, 0);
   }
 
   putMetaU64(name: string, value: number): void {
-    void this.meta.put(name, schema.u64Bytes(value));
+    this.putMetaBytes(name, schema.u64Bytes(value));
   }
 
   getMetaBytes(name: string): Buffer | undefined {
-    return this.meta.getBinary(name);
+    return this.metaQueue.get(name) ?? this.meta.getBinary(name);
   }
 
+  /** Meta records go with the next batch: the last value written wins. */
   putMetaBytes(name: string, value: Buffer): void {
-    void this.meta.put(name, value);
+    this.metaQueue.set(name, value);
+    this.armTimer();
   }
 
   // ---- durability ----
 
-  /** Resolves when every write issued so far is committed and fsynced. */
+  /** Commits what is queued now; resolves when it is on disk. */
   flushed(): Promise<boolean> {
+    this.flush();
     return this.env.flushed;
   }
 
@@ -121,14 +149,13 @@ export class Backend {
     const pageSize = stats['pageSize']!;
     const dbSize = (stats['lastPageNumber']! + 1) * pageSize;
     let pages = 2 + pagesOf(stats); // two LMDB meta pages + the root (names) db
-    pages += pagesOf(this.log.getStats() as Record<string, number>);
     pages += pagesOf(this.kv.getStats() as Record<string, number>);
     pages += pagesOf(this.meta.getStats() as Record<string, number>);
     return { dbSize, dbSizeInUse: Math.min(dbSize, pages * pageSize) };
   }
 
   async close(): Promise<void> {
-    await this.env.flushed;
+    await this.flushed();
     await this.env.close();
   }
 }

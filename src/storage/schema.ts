@@ -1,14 +1,12 @@
 // Every byte layout concord keeps in LMDB is declared here (etcd: server/storage/schema).
 //
-// One LMDB environment per member, so one fsync covers the raft log and the MVCC state:
-//   log   : raft log.   key = index (u64 BE, 8 bytes)
-//                       value = term (u64 BE) | type (u8) | data
+// <data-dir>/member/wal/  the raft log and hard state (storage/wal.ts), the durability point.
+// <data-dir>/member/kv/   one LMDB environment with the MVCC state, recoverable from the WAL:
 //   key   : MVCC revisions (etcd's "key" bucket). key = main (u64 BE) | sub (u64 BE) [| 't']
 //                       value = mvccpb.KeyValue bytes ({key, mod_revision} only for a tombstone)
 //   meta  : small named records, keys below.
 import { assert } from '../util/assert';
 
-export const dbLog = 'log';
 export const dbKey = 'key';
 export const dbMeta = 'meta';
 
@@ -16,11 +14,8 @@ export const metaConsistentIndex = 'consistentIndex'; // u64: last raft index ap
 export const metaCurrentRev = 'currentRev'; //           u64: MVCC current revision at that index
 export const metaScheduledCompact = 'scheduledCompactRev'; // u64
 export const metaFinishedCompact = 'finishedCompactRev'; //   u64
-export const metaHardState = 'hardState'; //  term u64 | vote u64 | commit u64
-export const metaLogFirst = 'logFirst'; //     index u64 | term u64 of the entry before the log
 export const metaClusterId = 'clusterId'; //   u64
 export const metaMemberId = 'memberId'; //     u64
-export const metaTerm = 'term';
 
 export const revBytesLen = 16;
 export const revTombstoneLen = 17;
@@ -70,30 +65,5 @@ export function revKeyIsTombstone(key: Uint8Array): boolean {
   return key.length === revTombstoneLen && key[16] === tombstoneMark;
 }
 
-export function logKey(index: number): Buffer {
-  return u64Bytes(index);
-}
-
-export interface HardStateRecord { term: number; vote: number; commit: number }
-
-export function encodeHardState(hs: HardStateRecord): Buffer {
-  const b = Buffer.allocUnsafe(24);
-  writeU64(b, 0, hs.term);
-  writeU64(b, 8, hs.vote);
-  writeU64(b, 16, hs.commit);
-  return b;
-}
-
-export function decodeHardState(b: Uint8Array): HardStateRecord {
-  assert(b.length === 24, 'hardState length');
-  return { term: readU64(b, 0), vote: readU64(b, 8), commit: readU64(b, 16) };
-}
-
-/** Log entry value: term | type | data. */
-export function encodeLogValue(term: number, type: number, data: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(9 + data.length);
-  writeU64(b, 0, term);
-  b[8] = type;
-  b.set(data, 9);
-  return b;
-}
+export const walDir = 'member/wal';
+export const kvDir = 'member/kv';

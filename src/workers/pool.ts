@@ -33,8 +33,9 @@ export class StorageWorkerHandle {
     return new Promise((resolve, reject) => {
       handle.events = {
         onMessage(msg) {
-          assert(msg.type === WorkerMessageType.Ready, 'first worker message must be Ready');
-          resolve({ handle, ready: msg });
+          assert(!(msg instanceof Uint8Array) && msg.type === WorkerMessageType.Ready,
+            'first worker message must be Ready');
+          resolve({ handle, ready: msg as WorkerReady });
         },
         onFatal(message) {
           reject(new Error(message));
@@ -48,11 +49,15 @@ export class StorageWorkerHandle {
     this.events = events;
   }
 
-  send(msg: ToWorker, transfer?: ArrayBuffer[]): void {
-    this.worker.postMessage(msg, transfer);
+  send(msg: ToWorker): void {
+    this.worker.postMessage(msg);
   }
 
   private dispatch(msg: FromWorker): void {
+    if (msg instanceof Uint8Array) {
+      this.events!.onMessage(msg);
+      return;
+    }
     if (msg.type === WorkerMessageType.Fatal) {
       this.fatal(msg.message);
       return;

@@ -1,27 +1,34 @@
-// The storage worker: owns the LMDB environment, the raft log on disk and the MVCC state.
+// The storage worker: owns the WAL (raft log + hard state), the LMDB environment and the MVCC
+// state.
 //
 // Per batch from the main thread, in this order:
-//   1. queue the new raft entries (and hard state) as LMDB writes;
+//   1. write the new raft entries (and hard state) to the WAL (page cache, no sync yet);
 //   2. apply the committed entries to MVCC (index in memory, records queued as LMDB writes),
 //      encode each response, and record the applied index with them;
 //   3. serve the reads, which see everything applied so far;
 //   4. post the answers of 2 and 3 at once (reads never wait for a fsync);
-//   5. when LMDB has fsynced the transaction carrying 1, post Persisted: only then may raft
-//      count the entries as durable and commit them.
-// All writes queued in one event turn share one LMDB transaction and one fsync (group commit).
+//   5. when the WAL's fdatasync covering 1 returns, post Persisted: only then may raft count the
+//      entries as durable and commit them.
+// One WAL fdatasync covers every batch written while the previous one ran (group commit), and
+// all LMDB writes of one event turn share one LMDB transaction, committed in the background.
 import { parentPort } from 'node:worker_threads';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Long from 'long';
 import { concordpb, etcdserverpb } from '../gen/proto';
 import { Applier, RangeAnswer } from '../apply/applier';
 import { KVStore, toNumber } from '../mvcc/kvstore';
 import { Backend } from '../storage/backend';
+import { Wal } from '../storage/wal';
 import * as schema from '../storage/schema';
 import { assert } from '../util/assert';
 import { ConcordError } from '../util/errors';
-import { compactionBatchKeys, logRetainEntries } from '../config/limits';
 import {
-  FromWorker, PackReader, PackWriter, ReadKind, ToWorker, WorkerInit, WorkerMessageType,
+  backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries,
+} from '../config/limits';
+import type { Entry } from '../raft/types';
+import {
+  FromWorker, PackReader, PackWriter, ReadKind, ToWorker, WorkerInit, WorkerMessageType, WorkerReady,
 } from './protocol';
 
 type Header = etcdserverpb.ResponseHeader.$Properties;
@@ -35,12 +42,15 @@ interface Compaction {
 
 class StorageWorker {
   private readonly backend: Backend;
+  private readonly wal: Wal;
+  private walReplay: { hardState: { term: number; vote: number; commit: number }; prevIndex: number; prevTerm: number; entries: Entry[] } | null;
   private readonly store: KVStore;
   private readonly applier: Applier;
   private readonly clusterId: Long;
   private readonly memberId: Long;
   private appliedIndex: number;
-  private logFirst: number; // first index still in the log db
+  /** Applied index that LMDB has made durable: the WAL may be released up to here. */
+  private durableAppliedIndex: number;
   private raftTerm: number;
   private readonly results: PackWriter;
   private resultCount: number;
@@ -52,15 +62,22 @@ class StorageWorker {
   private sizes: { dbSize: number; dbSizeInUse: number };
 
   constructor(init: WorkerInit) {
-    this.backend = new Backend({ path: init.dataDir, mapSizeBytes: init.mapSizeBytes });
+    this.backend = new Backend({
+      path: path.join(init.dataDir, schema.kvDir),
+      mapSizeBytes: init.mapSizeBytes,
+      batchIntervalMs: backendBatchIntervalMs,
+      batchLimit: backendBatchLimit,
+    });
+    const opened = Wal.open({ dir: path.join(init.dataDir, schema.walDir), segmentBytes: init.walSegmentBytes });
+    this.wal = opened.wal;
+    this.walReplay = opened.replay;
     this.store = new KVStore(this.backend);
     this.store.restore();
     this.applier = new Applier(this.store);
     this.clusterId = this.loadId(schema.metaClusterId);
     this.memberId = this.loadId(schema.metaMemberId);
     this.appliedIndex = this.backend.getMetaU64(schema.metaConsistentIndex);
-    const first = this.backend.getMetaBytes(schema.metaLogFirst);
-    this.logFirst = first ? schema.readU64(first, 0) + 1 : 1;
+    this.durableAppliedIndex = this.appliedIndex;
     this.raftTerm = 0;
     this.results = new PackWriter(64 * 1024);
     this.resultCount = 0;
@@ -86,50 +103,42 @@ class StorageWorker {
     return Long.fromBits(b.readUInt32BE(4), b.readUInt32BE(0), true);
   }
 
-  ready(): FromWorker {
-    const hsBytes = this.backend.getMetaBytes(schema.metaHardState);
-    const hardState = hsBytes ? schema.decodeHardState(hsBytes) : { term: 0, vote: 0, commit: 0 };
-    const firstBytes = this.backend.getMetaBytes(schema.metaLogFirst);
-    const snapshotIndex = firstBytes ? schema.readU64(firstBytes, 0) : 0;
-    const snapshotTerm = firstBytes ? schema.readU64(firstBytes, 8) : 0;
+  ready(): WorkerReady {
+    const replay = this.walReplay!;
+    // The WAL is released only up to what LMDB holds durably, so it always reaches back to the
+    // applied index; and LMDB never gets ahead of what the WAL made durable.
+    assert(replay.prevIndex <= this.appliedIndex, 'wal released beyond the applied index');
+    const lastIndex = replay.entries.length > 0 ? replay.entries[replay.entries.length - 1]!.index : replay.prevIndex;
+    assert(this.appliedIndex <= lastIndex, 'applied index beyond the wal');
     const w = new PackWriter(64 * 1024);
-    const countAt = w.u32Placeholder();
-    let count = 0;
-    let expect = snapshotIndex + 1;
-    for (const { key, value } of this.backend.log.getRange({ start: schema.logKey(snapshotIndex + 1) })) {
-      const index = schema.readU64(key, 0);
-      assert(index === expect, 'raft log gap on disk');
-      expect++;
-      w.entry({ index, term: schema.readU64(value, 0), type: value[8]!, data: value.subarray(9) });
-      count++;
-    }
-    w.patchU32(countAt, count);
-    return {
+    w.u32(replay.entries.length);
+    for (const e of replay.entries) w.entry(e);
+    const ready: WorkerReady = {
       type: WorkerMessageType.Ready,
       clusterId: this.clusterId.toString(),
       memberId: this.memberId.toString(),
-      hardState,
+      hardState: replay.hardState,
       appliedIndex: this.appliedIndex,
-      snapshotIndex,
-      snapshotTerm,
+      snapshotIndex: replay.prevIndex,
+      snapshotTerm: replay.prevTerm,
       entries: w.finish(),
       currentRev: this.store.currentRev,
       compactRev: this.store.compactMainRev,
     };
+    this.walReplay = null; // the main thread owns the in-memory log from here on
+    return ready;
   }
 
   batch(data: Uint8Array): void {
     const r = new PackReader(data);
-    if (r.u8() === 1) {
-      const hs = { term: r.u53(), vote: r.u53(), commit: r.u53() };
-      this.backend.putMetaBytes(schema.metaHardState, schema.encodeHardState(hs));
-    }
+    r.u8(); // message type
+    if (r.u8() === 1) this.wal.appendHardState({ term: r.u53(), vote: r.u53(), commit: r.u53() });
     this.raftTerm = r.u53();
     let lastIndex = 0;
     let lastTerm = 0;
     for (let n = r.u32(); n > 0; n--) {
       const e = r.entry();
-      void this.backend.log.put(schema.logKey(e.index), schema.encodeLogValue(e.term, e.type, e.data));
+      this.wal.appendEntry(e);
       lastIndex = e.index;
       lastTerm = e.term;
     }
@@ -145,7 +154,7 @@ class StorageWorker {
     if (applied > 0) {
       this.backend.putMetaU64(schema.metaConsistentIndex, this.appliedIndex);
       this.backend.putMetaU64(schema.metaCurrentRev, this.store.currentRev);
-      this.truncateLog();
+      this.releaseWalWhenDurable(this.appliedIndex);
     }
     for (let n = r.u32(); n > 0; n--) {
       const readId = r.u32();
@@ -156,10 +165,29 @@ class StorageWorker {
     if (lastIndex > 0) {
       const index = lastIndex;
       const term = lastTerm;
-      void this.backend.flushed().then(() => {
-        post({ type: WorkerMessageType.Persisted, index, term });
-      });
+      this.wal.sync(() => this.postPersisted(index, term));
     }
+  }
+
+  private postPersisted(index: number, term: number): void {
+    const m = new Uint8Array(17);
+    const b = Buffer.from(m.buffer);
+    b[0] = WorkerMessageType.Persisted;
+    b.writeDoubleLE(index, 1);
+    b.writeDoubleLE(term, 9);
+    post(m);
+  }
+
+  /**
+   * Once LMDB has made the MVCC state at `index` durable, WAL segments far enough behind it
+   * can go (etcd keeps --snapshot-catchup-entries for slow followers; so do we).
+   */
+  private releaseWalWhenDurable(index: number): void {
+    if (index - this.durableAppliedIndex < logRetainEntries) return;
+    this.durableAppliedIndex = index; // at most one release in flight per logRetainEntries
+    void this.backend.flushed().then(() => {
+      this.wal.releaseTo(index - logRetainEntries);
+    });
   }
 
   private header(revision: number): Header {
@@ -259,25 +287,28 @@ class StorageWorker {
   }
 
   private postApplied(): void {
-    const w = new PackWriter(32 + this.results.length + this.reads.length);
-    w.u53(this.appliedIndex);
-    w.u53(this.store.currentRev);
-    w.u53(Math.max(this.store.compactMainRev, 0));
-    w.u32(this.resultCount);
-    const results = this.results.finish();
-    const reads = this.reads.finish();
-    const data = new Uint8Array(w.length + results.length + 4 + reads.length);
-    data.set(w.finish(), 0);
-    data.set(results, w.length);
-    Buffer.from(data.buffer).writeUInt32LE(this.readCount, w.length + results.length);
-    data.set(reads, w.length + results.length + 4);
-    this.results.reset();
-    this.reads.reset();
+    this.refreshSizes(false);
+    const results = this.results;
+    const reads = this.reads;
+    const m = new Uint8Array(1 + 5 * 8 + 4 + results.length + 4 + reads.length);
+    const b = Buffer.from(m.buffer);
+    let pos = 0;
+    b[pos++] = WorkerMessageType.Applied;
+    pos = b.writeDoubleLE(this.appliedIndex, pos);
+    pos = b.writeDoubleLE(this.store.currentRev, pos);
+    pos = b.writeDoubleLE(Math.max(this.store.compactMainRev, 0), pos);
+    pos = b.writeDoubleLE(this.sizes.dbSize, pos);
+    pos = b.writeDoubleLE(this.sizes.dbSizeInUse, pos);
+    pos = b.writeUInt32LE(this.resultCount, pos);
+    pos += results.copyTo(m, pos);
+    pos = b.writeUInt32LE(this.readCount, pos);
+    pos += reads.copyTo(m, pos);
+    assert(pos === m.length, 'applied message size');
+    results.reset();
+    reads.reset();
     this.resultCount = 0;
     this.readCount = 0;
-    this.refreshSizes(false);
-    post({ type: WorkerMessageType.Applied, data, dbSize: this.sizes.dbSize, dbSizeInUse: this.sizes.dbSizeInUse },
-      [data.buffer]);
+    post(m);
   }
 
   private refreshSizes(force: boolean): void {
@@ -285,21 +316,6 @@ class StorageWorker {
     if (!force && now - this.sizesAtMs < 100) return;
     this.sizesAtMs = now;
     this.sizes = this.backend.sizes();
-  }
-
-  /** Drops raft log entries far behind the applied index (etcd: snapshot + log compaction). */
-  private truncateLog(): void {
-    const keepFrom = this.appliedIndex - logRetainEntries;
-    if (keepFrom - this.logFirst < logRetainEntries) return;
-    const lastDropped = keepFrom - 1;
-    const v = this.backend.log.getBinary(schema.logKey(lastDropped));
-    assert(v !== undefined, 'log entry to truncate missing');
-    const first = Buffer.allocUnsafe(16);
-    schema.writeU64(first, 0, lastDropped);
-    schema.writeU64(first, 8, schema.readU64(v, 0));
-    for (let i = this.logFirst; i <= lastDropped; i++) void this.backend.log.remove(schema.logKey(i));
-    this.backend.putMetaBytes(schema.metaLogFirst, first);
-    this.logFirst = keepFrom;
   }
 
   // ---- compaction sweep, in steps so that apply and reads go on meanwhile ----
@@ -343,6 +359,7 @@ class StorageWorker {
   }
 
   async close(): Promise<void> {
+    this.wal.close();
     await this.backend.close();
   }
 }
@@ -367,21 +384,23 @@ function writeVarint(buf: Buffer, pos: number, v: number): number {
   return pos;
 }
 
-function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
-  parentPort!.postMessage(msg, transfer);
+function post(msg: FromWorker): void {
+  parentPort!.postMessage(msg);
 }
 
 let worker: StorageWorker | null = null;
 
 parentPort!.on('message', (msg: ToWorker) => {
   try {
+    if (msg instanceof Uint8Array) {
+      assert(msg[0] === WorkerMessageType.Batch, 'unknown worker message');
+      worker!.batch(msg);
+      return;
+    }
     switch (msg.type) {
       case WorkerMessageType.Init:
         worker = new StorageWorker(msg);
         post(worker.ready());
-        break;
-      case WorkerMessageType.Batch:
-        worker!.batch(msg.data);
         break;
       case WorkerMessageType.Close:
         void worker!.close().then(() => post({ type: WorkerMessageType.Closed }));
