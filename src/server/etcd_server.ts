@@ -288,7 +288,9 @@ export class EtcdServer {
     if (msg[0] === WorkerMessageType.Persisted) {
       const b = Buffer.from(msg.buffer, msg.byteOffset, msg.length);
       this.raft.storageAppended(b.readDoubleLE(1), b.readDoubleLE(9));
-      this.scheduleTurn();
+      // Newly committed entries go to the worker now, not a turn later: this is the write
+      // path's critical step (everything proposed meanwhile rides along anyway).
+      if (!this.turnScheduled) this.runTurn();
       return;
     }
     assert(msg[0] === WorkerMessageType.Applied, 'unexpected worker message type');
