@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { ConfigError, parseArgs, usage } from './config/config';
 import * as limits from './config/limits';
 import { EtcdServer } from './server/etcd_server';
+import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
 import { GrpcApi } from './api/grpc/server';
 import { Logger, isLogLevel } from './util/log';
 import { concordVersion, etcdVersion } from './version';
@@ -37,6 +38,8 @@ async function main(): Promise<void> {
   const cfg = parsed.config;
   const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
   fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
+  const unlockDataDir = lockDataDir(cfg.dataDir);
+  process.on('exit', unlockDataDir);
   const quota = cfg.quotaBackendBytes > 0 ? cfg.quotaBackendBytes : limits.quotaBackendBytesDefault;
   log.info('starting concord', {
     'concord-version': concordVersion, 'etcd-version': etcdVersion, name: cfg.name,
@@ -88,6 +91,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof DataDirLockedError) {
+    process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: err.message }) + '\n');
+    process.exit(1);
+  }
   process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: 'start failed', error: String((err as Error)?.stack ?? err) }) + '\n');
   process.exit(1);
 });

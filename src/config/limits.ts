@@ -19,8 +19,11 @@ export const batchEntriesMax = 4096;
 export const batchReadsMax = 4096;
 /** Raft log entries kept behind the applied index (etcd --snapshot-catchup-entries 5000). */
 export const logRetainEntries = 5000;
-/** WAL segment size (etcd wal.SegmentSizeBytes: 64 MB), preallocated. */
-export const walSegmentBytes = 64 * 1024 * 1024;
+/**
+ * WAL segment size. etcd uses 64 MB with fallocate; concord zero-fills segments (see wal.ts), so
+ * a smaller segment keeps the first start fast (~50k entries of 300 bytes per segment).
+ */
+export const walSegmentBytes = 16 * 1024 * 1024;
 /** MVCC writes reach LMDB at least this often (etcd --backend-batch-interval 100 ms). */
 export const backendBatchIntervalMs = 100;
 /** ... or after this many writes (etcd --backend-batch-limit 10000). */

@@ -7,7 +7,9 @@
 // fdatasync runs on the libuv pool, and every write issued while one sync runs is covered by
 // the next: group commit that grows with load, no timers.
 //
-// Segment file: <dir>/<seq:16 hex>-<firstIndex:16 hex>.wal, segmentBytes long, zero-filled.
+// Segment file: <dir>/<seq:16 hex>-<firstIndex:16 hex>.wal, segmentBytes long, zero-filled
+// (Node has no fallocate, and blocks fallocate leaves unwritten would cost a journal commit on
+// the first flush of each anyway).
 // Record: u32 payloadLength | u32 crc32(payload) | payload     (little-endian)
 // Payload: u8 kind, then
 //   kind 1 entry:      u53 index, u53 term, u8 type, data...
@@ -185,7 +187,6 @@ export class Wal {
     p.writeDoubleLE(prevTerm, 9);
     this.writeRecord(p, 17);
     fs.fdatasyncSync(this.fd);
-    this.prepareSpare();
   }
 
   private preallocateSync(): string {
@@ -246,6 +247,9 @@ export class Wal {
     fs.writeSync(this.fd, header, 0, recordHeaderBytes, this.offset);
     this.offset += recordHeaderBytes + len;
     this.dirty = true;
+    // The next segment is zero-filled in the background once this one is half full: early
+    // enough to be ready at the roll, late enough that short-lived servers never pay for it.
+    if (this.offset > this.segmentBytes / 2 && this.spare === null) this.prepareSpare();
   }
 
   appendEntry(e: Entry): void {
