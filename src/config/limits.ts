@@ -13,6 +13,8 @@ export const quotaBackendBytesDefault = 2 * 1024 * 1024 * 1024;
 export const commitApplyGapMax = 5000;
 /** Proposals waiting for apply; beyond it new writes get ErrTooManyRequests (backpressure). */
 export const proposalsPendingMax = 65536;
+/** Reads queued or in flight; beyond it new reads get ErrTooManyRequests (backpressure). */
+export const readsPendingMax = 65536;
 /** Entries in one append/apply batch handed to the storage worker. */
 export const batchEntriesMax = 4096;
 /** Reads in one batch handed to the storage worker. */

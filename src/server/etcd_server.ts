@@ -184,6 +184,9 @@ export class EtcdServer {
   read(kind: ReadKind, request: Uint8Array, serializable: boolean, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
     if (!serializable && !this.raft.isLeader()) return ErrorCode.NoLeader;
+    if (this.pendingReads.length + this.reads.size >= limits.readsPendingMax) {
+      return ErrorCode.TooManyRequests;
+    }
     const id = this.nextReadId++;
     if (this.nextReadId > 0xffffffff) this.nextReadId = 1;
     this.pendingReads.push({

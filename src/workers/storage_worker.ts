@@ -76,6 +76,7 @@ class StorageWorker {
     this.applier = new Applier(this.store);
     this.clusterId = this.loadId(schema.metaClusterId);
     this.memberId = this.loadId(schema.metaMemberId);
+    this.backend.flush(); // new ids go to disk with the first commit, not 100 ms later
     this.appliedIndex = this.backend.getMetaU64(schema.metaConsistentIndex);
     this.durableAppliedIndex = this.appliedIndex;
     this.raftTerm = 0;
