@@ -1,11 +1,20 @@
 // The raft consensus core (after etcd-io/raft raft.go + rawnode.go), pure and deterministic:
-// no I/O, no clocks, no timers, no Promises. Inputs: tick(), propose(), storageAppended();
+// no I/O, no clocks, no timers, no Promises. Inputs: tick(), campaign(), propose(),
+// storageAppended(), appliedTo();
 // output: ready() with entries to persist, committed entries to apply and (once peers exist)
 // messages to send; then advance(). Randomness comes from the injected Prng.
 //
 // This is the single-voter subset of raft: one voter is its own quorum, so it elects itself on
-// its first election timeout and commits an entry once its own log has persisted it. Peers,
-// messages and membership changes plug into the same stages in the replication issue.
+// its first election timeout. Peers, messages and membership changes plug into the same stages
+// in the replication issue.
+//
+// Durability contract with the driver (etcd 3.4's raft: a leader counts its own append at once,
+// "the leader can write to its disk in parallel with replicating", raft thesis §10.2.1): a Ready
+// may list an entry both in `entries` (to persist) and in `committedEntries`. The driver must not
+// apply a committed entry before every entry up to it is durable on this member. Concord's
+// storage worker enforces this (it applies an entry only after the WAL fsync that covers it), so
+// nothing is acknowledged before it is on disk, while a lone voter needs one hand-off per write
+// instead of two (persist, then apply).
 import { assert } from '../util/assert';
 import { Prng } from '../util/prng';
 import { RaftLog } from './log';
@@ -107,16 +116,21 @@ export class Raft {
   /** Appends a normal entry; returns its index. Only a leader accepts proposals. */
   propose(data: Uint8Array): number {
     if (this.state !== StateType.Leader) throw new ProposalDroppedError();
+    return this.appendEntry(data);
+  }
+
+  /** etcd raft appendEntry: the leader's own log counts toward the quorum at once. */
+  private appendEntry(data: Uint8Array): number {
     const e: Entry = { term: this.term, index: this.log.lastIndex() + 1, type: EntryType.Normal, data };
     this.log.append(e);
+    this.match.set(this.id, e.index);
+    this.maybeCommit();
     return e.index;
   }
 
   /** Storage made entries up to `index` (of `term`) durable (etcd: MsgStorageAppendResp). */
   storageAppended(index: number, term: number): void {
-    if (!this.log.stableTo(index, term)) return;
-    this.match.set(this.id, index);
-    if (this.state === StateType.Leader) this.maybeCommit();
+    this.log.stableTo(index, term);
   }
 
   /** The driver applied entries up to `index`. */
@@ -160,7 +174,7 @@ export class Raft {
     this.state = StateType.Leader;
     this.lead = this.id;
     // An empty entry of the new term lets the leader commit entries of earlier terms (raft §5.4.2).
-    this.log.append({ term: this.term, index: this.log.lastIndex() + 1, type: EntryType.Normal, data: emptyBytes });
+    this.appendEntry(emptyBytes);
   }
 
   private maybeCommit(): void {

@@ -1,8 +1,8 @@
 // The main-thread driver (etcd: etcdserver/server.go + raft.go): turns client requests into
 // raft proposals, runs the raft core, and hands its Ready to the storage worker in batches.
 //
-// Write path:  propose -> raft log (unstable) -> Batch to worker: append + fsync
-//              -> Persisted -> raft commits -> Batch: apply -> Applied -> answer the client.
+// Write path:  propose -> raft log (a lone voter commits at once) -> Batch to worker: append,
+//              and apply once the WAL fsync returns -> Applied -> answer the client.
 // Read path:   serializable reads go into the next Batch at once; linearizable reads wait until
 //              every entry committed when they arrived has been handed to the worker (the
 //              worker answers them after applying those entries).
@@ -42,7 +42,8 @@ interface PendingRead {
   id: number;
   kind: ReadKind;
   request: Uint8Array;
-  /** Committed index the read must observe (0 for serializable reads). */
+  linearizable: boolean;
+  /** Committed index the read must observe (0 for serializable reads, which may be stale). */
   readIndex: number;
   target: unknown;
 }
@@ -190,7 +191,8 @@ export class EtcdServer {
     const id = this.nextReadId++;
     if (this.nextReadId > 0xffffffff) this.nextReadId = 1;
     this.pendingReads.push({
-      id, kind, request, readIndex: serializable ? 0 : this.raft.log.committed, target,
+      id, kind, request, linearizable: !serializable,
+      readIndex: serializable ? 0 : this.raft.log.committed, target,
     });
     this.scheduleTurn();
     return 0;
@@ -269,6 +271,7 @@ export class EtcdServer {
       if (rq.readIndex <= applying && count < limits.batchReadsMax) {
         w.u32(rq.id);
         w.u8(rq.kind);
+        w.u8(rq.linearizable ? 1 : 0);
         w.bytes(rq.request);
         this.reads.set(rq.id, rq.target);
         count++;
@@ -291,9 +294,7 @@ export class EtcdServer {
     if (msg[0] === WorkerMessageType.Persisted) {
       const b = Buffer.from(msg.buffer, msg.byteOffset, msg.length);
       this.raft.storageAppended(b.readDoubleLE(1), b.readDoubleLE(9));
-      // Newly committed entries go to the worker now, not a turn later: this is the write
-      // path's critical step (everything proposed meanwhile rides along anyway).
-      if (!this.turnScheduled) this.runTurn();
+      this.scheduleTurn();
       return;
     }
     assert(msg[0] === WorkerMessageType.Applied, 'unexpected worker message type');

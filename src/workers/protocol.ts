@@ -14,7 +14,7 @@
 //     u32 applyCount  | applyCount  x Entry     committed entries to apply, in order
 //     u32 readCount   | readCount   x Read      reads to serve after the applies
 //   Entry  = u53 index, u53 term, u8 type, u32 dataLength, data
-//   Read   = u32 readId, u8 readKind, u32 length, request bytes
+//   Read   = u32 readId, u8 readKind, u8 linearizable, u32 length, request bytes
 //   Applied worker -> main
 //     u8  type = Applied
 //     u53 appliedIndex, u53 currentRev, u53 compactRev, u53 dbSize, u53 dbSizeInUse
@@ -24,6 +24,8 @@
 //   ReadResult = u32 readId, u8 errorCode, u32 length, response bytes
 //   Persisted worker -> main
 //     u8 type = Persisted, u53 index, u53 term     entries up to index are durable
+//   A batch's committed entries may include entries appended in the same batch: the worker
+//   applies an entry only once the WAL fsync covering it has returned.
 // Start-up and shutdown messages are plain objects (once per process).
 import { assert } from '../util/assert';
 import type { Entry } from '../raft/types';

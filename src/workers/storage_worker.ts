@@ -2,13 +2,15 @@
 // state.
 //
 // Per batch from the main thread, in this order:
-//   1. write the new raft entries (and hard state) to the WAL (page cache, no sync yet);
-//   2. apply the committed entries to MVCC (index in memory, records queued as LMDB writes),
-//      encode each response, and record the applied index with them;
-//   3. serve the reads, which see everything applied so far;
-//   4. post the answers of 2 and 3 at once (reads never wait for a fsync);
-//   5. when the WAL's fdatasync covering 1 returns, post Persisted: only then may raft count the
-//      entries as durable and commit them.
+//   1. write the new raft entries, then the hard state, to the WAL (page cache, no sync yet);
+//   2. queue the committed entries; apply those already durable in the WAL to MVCC (index in
+//      memory, records to LMDB in the background), encoding each response;
+//   3. serve the reads: serializable ones at once, linearizable ones after the applies queued
+//      before them;
+//   4. post the answers of 2 and 3 at once;
+//   5. when the WAL's fdatasync covering 1 returns, post Persisted, apply the entries it made
+//      durable and answer them and the reads that waited. Nothing is answered before the entry
+//      it reports on is on disk (raft.ts: the durability contract).
 // One WAL fdatasync covers every batch written while the previous one ran (group commit), and
 // all LMDB writes of one event turn share one LMDB transaction, committed in the background.
 import { parentPort } from 'node:worker_threads';
@@ -49,6 +51,13 @@ class StorageWorker {
   private readonly clusterId: Long;
   private readonly memberId: Long;
   private appliedIndex: number;
+  /** Last raft index known durable in the WAL. Invariant: appliedIndex <= durableIndex. */
+  private durableIndex: number;
+  /** Committed entries waiting for their WAL fsync, oldest first from applyQueueHead. */
+  private readonly applyQueue: Entry[];
+  private applyQueueHead: number;
+  /** Linearizable reads that arrived behind queued applies, in order. */
+  private readonly deferredReads: { readId: number; kind: number; request: Uint8Array; after: number }[];
   /** Applied index that LMDB has made durable: the WAL may be released up to here. */
   private durableAppliedIndex: number;
   private raftTerm: number;
@@ -78,6 +87,11 @@ class StorageWorker {
     this.memberId = this.loadId(schema.metaMemberId);
     this.backend.flush(); // new ids go to disk with the first commit, not 100 ms later
     this.appliedIndex = this.backend.getMetaU64(schema.metaConsistentIndex);
+    const replayed = opened.replay.entries;
+    this.durableIndex = replayed.length > 0 ? replayed[replayed.length - 1]!.index : opened.replay.prevIndex;
+    this.applyQueue = [];
+    this.applyQueueHead = 0;
+    this.deferredReads = [];
     this.durableAppliedIndex = this.appliedIndex;
     this.raftTerm = 0;
     this.results = new PackWriter(64 * 1024);
@@ -133,7 +147,10 @@ class StorageWorker {
   batch(data: Uint8Array): void {
     const r = new PackReader(data);
     r.u8(); // message type
-    if (r.u8() === 1) this.wal.appendHardState({ term: r.u53(), vote: r.u53(), commit: r.u53() });
+    const hasHardState = r.u8() === 1;
+    const hsTerm = hasHardState ? r.u53() : 0;
+    const hsVote = hasHardState ? r.u53() : 0;
+    const hsCommit = hasHardState ? r.u53() : 0;
     this.raftTerm = r.u53();
     let lastIndex = 0;
     let lastTerm = 0;
@@ -143,31 +160,78 @@ class StorageWorker {
       lastIndex = e.index;
       lastTerm = e.term;
     }
-    let applied = 0;
+    // After the entries: a torn tail can lose the hard state, never leave a commit index that
+    // points past the entries on disk.
+    if (hasHardState) this.wal.appendHardState({ term: hsTerm, vote: hsVote, commit: hsCommit });
     for (let n = r.u32(); n > 0; n--) {
       const e = r.entry();
       if (e.index <= this.appliedIndex) continue; // replayed after a restart: already in MVCC
+      this.applyQueue.push(e);
+    }
+    for (let n = r.u32(); n > 0; n--) {
+      const readId = r.u32();
+      const kind = r.u8();
+      const linearizable = r.u8() === 1;
+      const request = r.bytes();
+      if (linearizable && this.applyQueueHead < this.applyQueue.length) {
+        // Must see the applies queued before it, which wait for their fsync.
+        this.deferredReads.push({ readId, kind, request, after: this.applyQueue[this.applyQueue.length - 1]!.index });
+      } else {
+        this.serveRead(readId, kind, request);
+      }
+    }
+    this.applyDurable();
+    if (this.resultCount > 0 || this.readCount > 0) this.postApplied();
+    if (lastIndex > 0) {
+      const index = lastIndex;
+      const term = lastTerm;
+      this.wal.sync(() => this.onWalSynced(index, term));
+    }
+  }
+
+  private onWalSynced(index: number, term: number): void {
+    if (index > this.durableIndex) this.durableIndex = index;
+    this.postPersisted(index, term);
+    if (this.applyDurable() > 0 || this.resultCount > 0 || this.readCount > 0) this.postApplied();
+  }
+
+  /**
+   * Applies queued committed entries that are durable in the WAL (raft.ts: the durability
+   * contract), then serves the reads that waited for them. Returns the number applied.
+   */
+  private applyDurable(): number {
+    const queue = this.applyQueue;
+    let applied = 0;
+    while (this.applyQueueHead < queue.length) {
+      const e = queue[this.applyQueueHead]!;
+      if (e.index > this.durableIndex) break;
       assert(e.index === this.appliedIndex + 1, 'apply gap');
       this.applyEntry(e.data);
       this.appliedIndex = e.index;
+      this.applyQueueHead++;
       applied++;
+    }
+    if (this.applyQueueHead === queue.length) {
+      queue.length = 0;
+      this.applyQueueHead = 0;
+    } else if (this.applyQueueHead > 1024) {
+      queue.splice(0, this.applyQueueHead);
+      this.applyQueueHead = 0;
     }
     if (applied > 0) {
       this.backend.putMetaU64(schema.metaConsistentIndex, this.appliedIndex);
       this.backend.putMetaU64(schema.metaCurrentRev, this.store.currentRev);
       this.releaseWalWhenDurable(this.appliedIndex);
     }
-    for (let n = r.u32(); n > 0; n--) {
-      const readId = r.u32();
-      const kind = r.u8();
-      this.serveRead(readId, kind, r.bytes());
+    const reads = this.deferredReads;
+    let served = 0;
+    while (served < reads.length && reads[served]!.after <= this.appliedIndex) {
+      const d = reads[served]!;
+      this.serveRead(d.readId, d.kind, d.request);
+      served++;
     }
-    if (applied > 0 || this.resultCount > 0 || this.readCount > 0) this.postApplied();
-    if (lastIndex > 0) {
-      const index = lastIndex;
-      const term = lastTerm;
-      this.wal.sync(() => this.postPersisted(index, term));
-    }
+    if (served > 0) reads.splice(0, served);
+    return applied;
   }
 
   private postPersisted(index: number, term: number): void {
