@@ -1,6 +1,7 @@
 // Server configuration from etcd-style flags, ETCD_* environment variables and a YAML
 // --config-file (etcd: embed/config.go, etcdmain/config.go). Precedence as in etcd: a config
-// file, when given, is used alone; otherwise flags override environment variables.
+// file, when given (flag or ETCD_CONFIG_FILE), is used alone and the other flags and variables
+// are ignored; otherwise flags override environment variables.
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import * as limits from './limits';
@@ -130,7 +131,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
     given.add(name);
   }
   configFile = configFile ?? env['ETCD_CONFIG_FILE'] ?? null;
-  if (configFile !== null) loadConfigFile(configFile, values);
+  if (configFile !== null) {
+    for (const [name, spec] of Object.entries(flags)) values.set(name, parseValue(name, spec, spec.def));
+    loadConfigFile(configFile, values);
+  }
   const config = {} as Record<string, unknown>;
   for (const [name, spec] of Object.entries(flags)) if (spec.key !== null) config[spec.key] = values.get(name);
   const c = config as unknown as Config;
