@@ -1,0 +1,331 @@
+// `npm run perf`: the benchmark suite. Runs each workload at each client count against a fresh
+// concord and, when real etcd is installed, a fresh etcd, interleaved (A B, then B A) so machine
+// drift cancels out in the concord/etcd ratio, which is the figure we steer by.
+//
+//   npm run perf                         full run (all workloads, sweep 1..1024 clients, 2 rounds)
+//   npm run perf -- --quick              smoke run, under two minutes (CI runs it, never gates)
+//   npm run perf -- --workloads put-seq,range-ser --clients 1,64,256 --duration 5 --rounds 3
+//   npm run perf -- --no-etcd            concord only
+//
+// Output: a table on the terminal, perf/results/<stamp>.json and perf/results/<stamp>.html
+// (latency percentile curves and throughput-vs-latency from the sweep). Latencies are recorded
+// by the load generator processes (perf/loadgen.ts) into HDR histograms, in microseconds.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http2 from 'node:http2';
+import os from 'node:os';
+import path from 'node:path';
+import * as hdr from 'hdr-histogram-js';
+import { startConcord } from '../test/helpers/concord';
+import { etcdAvailable, startEtcd } from '../test/helpers/etcd';
+import { buildHistogram, type LoadgenConfig, type LoadgenResult } from './loadgen';
+import { renderHtml } from './report';
+import { workloadByName, workloads, type Workload } from './workloads';
+
+export type Target = 'concord' | 'etcd';
+
+export interface Sample {
+  target: Target;
+  round: number;
+  clients: number;
+  ok: number;
+  errors: number;
+  errorSamples: string[];
+  throughput: number; // ok responses per second
+  latencyUs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  /** Percentile curve points [percentile, µs] for the HTML plot. */
+  curve: [number, number][];
+  serverCpuUsPerOp: number;
+  clientCpuUsPerOp: number;
+}
+
+export interface Cell {
+  workload: string;
+  description: string;
+  clients: number;
+  samples: Sample[];
+}
+
+export interface PerfReport {
+  startedAt: string;
+  machine: { cpus: number; model: string; memGiB: number; node: string; platform: string };
+  options: Options;
+  etcdVersion: string | null;
+  cells: Cell[];
+}
+
+interface Options {
+  quick: boolean;
+  workloads: string[];
+  clients: number[];
+  durationS: number;
+  warmupS: number;
+  rounds: number;
+  procs: number;
+  etcd: boolean;
+  outDir: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const get = (name: string): string | undefined => {
+    const i = argv.indexOf('--' + name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const quick = argv.includes('--quick');
+  const o: Options = {
+    quick,
+    workloads: (get('workloads') ?? workloads.map((w) => w.name).join(',')).split(','),
+    clients: (get('clients') ?? (quick ? '1,64' : '1,16,64,256,1024')).split(',').map(Number),
+    durationS: Number(get('duration') ?? (quick ? 1.5 : 5)),
+    warmupS: Number(get('warmup') ?? (quick ? 0.3 : 1)),
+    rounds: Number(get('rounds') ?? (quick ? 1 : 2)),
+    procs: Number(get('procs') ?? Math.max(1, os.cpus().length)),
+    etcd: !argv.includes('--no-etcd') && etcdAvailable(),
+    outDir: get('out') ?? path.resolve(__dirname, '../../perf/results'),
+  };
+  for (const w of o.workloads) workloadByName(w); // fail early on typos
+  if (o.clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--clients takes positive integers');
+  return o;
+}
+
+/** utime+stime of a process in microseconds (Linux /proc). */
+function processCpuUs(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
+    return (ticks * 1e6) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
+}
+
+function grpcFrame(msg: Uint8Array): Buffer {
+  const b = Buffer.alloc(5 + msg.length);
+  b.writeUInt32BE(msg.length, 1);
+  b.set(msg, 5);
+  return b;
+}
+
+/** Sends the workload's setup requests one by one over one HTTP/2 connection. */
+async function setup(address: string, w: Workload): Promise<void> {
+  const reqs = w.setup();
+  if (reqs.length === 0) return;
+  const session = http2.connect(`http://${address}`);
+  try {
+    for (const r of reqs) {
+      await new Promise<void>((resolve, reject) => {
+        const s = session.request({ ':method': 'POST', ':path': r.path, 'content-type': 'application/grpc', te: 'trailers' });
+        let status = '';
+        s.on('trailers', (h) => (status = String(h['grpc-status'])));
+        s.on('response', (h) => { if (h['grpc-status'] !== undefined) status = String(h['grpc-status']); });
+        s.on('data', () => {});
+        s.on('error', reject);
+        s.on('close', () => (status === '0' ? resolve() : reject(new Error(`setup ${r.path}: grpc-status ${status}`))));
+        s.end(grpcFrame(r.body));
+      });
+    }
+  } finally {
+    session.close();
+  }
+}
+
+function runLoadgen(cfg: LoadgenConfig): Promise<LoadgenResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'loadgen.js'), JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => {
+      if (code === 0) resolve(JSON.parse(out) as LoadgenResult);
+      else reject(new Error(`loadgen exited ${code}: ${err}`));
+    });
+  });
+}
+
+const CURVE_POINTS: number[] = [];
+for (let k = 0; k <= 50; k++) CURVE_POINTS.push(100 * (1 - Math.pow(10, -k / 10)));
+
+async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
+  round: number): Promise<Sample> {
+  const procs = Math.min(o.procs, clients);
+  const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
+  const cfgs: LoadgenConfig[] = [];
+  for (let p = 0; p < procs; p++) {
+    const c = Math.floor(clients / procs) + (p < clients % procs ? 1 : 0);
+    const conns = Math.max(1, Math.min(c, Math.floor(totalConns / procs) + (p < totalConns % procs ? 1 : 0)));
+    cfgs.push({ address, workload: w.name, clients: c, conns, warmupMs: o.warmupS * 1000, durationMs: o.durationS * 1000, seed: 1 + p + 1000 * round });
+  }
+  // Server CPU is read across the whole run, warmup included, then scaled to the window;
+  // loadgen processes run their windows at the same time.
+  const cpu0 = processCpuUs(serverPid);
+  const t0 = performance.now();
+  const results = await Promise.all(cfgs.map(runLoadgen));
+  const wall = performance.now() - t0;
+  const cpu1 = processCpuUs(serverPid);
+  const h = buildHistogram();
+  let ok = 0;
+  let errors = 0;
+  let clientCpu = 0;
+  let elapsed = 0;
+  const errorSamples: string[] = [];
+  for (const r of results) {
+    const part = hdr.decodeFromCompressedBase64(r.histogram, 32, false);
+    h.add(part);
+    part.destroy();
+    ok += r.ok;
+    errors += r.errors;
+    clientCpu += r.cpuUserUs + r.cpuSystemUs;
+    elapsed = Math.max(elapsed, r.elapsedMs);
+    errorSamples.push(...r.errorSamples);
+  }
+  const throughput = ok / (elapsed / 1000);
+  // Requests completed in the whole wall time (warmup and drain too) ≈ throughput × wall.
+  const serverCpuUsPerOp = (cpu1 - cpu0) / (throughput * (wall / 1000));
+  const sample: Sample = {
+    target, round, clients, ok, errors, errorSamples: errorSamples.slice(0, 5), throughput,
+    latencyUs: {
+      p50: h.getValueAtPercentile(50), p90: h.getValueAtPercentile(90), p99: h.getValueAtPercentile(99),
+      p999: h.getValueAtPercentile(99.9), max: h.maxValue, mean: h.mean,
+    },
+    curve: ok > 0 ? CURVE_POINTS.map((p) => [p, h.getValueAtPercentile(p)] as [number, number]) : [],
+    serverCpuUsPerOp,
+    clientCpuUsPerOp: clientCpu / Math.max(1, ok),
+  };
+  h.destroy();
+  return sample;
+}
+
+async function withServer<T>(target: Target, fn: (address: string, pid: number) => Promise<T>): Promise<T> {
+  if (target === 'concord') {
+    const c = await startConcord();
+    try { return await fn(c.address, c.proc.pid!); } finally { await c.stop(); }
+  }
+  const e = await startEtcd();
+  try { return await fn(e.address, e.proc.pid!); } finally { await e.stop(); }
+}
+
+class Progress {
+  private done = 0;
+  constructor(private readonly total: number) {}
+  step(label: string): void {
+    this.done++;
+    const width = 30;
+    const filled = Math.round((this.done / this.total) * width);
+    const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${this.done}/${this.total} ${label}`;
+    if (process.stderr.isTTY) process.stderr.write(`\r${line.padEnd(100)}`);
+    else process.stderr.write(line + '\n');
+  }
+  end(): void {
+    if (process.stderr.isTTY) process.stderr.write('\n');
+  }
+}
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = xs.slice().sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Per-round concord/etcd ratios of a metric (rounds pair A and B measured back to back). */
+export function ratios(cell: Cell, metric: (s: Sample) => number): number[] {
+  const out: number[] = [];
+  const rounds = new Set(cell.samples.map((s) => s.round));
+  for (const r of rounds) {
+    const c = cell.samples.find((s) => s.round === r && s.target === 'concord');
+    const e = cell.samples.find((s) => s.round === r && s.target === 'etcd');
+    if (c && e && metric(e) > 0) out.push(metric(c) / metric(e));
+  }
+  return out;
+}
+
+function fmtRatio(rs: number[]): string {
+  if (rs.length === 0) return '-';
+  const m = median(rs).toFixed(2);
+  if (rs.length === 1) return m;
+  return `${m} (${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)})`;
+}
+
+function table(report: PerfReport): string {
+  const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
+  const rows: string[][] = [[
+    'workload', 'clients', 'target', 'ops/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors',
+    'srv cpu µs/op', 'cli cpu µs/op', 'ops/s ratio', 'p99 ratio',
+  ]];
+  for (const cell of report.cells) {
+    for (const target of ['concord', 'etcd'] as Target[]) {
+      const ss = cell.samples.filter((s) => s.target === target);
+      if (ss.length === 0) continue;
+      const m = (f: (s: Sample) => number): number => median(ss.map(f));
+      rows.push([
+        cell.workload, String(cell.clients), target, m((s) => s.throughput).toFixed(0),
+        ms(m((s) => s.latencyUs.p50)), ms(m((s) => s.latencyUs.p90)), ms(m((s) => s.latencyUs.p99)),
+        ms(m((s) => s.latencyUs.p999)), ms(m((s) => s.latencyUs.max)), String(ss.reduce((a, s) => a + s.errors, 0)),
+        m((s) => s.serverCpuUsPerOp).toFixed(0), m((s) => s.clientCpuUsPerOp).toFixed(0),
+        target === 'concord' ? fmtRatio(ratios(cell, (s) => s.throughput)) : '',
+        target === 'concord' ? fmtRatio(ratios(cell, (s) => s.latencyUs.p99)) : '',
+      ]);
+    }
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const targets: Target[] = o.etcd ? ['concord', 'etcd'] : ['concord'];
+  const report: PerfReport = {
+    startedAt: new Date().toISOString(),
+    machine: {
+      cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version, platform: `${os.platform()} ${os.release()}`,
+    },
+    options: o,
+    etcdVersion: o.etcd ? 'etcd 3.4 (/usr/bin/etcd)' : null,
+    cells: [],
+  };
+  for (const name of o.workloads) {
+    const w = workloadByName(name);
+    for (const clients of o.clients) report.cells.push({ workload: w.name, description: w.description, clients, samples: [] });
+  }
+  const progress = new Progress(o.workloads.length * o.rounds * targets.length * o.clients.length);
+  for (let round = 0; round < o.rounds; round++) {
+    for (const name of o.workloads) {
+      const w = workloadByName(name);
+      // A B in even rounds, B A in odd rounds: neither target always runs on a warmer machine.
+      const order = round % 2 === 0 ? targets : targets.slice().reverse();
+      for (const target of order) {
+        await withServer(target, async (address, pid) => {
+          await setup(address, w);
+          for (const clients of o.clients) {
+            progress.step(`${w.name} c=${clients} ${target} round ${round + 1}`);
+            const s = await measure(address, pid, w, clients, o, target, round);
+            report.cells.find((c) => c.workload === w.name && c.clients === clients)!.samples.push(s);
+          }
+        });
+      }
+    }
+  }
+  progress.end();
+  const text = table(report);
+  console.log(`machine: ${report.machine.cpus} x ${report.machine.model}, ${report.machine.memGiB} GiB, node ${report.machine.node}`);
+  console.log(`${o.durationS}s per measurement after ${o.warmupS}s warmup, ${o.rounds} round(s), ${o.procs} load generator process(es); medians; ratio = concord/etcd (min-max over rounds)`);
+  console.log(text);
+  fs.mkdirSync(o.outDir, { recursive: true });
+  const stamp = report.startedAt.replace(/[:.]/g, '-');
+  const base = path.join(o.outDir, `${o.quick ? 'quick-' : ''}${stamp}`);
+  fs.writeFileSync(`${base}.json`, JSON.stringify(report, null, 1));
+  fs.writeFileSync(`${base}.html`, renderHtml(report, text));
+  console.log(`\nwrote ${base}.json and ${base}.html`);
+  const errors = report.cells.flatMap((c) => c.samples).filter((s) => s.errors > 0);
+  for (const s of errors.slice(0, 5)) console.log(`errors (${s.target}, c=${s.clients}): ${s.errorSamples.join('; ')}`);
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,152 @@
+// The benchmark workloads: what each one sends, and what it needs stored first.
+//
+// A workload is a gRPC method plus a request generator. The generator runs in the load
+// generator processes (perf/loadgen.ts) and must be cheap: it encodes one small protobuf per
+// call (~1 µs), which is far below what the HTTP/2 client costs per request.
+import { etcdserverpb } from '../src/gen/proto';
+import { Prng } from '../src/util/prng';
+
+export interface Workload {
+  name: string;
+  /** What the table says about it. */
+  description: string;
+  /** gRPC method path, e.g. '/etcdserverpb.KV/Put'. */
+  path: string;
+  /** Request bodies: `next(seq)` returns the protobuf bytes of request number `seq`. */
+  makeGenerator(seed: number): (seq: number) => Uint8Array;
+  /** Requests to send once (sequentially) before measuring. */
+  setup(): { path: string; body: Uint8Array }[];
+  /** Mixed workloads: some requests go to another method. */
+  mixed?: { path: string; fraction: number; makeGenerator(seed: number): (seq: number) => Uint8Array };
+}
+
+export const VALUE_BYTES = 256;
+const value = new Uint8Array(VALUE_BYTES).fill(0x76);
+const enc = new TextEncoder();
+/** Keys of the random-key workloads are drawn from this many distinct keys. */
+export const KEY_SPACE = 100_000;
+
+function putBody(key: string): Uint8Array {
+  return etcdserverpb.PutRequest.encode({ key: enc.encode(key), value }).finish();
+}
+
+function prefixEnd(prefix: Uint8Array): Uint8Array {
+  const end = prefix.slice();
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return new Uint8Array([0]);
+}
+
+const hot = 'bench/key';
+const prefix100 = enc.encode('bench/p/');
+const rangeL = etcdserverpb.RangeRequest.encode({ key: enc.encode(hot) }).finish();
+const rangeS = etcdserverpb.RangeRequest.encode({ key: enc.encode(hot), serializable: true }).finish();
+const range100 = etcdserverpb.RangeRequest.encode({ key: prefix100, range_end: prefixEnd(prefix100) }).finish();
+const range100S = etcdserverpb.RangeRequest.encode({ key: prefix100, range_end: prefixEnd(prefix100), serializable: true }).finish();
+
+const seedHot = (): { path: string; body: Uint8Array }[] => [{ path: '/etcdserverpb.KV/Put', body: putBody(hot) }];
+const seed100 = (): { path: string; body: Uint8Array }[] => {
+  const out = [];
+  for (let i = 0; i < 100; i++) out.push({ path: '/etcdserverpb.KV/Put', body: putBody(`bench/p/${String(i).padStart(3, '0')}`) });
+  return out;
+};
+
+/** Compare-and-swap on one of 1,000 keys: if value == current then put new value. */
+function casGenerator(seed: number): (seq: number) => Uint8Array {
+  const prng = new Prng(seed);
+  return () => {
+    const key = enc.encode(`bench/cas/${prng.int(1000)}`);
+    return etcdserverpb.TxnRequest.encode({
+      compare: [{ key, target: etcdserverpb.Compare.CompareTarget.VALUE, result: etcdserverpb.Compare.CompareResult.EQUAL, value }],
+      success: [{ request_put: { key, value } }],
+      failure: [{ request_range: { key } }],
+    }).finish();
+  };
+}
+
+export const workloads: Workload[] = [
+  {
+    name: 'put-seq',
+    description: 'Put, sequential keys, 256-byte values',
+    path: '/etcdserverpb.KV/Put',
+    makeGenerator: (seed) => (seq) => putBody(`bench/seq/${seed}/${seq}`),
+    setup: () => [],
+  },
+  {
+    name: 'put-rand',
+    description: `Put, random keys (${KEY_SPACE} key space), 256-byte values`,
+    path: '/etcdserverpb.KV/Put',
+    makeGenerator: (seed) => {
+      const prng = new Prng(seed);
+      return () => putBody(`bench/rand/${prng.int(KEY_SPACE)}`);
+    },
+    setup: () => [],
+  },
+  {
+    name: 'range-lin',
+    description: 'Range one key, linearizable',
+    path: '/etcdserverpb.KV/Range',
+    makeGenerator: () => () => rangeL,
+    setup: seedHot,
+  },
+  {
+    name: 'range-ser',
+    description: 'Range one key, serializable',
+    path: '/etcdserverpb.KV/Range',
+    makeGenerator: () => () => rangeS,
+    setup: seedHot,
+  },
+  {
+    name: 'range-100-lin',
+    description: 'Range a 100-key prefix, linearizable',
+    path: '/etcdserverpb.KV/Range',
+    makeGenerator: () => () => range100,
+    setup: seed100,
+  },
+  {
+    name: 'range-100-ser',
+    description: 'Range a 100-key prefix, serializable',
+    path: '/etcdserverpb.KV/Range',
+    makeGenerator: () => () => range100S,
+    setup: seed100,
+  },
+  {
+    name: 'txn-cas',
+    description: 'Txn compare-and-swap (value == v ? put : range) on 1,000 keys',
+    path: '/etcdserverpb.KV/Txn',
+    makeGenerator: casGenerator,
+    setup: () => {
+      const out = [];
+      for (let i = 0; i < 1000; i++) out.push({ path: '/etcdserverpb.KV/Put', body: putBody(`bench/cas/${i}`) });
+      return out;
+    },
+  },
+  {
+    name: 'mixed-read-heavy',
+    description: '90% serializable+linearizable Range of one key, 10% Put random keys',
+    path: '/etcdserverpb.KV/Range',
+    makeGenerator: (seed) => {
+      const prng = new Prng(seed);
+      return () => (prng.int(2) === 0 ? rangeL : rangeS);
+    },
+    setup: seedHot,
+    mixed: {
+      path: '/etcdserverpb.KV/Put',
+      fraction: 0.1,
+      makeGenerator: (seed) => {
+        const prng = new Prng(seed ^ 0x5bd1e995);
+        return () => putBody(`bench/rand/${prng.int(KEY_SPACE)}`);
+      },
+    },
+  },
+];
+
+export function workloadByName(name: string): Workload {
+  const w = workloads.find((x) => x.name === name);
+  if (w === undefined) throw new Error(`unknown workload ${name} (known: ${workloads.map((x) => x.name).join(', ')})`);
+  return w;
+}
