@@ -2,14 +2,14 @@
 // histogram. perf/run.ts starts several of these (one per core by default) so the client side
 // is not one event loop's worth of CPU, and collects their JSON results.
 //
-// Why node:http2 and not grpc-js: a grpc-js unary call costs the client ~60-90 µs of CPU
-// (shared/reference/node-stack.md §3); a bare HTTP/2 stream with a pre-framed body costs a
-// fraction of that, and each process reports its own CPU per request so the report shows what
-// the client took from the shared cores.
+// Why not grpc-js or node:http2: a grpc-js unary call costs the client ~60-90 µs of CPU
+// (shared/reference/node-stack.md §3) and a node:http2 stream ~100 µs here, as much as the
+// servers under test. perf/h2client.ts frames requests itself on a raw socket; each process
+// reports its own CPU per request so the report shows what the client took from the cores.
 //
 // Usage (internal): node dist/perf/loadgen.js '<json LoadgenConfig>'  → one JSON line on stdout.
-import http2 from 'node:http2';
 import * as hdr from 'hdr-histogram-js';
+import { grpcHeaderBlock, H2Connection } from './h2client';
 import { workloadByName } from './workloads';
 
 export interface LoadgenConfig {
@@ -36,36 +36,14 @@ export function buildHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
 }
 
-function grpcFrame(msg: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(5 + msg.length);
-  b[0] = 0;
-  b.writeUInt32BE(msg.length, 1);
-  b.set(msg, 5);
-  return b;
-}
-
 async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const w = workloadByName(cfg.workload);
   const gen = w.makeGenerator(cfg.seed);
   const genMixed = w.mixed?.makeGenerator(cfg.seed);
   const mixedEvery = w.mixed ? Math.round(1 / w.mixed.fraction) : 0;
   const histogram = buildHistogram();
-  const sessions: http2.ClientHttp2Session[] = [];
-  for (let i = 0; i < cfg.conns; i++) {
-    const s = http2.connect(`http://${cfg.address}`);
-    s.on('error', () => { /* counted per stream */ });
-    sessions.push(s);
-  }
-  await Promise.all(sessions.map((s) => new Promise<void>((resolve, reject) => {
-    s.once('connect', () => resolve());
-    s.once('error', reject);
-  })));
-
-  const headersFor = (path: string): http2.OutgoingHttpHeaders => ({
-    ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers',
-  });
-  const mainHeaders = headersFor(w.path);
-  const mixedHeaders = w.mixed ? headersFor(w.mixed.path) : mainHeaders;
+  const mainBlock = grpcHeaderBlock(cfg.address, w.path);
+  const mixedBlock = w.mixed ? grpcHeaderBlock(cfg.address, w.mixed.path) : mainBlock;
 
   let seq = 0;
   let ok = 0;
@@ -73,63 +51,54 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const errorSamples: string[] = [];
   let measuring = false;
   let stopping = false;
-  let cpuStart = process.cpuUsage();
-  let tStart = 0;
-  let tEnd = 0;
   let inFlight = 0;
   let allDone: () => void = () => {};
   const finished = new Promise<void>((resolve) => (allDone = resolve));
+  // Per client: its connection and the start time of its request in flight.
+  const connOf: H2Connection[] = [];
+  const startedAt = new Float64Array(cfg.clients);
 
-  const issue = (session: http2.ClientHttp2Session): void => {
+  const issue = (client: number): void => {
     const n = seq++;
     const isMixed = mixedEvery > 0 && n % mixedEvery === 0;
     const body = isMixed ? genMixed!(n) : gen(n);
-    const t0 = performance.now();
-    let status = -1;
-    let message = '';
     inFlight++;
-    const stream = session.request(isMixed ? mixedHeaders : mainHeaders, { endStream: false });
-    stream.on('response', (h) => {
-      if (h['grpc-status'] !== undefined) {
-        status = Number(h['grpc-status']);
-        message = String(h['grpc-message'] ?? '');
+    startedAt[client] = performance.now();
+    connOf[client]!.request(isMixed ? mixedBlock : mainBlock, body, client);
+  };
+  const onDone = (client: number, success: boolean): void => {
+    inFlight--;
+    if (measuring) {
+      if (success) {
+        ok++;
+        histogram.recordValue(Math.max(1, Math.round((performance.now() - startedAt[client]!) * 1000)));
+      } else {
+        errors++;
+        const conn = connOf[client]!;
+        if (errorSamples.length < 5) errorSamples.push(conn.error ? conn.error.message : 'response without a message (gRPC error status)');
       }
-    });
-    stream.on('trailers', (h) => {
-      status = Number(h['grpc-status']);
-      message = String(h['grpc-message'] ?? '');
-    });
-    stream.on('error', (err) => { message = err.message; });
-    stream.on('data', () => {});
-    stream.on('close', () => {
-      inFlight--;
-      if (measuring) {
-        if (status === 0) {
-          ok++;
-          histogram.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
-        } else {
-          errors++;
-          if (errorSamples.length < 5) errorSamples.push(`grpc-status ${status}: ${decodeURIComponent(message)}`);
-        }
-      }
-      if (!stopping) issue(session);
-      else if (inFlight === 0) allDone();
-    });
-    stream.end(grpcFrame(body));
+    }
+    if (!stopping && !connOf[client]!.error) issue(client);
+    else if (inFlight === 0) allDone();
   };
 
-  for (let c = 0; c < cfg.clients; c++) issue(sessions[c % sessions.length]!);
+  const conns: H2Connection[] = [];
+  for (let i = 0; i < cfg.conns; i++) conns.push(new H2Connection(cfg.address, onDone));
+  await Promise.all(conns.map((c) => c.connect()));
+  for (let c = 0; c < cfg.clients; c++) connOf.push(conns[c % conns.length]!);
+
+  for (let c = 0; c < cfg.clients; c++) issue(c);
   await new Promise((r) => setTimeout(r, cfg.warmupMs));
   measuring = true;
-  cpuStart = process.cpuUsage();
-  tStart = performance.now();
+  const cpuStart = process.cpuUsage();
+  const tStart = performance.now();
   await new Promise((r) => setTimeout(r, cfg.durationMs));
   measuring = false;
-  tEnd = performance.now();
+  const tEnd = performance.now();
   const cpu = process.cpuUsage(cpuStart);
   stopping = true;
   if (inFlight > 0) await Promise.race([finished, new Promise((r) => setTimeout(r, 10_000))]);
-  for (const s of sessions) s.close();
+  for (const c of conns) c.close();
   return {
     ok,
     errors,
