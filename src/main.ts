@@ -1,19 +1,43 @@
 // Process entry: configuration -> storage worker + raft driver -> gRPC API -> serve.
 import * as fs from 'node:fs';
+import http from 'node:http';
 import { ConfigError, parseArgs, usage } from './config/config';
 import * as limits from './config/limits';
 import { EtcdServer } from './server/etcd_server';
 import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
 import { GrpcApi } from './api/grpc/server';
+import { Gateway } from './api/http/gateway';
+import { ClientListener } from './api/listener';
+import { Metrics } from './metrics/metrics';
 import { Logger, isLogLevel } from './util/log';
 import { concordVersion, etcdVersion } from './version';
 
-function listenAddress(url: string): string {
+interface ListenAddress { host: string; port: number; unixPath?: string }
+
+function listenAddress(url: string, defaultPort: number): ListenAddress {
   const u = new URL(url);
-  if (u.protocol === 'unix:') return 'unix:' + u.pathname;
+  if (u.protocol === 'unix:') return { host: '', port: 0, unixPath: u.pathname };
   if (u.protocol === 'https:') throw new ConfigError(`TLS client URLs are not supported yet: ${url}`);
-  const host = u.hostname.startsWith('[') ? u.hostname : u.hostname;
-  return `${host}:${u.port || '2379'}`;
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  return { host, port: u.port === '' ? defaultPort : Number(u.port) };
+}
+
+/** Plain HTTP listeners (--listen-client-http-urls, --listen-metrics-urls). */
+async function listenHttp(server: http.Server, addresses: ListenAddress[]): Promise<number[]> {
+  const ports: number[] = [];
+  for (const a of addresses) {
+    const s = addresses.length === 1 ? server : http.createServer(server.listeners('request')[0] as http.RequestListener);
+    ports.push(await new Promise<number>((resolve, reject) => {
+      s.once('error', reject);
+      const done = (): void => {
+        const addr = s.address();
+        resolve(addr !== null && typeof addr === 'object' ? addr.port : 0);
+      };
+      if (a.unixPath !== undefined) s.listen(a.unixPath, done);
+      else s.listen(a.port, a.host, done);
+    }));
+  }
+  return ports;
 }
 
 async function main(): Promise<void> {
@@ -46,8 +70,10 @@ async function main(): Promise<void> {
     'data-dir': cfg.dataDir, 'listen-client-urls': cfg.listenClientUrls,
     'max-request-bytes': cfg.maxRequestBytes, 'max-txn-ops': cfg.maxTxnOps, 'quota-backend-bytes': quota,
   });
-  const addresses = cfg.listenClientUrls.map(listenAddress);
+  const addresses = cfg.listenClientUrls.map((u) => listenAddress(u, 2379));
   let api: GrpcApi | null = null;
+  let listener: ClientListener | null = null;
+  const extraHttp: http.Server[] = [];
   let stopping = false;
   const server = await EtcdServer.start({
     name: cfg.name,
@@ -71,16 +97,43 @@ async function main(): Promise<void> {
     txnOpsMax: cfg.maxTxnOps,
     maxConcurrentStreams: Math.min(cfg.maxConcurrentStreams, 0x7fffffff),
   });
-  const ports = await api.listen(addresses);
+  const metrics = new Metrics(server, api.callStats);
+  const gatewayOptions = { server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics };
+  const gateway = new Gateway(gatewayOptions);
+  const httpServer = http.createServer({ keepAlive: true }, gateway.handle);
+  listener = new ClientListener(api.connectionSink(), httpServer);
+  const ports: number[] = [];
+  for (const a of addresses) ports.push(await listener.listen(a.host, a.port, a.unixPath));
+  if (cfg.listenClientHttpUrls.length > 0) {
+    const s = http.createServer({ keepAlive: true }, gateway.handle);
+    extraHttp.push(s);
+    await listenHttp(s, cfg.listenClientHttpUrls.map((u) => listenAddress(u, 2379)));
+  }
+  if (cfg.listenMetricsUrls.length > 0) {
+    // Metrics URLs serve /metrics and /health only, as etcd's do.
+    const only = new Gateway({ ...gatewayOptions, handlers: api.handlers });
+    const s = http.createServer({ keepAlive: true }, (req, res) => {
+      const p = (req.url ?? '/').split('?')[0];
+      if (p === '/metrics' || p === '/health') only.handle(req, res);
+      else {
+        res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+        res.end('404 page not found\n');
+      }
+    });
+    extraHttp.push(s);
+    await listenHttp(s, cfg.listenMetricsUrls.map((u) => listenAddress(u, 2381)));
+  }
   log.info('ready to serve client requests', {
     'cluster-id': server.clusterId.toString(16), 'member-id': server.memberId.toString(16),
-    addresses, ports,
+    addresses: cfg.listenClientUrls, ports,
   });
 
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info('received signal, shutting down', { signal });
+    for (const s of extraHttp) s.close();
+    await listener?.close();
     await api!.stop();
     await server.stop();
     log.info('stopped');

@@ -11,6 +11,8 @@ export interface Config {
   dataDir: string;
   listenClientUrls: string[];
   advertiseClientUrls: string[];
+  listenClientHttpUrls: string[];
+  listenMetricsUrls: string[];
   listenPeerUrls: string[];
   initialAdvertisePeerUrls: string[];
   initialCluster: string;
@@ -36,6 +38,9 @@ const flags: Record<string, FlagSpec> = {
   'data-dir': { key: 'dataDir', kind: 'string', def: '', help: 'Path to the data directory (default "${name}.concord").' },
   'listen-client-urls': { key: 'listenClientUrls', kind: 'urls', def: 'http://127.0.0.1:2379', help: 'URLs to listen on for client traffic.' },
   'advertise-client-urls': { key: 'advertiseClientUrls', kind: 'urls', def: 'http://127.0.0.1:2379', help: 'Client URLs advertised to the cluster.' },
+  'listen-client-http-urls': { key: 'listenClientHttpUrls', kind: 'urls', def: '', help: 'Extra URLs serving only the HTTP/JSON gateway and /health, /metrics (etcd 3.5); the client URLs serve gRPC and HTTP on one port either way.' },
+  'listen-metrics-urls': { key: 'listenMetricsUrls', kind: 'urls', def: '', help: 'Extra URLs serving only /metrics and /health.' },
+  'metrics': { key: null, kind: 'string', def: 'basic', help: 'Accepted for etcd compatibility; concord exports one set of metrics.' },
   'listen-peer-urls': { key: 'listenPeerUrls', kind: 'urls', def: 'http://localhost:2380', help: 'URLs to listen on for peer traffic.' },
   'initial-advertise-peer-urls': { key: 'initialAdvertisePeerUrls', kind: 'urls', def: 'http://localhost:2380', help: "This member's peer URLs to advertise to the cluster." },
   'initial-cluster': { key: 'initialCluster', kind: 'string', def: '', help: 'Initial cluster configuration for bootstrapping.' },

@@ -20,6 +20,7 @@ import {
   FromWorker, PackReader, PackWriter, ReadKind, WorkerMessageType, WorkerReady,
 } from '../workers/protocol';
 import { etcdVersion } from '../version';
+import { newStatsBuffer, WorkerStats } from '../workers/stats';
 
 /** Receives the answer to a proposal or read: code 0 and the encoded response, or an error. */
 export type ResultSink = (target: unknown, code: number, response: Uint8Array) => void;
@@ -73,9 +74,20 @@ export class EtcdServer {
   dbSizeInUse: number;
   private readyWaiters: (() => void)[];
   private startCommit: number;
+  /** The storage worker's counters and histograms (shared memory, read by /metrics). */
+  readonly workerStats: WorkerStats;
+  /** Proposals refused or failed before they reached the log (etcd_server_proposals_failed_total). */
+  proposalsFailed: number;
+  /** Times this member saw the leader change (etcd_server_leader_changes_seen_total). */
+  leaderChanges: number;
+  private lastLead: number;
 
-  private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady) {
+  private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady, stats: WorkerStats) {
     this.cfg = cfg;
+    this.workerStats = stats;
+    this.proposalsFailed = 0;
+    this.leaderChanges = 0;
+    this.lastLead = 0;
     this.worker = worker;
     this.clusterId = Long.fromString(ready.clusterId, true);
     this.memberId = Long.fromString(ready.memberId, true);
@@ -120,12 +132,14 @@ export class EtcdServer {
   }
 
   static async start(cfg: EtcdServerConfig): Promise<EtcdServer> {
+    const statsBuffer = newStatsBuffer();
     const { handle, ready } = await StorageWorkerHandle.start({
       dataDir: cfg.dataDir,
       mapSizeBytes: cfg.mapSizeBytes,
       walSegmentBytes: limits.walSegmentBytes,
+      statsBuffer,
     });
-    const server = new EtcdServer(cfg, handle, ready);
+    const server = new EtcdServer(cfg, handle, ready, new WorkerStats(statsBuffer));
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
     // A lone voter need not wait an election timeout to find out nobody else is there.
     server.raft.campaign();
@@ -163,6 +177,12 @@ export class EtcdServer {
    * `target`. Returns an error code when the proposal is refused up front (0 when accepted).
    */
   propose(req: concordpb.InternalRequest.$Properties, target: unknown): number {
+    const code = this.proposeOrRefuse(req, target);
+    if (code !== 0) this.proposalsFailed++;
+    return code;
+  }
+
+  private proposeOrRefuse(req: concordpb.InternalRequest.$Properties, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
     if (!this.raft.isLeader()) return ErrorCode.NoLeader;
     if (this.raft.log.committed - this.raft.log.applied > limits.commitApplyGapMax ||
@@ -222,6 +242,16 @@ export class EtcdServer {
     return this.raft.isLeader();
   }
 
+  /** etcd raises the NOSPACE alarm once the backend exceeds its quota. */
+  hasNoSpaceAlarm(): boolean {
+    return this.dbSize > this.cfg.quotaBackendBytes;
+  }
+
+  /** Committed and applied raft indexes and the number of proposals awaiting their answer. */
+  proposalCounts(): { committed: number; applied: number; pending: number } {
+    return { committed: this.raft.log.committed, applied: this.raft.log.applied, pending: this.waits.size };
+  }
+
   leaderId(): Long | number {
     return this.raft.lead !== 0 ? this.memberId : 0;
   }
@@ -236,6 +266,10 @@ export class EtcdServer {
 
   private tick(): void {
     this.raft.tick();
+    if (this.raft.lead !== this.lastLead) {
+      if (this.raft.lead !== 0) this.leaderChanges++;
+      this.lastLead = this.raft.lead;
+    }
     this.scheduleTurn();
   }
 

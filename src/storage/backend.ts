@@ -32,6 +32,8 @@ export class Backend {
   private readonly batchIntervalMs: number;
   private readonly batchLimit: number;
   private timer: NodeJS.Timeout | null;
+  /** Told how long each batch took to commit to LMDB, in seconds, and how many writes it held. */
+  commitObserver: ((seconds: number, writes: number) => void) | null = null;
   private readonly flushBound: () => void;
 
   constructor(options: BackendOptions) {
@@ -102,7 +104,9 @@ export class Backend {
     }
     for (const [name, v] of this.metaQueue) void this.meta.put(name, v);
     this.metaQueue.clear();
+    const startedAt = performance.now();
     void this.env.committed.then(() => {
+      if (this.commitObserver !== null) this.commitObserver((performance.now() - startedAt) / 1000, keys.length);
       for (let i = 0; i < keys.length; i++) {
         if (values[i] !== null) this.pending.delete(keys[i]!.toString('latin1'));
       }

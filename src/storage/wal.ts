@@ -66,6 +66,9 @@ export class Wal {
   private coveredBySync: (() => void)[];
   private readonly scratch: Buffer;
   private readonly onSyncedBound: (err: NodeJS.ErrnoException | null) => void;
+  private syncStartedAt = 0;
+  /** Told how long each group-commit fdatasync took, in seconds (metrics). */
+  syncObserver: ((seconds: number) => void) | null = null;
   private failed: Error | null;
 
   private constructor(opts: WalOptions) {
@@ -294,6 +297,7 @@ export class Wal {
     const batch = this.waitingForSync;
     this.waitingForSync = this.coveredBySync;
     this.coveredBySync = batch;
+    this.syncStartedAt = performance.now();
     fs.fdatasync(this.fd, this.onSyncedBound);
   }
 
@@ -304,6 +308,7 @@ export class Wal {
       this.failed = err;
       throw err;
     }
+    if (this.syncObserver !== null) this.syncObserver((performance.now() - this.syncStartedAt) / 1000);
     const done = this.coveredBySync;
     this.coveredBySync = [];
     for (let i = 0; i < done.length; i++) done[i]!();

@@ -181,6 +181,8 @@ export interface WorkerInit {
   dataDir: string;
   mapSizeBytes: number;
   walSegmentBytes: number;
+  /** src/workers/stats.ts: counters and histograms the main thread reads for /metrics. */
+  statsBuffer: SharedArrayBuffer;
 }
 
 export interface WorkerReady {

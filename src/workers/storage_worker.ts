@@ -22,6 +22,7 @@ import { Applier, RangeAnswer } from '../apply/applier';
 import { KVStore, toNumber } from '../mvcc/kvstore';
 import { Backend } from '../storage/backend';
 import { Wal } from '../storage/wal';
+import { StatSlot, WorkerStats } from './stats';
 import * as schema from '../storage/schema';
 import { assert } from '../util/assert';
 import { ConcordError } from '../util/errors';
@@ -69,6 +70,7 @@ class StorageWorker {
   private compactionScheduled: boolean;
   private sizesAtMs: number;
   private sizes: { dbSize: number; dbSizeInUse: number };
+  private readonly stats: WorkerStats;
 
   constructor(init: WorkerInit) {
     this.backend = new Backend({
@@ -79,6 +81,13 @@ class StorageWorker {
     });
     const opened = Wal.open({ dir: path.join(init.dataDir, schema.walDir), segmentBytes: init.walSegmentBytes });
     this.wal = opened.wal;
+    const stats = new WorkerStats(init.statsBuffer);
+    this.stats = stats;
+    this.wal.syncObserver = (seconds) => stats.observe(StatSlot.WalFsync, seconds);
+    this.backend.commitObserver = (seconds, writes) => {
+      stats.observe(StatSlot.BackendCommit, seconds);
+      stats.add(StatSlot.BackendCommitWrites, writes);
+    };
     this.walReplay = opened.replay;
     this.store = new KVStore(this.backend);
     this.store.restore();
@@ -266,14 +275,17 @@ class StorageWorker {
     try {
       let response: Uint8Array;
       if (req.put) {
+        this.stats.add(StatSlot.PutTotal, 1);
         const resp = this.applier.put(null, req.put);
         resp.header = this.header(toNumber(resp.header!.revision));
         response = etcdserverpb.PutResponse.encode(resp).finish();
       } else if (req.delete_range) {
+        this.stats.add(StatSlot.DeleteTotal, 1);
         const resp = this.applier.deleteRange(null, req.delete_range);
         resp.header = this.header(toNumber(resp.header!.revision));
         response = etcdserverpb.DeleteRangeResponse.encode(resp).finish();
       } else if (req.txn) {
+        this.stats.add(StatSlot.TxnTotal, 1);
         const resp = this.applier.txn(req.txn);
         resp.header = this.header(toNumber(resp.header!.revision));
         response = etcdserverpb.TxnResponse.encode(resp).finish();
@@ -307,6 +319,7 @@ class StorageWorker {
     let response: Uint8Array = emptyResponse;
     try {
       if (kind === ReadKind.Range) {
+        this.stats.add(StatSlot.RangeTotal, 1);
         const answer = this.applier.range(null, etcdserverpb.RangeRequest.decode(request));
         response = this.encodeRange(answer);
       } else {
@@ -381,6 +394,7 @@ class StorageWorker {
     if (!force && now - this.sizesAtMs < 100) return;
     this.sizesAtMs = now;
     this.sizes = this.backend.sizes();
+    this.stats.set(StatSlot.KeysTotal, this.store.index.size);
   }
 
   // ---- compaction sweep, in steps so that apply and reads go on meanwhile ----

@@ -9,6 +9,7 @@ import { services, serviceNames, unimplementedHandlers, ServiceName } from './se
 import { grpcStatus, malformed, messageTooLarge } from './errors';
 import { kvHandlers } from './kv';
 import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
+import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -51,18 +52,49 @@ function wrapDefinition(def: grpc.ServiceDefinition, recvBytesMax: number): grpc
   return out as grpc.ServiceDefinition;
 }
 
-/** Refused requests are answered before the handler runs, for every kind of method. */
-function guardHandlers(impl: grpc.UntypedServiceImplementation): grpc.UntypedServiceImplementation {
+function grpcType(m: grpc.MethodDefinition<unknown, unknown>): GrpcType {
+  if (m.requestStream) return m.responseStream ? 'bidi_stream' : 'client_stream';
+  return m.responseStream ? 'server_stream' : 'unary';
+}
+
+interface StatusLike { code?: number }
+
+/**
+ * Refused requests are answered before the handler runs, for every kind of method; every call
+ * is counted for /metrics (grpc_server_started_total, grpc_server_handled_total). Counting the
+ * outcome of a unary call wraps its callback: one small closure per call, next to the dozens of
+ * objects grpc-js allocates per call itself.
+ */
+function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation,
+  callStats: GrpcCallStats): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(impl)) {
-    const h = handler as (call: { request?: unknown; emit?: (e: string, s: unknown) => void }, cb?: grpc.sendUnaryData<unknown>) => void;
-    out[name] = ((call: { request?: unknown; emit(e: string, s: unknown): void }, cb?: grpc.sendUnaryData<unknown>) => {
+    const stats: MethodCallStats = callStats.register(service, name, grpcType(def[name]!));
+    const h = handler as (call: unknown, cb?: grpc.sendUnaryData<unknown>) => void;
+    type AnyCall = { request?: unknown; emit(e: string, s: unknown): void; on(e: string, f: (x: StatusLike) => void): void };
+    out[name] = ((call: AnyCall, cb?: grpc.sendUnaryData<unknown>) => {
+      stats.started++;
       if (call.request instanceof RefusedRequest) {
+        stats.finish(call.request.status.code ?? grpc.status.UNKNOWN);
         if (cb !== undefined) cb(call.request.status);
         else call.emit('error', call.request.status);
         return;
       }
-      h(call, cb);
+      if (cb !== undefined) {
+        stats.received++;
+        h(call, (err, value) => {
+          if (err) stats.finish((err as StatusLike).code ?? grpc.status.UNKNOWN);
+          else {
+            stats.sent++;
+            stats.finish(grpc.status.OK);
+          }
+          cb(err, value);
+        });
+        return;
+      }
+      call.on('error', (s) => stats.finish(s.code ?? grpc.status.UNKNOWN));
+      call.on('finish', () => stats.finish(grpc.status.OK));
+      h(call);
     }) as grpc.UntypedHandleCall;
   }
   return out;
@@ -70,6 +102,9 @@ function guardHandlers(impl: grpc.UntypedServiceImplementation): grpc.UntypedSer
 
 export class GrpcApi {
   readonly grpcServer: grpc.Server;
+  /** service -> method -> handler, as registered (the HTTP gateway calls the same ones). */
+  readonly handlers = {} as Record<ServiceName, grpc.UntypedServiceImplementation>;
+  readonly callStats = new GrpcCallStats();
 
   constructor(server: EtcdServer, options: GrpcOptions) {
     this.grpcServer = new grpc.Server({
@@ -90,22 +125,14 @@ export class GrpcApi {
     for (const name of serviceNames) {
       const def = services[name];
       const impl = { ...unimplementedHandlers(def), ...(implemented[name] ?? {}) };
-      this.grpcServer.addService(wrapDefinition(def, options.recvBytesMax), guardHandlers(impl));
+      this.handlers[name] = impl;
+      this.grpcServer.addService(wrapDefinition(def, options.recvBytesMax), guardHandlers(name, def, impl, this.callStats));
     }
   }
 
-  /** Binds `host:port` addresses; resolves with the ports actually bound. */
-  async listen(addresses: string[]): Promise<number[]> {
-    const ports: number[] = [];
-    for (const addr of addresses) {
-      ports.push(await new Promise<number>((resolve, reject) => {
-        this.grpcServer.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, port) => {
-          if (err) reject(err);
-          else resolve(port);
-        });
-      }));
-    }
-    return ports;
+  /** Where the client listener hands HTTP/2 connections (src/api/listener.ts). */
+  connectionSink(): { injectConnection(socket: import('node:net').Socket): void } {
+    return this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   }
 
   stop(): Promise<void> {

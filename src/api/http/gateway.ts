@@ -1,0 +1,291 @@
+// The HTTP/JSON gateway (etcd's grpc-gateway): POST /v3/<service>/<method> with a JSON body,
+// answered by the same handlers the gRPC server runs, so both sides agree by construction.
+// Also /v3beta/... (alias, as etcd 3.4 serves it) and the operational endpoints /health,
+// /livez, /readyz, /version and /metrics.
+//
+// Streaming methods (watch, lease keep-alive, snapshot, observe) are bridged the way
+// grpc-gateway does it: request messages are newline-delimited JSON objects in the body, each
+// response is written as a line `{"result": …}`, an error as `{"error": …}`.
+import { EventEmitter } from 'node:events';
+import type http from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import type { EtcdServer } from '../../server/etcd_server';
+import { etcdserverpb } from '../../gen/proto';
+import { ReadKind } from '../../workers/protocol';
+import { services, type ServiceName } from '../grpc/services';
+import { messageTooLarge } from '../grpc/errors';
+import { bytesToJson, jsonToBytes, JsonRequestError, lookupService } from './jsonpb';
+import type { Metrics } from '../../metrics/metrics';
+import { concordVersion, etcdClusterVersion, etcdVersion } from '../../version';
+
+interface Route { service: ServiceName; method: string }
+
+const ROUTES = new Map<string, Route>();
+function route(paths: string[], service: ServiceName, method: string): void {
+  for (const p of paths) ROUTES.set(p, { service, method });
+}
+route(['/kv/range'], 'etcdserverpb.KV', 'Range');
+route(['/kv/put'], 'etcdserverpb.KV', 'Put');
+route(['/kv/deleterange'], 'etcdserverpb.KV', 'DeleteRange');
+route(['/kv/txn'], 'etcdserverpb.KV', 'Txn');
+route(['/kv/compaction'], 'etcdserverpb.KV', 'Compact');
+route(['/watch'], 'etcdserverpb.Watch', 'Watch');
+route(['/lease/grant'], 'etcdserverpb.Lease', 'LeaseGrant');
+route(['/lease/revoke', '/kv/lease/revoke'], 'etcdserverpb.Lease', 'LeaseRevoke');
+route(['/lease/keepalive'], 'etcdserverpb.Lease', 'LeaseKeepAlive');
+route(['/lease/timetolive', '/kv/lease/timetolive'], 'etcdserverpb.Lease', 'LeaseTimeToLive');
+route(['/lease/leases', '/kv/lease/leases'], 'etcdserverpb.Lease', 'LeaseLeases');
+route(['/cluster/member/add'], 'etcdserverpb.Cluster', 'MemberAdd');
+route(['/cluster/member/remove'], 'etcdserverpb.Cluster', 'MemberRemove');
+route(['/cluster/member/update'], 'etcdserverpb.Cluster', 'MemberUpdate');
+route(['/cluster/member/list'], 'etcdserverpb.Cluster', 'MemberList');
+route(['/cluster/member/promote'], 'etcdserverpb.Cluster', 'MemberPromote');
+route(['/maintenance/alarm'], 'etcdserverpb.Maintenance', 'Alarm');
+route(['/maintenance/status'], 'etcdserverpb.Maintenance', 'Status');
+route(['/maintenance/defragment'], 'etcdserverpb.Maintenance', 'Defragment');
+// etcd maps Hash and HashKV both to /v3/maintenance/hash; the first registered (Hash) wins.
+route(['/maintenance/hash'], 'etcdserverpb.Maintenance', 'Hash');
+route(['/maintenance/snapshot'], 'etcdserverpb.Maintenance', 'Snapshot');
+route(['/maintenance/transfer-leadership'], 'etcdserverpb.Maintenance', 'MoveLeader');
+route(['/maintenance/downgrade'], 'etcdserverpb.Maintenance', 'Downgrade');
+route(['/auth/enable'], 'etcdserverpb.Auth', 'AuthEnable');
+route(['/auth/disable'], 'etcdserverpb.Auth', 'AuthDisable');
+route(['/auth/status'], 'etcdserverpb.Auth', 'AuthStatus');
+route(['/auth/authenticate'], 'etcdserverpb.Auth', 'Authenticate');
+route(['/auth/user/add'], 'etcdserverpb.Auth', 'UserAdd');
+route(['/auth/user/get'], 'etcdserverpb.Auth', 'UserGet');
+route(['/auth/user/list'], 'etcdserverpb.Auth', 'UserList');
+route(['/auth/user/delete'], 'etcdserverpb.Auth', 'UserDelete');
+route(['/auth/user/changepw'], 'etcdserverpb.Auth', 'UserChangePassword');
+route(['/auth/user/grant'], 'etcdserverpb.Auth', 'UserGrantRole');
+route(['/auth/user/revoke'], 'etcdserverpb.Auth', 'UserRevokeRole');
+route(['/auth/role/add'], 'etcdserverpb.Auth', 'RoleAdd');
+route(['/auth/role/get'], 'etcdserverpb.Auth', 'RoleGet');
+route(['/auth/role/list'], 'etcdserverpb.Auth', 'RoleList');
+route(['/auth/role/delete'], 'etcdserverpb.Auth', 'RoleDelete');
+route(['/auth/role/grant'], 'etcdserverpb.Auth', 'RoleGrantPermission');
+route(['/auth/role/revoke'], 'etcdserverpb.Auth', 'RoleRevokePermission');
+route(['/lock/lock'], 'v3lockpb.Lock', 'Lock');
+route(['/lock/unlock'], 'v3lockpb.Lock', 'Unlock');
+route(['/election/campaign'], 'v3electionpb.Election', 'Campaign');
+route(['/election/proclaim'], 'v3electionpb.Election', 'Proclaim');
+route(['/election/leader'], 'v3electionpb.Election', 'Leader');
+route(['/election/observe'], 'v3electionpb.Election', 'Observe');
+route(['/election/resign'], 'v3electionpb.Election', 'Resign');
+
+/** grpc-gateway v1's HTTPStatusFromCode. */
+export function httpStatusFromGrpc(code: number): number {
+  switch (code) {
+    case grpc.status.OK: return 200;
+    case grpc.status.CANCELLED: return 408;
+    case grpc.status.UNKNOWN: return 500;
+    case grpc.status.INVALID_ARGUMENT: return 400;
+    case grpc.status.DEADLINE_EXCEEDED: return 504;
+    case grpc.status.NOT_FOUND: return 404;
+    case grpc.status.ALREADY_EXISTS: return 409;
+    case grpc.status.PERMISSION_DENIED: return 403;
+    case grpc.status.UNAUTHENTICATED: return 401;
+    case grpc.status.RESOURCE_EXHAUSTED: return 429;
+    case grpc.status.FAILED_PRECONDITION: return 400;
+    case grpc.status.ABORTED: return 409;
+    case grpc.status.OUT_OF_RANGE: return 400;
+    case grpc.status.UNIMPLEMENTED: return 501;
+    case grpc.status.INTERNAL: return 500;
+    case grpc.status.UNAVAILABLE: return 503;
+    case grpc.status.DATA_LOSS: return 500;
+    default: return 500;
+  }
+}
+
+const CORS_HEADERS: http.OutgoingHttpHeaders = {
+  'Access-Control-Allow-Headers': 'accept, content-type, authorization',
+  'Access-Control-Allow-Methods': 'POST, GET, OPTIONS, PUT, DELETE',
+  'Access-Control-Allow-Origin': '*',
+};
+
+type Handler = (call: unknown, callback?: grpc.sendUnaryData<unknown>) => void;
+
+export interface GatewayOptions {
+  server: EtcdServer;
+  /** service -> method -> the handler the gRPC server runs. */
+  handlers: Record<ServiceName, grpc.UntypedServiceImplementation>;
+  recvBytesMax: number;
+  metrics: Metrics | null;
+}
+
+interface StatusLike { code?: number; details?: string; message?: string }
+
+function errorBody(code: number, message: string): string {
+  return JSON.stringify({ error: message, message, code });
+}
+
+export class Gateway {
+  constructor(private readonly opts: GatewayOptions) {}
+
+  /** The request listener for node's http server. */
+  readonly handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const p = url.pathname;
+    if (p === '/health') return void this.health(url, res);
+    if (p === '/livez' || p === '/readyz') return void this.probe(p, url, res);
+    if (p === '/version') return this.reply(res, 200, 'application/json', JSON.stringify({ etcdserver: etcdVersion, etcdcluster: etcdClusterVersion, concord: concordVersion }));
+    if (p === '/metrics' && this.opts.metrics !== null) return void this.metrics(res);
+    const m = /^\/v3(?:beta)?(\/.*)$/.exec(p);
+    const r = m ? ROUTES.get(m[1]!) : undefined;
+    if (r === undefined) {
+      return this.reply(res, 404, 'text/plain; charset=utf-8', m ? 'Not Found\n' : '404 page not found\n');
+    }
+    if (req.method !== 'POST') return this.reply(res, 405, 'text/plain; charset=utf-8', 'Method Not Allowed\n');
+    this.readBody(req, (err, body) => {
+      if (err !== null) return this.replyError(res, err);
+      this.call(r, body, res);
+    });
+  };
+
+  private reply(res: http.ServerResponse, status: number, contentType: string, body: string): void {
+    res.writeHead(status, { ...CORS_HEADERS, 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  private replyError(res: http.ServerResponse, s: StatusLike): void {
+    const code = s.code ?? grpc.status.UNKNOWN;
+    this.reply(res, httpStatusFromGrpc(code), 'application/json', errorBody(code, s.details ?? s.message ?? ''));
+  }
+
+  private readBody(req: http.IncomingMessage, done: (err: StatusLike | null, body: string) => void): void {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > this.opts.recvBytesMax * 2 && !refused) {
+        refused = true;
+        const s = messageTooLarge(size, this.opts.recvBytesMax);
+        done({ code: s.code, details: s.details }, '');
+        req.resume();
+        return;
+      }
+      if (!refused) chunks.push(c);
+    });
+    req.on('end', () => { if (!refused) done(null, Buffer.concat(chunks).toString('utf8')); });
+    req.on('error', () => { if (!refused) { refused = true; done({ code: grpc.status.CANCELLED, details: 'request aborted' }, ''); } });
+  }
+
+  private call(r: Route, body: string, res: http.ServerResponse): void {
+    const def = services[r.service][r.method]!;
+    const m = lookupService(r.service).methods[r.method]!;
+    const reqType = m.resolvedRequestType!.fullName.replace(/^\./, '');
+    const resType = m.resolvedResponseType!.fullName.replace(/^\./, '');
+    const handler = this.opts.handlers[r.service][r.method] as Handler;
+    if (def.requestStream || def.responseStream) return this.stream(def, reqType, resType, handler, body, res);
+    let request: unknown;
+    try {
+      const bytes = jsonToBytes(reqType, body);
+      if (bytes.length > this.opts.recvBytesMax) {
+        const s = messageTooLarge(bytes.length, this.opts.recvBytesMax);
+        return this.replyError(res, { code: s.code, details: s.details });
+      }
+      request = def.requestDeserialize(Buffer.from(bytes));
+    } catch (err) {
+      if (err instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: err.message });
+      throw err;
+    }
+    const call = { request, metadata: new grpc.Metadata(), getPeer: () => 'gateway' };
+    handler(call, (err: StatusLike | null, value?: unknown) => {
+      if (err) return this.replyError(res, err);
+      const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
+      this.reply(res, 200, 'application/json', JSON.stringify(bytesToJson(resType, bytes)));
+    });
+  }
+
+  /** grpc-gateway's streaming bridge: NDJSON requests in, `{"result":…}` lines out. */
+  private stream(def: grpc.MethodDefinition<unknown, unknown>, reqType: string, resType: string, handler: Handler,
+    body: string, res: http.ServerResponse): void {
+    const call = new EventEmitter() as EventEmitter & Record<string, unknown>;
+    let started = false;
+    let ended = false;
+    const start = (): void => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+    };
+    call.metadata = new grpc.Metadata();
+    call.getPeer = () => 'gateway';
+    call.write = (value: unknown): boolean => {
+      if (ended) return false;
+      start();
+      const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
+      res.write(JSON.stringify({ result: bytesToJson(resType, bytes) }) + '\n');
+      return true;
+    };
+    call.end = (): void => {
+      if (ended) return;
+      ended = true;
+      start();
+      res.end();
+    };
+    call.on('error', (s: StatusLike) => {
+      if (ended) return;
+      ended = true;
+      const code = s.code ?? grpc.status.UNKNOWN;
+      const message = s.details ?? s.message ?? '';
+      if (!started) return this.replyError(res, { code, details: message });
+      res.end(JSON.stringify({ error: { grpc_code: code, http_code: httpStatusFromGrpc(code), message, http_status: '' } }) + '\n');
+    });
+    res.on('close', () => {
+      if (!ended) call.emit('cancelled');
+      ended = true;
+    });
+    const requests: unknown[] = [];
+    try {
+      const lines = body.split('\n').filter((l) => l.trim().length > 0);
+      for (const line of lines.length > 0 ? lines : ['{}']) requests.push(def.requestDeserialize(Buffer.from(jsonToBytes(reqType, line))));
+    } catch (err) {
+      if (err instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: err.message });
+      throw err;
+    }
+    if (!def.requestStream) call.request = requests[0];
+    handler(call);
+    if (def.requestStream) {
+      for (const r of requests) call.emit('data', r);
+      call.emit('end');
+    }
+  }
+
+  /** etcd's /health: leader known and a read served (linearizable unless ?serializable=true). */
+  private health(url: URL, res: http.ServerResponse): void {
+    const serializable = url.searchParams.get('serializable') === 'true';
+    const answer = (ok: boolean): void => this.reply(res, ok ? 200 : 503, 'text/plain; charset=utf-8', JSON.stringify({ health: ok ? 'true' : 'false' }));
+    if (!this.opts.server.isLeader()) return answer(false);
+    const excluded = new Set(url.searchParams.getAll('exclude'));
+    if (this.opts.server.hasNoSpaceAlarm() && !excluded.has('NOSPACE')) return answer(false);
+    const timer = setTimeout(() => answer(false), 1000);
+    const req = etcdserverpb.RangeRequest.encode({ key: Buffer.from('health'), serializable }).finish();
+    const code = this.opts.server.read(ReadKind.Range, req, serializable, (err: unknown) => {
+      clearTimeout(timer);
+      if (!res.headersSent) answer(err === null);
+    });
+    if (code !== 0) {
+      clearTimeout(timer);
+      answer(false);
+    }
+  }
+
+  /** /livez and /readyz as etcd 3.6 serves them: "ok" or 503 with the failed check. */
+  private probe(p: string, url: URL, res: http.ServerResponse): void {
+    const verbose = url.searchParams.has('verbose');
+    const checks: [string, boolean][] = [['serializable_read', true]];
+    if (p === '/readyz') checks.push(['data_corruption', true], ['leader', this.opts.server.isLeader()]);
+    const ok = checks.every(([, pass]) => pass);
+    const lines = checks.map(([name, pass]) => `[${pass ? '+' : '-'}]${name} ${pass ? 'ok' : 'failed'}`);
+    const body = verbose || !ok ? `${lines.join('\n')}\n${p.slice(1)} check ${ok ? 'passed' : 'failed'}\n` : 'ok';
+    this.reply(res, ok ? 200 : 503, 'text/plain; charset=utf-8', body);
+  }
+
+  private metrics(res: http.ServerResponse): void {
+    this.opts.metrics!.render().then(
+      (text) => this.reply(res, 200, this.opts.metrics!.contentType, text),
+      (err: unknown) => this.reply(res, 500, 'text/plain; charset=utf-8', String(err)),
+    );
+  }
+}

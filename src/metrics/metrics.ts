@@ -1,0 +1,97 @@
+// /metrics: Prometheus text with etcd's family names for what operators alert on, concord's
+// own families (prefix concord_), and Node's process metrics (prom-client's defaults).
+//
+// Nothing here runs on the request path: values are read at scrape time from the server, the
+// storage worker's shared statistics (src/workers/stats.ts) and the gRPC call counters.
+import client from 'prom-client';
+import type { EtcdServer } from '../server/etcd_server';
+import { StatSlot } from '../workers/stats';
+import { GRPC_CODE_NAMES, type GrpcCallStats } from '../api/grpc/call_stats';
+import { etcdClusterVersion, etcdVersion } from '../version';
+
+interface Sample { value: number; labels?: Record<string, string | number>; metricName?: string }
+type Family = { name: string; help: string; type: 'gauge' | 'counter' | 'histogram'; values: Sample[] };
+
+/** A family computed at scrape time (prom-client accepts any object with name and get()). */
+class Computed {
+  constructor(readonly name: string, readonly help: string, readonly type: Family['type'], private readonly collect: () => Sample[]) {}
+  get(): Family {
+    return { name: this.name, help: this.help, type: this.type, values: this.collect() };
+  }
+}
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly contentType = client.Registry.PROMETHEUS_CONTENT_TYPE;
+
+  constructor(server: EtcdServer, grpcStats: GrpcCallStats) {
+    const s = server;
+    const w = server.workerStats;
+    const gauge = (name: string, help: string, f: () => number): void => this.add(new Computed(name, help, 'gauge', () => [{ value: f() }]));
+    const counter = (name: string, help: string, f: () => number): void => this.add(new Computed(name, help, 'counter', () => [{ value: f() }]));
+    const histogram = (name: string, help: string, slot: StatSlot.WalFsync | StatSlot.BackendCommit): void => {
+      this.add(new Computed(name, help, 'histogram', () => {
+        const h = w.histogram(slot);
+        const out: Sample[] = h.buckets.map(([le, n]) => ({ metricName: `${name}_bucket`, labels: { le: le === Infinity ? '+Inf' : String(le) }, value: n }));
+        out.push({ metricName: `${name}_sum`, value: h.sum }, { metricName: `${name}_count`, value: h.count });
+        return out;
+      }));
+    };
+
+    gauge('etcd_server_has_leader', 'Whether or not a leader exists. 1 is existence, 0 is not.', () => (s.isLeader() ? 1 : 0));
+    gauge('etcd_server_is_leader', 'Whether or not this member is a leader. 1 if is, 0 otherwise.', () => (s.isLeader() ? 1 : 0));
+    counter('etcd_server_leader_changes_seen_total', 'The number of leader changes seen.', () => s.leaderChanges);
+    gauge('etcd_server_proposals_committed_total', 'The total number of consensus proposals committed.', () => s.proposalCounts().committed);
+    gauge('etcd_server_proposals_applied_total', 'The total number of consensus proposals applied.', () => s.proposalCounts().applied);
+    gauge('etcd_server_proposals_pending', 'The current number of pending proposals to commit.', () => s.proposalCounts().pending);
+    counter('etcd_server_proposals_failed_total', 'The total number of failed proposals seen.', () => s.proposalsFailed);
+    gauge('etcd_server_quota_backend_bytes', 'Current backend storage quota size in bytes.', () => s.cfg.quotaBackendBytes);
+    this.add(new Computed('etcd_server_version', 'Which version is running. 1 for \'server_version\' label with current version.', 'gauge',
+      () => [{ labels: { server_version: etcdVersion }, value: 1 }]));
+    this.add(new Computed('etcd_cluster_version', 'Which version is running. 1 for \'cluster_version\' label with current cluster version', 'gauge',
+      () => [{ labels: { cluster_version: etcdClusterVersion.split('.').slice(0, 2).join('.') }, value: 1 }]));
+    this.add(new Computed('etcd_server_id', 'Server or member ID in hexadecimal format. 1 for \'server_id\' label with current ID.', 'gauge',
+      () => [{ labels: { server_id: s.memberId.toString(16) }, value: 1 }]));
+
+    histogram('etcd_disk_wal_fsync_duration_seconds', 'The latency distributions of fsync called by WAL.', StatSlot.WalFsync);
+    histogram('etcd_disk_backend_commit_duration_seconds', 'The latency distributions of commit called by backend.', StatSlot.BackendCommit);
+
+    gauge('etcd_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => s.dbSize);
+    gauge('etcd_debugging_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => s.dbSize);
+    gauge('etcd_mvcc_db_total_size_in_use_in_bytes', 'Total size of the underlying database logically in use in bytes.', () => s.dbSizeInUse);
+    gauge('etcd_debugging_mvcc_keys_total', 'Total number of keys.', () => w.get(StatSlot.KeysTotal));
+    gauge('etcd_debugging_mvcc_current_revision', 'The current revision of store.', () => s.currentRev);
+    gauge('etcd_debugging_mvcc_compact_revision', 'The revision of the last compaction in store.', () => Math.max(0, s.compactRev));
+    counter('etcd_mvcc_put_total', 'Total number of puts seen by this member.', () => w.get(StatSlot.PutTotal));
+    counter('etcd_mvcc_delete_total', 'Total number of deletes seen by this member.', () => w.get(StatSlot.DeleteTotal));
+    counter('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => w.get(StatSlot.RangeTotal));
+    counter('etcd_mvcc_txn_total', 'Total number of txns seen by this member.', () => w.get(StatSlot.TxnTotal));
+
+    const grpcLabels = (m: GrpcCallStats['methods'][number]) => ({ grpc_method: m.method, grpc_service: m.service, grpc_type: m.type });
+    this.add(new Computed('grpc_server_started_total', 'Total number of RPCs started on the server.', 'counter',
+      () => grpcStats.methods.filter((m) => m.started > 0).map((m) => ({ labels: grpcLabels(m), value: m.started }))));
+    this.add(new Computed('grpc_server_handled_total', 'Total number of RPCs completed on the server, regardless of success or failure.', 'counter',
+      () => grpcStats.methods.flatMap((m) => GRPC_CODE_NAMES.flatMap((code, i) => (m.handled[i]! > 0
+        ? [{ labels: { grpc_code: code, ...grpcLabels(m) }, value: m.handled[i]! }] : [])))));
+    this.add(new Computed('grpc_server_msg_received_total', 'Total number of RPC stream messages received on the server.', 'counter',
+      () => grpcStats.methods.filter((m) => m.received > 0).map((m) => ({ labels: grpcLabels(m), value: m.received }))));
+    this.add(new Computed('grpc_server_msg_sent_total', 'Total number of gRPC stream messages sent by the server.', 'counter',
+      () => grpcStats.methods.filter((m) => m.sent > 0).map((m) => ({ labels: grpcLabels(m), value: m.sent }))));
+
+    counter('concord_backend_commit_writes_total', 'MVCC records written to LMDB by batched commits.', () => w.get(StatSlot.BackendCommitWrites));
+    gauge('concord_proposals_waiting', 'Proposals in the wait table (proposed, not yet answered).', () => s.proposalCounts().pending);
+    gauge('concord_raft_commit_apply_gap', 'Committed raft entries not yet applied by the storage worker.', () => {
+      const c = s.proposalCounts();
+      return c.committed - c.applied;
+    });
+    client.collectDefaultMetrics({ register: this.registry });
+  }
+
+  private add(metric: Computed): void {
+    this.registry.registerMetric(metric as unknown as client.Metric);
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
