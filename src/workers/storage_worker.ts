@@ -366,6 +366,7 @@ class StorageWorker {
 
   private postApplied(): void {
     this.refreshSizes(false);
+    this.stats.set(StatSlot.KeysTotal, this.store.index.size);
     const results = this.results;
     const reads = this.reads;
     const m = new Uint8Array(1 + 5 * 8 + 4 + results.length + 4 + reads.length);
@@ -394,7 +395,6 @@ class StorageWorker {
     if (!force && now - this.sizesAtMs < 100) return;
     this.sizesAtMs = now;
     this.sizes = this.backend.sizes();
-    this.stats.set(StatSlot.KeysTotal, this.store.index.size);
   }
 
   // ---- compaction sweep, in steps so that apply and reads go on meanwhile ----
