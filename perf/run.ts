@@ -37,6 +37,8 @@ export interface Sample {
   curve: [number, number][];
   serverCpuUsPerOp: number;
   clientCpuUsPerOp: number;
+  /** concord only: event-loop busy time per operation on each thread (from /metrics). */
+  threadBusyUsPerOp?: { main: number; storage: number };
 }
 
 export interface Cell {
@@ -54,7 +56,7 @@ export interface PerfReport {
   cells: Cell[];
 }
 
-interface Options {
+export interface Options {
   quick: boolean;
   workloads: string[];
   clients: number[];
@@ -88,6 +90,17 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
+/** concord's per-thread busy seconds (concord_thread_busy_seconds_total), or null. */
+export async function threadBusy(address: string): Promise<{ main: number; storage: number } | null> {
+  try {
+    const text = await (await fetch(`http://${address}/metrics`)).text();
+    const get = (thread: string): number => Number(new RegExp(`^concord_thread_busy_seconds_total\\{thread="${thread}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    return { main: get('main'), storage: get('storage') };
+  } catch {
+    return null;
+  }
+}
+
 /** utime+stime of a process in microseconds (Linux /proc). */
 function processCpuUs(pid: number): number {
   try {
@@ -108,7 +121,7 @@ function grpcFrame(msg: Uint8Array): Buffer {
 }
 
 /** Sends the workload's setup requests one by one over one HTTP/2 connection. */
-async function setup(address: string, w: Workload): Promise<void> {
+export async function setup(address: string, w: Workload): Promise<void> {
   const reqs = w.setup();
   if (reqs.length === 0) return;
   const session = http2.connect(`http://${address}`);
@@ -147,7 +160,7 @@ function runLoadgen(cfg: LoadgenConfig): Promise<LoadgenResult> {
 const CURVE_POINTS: number[] = [];
 for (let k = 0; k <= 50; k++) CURVE_POINTS.push(100 * (1 - Math.pow(10, -k / 10)));
 
-async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
+export async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
   round: number): Promise<Sample> {
   const procs = Math.min(o.procs, clients);
   const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
@@ -159,11 +172,13 @@ async function measure(address: string, serverPid: number, w: Workload, clients:
   }
   // Server CPU is read across the whole run, warmup included, then scaled to the window;
   // loadgen processes run their windows at the same time.
+  const busy0 = target === 'concord' ? await threadBusy(address) : null;
   const cpu0 = processCpuUs(serverPid);
   const t0 = performance.now();
   const results = await Promise.all(cfgs.map(runLoadgen));
   const wall = performance.now() - t0;
   const cpu1 = processCpuUs(serverPid);
+  const busy1 = busy0 !== null ? await threadBusy(address) : null;
   const h = buildHistogram();
   let ok = 0;
   let errors = 0;
@@ -193,11 +208,15 @@ async function measure(address: string, serverPid: number, w: Workload, clients:
     serverCpuUsPerOp,
     clientCpuUsPerOp: clientCpu / Math.max(1, ok),
   };
+  if (busy0 !== null && busy1 !== null) {
+    const ops = throughput * (wall / 1000);
+    sample.threadBusyUsPerOp = { main: ((busy1.main - busy0.main) * 1e6) / ops, storage: ((busy1.storage - busy0.storage) * 1e6) / ops };
+  }
   h.destroy();
   return sample;
 }
 
-async function withServer<T>(target: Target, fn: (address: string, pid: number) => Promise<T>): Promise<T> {
+export async function withServer<T>(target: Target, fn: (address: string, pid: number) => Promise<T>): Promise<T> {
   if (target === 'concord') {
     const c = await startConcord();
     try { return await fn(c.address, c.proc.pid!); } finally { await c.stop(); }
@@ -323,7 +342,13 @@ async function main(): Promise<void> {
   for (const s of errors.slice(0, 5)) console.log(`errors (${s.target}, c=${s.clients}): ${s.errorSamples.join('; ')}`);
 }
 
-if (require.main === module) {
+if (require.main === module && process.argv[2] === 'sizing') {
+  // `npm run perf -- sizing`
+  require('./sizing').main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else if (require.main === module) {
   main().catch((err: unknown) => {
     console.error(err);
     process.exit(1);

@@ -84,6 +84,11 @@ export class Metrics {
       const c = s.proposalCounts();
       return c.committed - c.applied;
     });
+    this.add(new Computed('concord_thread_busy_seconds_total', 'Event-loop busy time per thread (main: gRPC, raft; storage: WAL, apply, reads).', 'counter',
+      () => [
+        { labels: { thread: 'main' }, value: performance.eventLoopUtilization().active / 1000 },
+        { labels: { thread: 'storage' }, value: w.get(StatSlot.WorkerBusyMs) / 1000 },
+      ]));
     client.collectDefaultMetrics({ register: this.registry });
   }
 

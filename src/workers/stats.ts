@@ -21,7 +21,9 @@ export const enum StatSlot {
   RangeTotal = 37,
   TxnTotal = 38,
   BackendCommitWrites = 39,
-  Slots = 40,
+  /** Storage worker event-loop busy time since start, ms (performance.eventLoopUtilization). */
+  WorkerBusyMs = 40,
+  Slots = 41,
 }
 if (HIST_SLOTS !== 17) throw new Error('stats layout: histogram slot count changed');
 

@@ -395,6 +395,7 @@ class StorageWorker {
     if (!force && now - this.sizesAtMs < 100) return;
     this.sizesAtMs = now;
     this.sizes = this.backend.sizes();
+    this.stats.set(StatSlot.WorkerBusyMs, performance.eventLoopUtilization().active);
   }
 
   // ---- compaction sweep, in steps so that apply and reads go on meanwhile ----
