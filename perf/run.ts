@@ -160,8 +160,41 @@ function runLoadgen(cfg: LoadgenConfig): Promise<LoadgenResult> {
 const CURVE_POINTS: number[] = [];
 for (let k = 0; k <= 50; k++) CURVE_POINTS.push(100 * (1 - Math.pow(10, -k / 10)));
 
+/** HTTP gateway workloads: autocannon, in this process (its CPU is this process's CPU). */
+async function measureHttp(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
+  round: number): Promise<Sample> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const autocannon = require('autocannon') as (opts: Record<string, unknown>) => Promise<AutocannonResult>;
+  const url = `http://${address}${w.http!.path}`;
+  const common = { url, method: 'POST', body: w.http!.body, headers: { 'content-type': 'application/json' }, connections: clients, pipelining: 1 };
+  await autocannon({ ...common, duration: o.warmupS });
+  const cpu0 = processCpuUs(serverPid);
+  const self0 = process.cpuUsage();
+  const r = await autocannon({ ...common, duration: o.durationS });
+  const self = process.cpuUsage(self0);
+  const cpu1 = processCpuUs(serverPid);
+  const l = r.latency;
+  const us = (ms: number): number => Math.round(ms * 1000);
+  const ok = r['2xx'];
+  return {
+    target, round, clients, ok, errors: r.errors + r.non2xx + r.timeouts,
+    errorSamples: r.non2xx > 0 ? [`${r.non2xx} non-2xx responses`] : [],
+    throughput: ok / o.durationS,
+    latencyUs: { p50: us(l.p50), p90: us(l.p90), p99: us(l.p99), p999: us(l.p99_9), max: us(l.max), mean: us(l.mean) },
+    curve: [[50, us(l.p50)], [75, us(l.p75)], [90, us(l.p90)], [97.5, us(l.p97_5)], [99, us(l.p99)], [99.9, us(l.p99_9)], [99.99, us(l.p99_99)], [99.999, us(l.p99_999)]],
+    serverCpuUsPerOp: (cpu1 - cpu0) / Math.max(1, ok),
+    clientCpuUsPerOp: (self.user + self.system) / Math.max(1, ok),
+  };
+}
+
+interface AutocannonResult {
+  '2xx': number; non2xx: number; errors: number; timeouts: number;
+  latency: Record<'p50' | 'p75' | 'p90' | 'p97_5' | 'p99' | 'p99_9' | 'p99_99' | 'p99_999' | 'max' | 'mean', number>;
+}
+
 export async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
   round: number): Promise<Sample> {
+  if (w.http) return measureHttp(address, serverPid, w, clients, o, target, round);
   const procs = Math.min(o.procs, clients);
   const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
   const cfgs: LoadgenConfig[] = [];

@@ -16,6 +16,8 @@ export interface Workload {
   makeGenerator(seed: number): (seq: number) => Uint8Array;
   /** Requests to send once (sequentially) before measuring. */
   setup(): { path: string; body: Uint8Array }[];
+  /** HTTP/JSON gateway workloads: driven by autocannon instead of the gRPC load generator. */
+  http?: { path: string; body: string };
   /** Mixed workloads: some requests go to another method. */
   mixed?: { path: string; fraction: number; makeGenerator(seed: number): (seq: number) => Uint8Array };
 }
@@ -144,6 +146,26 @@ export const workloads: Workload[] = [
     },
   },
 ];
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+workloads.push(
+  {
+    name: 'http-range',
+    description: 'HTTP/JSON gateway: POST /v3/kv/range one key (autocannon)',
+    path: '/etcdserverpb.KV/Range',
+    makeGenerator: () => () => rangeL,
+    setup: seedHot,
+    http: { path: '/v3/kv/range', body: JSON.stringify({ key: b64(hot) }) },
+  },
+  {
+    name: 'http-put',
+    description: 'HTTP/JSON gateway: POST /v3/kv/put one key, 256-byte value (autocannon)',
+    path: '/etcdserverpb.KV/Put',
+    makeGenerator: () => () => putBody(hot),
+    setup: () => [],
+    http: { path: '/v3/kv/put', body: JSON.stringify({ key: b64(hot), value: Buffer.from(value).toString('base64') }) },
+  },
+);
 
 export function workloadByName(name: string): Workload {
   const w = workloads.find((x) => x.name === name);
