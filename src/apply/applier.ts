@@ -288,11 +288,13 @@ const zeroKv: KeyValue = {
 function checkPut(a: Applier, op: RequestOp): void {
   const p = op.request_put;
   if (!p) return;
-  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
+  // etcd checkRequestPut: the previous key first, then the lease (a plain Put checks the lease
+  // first; etcd 3.4 answers "key not found" here and "lease not found" there).
   if (p.ignore_value || p.ignore_lease) {
     const rr = a.store.range(keyString(p.key), null, 0, 0, false);
     if (rr.kvs.length === 0) throw errKeyNotFound;
   }
+  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
 }
 
 function checkRange(a: Applier, op: RequestOp): void {
@@ -335,8 +337,9 @@ function compareBy(target: number, a: KeyValue, b: KeyValue): number {
   }
 }
 
+/** etcd compareKV: an unknown target compares as equal (0), an unknown result holds. */
 function compareKV(c: Compare, kv: KeyValue): boolean {
-  let result: number;
+  let result = 0;
   const u = c.target_union;
   switch (c.target ?? CompareTarget.VERSION) {
     case CompareTarget.VALUE:
@@ -355,14 +358,14 @@ function compareKV(c: Compare, kv: KeyValue): boolean {
       result = compareInt(kv.lease, u === 'lease' ? c.lease : 0);
       break;
     default:
-      return false;
+      break;
   }
   switch (c.result ?? CompareResult.EQUAL) {
     case CompareResult.EQUAL: return result === 0;
     case CompareResult.NOT_EQUAL: return result !== 0;
     case CompareResult.GREATER: return result > 0;
     case CompareResult.LESS: return result < 0;
-    default: return false;
+    default: return true;
   }
 }
 
