@@ -5,6 +5,7 @@ import Long from 'long';
 import { etcdserverpb, mvccpb } from '../gen/proto';
 import { KVStore, RangeResult, TxnWrite, toNumber } from '../mvcc/kvstore';
 import { RangeEnd } from '../mvcc/index';
+import { assert } from '../util/assert';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
 
 type RangeRequest = etcdserverpb.RangeRequest.$Properties;
@@ -186,7 +187,14 @@ export class Applier {
     this.checkRequests(rt, path, 0, checkRange);
     const w = this.store.write();
     const resp: etcdserverpb.TxnResponse.$Properties = { header: {} };
-    this.applyTxn(w, rt, path, 0, resp);
+    try {
+      this.applyTxn(w, rt, path, 0, resp);
+    } catch (err) {
+      // The checks above make every op succeed (etcd panics otherwise). An error after a write
+      // would leave the writes in the index and backend at a revision the store never reaches.
+      assert(w.changes.length === 0, 'txn failed after writing: ' + String(err));
+      throw err;
+    }
     const rev = w.changes.length > 0 ? w.beginRev + 1 : w.beginRev;
     w.end();
     resp.header = { revision: rev };

@@ -14,6 +14,7 @@ import { etcdserverpb, mvccpb } from '../../src/gen/proto';
 import { Applier } from '../../src/apply/applier';
 import { KVStore, toNumber } from '../../src/mvcc/kvstore';
 import { Backend } from '../../src/storage/backend';
+import { AssertionError } from '../../src/util/assert';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../../src/util/errors';
 
 const Target = etcdserverpb.Compare.CompareTarget;
@@ -355,6 +356,22 @@ describe('Txn execution', () => {
     // a plain Put checks the lease first
     assert.throws(() => ap.put(null, putReq({ key: b('missing'), ignore_value: true, lease: 5 })),
       (e) => e === errLeaseNotFound);
+  });
+
+  test('an op failing after the txn wrote is a bug: stop, never leave a half-applied txn', () => {
+    // [delete k, put k ignore_value] passes checkPut (k exists before the txn) but the put finds
+    // no previous value. The API refuses it (checkIntervals: duplicate key); applied anyway, etcd
+    // panics. Returning an error here would leave the delete in the store at a revision the
+    // store never reached, and the next write would reuse it.
+    put('k', 'v'); // 2
+    assert.throws(() => txn({ success: [
+      { request_delete_range: { key: b('k') } },
+      { request_put: { key: b('k'), ignore_value: true } },
+    ] }), AssertionError);
+    // failing before any write is an ordinary error and leaves the store as it was
+    assert.throws(() => txn({ success: [
+      { request_put: { key: b('gone'), ignore_value: true } },
+    ] }), (e) => e === errKeyNotFound);
   });
 
   test('range revisions inside a txn: future, compacted, negative (etcd 3.4)', () => {
