@@ -536,6 +536,24 @@ describe('KVStore', () => {
     assert.equal(store.compactMainRev, 4);
   });
 
+  test('a compaction at revision 0 is remembered across a restore (etcd 3.4: compact 0 twice fails)', async () => {
+    const { store, backend, dir } = fresh();
+    assert.throws(() => store.scheduleCompaction(-1), (e) => e === errCompacted);
+    store.scheduleCompaction(0);
+    assert.equal(store.compactMainRev, 0);
+    assert.throws(() => store.scheduleCompaction(0), (e) => e === errCompacted);
+    await backend.close();
+    stores.splice(stores.indexOf(backend), 1);
+    const b2 = openBackend(dir);
+    stores.push(b2);
+    const s2 = new KVStore(b2);
+    s2.restore();
+    assert.equal(s2.compactMainRev, 0);
+    assert.throws(() => s2.scheduleCompaction(0), (e) => e === errCompacted);
+    s2.scheduleCompaction(1);
+    assert.equal(s2.compactMainRev, 1);
+  });
+
   test('compaction sweeps in steps, resumes at the returned key, drops emptied keys', async () => {
     const { store, backend } = fresh();
     for (const k of ['a', 'b', 'c', 'd', 'e']) put(store, k, '1'); // 2..6
@@ -551,7 +569,7 @@ describe('KVStore', () => {
     assert.equal(store.compactStep(7, 'c', 2), 'e');
     assert.equal(store.compactStep(7, 'e', 2), null);
     assert.equal(backend.getMetaU64(schema.metaFinishedCompact), 7);
-    assert.deepEqual([...['a', 'b', 'c', 'd', 'e']].map((k) => store.index.get(k)?.mains ?? null),
+    assert.deepEqual(['a', 'b', 'c', 'd', 'e'].map((k) => store.index.get(k)?.mains ?? null),
       [[2, 8], null, null, [5], [6]]);
     await backend.flushed();
     assert.equal(backend.getKv(schema.revKey(3, 0, false)), undefined);
