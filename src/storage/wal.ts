@@ -344,10 +344,16 @@ export class Wal {
       this.failed = err;
       throw err;
     }
-    const done = this.coveredBySync;
+    let done = this.coveredBySync;
     this.coveredBySync = [];
-    // The next sync starts before the callbacks run: a callback may write and sync again.
-    if (this.waitingForSync.length > 0) this.startSync();
+    if (this.fd < 0) {
+      // Closed meanwhile: close() synced every write, the waiters too.
+      done = done.concat(this.waitingForSync);
+      this.waitingForSync = [];
+    } else if (this.waitingForSync.length > 0) {
+      // The next sync starts before the callbacks run: a callback may write and sync again.
+      this.startSync();
+    }
     for (let i = 0; i < done.length; i++) done[i]!();
   }
 

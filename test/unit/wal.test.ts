@@ -183,11 +183,14 @@ describe('Wal', () => {
     await first;
     await second;
     wal.appendEntry(entry(41, 1, 100));
-    const third = syncWal(wal);
-    closeWal(wal); // closing while the sync runs
+    const third = syncWal(wal); // runs
+    wal.appendEntry(entry(42, 1, 100));
+    const fourth = syncWal(wal); // waits for the next sync
+    closeWal(wal); // closing while a sync runs and another waits: close() syncs both
     await third;
+    await fourth;
     const { replay } = openWal(dir);
-    assert.equal(replay.entries.length, 41);
+    assert.equal(replay.entries.length, 42);
   });
 
   test('segment rollover: names carry sequence and first index; replay reads across segments', async () => {
