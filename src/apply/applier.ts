@@ -5,6 +5,7 @@ import Long from 'long';
 import { etcdserverpb, mvccpb } from '../gen/proto';
 import { KVStore, RangeResult, TxnWrite, toNumber } from '../mvcc/kvstore';
 import { RangeEnd } from '../mvcc/index';
+import { assert } from '../util/assert';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
 
 type RangeRequest = etcdserverpb.RangeRequest.$Properties;
@@ -186,7 +187,14 @@ export class Applier {
     this.checkRequests(rt, path, 0, checkRange);
     const w = this.store.write();
     const resp: etcdserverpb.TxnResponse.$Properties = { header: {} };
-    this.applyTxn(w, rt, path, 0, resp);
+    try {
+      this.applyTxn(w, rt, path, 0, resp);
+    } catch (err) {
+      // The checks above make every op succeed (etcd panics otherwise). An error after a write
+      // would leave the writes in the index and backend at a revision the store never reaches.
+      assert(w.changes.length === 0, 'txn failed after writing: ' + String(err));
+      throw err;
+    }
     const rev = w.changes.length > 0 ? w.beginRev + 1 : w.beginRev;
     w.end();
     resp.header = { revision: rev };
@@ -288,11 +296,13 @@ const zeroKv: KeyValue = {
 function checkPut(a: Applier, op: RequestOp): void {
   const p = op.request_put;
   if (!p) return;
-  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
+  // etcd checkRequestPut: the previous key first, then the lease (a plain Put checks the lease
+  // first; etcd 3.4 answers "key not found" here and "lease not found" there).
   if (p.ignore_value || p.ignore_lease) {
     const rr = a.store.range(keyString(p.key), null, 0, 0, false);
     if (rr.kvs.length === 0) throw errKeyNotFound;
   }
+  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
 }
 
 function checkRange(a: Applier, op: RequestOp): void {
@@ -335,8 +345,9 @@ function compareBy(target: number, a: KeyValue, b: KeyValue): number {
   }
 }
 
+/** etcd compareKV: an unknown target compares as equal (0), an unknown result holds. */
 function compareKV(c: Compare, kv: KeyValue): boolean {
-  let result: number;
+  let result = 0;
   const u = c.target_union;
   switch (c.target ?? CompareTarget.VERSION) {
     case CompareTarget.VALUE:
@@ -355,14 +366,14 @@ function compareKV(c: Compare, kv: KeyValue): boolean {
       result = compareInt(kv.lease, u === 'lease' ? c.lease : 0);
       break;
     default:
-      return false;
+      break;
   }
   switch (c.result ?? CompareResult.EQUAL) {
     case CompareResult.EQUAL: return result === 0;
     case CompareResult.NOT_EQUAL: return result !== 0;
     case CompareResult.GREATER: return result > 0;
     case CompareResult.LESS: return result < 0;
-    default: return false;
+    default: return true;
   }
 }
 

@@ -57,8 +57,9 @@ export class KVStore {
   restore(): void {
     const metaRev = this.backend.getMetaU64(schema.metaCurrentRev);
     this.currentRev = Math.max(1, metaRev);
-    const scheduled = this.backend.getMetaU64(schema.metaScheduledCompact);
-    this.compactMainRev = scheduled > 0 ? scheduled : -1;
+    // A compaction at revision 0 is a compaction too (etcd: compacting at 0 again is refused).
+    const scheduled = this.backend.getMetaBytes(schema.metaScheduledCompact);
+    this.compactMainRev = scheduled !== undefined ? schema.readU64(scheduled, 0) : -1;
     for (const { key, value } of this.backend.kv.getRange({})) {
       const main = schema.revKeyMain(key);
       if (main > this.currentRev) {

@@ -29,6 +29,8 @@ export class Backend {
   private queueKeys: Buffer[];
   private queueValues: (Uint8Array | null)[];
   private readonly metaQueue: Map<string, Buffer>;
+  /** Meta values handed to LMDB whose transaction has not committed yet (read like pending). */
+  private readonly metaCommitting: Map<string, Buffer>;
   private readonly batchIntervalMs: number;
   private readonly batchLimit: number;
   private timer: NodeJS.Timeout | null;
@@ -50,6 +52,7 @@ export class Backend {
     this.queueKeys = [];
     this.queueValues = [];
     this.metaQueue = new Map();
+    this.metaCommitting = new Map();
     this.batchIntervalMs = options.batchIntervalMs;
     this.batchLimit = options.batchLimit;
     this.timer = null;
@@ -102,14 +105,22 @@ export class Backend {
       if (v === null) void this.kv.remove(keys[i]!);
       else void this.kv.put(keys[i]!, v as Buffer);
     }
-    for (const [name, v] of this.metaQueue) void this.meta.put(name, v);
+    const metas = [...this.metaQueue];
+    for (const [name, v] of metas) {
+      void this.meta.put(name, v);
+      this.metaCommitting.set(name, v);
+    }
     this.metaQueue.clear();
     const startedAt = performance.now();
     void this.env.committed.then(() => {
       if (this.commitObserver !== null) this.commitObserver((performance.now() - startedAt) / 1000, keys.length);
       for (let i = 0; i < keys.length; i++) {
-        if (values[i] !== null) this.pending.delete(keys[i]!.toString('latin1'));
+        const v = values[i]!;
+        if (v === null) continue;
+        const k = keys[i]!.toString('latin1');
+        if (this.pending.get(k) === v) this.pending.delete(k); // unless written again since
       }
+      for (const [name, v] of metas) if (this.metaCommitting.get(name) === v) this.metaCommitting.delete(name);
     });
   }
 
@@ -127,7 +138,8 @@ export class Backend {
   }
 
   getMetaBytes(name: string): Buffer | undefined {
-    return this.metaQueue.get(name) ?? this.meta.getBinary(name);
+    // LMDB reads see committed transactions only: queued and committing values come first.
+    return this.metaQueue.get(name) ?? this.metaCommitting.get(name) ?? this.meta.getBinary(name);
   }
 
   /** Meta records go with the next batch: the last value written wins. */

@@ -15,6 +15,8 @@
 //   kind 1 entry:      u53 index, u53 term, u8 type, data...
 //   kind 2 hardState:  u53 term, u53 vote, u53 commit
 //   kind 3 segStart:   u53 prevIndex, u53 prevTerm   (first record of every segment)
+// Every segment starts with segStart followed by the last hard state (as etcd's cut() does), so
+// deleting old segments (releaseTo) never loses the term and vote.
 // A zero length or a bad checksum ends the log (torn tail); replay zeroes what follows it, so
 // that stale bytes of an unsynced write can never be read as records later.
 import fs from 'node:fs';
@@ -27,6 +29,8 @@ const kindEntry = 1;
 const kindHardState = 2;
 const kindSegStart = 3;
 const recordHeaderBytes = 8;
+/** segStart + hard state records at the start of a segment. */
+const segmentHeadBytes = 2 * recordHeaderBytes + 17 + 25;
 const zeroChunk = Buffer.alloc(1024 * 1024);
 
 export interface WalOptions {
@@ -64,7 +68,15 @@ export class Wal {
   private dirty: boolean;
   private waitingForSync: (() => void)[];
   private coveredBySync: (() => void)[];
+  /** Payload of entry and hard state records. */
   private readonly scratch: Buffer;
+  /** Payload of the records that open a segment: a roll happens inside writeRecord, while
+   * `scratch` holds the payload of the record being written. */
+  private readonly headScratch: Buffer;
+  /** The last hard state written or replayed; repeated at the start of every new segment. */
+  private hardState: HardState;
+  /** Segment fds closed at a roll while a sync on them was running: closed once it returns. */
+  private retiredFds: number[];
   private readonly onSyncedBound: (err: NodeJS.ErrnoException | null) => void;
   private syncStartedAt = 0;
   /** Told how long each group-commit fdatasync took, in seconds (metrics). */
@@ -86,6 +98,9 @@ export class Wal {
     this.waitingForSync = [];
     this.coveredBySync = [];
     this.scratch = Buffer.allocUnsafe(1 << 20);
+    this.headScratch = Buffer.allocUnsafe(32);
+    this.hardState = { term: 0, vote: 0, commit: 0 };
+    this.retiredFds = [];
     this.onSyncedBound = this.onSynced.bind(this);
     this.failed = null;
   }
@@ -115,6 +130,8 @@ export class Wal {
       const data = fs.readFileSync(file);
       let pos = 0;
       let segLast = firstIndex - 1;
+      // The log starts where the first segment's name says, unless its segStart says otherwise.
+      if (first) out.prevIndex = firstIndex - 1;
       while (pos + recordHeaderBytes <= data.length) {
         const len = data.readUInt32LE(pos);
         if (len === 0 || pos + recordHeaderBytes + len > data.length) break;
@@ -138,16 +155,16 @@ export class Wal {
         } else if (kind === kindHardState) {
           out.hardState = { term: data.readDoubleLE(at), vote: data.readDoubleLE(at + 8), commit: data.readDoubleLE(at + 16) };
         } else if (kind === kindSegStart) {
-          if (first) {
+          if (first && out.entries.length === 0) {
             out.prevIndex = data.readDoubleLE(at);
             out.prevTerm = data.readDoubleLE(at + 8);
-            first = false;
           }
         } else {
           break;
         }
         pos = start + len;
       }
+      first = false;
       this.segments.push({ seq, firstIndex, file, lastIndex: segLast });
       if (i === files.length - 1) {
         this.fd = fs.openSync(file, 'r+');
@@ -158,7 +175,17 @@ export class Wal {
           const n = Math.min(zeroChunk.length, end - p);
           if (!isZero(data, p, p + n)) fs.writeSync(this.fd, zeroChunk, 0, n, p);
         }
+        if (pos === 0) {
+          // A crash after the segment was created and before its first record was written:
+          // write its head now, or the log would lose its start once older segments go.
+          const last = out.entries[out.entries.length - 1];
+          const prevTerm = last !== undefined && last.index === firstIndex - 1 ? last.term
+            : out.prevIndex === firstIndex - 1 ? out.prevTerm : 0;
+          this.hardState = out.hardState;
+          this.writeSegmentHead(firstIndex - 1, prevTerm);
+        }
         fs.fdatasyncSync(this.fd);
+        this.dirty = false;
       } else if (pos + recordHeaderBytes <= data.length && data.readUInt32LE(pos) !== 0) {
         assert(false, 'wal: corrupt record in a sealed segment');
       }
@@ -166,6 +193,7 @@ export class Wal {
     const last = out.entries[out.entries.length - 1];
     this.lastIndex = last ? last.index : out.prevIndex;
     this.lastTerm = last ? last.term : out.prevTerm;
+    this.hardState = out.hardState;
     return out;
   }
 
@@ -179,21 +207,34 @@ export class Wal {
     fs.closeSync(dirFd);
     if (this.fd >= 0) {
       fs.fdatasyncSync(this.fd);
-      fs.closeSync(this.fd);
+      // A running fdatasync still uses the old fd: close it when that sync returns.
+      if (this.syncing) this.retiredFds.push(this.fd);
+      else fs.closeSync(this.fd);
     }
     this.fd = fs.openSync(file, 'r+');
     this.offset = 0;
     this.segments.push({ seq, firstIndex, file, lastIndex: firstIndex - 1 });
-    const p = this.scratch;
+    this.writeSegmentHead(prevIndex, prevTerm);
+    fs.fdatasyncSync(this.fd);
+    this.dirty = false; // both segments are synced
+  }
+
+  /** segStart, then the last hard state (if any): the records that open a segment. */
+  private writeSegmentHead(prevIndex: number, prevTerm: number): void {
+    const p = this.headScratch;
     p[0] = kindSegStart;
     p.writeDoubleLE(prevIndex, 1);
     p.writeDoubleLE(prevTerm, 9);
     this.writeRecord(p, 17);
-    fs.fdatasyncSync(this.fd);
+    const hs = this.hardState;
+    if (hs.term !== 0 || hs.vote !== 0 || hs.commit !== 0) {
+      writeHardStatePayload(p, hs);
+      this.writeRecord(p, 25);
+    }
   }
 
   private preallocateSync(): string {
-    const tmp = path.join(this.dir, 'spare.' + process.pid + '.' + Date.now() + '.tmp');
+    const tmp = spareName(this.dir);
     const fd = fs.openSync(tmp, 'w');
     for (let p = 0; p < this.segmentBytes; p += zeroChunk.length) {
       fs.writeSync(fd, zeroChunk, 0, Math.min(zeroChunk.length, this.segmentBytes - p), p);
@@ -207,7 +248,7 @@ export class Wal {
   private prepareSpare(): void {
     if (this.spare !== null || this.spareInProgress) return;
     this.spareInProgress = true;
-    const tmp = path.join(this.dir, 'spare.' + process.pid + '.' + Date.now() + '.tmp');
+    const tmp = spareName(this.dir);
     const size = this.segmentBytes;
     fs.open(tmp, 'w', (err, fd) => {
       if (err) return this.spareFailed(err);
@@ -238,7 +279,7 @@ export class Wal {
 
   private writeRecord(payload: Buffer, len: number): void {
     if (this.offset + recordHeaderBytes + len > this.segmentBytes) {
-      assert(recordHeaderBytes + len + 32 <= this.segmentBytes, 'wal record larger than a segment');
+      assert(segmentHeadBytes + recordHeaderBytes + len <= this.segmentBytes, 'wal record larger than a segment');
       const seg = this.segments[this.segments.length - 1]!;
       this.createSegment(seg.seq + 1, this.lastIndex + 1, this.lastIndex, this.lastTerm);
     }
@@ -271,12 +312,9 @@ export class Wal {
   }
 
   appendHardState(hs: HardState): void {
-    const p = this.scratch;
-    p[0] = kindHardState;
-    p.writeDoubleLE(hs.term, 1);
-    p.writeDoubleLE(hs.vote, 9);
-    p.writeDoubleLE(hs.commit, 17);
-    this.writeRecord(p, 25);
+    writeHardStatePayload(this.scratch, hs);
+    this.writeRecord(this.scratch, 25);
+    this.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
   }
 
   /** Calls `done` once everything written before this call is on stable storage. */
@@ -303,18 +341,25 @@ export class Wal {
 
   private onSynced(err: NodeJS.ErrnoException | null): void {
     this.syncing = false;
+    for (const fd of this.retiredFds) fs.closeSync(fd);
+    this.retiredFds.length = 0;
     if (err) {
       // A failed fsync leaves the page cache state unknown (fsyncgate): stop, never retry.
       this.failed = err;
       throw err;
     }
     if (this.syncObserver !== null) this.syncObserver((performance.now() - this.syncStartedAt) / 1000);
-    const done = this.coveredBySync;
+    let done = this.coveredBySync;
     this.coveredBySync = [];
+    if (this.fd < 0) {
+      // Closed meanwhile: close() synced every write, the waiters too.
+      done = done.concat(this.waitingForSync);
+      this.waitingForSync = [];
+    } else if (this.waitingForSync.length > 0) {
+      // The next sync starts before the callbacks run: a callback may write and sync again.
+      this.startSync();
+    }
     for (let i = 0; i < done.length; i++) done[i]!();
-    done.length = 0;
-    this.coveredBySync = done;
-    if (this.waitingForSync.length > 0) this.startSync();
   }
 
   /** Deletes sealed segments whose entries are all <= index (covered by the durable state). */
@@ -331,10 +376,26 @@ export class Wal {
   close(): void {
     if (this.fd >= 0) {
       fs.fdatasyncSync(this.fd);
-      fs.closeSync(this.fd);
+      if (this.syncing) this.retiredFds.push(this.fd); // closed when the running sync returns
+      else fs.closeSync(this.fd);
       this.fd = -1;
     }
   }
+}
+
+let spareSeq = 0;
+
+/** A name no other spare of this process uses: an async spare and a sync one in the same
+ * millisecond must not share a file (the async writes would zero the new segment). */
+function spareName(dir: string): string {
+  return path.join(dir, 'spare.' + process.pid + '.' + ++spareSeq + '.tmp');
+}
+
+function writeHardStatePayload(p: Buffer, hs: HardState): void {
+  p[0] = kindHardState;
+  p.writeDoubleLE(hs.term, 1);
+  p.writeDoubleLE(hs.vote, 9);
+  p.writeDoubleLE(hs.commit, 17);
 }
 
 function isZero(b: Buffer, start: number, end: number): boolean {
