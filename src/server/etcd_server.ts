@@ -344,6 +344,10 @@ export class EtcdServer {
     this.dbSize = r.u53();
     this.dbSizeInUse = r.u53();
     this.raft.appliedTo(appliedIndex);
+    // Applied entries are in the state machine (and the WAL): keep only the tail a lagging
+    // follower may still need. Trimming in steps of logRetainEntries keeps the copy amortized.
+    const log = this.raft.log;
+    if (log.applied - log.firstIndex() >= 2 * limits.logRetainEntries) log.compactTo(log.applied - limits.logRetainEntries);
     for (let n = r.u32(); n > 0; n--) {
       const id = r.u53();
       const code = r.u8();
