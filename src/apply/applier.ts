@@ -89,7 +89,9 @@ export class Applier {
     const filtering = minMod !== 0 || maxMod !== 0 || minCreate !== 0 || maxCreate !== 0;
     let order = sortOrder;
     if (sortTarget !== SortTarget.KEY && order === SortOrder.NONE) order = SortOrder.ASCEND;
-    const sorting = order !== SortOrder.NONE &&
+    // etcd sorts only for ASCEND and DESCEND: an order outside the enum keeps key order (it still
+    // turned the limit into fetch-all-then-truncate above, as in etcd).
+    const sorting = (order === SortOrder.ASCEND || order === SortOrder.DESCEND) &&
       !(sortTarget === SortTarget.KEY && order === SortOrder.ASCEND);
     if (filtering || sorting) {
       let decoded = kvs.map((b) => ({ b, kv: mvccpb.KeyValue.decode(b) }));
