@@ -290,11 +290,12 @@ const zeroKv: KeyValue = {
 function checkPut(a: Applier, op: RequestOp): void {
   const p = op.request_put;
   if (!p) return;
-  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
+  // etcd checkRequestPut: the key first, then the lease (a plain Put checks them the other way).
   if (p.ignore_value || p.ignore_lease) {
     const rr = a.store.range(keyString(p.key), null, 0, 0, false);
     if (rr.kvs.length === 0) throw errKeyNotFound;
   }
+  if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
 }
 
 function checkRange(a: Applier, op: RequestOp): void {
@@ -357,14 +358,14 @@ function compareKV(c: Compare, kv: KeyValue): boolean {
       result = compareInt(kv.lease, u === 'lease' ? c.lease : 0);
       break;
     default:
-      return false;
+      result = 0; // etcd compareKV: a target outside the enum compares as equal
   }
   switch (c.result ?? CompareResult.EQUAL) {
     case CompareResult.EQUAL: return result === 0;
     case CompareResult.NOT_EQUAL: return result !== 0;
     case CompareResult.GREATER: return result > 0;
     case CompareResult.LESS: return result < 0;
-    default: return false;
+    default: return true; // etcd compareKV: a result outside the enum holds
   }
 }
 

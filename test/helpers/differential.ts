@@ -98,6 +98,22 @@ function callRaw(client: grpc.Client, path: string, payload: Buffer): Promise<Ou
   });
 }
 
+/** Path and values of the first difference between two plain JSON values, or null. */
+export function firstDifference(a: unknown, b: unknown, path = '$'): string | null {
+  if (Object.is(a, b)) return null;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object' || Array.isArray(a) !== Array.isArray(b)) {
+    return `${path}: etcd ${JSON.stringify(a)} / concord ${JSON.stringify(b)}`;
+  }
+  const ra = a as Record<string, unknown>;
+  const rb = b as Record<string, unknown>;
+  const keys = new Set([...Object.keys(ra), ...Object.keys(rb)]);
+  for (const k of keys) {
+    const d = firstDifference(ra[k], rb[k], Array.isArray(a) ? `${path}[${k}]` : `${path}.${k}`);
+    if (d !== null) return d;
+  }
+  return null;
+}
+
 function show(o: Outcome): string {
   return JSON.stringify(o, (_k, v: unknown) => (typeof v === 'string' && v.length > 200 ? `${v.slice(0, 40)}…(${v.length})` : v), 1);
 }
@@ -150,7 +166,7 @@ export class DiffPair {
     const step = ++this.steps;
     const [want, got] = await Promise.all([callKv(this.kvs[0], method, req), callKv(this.kvs[1], method, req)]);
     assert.deepStrictEqual(got, want,
-      `step ${step} ${method} ${label}: concord differs from etcd\n--- etcd:\n${show(want)}\n--- concord:\n${show(got)}`);
+      `step ${step} ${method} ${label}: concord differs from etcd at ${firstDifference(want, got)}\n--- etcd:\n${show(want)}\n--- concord:\n${show(got)}`);
     return want;
   }
 
@@ -168,14 +184,14 @@ export class DiffPair {
     const step = ++this.steps;
     const [want, got] = await Promise.all([callRaw(this.raws[0], path, payload), callRaw(this.raws[1], path, payload)]);
     assert.deepStrictEqual(got, want,
-      `step ${step} raw ${path} ${label}: concord differs from etcd\n--- etcd:\n${show(want)}\n--- concord:\n${show(got)}`);
+      `step ${step} raw ${path} ${label}: concord differs from etcd at ${firstDifference(want, got)}\n--- etcd:\n${show(want)}\n--- concord:\n${show(got)}`);
     return want;
   }
 }
 
 /** The successful answer of an outcome (fails the test on an error). */
-export function okOf(o: Outcome): Record<string, unknown> {
-  assert.ok('ok' in o, `expected success, got ${show(o)}`);
+export function okOf(o: Outcome, label = ''): Record<string, unknown> {
+  assert.ok('ok' in o, `${label}: expected success, got ${show(o)}`);
   return o.ok;
 }
 
