@@ -6,6 +6,7 @@ import { EtcdServer } from './server/etcd_server';
 import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
 import { GrpcApi } from './api/grpc/server';
 import { Logger, isLogLevel } from './util/log';
+import { setProtoDepthMax } from './util/proto_depth';
 import { concordVersion, etcdVersion } from './version';
 
 function listenAddress(url: string): string {
@@ -36,6 +37,7 @@ async function main(): Promise<void> {
     return;
   }
   const cfg = parsed.config;
+  setProtoDepthMax(limits.protoDepthMax);
   const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
   fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
   const unlockDataDir = lockDataDir(cfg.dataDir);

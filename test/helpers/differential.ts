@@ -88,12 +88,28 @@ function callKv(client: ServiceClient<'etcdserverpb.KV'>, method: KvMethod, req:
   });
 }
 
+const decoders: Record<KvMethod, { decode(b: Uint8Array): unknown }> = {
+  Range: etcdserverpb.RangeResponse,
+  Put: etcdserverpb.PutResponse,
+  DeleteRange: etcdserverpb.DeleteRangeResponse,
+  Txn: etcdserverpb.TxnResponse,
+  Compact: etcdserverpb.CompactionResponse,
+};
+
+/** A raw KV answer decoded and normalized like kv() answers. */
+function decodeRaw(path: string, res: Buffer): Record<string, unknown> {
+  const method = path.replace('/etcdserverpb.KV/', '') as KvMethod;
+  const dec = decoders[method];
+  if (dec === undefined) return { raw: res.toString('hex') };
+  return normalize(method, dec.decode(res));
+}
+
 function callRaw(client: grpc.Client, path: string, payload: Buffer): Promise<Outcome> {
   return new Promise((resolve) => {
     client.makeUnaryRequest<Buffer, Buffer>(path, (x) => x, (x) => x, payload, new grpc.Metadata(),
       { deadline: Date.now() + 20_000 }, (err, res) => {
         if (err) resolve({ error: { code: err.code, details: err.details } });
-        else resolve({ ok: { raw: (res ?? Buffer.alloc(0)).toString('hex') } });
+        else resolve({ ok: decodeRaw(path, res ?? Buffer.alloc(0)) });
       });
   });
 }
@@ -177,6 +193,12 @@ export class DiffPair {
   concordOnly<M extends KvMethod>(method: M, req: RequestInit<'etcdserverpb.KV', M>): Promise<Outcome> {
     this.steps++;
     return callKv(this.kvs[1], method, req);
+  }
+
+  /** raw() to concord only; the same rule as concordOnly(). */
+  concordOnlyRaw(path: string, payload: Buffer): Promise<Outcome> {
+    this.steps++;
+    return callRaw(this.raws[1], path, payload);
   }
 
   /** Sends raw request bytes to `path` on both (no encoding), compares the outcomes. */

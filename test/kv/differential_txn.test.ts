@@ -9,6 +9,11 @@ import { etcdserverpb } from '../../src/gen/proto';
 import { etcdSkipReason } from '../helpers/etcd';
 import { prefixEnd } from '../helpers/grpc_client';
 import { b, DiffPair, expectError, okOf, revOf } from '../helpers/differential';
+import { protoDepthMax } from '../../src/config/limits';
+import { setProtoDepthMax } from '../../src/util/proto_depth';
+
+// This process encodes and decodes txns nested deeper than protobufjs' default limit.
+setProtoDepthMax(protoDepthMax);
 
 type Compare = etcdserverpb.Compare.$Properties;
 type RequestOp = etcdserverpb.RequestOp.$Properties;
@@ -334,6 +339,60 @@ describe('differential vs etcd: Txn operations', { skip: etcdSkipReason() }, () 
     expectError(await d.kv('Txn', { success: [put('a', '1'), put('a', '2'), get('')] }), grpc.status.INVALID_ARGUMENT,
       'etcdserver: key is not provided');
     assert.equal(revOf(await d.kv('Range', { key: b('a') })), now, 'refused txns changed nothing');
+  });
+
+  test('deeply nested txns', async () => {
+    const tooMany = 'etcdserver: too many operations in txn request';
+    // One op per level: each level leaves one operation less to the next (128, 127, ...).
+    const chain = (levels: number, leaf: RequestOp): etcdserverpb.TxnRequest.$Properties => {
+      let t: etcdserverpb.TxnRequest.$Properties = { success: [leaf] };
+      for (let i = 1; i < levels; i++) t = { compare: [cmp(`c${i}`, Target.VERSION, Result.EQUAL, 0)], success: [{ request_txn: t }] };
+      return t;
+    };
+    for (const levels of [50, 51, 60, 100, 127, 128]) {
+      okOf(await d.kv('Txn', chain(levels, get('a')), `${levels} levels`), `${levels} levels`);
+    }
+    okOf(await d.kv('Txn', chain(128, put('deep', 'x'))), 'a put 128 levels down');
+    for (const levels of [129, 130, 200, 1000]) {
+      expectError(await d.kv('Txn', chain(levels, get('a')), `${levels} levels`), grpc.status.INVALID_ARGUMENT, tooMany);
+    }
+    // Two ops per level: the remaining count goes down by two.
+    const wide = (levels: number): etcdserverpb.TxnRequest.$Properties => {
+      let t: etcdserverpb.TxnRequest.$Properties = { success: [put(`w/${levels}`, 'leaf')] };
+      for (let i = levels - 1; i >= 1; i--) t = { success: [put(`w/${i}`, 'v'), { request_txn: t }], failure: [get('a')] };
+      return t;
+    };
+    okOf(await d.kv('Txn', wide(64)), '64 wide levels');
+    expectError(await d.kv('Txn', wide(65)), grpc.status.INVALID_ARGUMENT, tooMany);
+    // A check on a shallow level decides before the depth does.
+    const shallowBad = chain(900, get('a'));
+    shallowBad.success = [get(''), ...(shallowBad.success ?? [])];
+    expectError(await d.kv('Txn', shallowBad), grpc.status.INVALID_ARGUMENT, 'etcdserver: key is not provided');
+    // Deeper than any encoder here goes (protobufjs limits recursion): built by hand.
+    const varintBytes = (v: number): number[] => {
+      const out: number[] = [];
+      for (; v >= 0x80; v = Math.floor(v / 0x80)) out.push((v % 0x80) | 0x80);
+      out.push(v);
+      return out;
+    };
+    const ld = (tag: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([tag, ...varintBytes(body.length)]), body]);
+    const leafOp = ld(0x0a, ld(0x0a, b('a'))); // RequestOp{request_range{key: 'a'}}
+    for (const levels of [20_000, 100_000]) {
+      // TxnRequest{success: [RequestOp{request_txn: ...}]}: tag and length prefixes, innermost first.
+      const txnLeaf = ld(0x12, leafOp);
+      const heads: Buffer[] = [];
+      let size = txnLeaf.length;
+      for (let i = 1; i < levels; i++) {
+        for (const tag of [0x22, 0x12]) {
+          const head = Buffer.from([tag, ...varintBytes(size)]);
+          heads.push(head);
+          size += head.length;
+        }
+      }
+      const t = Buffer.concat([...heads.reverse(), txnLeaf]);
+      expectError(await d.raw('/etcdserverpb.KV/Txn', t, `${levels} levels`), grpc.status.INVALID_ARGUMENT, tooMany);
+    }
+    await d.kv('Range', { key: ZERO, range_end: ZERO, count_only: true });
   });
 
   test('--max-txn-ops (128)', async () => {
