@@ -6,6 +6,7 @@ import { etcdserverpb, mvccpb } from '../gen/proto';
 import { KVStore, RangeResult, TxnWrite, toNumber } from '../mvcc/kvstore';
 import { RangeEnd } from '../mvcc/index';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
+import { goSort, goSortReverse } from '../util/go_sort';
 
 type RangeRequest = etcdserverpb.RangeRequest.$Properties;
 type PutRequest = etcdserverpb.PutRequest.$Properties;
@@ -107,8 +108,20 @@ export class Applier {
         });
       }
       if (sorting) {
-        const sign = order === SortOrder.DESCEND ? -1 : 1;
-        decoded.sort((a, b) => sign * compareBy(sortTarget, a.kv, b.kv));
+        // etcd: sort.Sort(sorter) or sort.Sort(sort.Reverse(sorter)); Go's sort is not stable,
+        // and which of equal elements comes first is part of the answer (util/go_sort.ts).
+        const d = decoded;
+        const data = {
+          length: d.length,
+          less: (i: number, j: number) => compareBy(sortTarget, d[i]!.kv, d[j]!.kv) < 0,
+          swap: (i: number, j: number) => {
+            const t = d[i]!;
+            d[i] = d[j]!;
+            d[j] = t;
+          },
+        };
+        if (order === SortOrder.DESCEND) goSortReverse(data);
+        else goSort(data);
       }
       kvs = decoded.map((d) => d.b);
     }

@@ -299,3 +299,48 @@ describe('differential vs etcd: DeleteRange', { skip: etcdSkipReason() }, () => 
     okOf(await d.kv('Range', { key: b('a') }));
   });
 });
+
+describe('differential vs etcd: sorting many keys with ties', { skip: etcdSkipReason() }, () => {
+  // etcd sorts with Go's sort.Sort, which is not stable beyond 12 elements: the order of keys
+  // with equal versions, values or revisions is whatever Go's pdqsort leaves, and must match.
+  let d: DiffPair;
+  const key = (i: number): Buffer => b(`k${String(i).padStart(3, '0')}`);
+  before(async () => {
+    d = await DiffPair.start();
+    // Value patterns per block of 100 keys: alternating, descending runs, five values scattered,
+    // nearly all equal (these make pdqsort break patterns and partition equal elements).
+    const value = (i: number): string => {
+      if (i < 100) return 'ab'[i % 2]!;
+      if (i < 200) return String.fromCharCode(97 + Math.floor((200 - i) / 7));
+      if (i < 300) return String.fromCharCode(97 + ((i * 7919) % 5));
+      return i % 17 === 0 ? 'z' : 'a';
+    };
+    const ops: etcdserverpb.RequestOp.$Properties[] = [];
+    for (let i = 0; i < 400; i++) {
+      ops.push({ request_put: { key: key(i), value: b(value(i)) } });
+      if (ops.length === 100) await d.kv('Txn', { success: ops.splice(0) });
+    }
+    // different versions, and mod revisions shared by many keys
+    for (let i = 0; i < 400; i += 3) ops.push({ request_put: { key: key(i), value: b(value(i)) } });
+    while (ops.length > 0) await d.kv('Txn', { success: ops.splice(0, 50) });
+    for (let i = 5; i < 400; i += 37) await d.kv('Put', { key: key(i), value: b('m') });
+  });
+  after(async () => {
+    await d?.stop();
+  });
+
+  test('sort targets and orders over ranges of 13 to 400 keys', async () => {
+    const spans = [[0, 13], [0, 100], [100, 200], [200, 300], [300, 400], [0, 400], [50, 250], [150, 400], [290, 330]];
+    for (const [lo, hi] of spans as [number, number][]) {
+      for (const sort_target of [SortTarget.VERSION, SortTarget.CREATE, SortTarget.MOD, SortTarget.VALUE]) {
+        for (const sort_order of [SortOrder.ASCEND, SortOrder.DESCEND]) {
+          await d.kv('Range', { key: key(lo), range_end: key(hi), sort_order, sort_target, keys_only: true },
+            `[${lo}, ${hi}) target ${sort_target} order ${sort_order}`);
+        }
+      }
+      await d.kv('Range', { key: key(lo), range_end: key(hi), sort_target: SortTarget.VALUE, limit: 20, keys_only: true });
+      await d.kv('Range', { key: key(lo), range_end: key(hi), sort_order: SortOrder.DESCEND, sort_target: SortTarget.KEY,
+        limit: 5, keys_only: true });
+    }
+  });
+});
