@@ -7,6 +7,7 @@ import { KVStore, RangeResult, TxnWrite, toNumber } from '../mvcc/kvstore';
 import { RangeEnd } from '../mvcc/index';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
 import { goSort, goSortReverse } from '../util/go_sort';
+import { assert } from '../util/assert';
 
 type RangeRequest = etcdserverpb.RangeRequest.$Properties;
 type PutRequest = etcdserverpb.PutRequest.$Properties;
@@ -197,11 +198,19 @@ export class Applier {
     // Compares of the whole tree are evaluated first, against the state before any write.
     const path: boolean[] = [];
     this.compareToPath(rt, path);
-    if (!isTxnReadonly(rt)) this.checkRequests(rt, path, 0, checkPut);
+    if (!isTxnReadonly(rt)) {
+      const deleted: DeletedSpan[] = [];
+      this.checkRequests(rt, path, 0, (a, op) => checkPut(a, op, deleted));
+    }
     this.checkRequests(rt, path, 0, checkRange);
     const w = this.store.write();
     const resp: etcdserverpb.TxnResponse.$Properties = { header: {} };
-    this.applyTxn(w, rt, path, 0, resp);
+    try {
+      this.applyTxn(w, rt, path, 0, resp);
+    } catch (err) {
+      // Writes may have been made: the checks above must rule out every failure (etcd panics too).
+      assert(false, `txn failed after its checks: ${(err as Error).message}`);
+    }
     const rev = w.changes.length > 0 ? w.beginRev + 1 : w.beginRev;
     w.end();
     resp.header = { revision: rev };
@@ -300,13 +309,36 @@ const zeroKv: KeyValue = {
   key: emptyBytes, create_revision: 0, mod_revision: 0, version: 0, value: emptyBytes, lease: 0,
 };
 
-function checkPut(a: Applier, op: RequestOp): void {
+/** A key range a delete of the txn covers: [key, end), end as rangeEnd() gives it. */
+interface DeletedSpan { key: string; end: RangeEnd }
+
+function inSpan(s: DeletedSpan, key: string): boolean {
+  if (s.end === null) return key === s.key;
+  return key >= s.key && (s.end === '' || key < s.end);
+}
+
+/**
+ * etcd checkRequestPut, over the ops in the order they will run; `deleted` collects the deletes
+ * met so far. etcd checks ignore_value / ignore_lease against the store before the txn only; the
+ * duplicate-key rule keeps a put from following a delete of its key, except a from-key delete
+ * (range_end "\0", which etcd's interval check does not treat as a range). After such a delete
+ * etcd's Put fails in the middle of the txn and etcd 3.4 panics ("unexpected error during txn");
+ * concord refuses the txn here, whole, with the error that Put met.
+ */
+function checkPut(a: Applier, op: RequestOp, deleted: DeletedSpan[]): void {
+  const d = op.request_delete_range;
+  if (d) {
+    deleted.push({ key: keyString(d.key), end: rangeEnd(d.range_end) });
+    return;
+  }
   const p = op.request_put;
   if (!p) return;
   // etcd checkRequestPut: the key first, then the lease (a plain Put checks them the other way).
   if (p.ignore_value || p.ignore_lease) {
-    const rr = a.store.range(keyString(p.key), null, 0, 0, false);
+    const key = keyString(p.key);
+    const rr = a.store.range(key, null, 0, 0, false);
     if (rr.kvs.length === 0) throw errKeyNotFound;
+    for (const s of deleted) if (inSpan(s, key)) throw errKeyNotFound;
   }
   if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
 }
