@@ -2,8 +2,8 @@
 // every answer must be equal (test/helpers/differential.ts). A small key space makes
 // overwrites, deletes of live keys, duplicate keys in txns and compare hits frequent.
 //
-// More or other seeds: CONCORD_DIFF_SEEDS=1,2,3 CONCORD_DIFF_OPS=2000 (the failure message
-// names the seed and the step).
+// More or other seeds: CONCORD_DIFF_SEEDS=1,2,3 CONCORD_DIFF_OPS=2000 CONCORD_DIFF_KEYS=30 (the
+// failure message names the seed and the step).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -19,7 +19,9 @@ type Compare = etcdserverpb.Compare.$Properties;
 const seeds = (process.env.CONCORD_DIFF_SEEDS ?? '20240501,7,99991').split(',').map((s) => Number(s.trim()));
 const opsPerSeed = Number(process.env.CONCORD_DIFF_OPS ?? 300);
 
-const KEYS = ['a', 'b', 'c', 'd', 'a/1', 'a/2', 'b/1', 'z', 'zz', '\u0000'];
+// CONCORD_DIFF_KEYS=n adds n keys (more than 12 in a sorted range exercises Go's unstable sort).
+const KEYS = ['a', 'b', 'c', 'd', 'a/1', 'a/2', 'b/1', 'z', 'zz', '\u0000',
+  ...Array.from({ length: Number(process.env.CONCORD_DIFF_KEYS ?? 0) }, (_, i) => `a/${i + 3}`)];
 const VALUES = ['', 'v', 'w', 'x', 'vv', 'a'];
 
 class Gen {

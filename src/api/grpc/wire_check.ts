@@ -205,14 +205,6 @@ function skipField(d: Uint8Array, start: number, end: number): number {
   return -1;
 }
 
-/** One message being walked: where it ends and where its parent resumes. */
-interface Frame {
-  spec: MessageSpec;
-  end: number;
-  /** Txn nesting level of this message (1 for the request's own TxnRequest). */
-  txnLevel: number;
-}
-
 /**
  * Walks KV requests the way gogo's generated Unmarshal does (iteratively: a request may nest
  * txns as deep as its size allows, and gogo has no depth limit).
@@ -229,13 +221,19 @@ export class WireChecker {
   error: string | null;
   irregular: boolean;
   tooDeep: boolean;
-  private readonly stack: Frame[];
+  // The enclosing messages of the one being walked (parallel arrays: no allocation per message):
+  // their spec, where they end, and their txn nesting level (1 for the request's TxnRequest).
+  private readonly specs: MessageSpec[];
+  private readonly ends: number[];
+  private readonly levels: number[];
 
   constructor() {
     this.error = null;
     this.irregular = false;
     this.tooDeep = false;
-    this.stack = [];
+    this.specs = [];
+    this.ends = [];
+    this.levels = [];
   }
 
   /** True when gogo accepts d as a `spec`. */
@@ -243,20 +241,24 @@ export class WireChecker {
     this.error = null;
     this.irregular = false;
     this.tooDeep = false;
-    const stack = this.stack;
-    stack.length = 0;
-    let frame: Frame = { spec, end: d.length, txnLevel: spec === TxnRequestSpec ? 1 : 0 };
+    const { specs, ends, levels } = this;
+    let depth = 0; // enclosing messages
+    let msg = spec;
+    let end = d.length;
+    let txnLevel = spec === TxnRequestSpec ? 1 : 0;
     let i = 0;
     for (;;) {
-      if (i >= frame.end) {
-        const parent = stack.pop();
-        if (parent === undefined) return true;
-        i = frame.end;
-        frame = parent;
+      if (i >= end) {
+        if (depth === 0) return true;
+        i = end;
+        depth--;
+        msg = specs[depth]!;
+        end = ends[depth]!;
+        txnLevel = levels[depth]!;
         continue;
       }
       const pre = i;
-      i = readVarint(d, i, frame.end);
+      i = readVarint(d, i, end);
       if (i < 0) return this.fail(varErr);
       let fieldNum: number;
       let wireType: number;
@@ -269,7 +271,6 @@ export class WireChecker {
         wireType = Number(varBig & 7n);
         this.irregular = true;
       }
-      const msg = frame.spec;
       if (wireType === END_GROUP) return this.fail(`proto: ${msg.name}: wiretype end group for non-group`);
       if (fieldNum <= 0) {
         const wire = varBig === null ? String(varNum) : varBig.toString();
@@ -278,31 +279,32 @@ export class WireChecker {
       const field = msg.fields.get(fieldNum);
       if (field === undefined) {
         if (wireType === START_GROUP) this.irregular = true;
-        i = skipField(d, pre, frame.end);
+        i = skipField(d, pre, end);
         if (i < 0) return this.fail(varErr);
         continue;
       }
       if (wireType !== field.wire) return this.fail(`proto: wrong wireType = ${wireType} for field ${field.goName}`);
-      i = readVarint(d, i, frame.end);
+      i = readVarint(d, i, end);
       if (i < 0) return this.fail(varErr);
       if (field.wire === VARINT) continue;
-      const post = lengthEnd(i, frame.end);
+      const post = lengthEnd(i, end);
       if (post < 0) return this.fail(varErr);
       if (field.message === undefined) {
         i = post;
         continue;
       }
-      const nested = field.message;
-      const txnLevel = nested === TxnRequestSpec ? frame.txnLevel + 1 : frame.txnLevel;
-      if (txnLevel > txnLevelsMax) this.tooDeep = true;
-      stack.push(frame);
-      frame = { spec: nested, end: post, txnLevel };
+      specs[depth] = msg;
+      ends[depth] = end;
+      levels[depth] = txnLevel;
+      depth++;
+      msg = field.message;
+      end = post;
+      if (msg === TxnRequestSpec && ++txnLevel > txnLevelsMax) this.tooDeep = true;
     }
   }
 
   private fail(err: string): false {
     this.error = err;
-    this.stack.length = 0;
     return false;
   }
 }
