@@ -49,6 +49,15 @@ describe('wire_check: gogo/protobuf Unmarshal errors', () => {
     assert.equal(c.tooDeep, false);
   });
 
+  test('a RequestOp with its oneof set twice keeps the last member, whole', () => {
+    const bytes = Uint8Array.from([0x12, 0x0a, 0x0a, 0x04, 0x0a, 0x02, 0x6b, 0x31, 0x0a, 0x02, 0x18, 0x01]);
+    assert.equal(c.check(TxnRequestSpec, bytes, 129), true);
+    assert.equal(c.irregular, true);
+    const op = etcdserverpb.TxnRequest.decode(canonical(TxnRequestSpec, bytes, 129)).success[0]!;
+    assert.equal(op.request_range?.key?.length ?? 0, 0, 'no key: the first member is gone');
+    assert.equal(Number(op.request_range?.limit), 1);
+  });
+
   test('txns nested deeper than kept are cut to an empty txn', () => {
     let t: etcdserverpb.TxnRequest.$Properties = { success: [{ request_range: { key: Buffer.from('a') } }] };
     for (let i = 1; i < 5; i++) t = { success: [{ request_txn: t }] };

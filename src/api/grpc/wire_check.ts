@@ -213,8 +213,9 @@ function skipField(d: Uint8Array, start: number, end: number): number {
  *  - `error` is gogo's error string when gogo would refuse the request, else null;
  *  - `irregular` is set when the request holds something protobufjs reads differently from gogo
  *    (an unknown group, whose end tag protobufjs matches against its start tag; a tag above 32
- *    bits, where protobufjs reads only the low 32 bits); such requests are rewritten by
- *    canonical() before protobufjs decodes them;
+ *    bits, where protobufjs reads only the low 32 bits; a RequestOp with its oneof set twice,
+ *    where gogo keeps the last message and protobufjs merges two of the same member); such
+ *    requests are rewritten by canonical() before protobufjs decodes them;
  *  - `tooDeep` is set when a txn nests more than `txnLevelsMax` levels (see canonical()).
  */
 export class WireChecker {
@@ -226,6 +227,8 @@ export class WireChecker {
   private readonly specs: MessageSpec[];
   private readonly ends: number[];
   private readonly levels: number[];
+  /** Whether the RequestOp at that level already had its oneof set. */
+  private readonly oneofs: boolean[];
 
   constructor() {
     this.error = null;
@@ -234,6 +237,7 @@ export class WireChecker {
     this.specs = [];
     this.ends = [];
     this.levels = [];
+    this.oneofs = [];
   }
 
   /** True when gogo accepts d as a `spec`. */
@@ -241,11 +245,12 @@ export class WireChecker {
     this.error = null;
     this.irregular = false;
     this.tooDeep = false;
-    const { specs, ends, levels } = this;
+    const { specs, ends, levels, oneofs } = this;
     let depth = 0; // enclosing messages
     let msg = spec;
     let end = d.length;
     let txnLevel = spec === TxnRequestSpec ? 1 : 0;
+    let oneofSet = false;
     let i = 0;
     for (;;) {
       if (i >= end) {
@@ -255,6 +260,7 @@ export class WireChecker {
         msg = specs[depth]!;
         end = ends[depth]!;
         txnLevel = levels[depth]!;
+        oneofSet = oneofs[depth]!;
         continue;
       }
       const pre = i;
@@ -293,9 +299,15 @@ export class WireChecker {
         i = post;
         continue;
       }
+      if (msg === RequestOpSpec) { // every field of RequestOp is a member of its oneof
+        if (oneofSet) this.irregular = true;
+        oneofSet = true;
+      }
       specs[depth] = msg;
       ends[depth] = end;
       levels[depth] = txnLevel;
+      oneofs[depth] = oneofSet;
+      oneofSet = false;
       depth++;
       msg = field.message;
       end = post;
@@ -311,7 +323,8 @@ export class WireChecker {
 
 /**
  * Rewrites a request that check() accepted into the form protobufjs reads as gogo does: known
- * fields only (etcd ignores unknown ones), with canonical tags; a txn nested deeper than
+ * fields only (etcd ignores unknown ones), with canonical tags, a RequestOp with only the last
+ * of its oneof members; a txn nested deeper than
  * `txnLevelsMax` levels becomes an empty txn. That cut changes no answer when
  * txnLevelsMax >= --max-txn-ops + 1: each level of a txn takes at least one operation from what
  * its nested txns may have (etcd v3rpc/key.go checkTxnRequest), so level txnOpsMax + 2 is always
@@ -351,6 +364,7 @@ function writeCanonical(msg: MessageSpec, d: Uint8Array, start: number, end: num
       const inner: Uint8Array[] = [];
       if (level <= txnLevelsMax) writeCanonical(nested, d, i, post, level, txnLevelsMax, inner);
       const body = Buffer.concat(inner);
+      if (msg === RequestOpSpec) out.length = 0; // gogo: the last member set is the op
       out.push(tag, encodeVarint(body.length), body);
     }
     i = post;
