@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import Long from 'long';
 import { etcdserverpb } from '../../src/gen/proto';
 import { etcdSkipReason } from '../helpers/etcd';
 import { prefixEnd } from '../helpers/grpc_client';
@@ -225,6 +226,22 @@ describe('differential vs etcd: Range', { skip: etcdSkipReason() }, () => {
     await d.kv('Range', { key: b('a/'), range_end: prefixEnd('a/'), min_mod_revision: 1000 });
     await d.kv('Range', { key: b('a/'), range_end: prefixEnd('a/'), max_create_revision: -1 });
     await d.kv('Range', { key: b('a/'), range_end: prefixEnd('a/'), min_mod_revision: -5, max_mod_revision: -1 });
+  });
+
+  test('64-bit extremes', async () => {
+    const max = Long.MAX_VALUE;
+    const min = Long.MIN_VALUE;
+    for (const v of [max, min, Long.fromNumber(2 ** 53 + 1), Long.fromNumber(-(2 ** 53) - 1)]) {
+      await d.kv('Range', { key: ZERO, range_end: ZERO, limit: v }, `limit ${v.toString()}`);
+      await d.kv('Range', { key: ZERO, range_end: ZERO, revision: v }, `revision ${v.toString()}`);
+      await d.kv('Range', { key: ZERO, range_end: ZERO, min_mod_revision: v, max_create_revision: v });
+      await d.kv('Range', { key: ZERO, range_end: ZERO, max_mod_revision: v, min_create_revision: v });
+      await d.kv('Txn', {
+        compare: [{ key: b('a/1'), target: etcdserverpb.Compare.CompareTarget.MOD, result: etcdserverpb.Compare.CompareResult.LESS, mod_revision: v }],
+        success: [{ request_range: { key: b('a/1'), revision: v } }],
+      });
+      await d.kv('Put', { key: b('l64'), value: b('x'), lease: v });
+    }
   });
 
   test('empty key', async () => {

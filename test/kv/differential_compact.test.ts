@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import Long from 'long';
 import { etcdSkipReason } from '../helpers/etcd';
 import { prefixEnd } from '../helpers/grpc_client';
 import { b, DiffPair, expectError, okOf, revOf } from '../helpers/differential';
@@ -72,6 +73,8 @@ describe('differential vs etcd: Compact', { skip: etcdSkipReason() }, () => {
     expectError(await d.kv('Compact', { revision: mid - 1 }), grpc.status.OUT_OF_RANGE, COMPACTED);
     expectError(await d.kv('Compact', { revision: now + 1 }), grpc.status.OUT_OF_RANGE, FUTURE);
     expectError(await d.kv('Compact', { revision: now + 1000, physical: true }), grpc.status.OUT_OF_RANGE, FUTURE);
+    expectError(await d.kv('Compact', { revision: Long.MAX_VALUE }), grpc.status.OUT_OF_RANGE, FUTURE);
+    expectError(await d.kv('Compact', { revision: Long.MIN_VALUE }), grpc.status.OUT_OF_RANGE, COMPACTED);
     await d.kv('Compact', { revision: mid + 2 });
     await d.kv('Range', { key: ZERO, range_end: ZERO, revision: mid + 1 });
     await d.kv('Range', { key: ZERO, range_end: ZERO, revision: mid + 2 });
