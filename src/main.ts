@@ -10,6 +10,7 @@ import { Gateway } from './api/http/gateway';
 import { ClientListener } from './api/listener';
 import { Metrics } from './metrics/metrics';
 import { Logger, isLogLevel } from './util/log';
+import { setProtoDepthMax } from './util/proto_depth';
 import { concordVersion, etcdVersion } from './version';
 
 interface ListenAddress { host: string; port: number; unixPath?: string }
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
     return;
   }
   const cfg = parsed.config;
+  setProtoDepthMax(limits.protoDepthMax);
   const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
   fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
   const unlockDataDir = lockDataDir(cfg.dataDir);

@@ -7,6 +7,7 @@ import { KVStore, RangeResult, TxnWrite, toNumber } from '../mvcc/kvstore';
 import { RangeEnd } from '../mvcc/index';
 import { assert } from '../util/assert';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
+import { goSort, goSortReverse } from '../util/go_sort';
 
 type RangeRequest = etcdserverpb.RangeRequest.$Properties;
 type PutRequest = etcdserverpb.PutRequest.$Properties;
@@ -90,7 +91,9 @@ export class Applier {
     const filtering = minMod !== 0 || maxMod !== 0 || minCreate !== 0 || maxCreate !== 0;
     let order = sortOrder;
     if (sortTarget !== SortTarget.KEY && order === SortOrder.NONE) order = SortOrder.ASCEND;
-    const sorting = order !== SortOrder.NONE &&
+    // etcd sorts only for ASCEND and DESCEND: an order outside the enum keeps key order (it still
+    // turned the limit into fetch-all-then-truncate above, as in etcd).
+    const sorting = (order === SortOrder.ASCEND || order === SortOrder.DESCEND) &&
       !(sortTarget === SortTarget.KEY && order === SortOrder.ASCEND);
     if (filtering || sorting) {
       let decoded = kvs.map((b) => ({ b, kv: mvccpb.KeyValue.decode(b) }));
@@ -106,8 +109,20 @@ export class Applier {
         });
       }
       if (sorting) {
-        const sign = order === SortOrder.DESCEND ? -1 : 1;
-        decoded.sort((a, b) => sign * compareBy(sortTarget, a.kv, b.kv));
+        // etcd: sort.Sort(sorter) or sort.Sort(sort.Reverse(sorter)); Go's sort is not stable,
+        // and which of equal elements comes first is part of the answer (util/go_sort.ts).
+        const d = decoded;
+        const data = {
+          length: d.length,
+          less: (i: number, j: number) => compareBy(sortTarget, d[i]!.kv, d[j]!.kv) < 0,
+          swap: (i: number, j: number) => {
+            const t = d[i]!;
+            d[i] = d[j]!;
+            d[j] = t;
+          },
+        };
+        if (order === SortOrder.DESCEND) goSortReverse(data);
+        else goSort(data);
       }
       kvs = decoded.map((d) => d.b);
     }
@@ -183,7 +198,10 @@ export class Applier {
     // Compares of the whole tree are evaluated first, against the state before any write.
     const path: boolean[] = [];
     this.compareToPath(rt, path);
-    if (!isTxnReadonly(rt)) this.checkRequests(rt, path, 0, checkPut);
+    if (!isTxnReadonly(rt)) {
+      const deleted: DeletedSpan[] = [];
+      this.checkRequests(rt, path, 0, (a, op) => checkPut(a, op, deleted));
+    }
     this.checkRequests(rt, path, 0, checkRange);
     const w = this.store.write();
     const resp: etcdserverpb.TxnResponse.$Properties = { header: {} };
@@ -293,14 +311,36 @@ const zeroKv: KeyValue = {
   key: emptyBytes, create_revision: 0, mod_revision: 0, version: 0, value: emptyBytes, lease: 0,
 };
 
-function checkPut(a: Applier, op: RequestOp): void {
+/** A key range a delete of the txn covers: [key, end), end as rangeEnd() gives it. */
+interface DeletedSpan { key: string; end: RangeEnd }
+
+function inSpan(s: DeletedSpan, key: string): boolean {
+  if (s.end === null) return key === s.key;
+  return key >= s.key && (s.end === '' || key < s.end);
+}
+
+/**
+ * etcd checkRequestPut, over the ops in the order they will run; `deleted` collects the deletes
+ * met so far. etcd checks ignore_value / ignore_lease against the store before the txn only; the
+ * duplicate-key rule keeps a put from following a delete of its key, except a from-key delete
+ * (range_end "\0", which etcd's interval check does not treat as a range). After such a delete
+ * etcd's Put fails in the middle of the txn and etcd 3.4 panics ("unexpected error during txn");
+ * concord refuses the txn here, whole, with the error that Put met.
+ */
+function checkPut(a: Applier, op: RequestOp, deleted: DeletedSpan[]): void {
+  const d = op.request_delete_range;
+  if (d) {
+    deleted.push({ key: keyString(d.key), end: rangeEnd(d.range_end) });
+    return;
+  }
   const p = op.request_put;
   if (!p) return;
-  // etcd checkRequestPut: the previous key first, then the lease (a plain Put checks the lease
-  // first; etcd 3.4 answers "key not found" here and "lease not found" there).
+  // etcd checkRequestPut: the key first, then the lease (a plain Put checks them the other way).
   if (p.ignore_value || p.ignore_lease) {
-    const rr = a.store.range(keyString(p.key), null, 0, 0, false);
+    const key = keyString(p.key);
+    const rr = a.store.range(key, null, 0, 0, false);
     if (rr.kvs.length === 0) throw errKeyNotFound;
+    for (const s of deleted) if (inSpan(s, key)) throw errKeyNotFound;
   }
   if (!isZero(p.lease) && !a.leases.exists(p.lease!)) throw errLeaseNotFound;
 }
@@ -366,14 +406,14 @@ function compareKV(c: Compare, kv: KeyValue): boolean {
       result = compareInt(kv.lease, u === 'lease' ? c.lease : 0);
       break;
     default:
-      break;
+      result = 0; // etcd compareKV: a target outside the enum compares as equal
   }
   switch (c.result ?? CompareResult.EQUAL) {
     case CompareResult.EQUAL: return result === 0;
     case CompareResult.NOT_EQUAL: return result !== 0;
     case CompareResult.GREATER: return result > 0;
     case CompareResult.LESS: return result < 0;
-    default: return true;
+    default: return true; // etcd compareKV: a result outside the enum holds
   }
 }
 

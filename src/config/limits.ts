@@ -32,6 +32,20 @@ export const backendBatchIntervalMs = 100;
 export const backendBatchLimit = 10000;
 /** Keys handled per compaction step, so a compaction never stalls apply (etcd 1000). */
 export const compactionBatchKeys = 1000;
+/**
+ * Txn nesting levels a request may have. etcd has no such bound (Go stacks grow), but it needs
+ * none either: every level of a txn uses at least one of --max-txn-ops, so etcd's checks answer
+ * "too many operations" before looking below level txnOpsMax + 2, and wire_check.ts cuts
+ * requests there. This cap only matters when --max-txn-ops is set above it; it keeps the
+ * recursion of decoding and applying a txn within the JS stack.
+ */
+export const txnNestingCap = 1024;
+/**
+ * protobufjs recursion limit (its default, 100, is reached by 50 nested txns): a TxnRequest of
+ * txnNestingCap levels, TxnRequest and RequestOp alternating, inside an InternalRequest; and the
+ * TxnResponse of it.
+ */
+export const protoDepthMax = 2 * txnNestingCap + 8;
 /** etcd MaxLeaseTTL. */
 export const leaseTtlMaxSeconds = 9_000_000_000;
 

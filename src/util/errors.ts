@@ -21,6 +21,7 @@ export const enum ErrorCode {
   Timeout,
   Corrupt,
   MessageTooLarge,
+  InvalidSortOption,
 }
 
 export class ConcordError extends Error {

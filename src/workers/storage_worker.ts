@@ -27,14 +27,17 @@ import * as schema from '../storage/schema';
 import { assert } from '../util/assert';
 import { ConcordError } from '../util/errors';
 import {
-  backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries,
+  backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries, protoDepthMax,
 } from '../config/limits';
+import { setProtoDepthMax } from '../util/proto_depth';
 import type { Entry } from '../raft/types';
 import {
   FromWorker, PackReader, PackWriter, ReadKind, ToWorker, WorkerInit, WorkerMessageType, WorkerReady,
 } from './protocol';
 
 type Header = etcdserverpb.ResponseHeader.$Properties;
+
+setProtoDepthMax(protoDepthMax);
 
 interface Compaction {
   rev: number;

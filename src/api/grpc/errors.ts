@@ -13,6 +13,9 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.KeyNotFound, { code: S.INVALID_ARGUMENT, message: 'etcdserver: key not found' }],
   [ErrorCode.ValueProvided, { code: S.INVALID_ARGUMENT, message: 'etcdserver: value is provided' }],
   [ErrorCode.LeaseProvided, { code: S.INVALID_ARGUMENT, message: 'etcdserver: lease is provided' }],
+  // etcd 3.5 wording; etcd 3.4 has no such check and crashes on the requests it refuses
+  // (validate.ts checkRangeRequest).
+  [ErrorCode.InvalidSortOption, { code: S.INVALID_ARGUMENT, message: 'etcdserver: invalid sort option' }],
   [ErrorCode.TooManyOps, { code: S.INVALID_ARGUMENT, message: 'etcdserver: too many operations in txn request' }],
   [ErrorCode.DuplicateKey, { code: S.INVALID_ARGUMENT, message: 'etcdserver: duplicate key given in txn request' }],
   [ErrorCode.Compacted, { code: S.OUT_OF_RANGE, message: 'etcdserver: mvcc: required revision has been compacted' }],

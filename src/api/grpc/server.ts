@@ -8,6 +8,12 @@ import { EtcdServer } from '../../server/etcd_server';
 import { services, serviceNames, unimplementedHandlers, ServiceName } from './services';
 import { grpcStatus, malformed, messageTooLarge } from './errors';
 import { kvHandlers } from './kv';
+import {
+  canonical, CompactionRequestSpec, DeleteRangeRequestSpec, MessageSpec, PutRequestSpec, RangeRequestSpec,
+  TxnRequestSpec, WireChecker,
+} from './wire_check';
+import { txnNestingCap } from '../../config/limits';
+import { ErrorCode } from '../../util/errors';
 import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
 import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
 
@@ -26,15 +32,36 @@ class RefusedRequest {
   }
 }
 
-function wrapDefinition(def: grpc.ServiceDefinition, recvBytesMax: number): grpc.ServiceDefinition {
+/** Requests walked as etcd's decoder walks them before protobufjs decodes them (wire_check.ts). */
+const wireSpecs = new Map<string, MessageSpec>([
+  ['/etcdserverpb.KV/Range', RangeRequestSpec],
+  ['/etcdserverpb.KV/Put', PutRequestSpec],
+  ['/etcdserverpb.KV/DeleteRange', DeleteRangeRequestSpec],
+  ['/etcdserverpb.KV/Txn', TxnRequestSpec],
+  ['/etcdserverpb.KV/Compact', CompactionRequestSpec],
+]);
+
+function wrapDefinition(def: grpc.ServiceDefinition, recvBytesMax: number, txnOpsMax: number): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  const checker = new WireChecker();
+  // Txn levels kept whole (wire_check.ts canonical()): below txnOpsMax + 1 etcd refuses anyway.
+  const txnLevelsMax = Math.min(txnOpsMax + 1, txnNestingCap);
   for (const [name, m] of Object.entries(def)) {
     const decode = m.requestDeserialize;
     const encode = m.responseSerialize;
+    const wireSpec = wireSpecs.get(m.path);
     out[name] = {
       ...m,
       requestDeserialize(buf: Buffer): unknown {
         if (buf.length > recvBytesMax) return new RefusedRequest(messageTooLarge(buf.length, recvBytesMax));
+        if (wireSpec !== undefined) {
+          if (!checker.check(wireSpec, buf, txnLevelsMax)) return new RefusedRequest(malformed(checker.error!));
+          if (checker.tooDeep && txnLevelsMax < txnOpsMax + 1) {
+            // Deeper than concord nests at all (--max-txn-ops above limits.txnNestingCap).
+            return new RefusedRequest(grpcStatus(ErrorCode.TooManyOps));
+          }
+          if (checker.irregular || checker.tooDeep) buf = canonical(wireSpec, buf, txnLevelsMax);
+        }
         try {
           return decode(buf);
         } catch (err) {
@@ -126,7 +153,7 @@ export class GrpcApi {
       const def = services[name];
       const impl = { ...unimplementedHandlers(def), ...(implemented[name] ?? {}) };
       this.handlers[name] = impl;
-      this.grpcServer.addService(wrapDefinition(def, options.recvBytesMax), guardHandlers(name, def, impl, this.callStats));
+      this.grpcServer.addService(wrapDefinition(def, options.recvBytesMax, options.txnOpsMax), guardHandlers(name, def, impl, this.callStats));
     }
   }
 

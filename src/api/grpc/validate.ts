@@ -20,9 +20,26 @@ function nonZero(v: number | Long | null | undefined): boolean {
   return typeof v === 'number' ? v !== 0 : !v.isZero();
 }
 
+const SortOrder = etcdserverpb.RangeRequest.SortOrder;
+const SortTarget = etcdserverpb.RangeRequest.SortTarget;
+
 export function checkRangeRequest(r: RangeRequest): ErrorCode | 0 {
   if (empty(r.key)) return ErrorCode.EmptyKey;
+  // etcd 3.4 sorts by a target outside the enum with a nil sorter and the process panics
+  // (apply.go Range: sort.Sort(nil)) whenever the order it ends up with is ASCEND or DESCEND
+  // (NONE becomes ASCEND for a non-KEY target). Those requests get etcd 3.5's answer instead;
+  // with any other order etcd 3.4 does not sort, and neither does concord (applier.ts).
+  const order = r.sort_order ?? SortOrder.NONE;
+  if (!validSortTarget(r.sort_target ?? SortTarget.KEY) &&
+    (order === SortOrder.NONE || order === SortOrder.ASCEND || order === SortOrder.DESCEND)) {
+    return ErrorCode.InvalidSortOption;
+  }
   return 0;
+}
+
+function validSortTarget(t: number): boolean {
+  return t === SortTarget.KEY || t === SortTarget.VERSION || t === SortTarget.CREATE ||
+    t === SortTarget.MOD || t === SortTarget.VALUE;
 }
 
 export function checkPutRequest(r: PutRequest): ErrorCode | 0 {
