@@ -14,7 +14,6 @@ import { etcdserverpb, mvccpb } from '../../src/gen/proto';
 import { Applier } from '../../src/apply/applier';
 import { KVStore, toNumber } from '../../src/mvcc/kvstore';
 import { Backend } from '../../src/storage/backend';
-import { AssertionError } from '../../src/util/assert';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../../src/util/errors';
 
 const Target = etcdserverpb.Compare.CompareTarget;
@@ -358,16 +357,18 @@ describe('Txn execution', () => {
       (e) => e === errLeaseNotFound);
   });
 
-  test('an op failing after the txn wrote is a bug: stop, never leave a half-applied txn', () => {
-    // [delete k, put k ignore_value] passes checkPut (k exists before the txn) but the put finds
-    // no previous value. The API refuses it (checkIntervals: duplicate key); applied anyway, etcd
-    // panics. Returning an error here would leave the delete in the store at a revision the
-    // store never reached, and the next write would reuse it.
+  test('a txn whose put would fail after an earlier delete of its key is refused whole', () => {
+    // [delete k, put k ignore_value] passes etcd's duplicate-key rule when the delete is a
+    // from-key delete (etcd 3.4 then panics mid-txn). Concord's checks see the put would find no
+    // previous value and refuse the txn before anything is written.
     put('k', 'v'); // 2
     assert.throws(() => txn({ success: [
-      { request_delete_range: { key: b('k') } },
+      { request_delete_range: { key: b('k'), range_end: Buffer.from([0]) } },
       { request_put: { key: b('k'), ignore_value: true } },
-    ] }), AssertionError);
+    ] }), (e) => e === errKeyNotFound);
+    const still = txn({ success: [{ request_range: { key: b('k') } }] });
+    assert.equal(toNumber(still.header!.revision), 2, 'nothing written');
+    assert.deepEqual(still.responses![0]!.response_range!.kvs!.map(kv), [{ key: 'k', value: 'v', create: 2, mod: 2, version: 1, lease: 0 }]);
     // failing before any write is an ordinary error and leaves the store as it was
     assert.throws(() => txn({ success: [
       { request_put: { key: b('gone'), ignore_value: true } },
