@@ -1,19 +1,38 @@
 // Process entry: configuration -> storage worker + raft driver -> gRPC API -> serve.
 import * as fs from 'node:fs';
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import { ConfigError, parseArgs, usage } from './config/config';
 import * as limits from './config/limits';
 import { EtcdServer } from './server/etcd_server';
 import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
 import { GrpcApi } from './api/grpc/server';
+import { AuthorityRepair } from './api/grpc/authority';
 import { Logger, isLogLevel } from './util/log';
 import { concordVersion, etcdVersion } from './version';
 
-function listenAddress(url: string): string {
+interface ListenAddress { host: string; port: number; unixPath?: string }
+
+function listenAddress(url: string): ListenAddress {
   const u = new URL(url);
-  if (u.protocol === 'unix:') return 'unix:' + u.pathname;
+  if (u.protocol === 'unix:') return { host: '', port: 0, unixPath: u.pathname };
   if (u.protocol === 'https:') throw new ConfigError(`TLS client URLs are not supported yet: ${url}`);
-  const host = u.hostname.startsWith('[') ? u.hostname : u.hostname;
-  return `${host}:${u.port || '2379'}`;
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  return { host, port: u.port === '' ? 2379 : Number(u.port) };
+}
+
+/** Client listeners: connections go to grpc-js through AuthorityRepair (api/grpc/authority.ts). */
+function listenClients(addresses: ListenAddress[], sink: AuthorityRepair): Promise<net.Server[]> {
+  return Promise.all(addresses.map((a) => new Promise<net.Server>((resolve, reject) => {
+    const s = net.createServer({ noDelay: true }, (socket) => sink.injectConnection(socket));
+    s.once('error', reject);
+    const done = (): void => {
+      s.off('error', reject);
+      resolve(s);
+    };
+    if (a.unixPath !== undefined) s.listen(a.unixPath, done);
+    else s.listen(a.port, a.host, done);
+  })));
 }
 
 async function main(): Promise<void> {
@@ -71,16 +90,23 @@ async function main(): Promise<void> {
     txnOpsMax: cfg.maxTxnOps,
     maxConcurrentStreams: Math.min(cfg.maxConcurrentStreams, 0x7fffffff),
   });
-  const ports = await api.listen(addresses);
+  const repair = new AuthorityRepair(api.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure()));
+  const listeners = await listenClients(addresses, repair);
+  const ports = listeners.map((l) => {
+    const a = l.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  });
   log.info('ready to serve client requests', {
     'cluster-id': server.clusterId.toString(16), 'member-id': server.memberId.toString(16),
-    addresses, ports,
+    addresses: cfg.listenClientUrls, ports,
   });
 
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info('received signal, shutting down', { signal });
+    for (const l of listeners) l.close();
+    repair.close();
     await api!.stop();
     await server.stop();
     log.info('stopped');
