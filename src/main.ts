@@ -8,8 +8,13 @@ import { EtcdServer } from './server/etcd_server';
 import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
 import { GrpcApi } from './api/grpc/server';
 import { AuthorityRepair } from './api/grpc/authority';
-import { Logger, isLogLevel } from './util/log';
+import { Logger, isLogLevel, type LogLevel } from './util/log';
 import { concordVersion, etcdVersion } from './version';
+
+/** A log line as Logger writes it, for what is said before the Logger exists or after it failed. */
+function logLine(level: LogLevel, msg: string, fields?: Record<string, unknown>): string {
+  return JSON.stringify({ level, ts: new Date().toISOString(), caller: 'concord', msg, ...fields });
+}
 
 interface ListenAddress { host: string; port: number; unixPath?: string }
 
@@ -41,8 +46,11 @@ async function main(): Promise<void> {
     parsed = parseArgs(process.argv.slice(2), process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`error: ${err.message}\n${usage()}\n`);
-      process.exit(2);
+      // As etcd: a command line that does not parse gets the usage and exit code 2; a value
+      // refused once parsed is logged ('failed to verify flags') with exit code 1.
+      if (err.exitCode === 2) process.stderr.write(`${err.message}\n${usage()}\n`);
+      else process.stderr.write(logLine('warn', 'failed to verify flags', { error: err.message }) + '\n');
+      process.exit(err.exitCode);
     }
     throw err;
   }
@@ -56,6 +64,8 @@ async function main(): Promise<void> {
   }
   const cfg = parsed.config;
   const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
+  for (const n of parsed.notices) log.log(n.level, n.msg, n.fields);
+  log.debug('configuration', { ...cfg });
   fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
   const unlockDataDir = lockDataDir(cfg.dataDir);
   process.on('exit', unlockDataDir);
@@ -118,9 +128,9 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   if (err instanceof DataDirLockedError) {
-    process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: err.message }) + '\n');
+    process.stderr.write(logLine('fatal', err.message) + '\n');
     process.exit(1);
   }
-  process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: 'start failed', error: String((err as Error)?.stack ?? err) }) + '\n');
+  process.stderr.write(logLine('fatal', 'start failed', { error: String((err as Error)?.stack ?? err) }) + '\n');
   process.exit(1);
 });
