@@ -6,12 +6,18 @@ import * as limits from './config/limits';
 import { EtcdServer } from './server/etcd_server';
 import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
 import { GrpcApi } from './api/grpc/server';
+import { AuthorityRepair } from './api/grpc/authority';
 import { Gateway } from './api/http/gateway';
 import { ClientListener } from './api/listener';
 import { Metrics } from './metrics/metrics';
-import { Logger, isLogLevel } from './util/log';
+import { Logger, isLogLevel, type LogLevel } from './util/log';
 import { setProtoDepthMax } from './util/proto_depth';
 import { concordVersion, etcdVersion } from './version';
+
+/** A log line as Logger writes it, for what is said before the Logger exists or after it failed. */
+function logLine(level: LogLevel, msg: string, fields?: Record<string, unknown>): string {
+  return JSON.stringify({ level, ts: new Date().toISOString(), caller: 'concord', msg, ...fields });
+}
 
 interface ListenAddress { host: string; port: number; unixPath?: string }
 
@@ -47,8 +53,11 @@ async function main(): Promise<void> {
     parsed = parseArgs(process.argv.slice(2), process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`error: ${err.message}\n${usage()}\n`);
-      process.exit(2);
+      // As etcd: a command line that does not parse gets the usage and exit code 2; a value
+      // refused once parsed is logged ('failed to verify flags') with exit code 1.
+      if (err.exitCode === 2) process.stderr.write(`${err.message}\n${usage()}\n`);
+      else process.stderr.write(logLine('warn', 'failed to verify flags', { error: err.message }) + '\n');
+      process.exit(err.exitCode);
     }
     throw err;
   }
@@ -63,6 +72,8 @@ async function main(): Promise<void> {
   const cfg = parsed.config;
   setProtoDepthMax(limits.protoDepthMax);
   const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
+  for (const n of parsed.notices) log.log(n.level, n.msg, n.fields);
+  log.debug('configuration', { ...cfg });
   fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
   const unlockDataDir = lockDataDir(cfg.dataDir);
   process.on('exit', unlockDataDir);
@@ -75,6 +86,7 @@ async function main(): Promise<void> {
   const addresses = cfg.listenClientUrls.map((u) => listenAddress(u, 2379));
   let api: GrpcApi | null = null;
   let listener: ClientListener | null = null;
+  let repair: AuthorityRepair | null = null;
   const extraHttp: http.Server[] = [];
   let stopping = false;
   const server = await EtcdServer.start({
@@ -103,7 +115,8 @@ async function main(): Promise<void> {
   const gatewayOptions = { server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics };
   const gateway = new Gateway(gatewayOptions);
   const httpServer = http.createServer({ keepAlive: true }, gateway.handle);
-  listener = new ClientListener(api.connectionSink(), httpServer);
+  repair = new AuthorityRepair(api.connectionSink());
+  listener = new ClientListener(repair, httpServer);
   const ports: number[] = [];
   for (const a of addresses) ports.push(await listener.listen(a.host, a.port, a.unixPath));
   if (cfg.listenClientHttpUrls.length > 0) {
@@ -136,6 +149,7 @@ async function main(): Promise<void> {
     log.info('received signal, shutting down', { signal });
     for (const s of extraHttp) s.close();
     await listener?.close();
+    repair?.close();
     await api!.stop();
     await server.stop();
     log.info('stopped');
@@ -147,9 +161,9 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   if (err instanceof DataDirLockedError) {
-    process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: err.message }) + '\n');
+    process.stderr.write(logLine('fatal', err.message) + '\n');
     process.exit(1);
   }
-  process.stderr.write(JSON.stringify({ level: 'fatal', ts: new Date().toISOString(), msg: 'start failed', error: String((err as Error)?.stack ?? err) }) + '\n');
+  process.stderr.write(logLine('fatal', 'start failed', { error: String((err as Error)?.stack ?? err) }) + '\n');
   process.exit(1);
 });

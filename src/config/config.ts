@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import * as limits from './limits';
+import { isLogLevel } from '../util/log';
 
 export interface Config {
   name: string;
@@ -59,11 +60,24 @@ const flags: Record<string, FlagSpec> = {
   'enable-v2': { key: null, kind: 'bool', def: 'false', help: 'Accepted for etcd compatibility; the v2 API is not served.' },
 };
 
+/**
+ * A configuration etcd would refuse, and how: a command line that does not parse exits 2 after
+ * the usage (Go's flag package: 'flag provided but not defined: -x'); a value refused once
+ * parsed - a positional argument, an ETCD_* variable, the config file, a check between flags -
+ * exits 1 ('failed to verify flags').
+ */
 export class ConfigError extends Error {
-  constructor(message: string) {
+  readonly exitCode: 1 | 2;
+  constructor(message: string, exitCode: 1 | 2 = 2) {
     super(message);
     this.name = 'ConfigError';
+    this.exitCode = exitCode;
   }
+}
+
+/** A refused value (exit code 1). */
+function verifyError(message: string): ConfigError {
+  return new ConfigError(message, 1);
 }
 
 function parseValue(name: string, spec: FlagSpec, raw: string): unknown {
@@ -96,23 +110,32 @@ function parseValue(name: string, spec: FlagSpec, raw: string): unknown {
   }
 }
 
-export interface ParsedArgs { config: Config; help: boolean; version: boolean }
+/** Something to log once the logger exists (etcd logs the same while parsing). */
+export interface Notice { level: 'info' | 'warn'; msg: string; fields: Record<string, unknown> }
+
+export interface ParsedArgs { config: Config; help: boolean; version: boolean; notices: Notice[] }
+
+/** ETCD_<FLAG>, e.g. ETCD_DATA_DIR (etcd: pkg/flags FlagToEnv). */
+function envName(flag: string): string {
+  return 'ETCD_' + flag.toUpperCase().replace(/-/g, '_');
+}
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
   const values = new Map<string, unknown>();
   for (const [name, spec] of Object.entries(flags)) values.set(name, parseValue(name, spec, spec.def));
-  // ETCD_<FLAG> environment variables, e.g. ETCD_DATA_DIR.
-  for (const [name, spec] of Object.entries(flags)) {
-    const v = env['ETCD_' + name.toUpperCase().replace(/-/g, '_')];
-    if (v !== undefined) values.set(name, parseValue(name, spec, v));
-  }
+  const notices: Notice[] = [];
   const given = new Set<string>();
   let help = false;
   let version = false;
   let configFile: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (!arg.startsWith('-')) throw new ConfigError(`'${arg}' is not a valid flag`);
+    if (arg === '--') {
+      if (i + 1 < argv.length) throw verifyError(`'${argv[i + 1]}' is not a valid flag`);
+      break;
+    }
+    // Go's flag package stops at the first non-flag argument; etcd then refuses it.
+    if (!arg.startsWith('-') || arg === '-') throw verifyError(`'${arg}' is not a valid flag`);
     const body = arg.replace(/^--?/, '');
     const eq = body.indexOf('=');
     const name = eq >= 0 ? body.slice(0, eq) : body;
@@ -135,10 +158,18 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
     values.set(name, parseValue(name, spec, raw));
     given.add(name);
   }
-  configFile = configFile ?? env['ETCD_CONFIG_FILE'] ?? null;
+  configFile = configFile ?? (env['ETCD_CONFIG_FILE'] || null);
   if (configFile !== null) {
+    // As etcd: the file alone; the other flags and the ETCD_* variables are ignored.
     for (const [name, spec] of Object.entries(flags)) values.set(name, parseValue(name, spec, spec.def));
     loadConfigFile(configFile, values);
+    notices.push({
+      level: 'info',
+      msg: 'loaded server configuration, other configuration command line flags and environment variables will be ignored if provided',
+      fields: { path: configFile },
+    });
+  } else {
+    applyEnv(env, values, given, notices);
   }
   const config = {} as Record<string, unknown>;
   for (const [name, spec] of Object.entries(flags)) if (spec.key !== null) config[spec.key] = values.get(name);
@@ -146,7 +177,42 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
   if (c.dataDir === '') c.dataDir = `${c.name}.concord`;
   if (c.initialCluster === '') c.initialCluster = `${c.name}=${c.initialAdvertisePeerUrls.join(',')}`;
   validate(c);
-  return { config: c, help, version };
+  return { config: c, help, version, notices };
+}
+
+/**
+ * ETCD_<FLAG> variables for the flags not given on the command line (etcd: pkg/flags
+ * SetFlagsFromEnv). A variable shadowed by its flag is fatal in etcd; concord lets the flag win,
+ * as its README says, and warns with etcd's words.
+ */
+function applyEnv(env: NodeJS.ProcessEnv, values: Map<string, unknown>, given: Set<string>, notices: Notice[]): void {
+  const known = new Set<string>(['ETCD_CONFIG_FILE']);
+  for (const [name, spec] of Object.entries(flags)) {
+    const key = envName(name);
+    known.add(key);
+    const v = env[key];
+    if (v === undefined || v === '') continue;
+    if (given.has(name)) {
+      notices.push({
+        level: 'warn',
+        msg: 'conflicting environment variable is shadowed by corresponding command-line flag (either unset environment variable or disable flag)',
+        fields: { 'environment-variable': key },
+      });
+      continue;
+    }
+    try {
+      values.set(name, parseValue(name, spec, v));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      throw verifyError(`invalid value ${JSON.stringify(v)} for ${key}: ${err.message.replace(/^.*: /, '')}`);
+    }
+    notices.push({ level: 'info', msg: 'recognized and used environment variable', fields: { 'variable-name': key, 'variable-value': v } });
+  }
+  for (const key of Object.keys(env).sort()) {
+    if (key.startsWith('ETCD_') && !known.has(key)) {
+      notices.push({ level: 'warn', msg: 'unrecognized environment variable', fields: { 'environment-variable': `${key}=${env[key]}` } });
+    }
+  }
 }
 
 function loadConfigFile(file: string, values: Map<string, unknown>): void {
@@ -154,26 +220,35 @@ function loadConfigFile(file: string, values: Map<string, unknown>): void {
   try {
     doc = YAML.parse(fs.readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new ConfigError(`cannot load config file ${file}: ${(err as Error).message}`);
+    throw verifyError(`cannot load config file ${file}: ${(err as Error).message}`);
   }
   if (doc === null || typeof doc !== 'object') return;
   for (const [name, v] of Object.entries(doc as Record<string, unknown>)) {
     const spec = flags[name];
     if (spec === undefined) continue; // etcd ignores unknown keys in config files
-    values.set(name, parseValue(name, spec, Array.isArray(v) ? v.join(',') : String(v)));
+    try {
+      values.set(name, parseValue(name, spec, Array.isArray(v) ? v.join(',') : String(v)));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      throw verifyError(`config file ${file}: ${err.message.replace('for flag -', 'for ')}`);
+    }
   }
 }
 
 function validate(c: Config): void {
-  if (c.maxRequestBytes <= 0) throw new ConfigError('--max-request-bytes must be positive');
-  if (c.maxTxnOps <= 0) throw new ConfigError('--max-txn-ops must be positive');
-  if (c.heartbeatIntervalMs <= 0) throw new ConfigError('--heartbeat-interval must be positive');
+  if (c.maxRequestBytes <= 0) throw verifyError('--max-request-bytes must be positive');
+  if (c.maxTxnOps <= 0) throw verifyError('--max-txn-ops must be positive');
+  if (c.heartbeatIntervalMs <= 0) throw verifyError('--heartbeat-interval must be positive');
   if (c.electionTimeoutMs < 5 * c.heartbeatIntervalMs) {
-    throw new ConfigError(`--election-timeout[${c.electionTimeoutMs}ms] should be at least as 5 times as --heartbeat-interval[${c.heartbeatIntervalMs}ms]`);
+    throw verifyError(`--election-timeout[${c.electionTimeoutMs}ms] should be at least as 5 times as --heartbeat-interval[${c.heartbeatIntervalMs}ms]`);
   }
-  if (c.quotaBackendBytes < 0) throw new ConfigError('--quota-backend-bytes must not be negative');
+  if (c.quotaBackendBytes < 0) throw verifyError('--quota-backend-bytes must not be negative');
   if (c.initialClusterState !== 'new' && c.initialClusterState !== 'existing') {
-    throw new ConfigError(`invalid value "${c.initialClusterState}" for flag -initial-cluster-state`);
+    throw verifyError(`invalid value "${c.initialClusterState}" for flag -initial-cluster-state`);
+  }
+  // etcd 3.4 panics on an unknown level (exit 2); refusing it is the sane version of that.
+  if (!isLogLevel(c.logLevel)) {
+    throw verifyError(`unknown log level "${c.logLevel}" for --log-level (debug, info, warn, error, panic, fatal)`);
   }
 }
 
@@ -181,7 +256,7 @@ export function usage(): string {
   const lines = ['Usage: concord [flags]', '', 'Flags (etcd names):'];
   for (const [name, spec] of Object.entries(flags)) {
     lines.push(`  --${name}${spec.kind === 'bool' ? '' : ' <' + spec.kind + '>'}`);
-    lines.push(`      ${spec.help} (default ${JSON.stringify(spec.def)})`);
+    lines.push(`      ${spec.help}${spec.def === '' ? '' : ` (default ${JSON.stringify(spec.def)})`}`);
   }
   lines.push('  --config-file <path>', '      Path to a YAML configuration file with etcd flag names as keys.');
   return lines.join('\n');

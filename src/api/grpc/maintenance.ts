@@ -27,10 +27,10 @@ export function clusterHandlers(server: EtcdServer): grpc.UntypedServiceImplemen
         isLearner: false,
       };
       const resp = etcdserverpb.MemberListResponse.encode({
+        // etcd's cluster service header carries no revision (v3rpc/member.go: header()).
         header: {
           cluster_id: server.clusterId,
           member_id: server.memberId,
-          revision: server.currentRev,
           raft_term: server.raftTerm(),
         },
         members: [self],
