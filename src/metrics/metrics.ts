@@ -78,6 +78,10 @@ export class Metrics {
     this.add(new Computed('grpc_server_msg_sent_total', 'Total number of gRPC stream messages sent by the server.', 'counter',
       () => grpcStats.methods.filter((m) => m.sent > 0).map((m) => ({ labels: grpcLabels(m), value: m.sent }))));
 
+    counter('concord_worker_batches_total', 'Batches handed from the main thread to the storage worker (one message each).', () => s.batchStats.batches);
+    this.add(new Computed('concord_worker_batch_entries_total', 'Raft entries carried by those batches, to append and to apply (entries / batches = mean batch size).', 'counter',
+      () => [{ labels: { kind: 'append' }, value: s.batchStats.appendEntries }, { labels: { kind: 'apply' }, value: s.batchStats.applyEntries }]));
+    counter('concord_worker_batch_reads_total', 'Reads carried by those batches.', () => s.batchStats.reads);
     counter('concord_backend_commit_writes_total', 'MVCC records written to LMDB by batched commits.', () => w.get(StatSlot.BackendCommitWrites));
     gauge('concord_proposals_waiting', 'Proposals in the wait table (proposed, not yet answered).', () => s.proposalCounts().pending);
     gauge('concord_raft_commit_apply_gap', 'Committed raft entries not yet applied by the storage worker.', () => {

@@ -81,6 +81,8 @@ export class EtcdServer {
   /** Times this member saw the leader change (etcd_server_leader_changes_seen_total). */
   leaderChanges: number;
   private lastLead: number;
+  /** Hand-offs to the storage worker and what they carried (concord_worker_batch_*). */
+  readonly batchStats = { batches: 0, appendEntries: 0, applyEntries: 0, reads: 0 };
 
   private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady, stats: WorkerStats) {
     this.cfg = cfg;
@@ -320,6 +322,11 @@ export class EtcdServer {
       return;
     }
     this.worker.send(w.finish());
+    const bs = this.batchStats;
+    bs.batches++;
+    bs.appendEntries += rd.entries.length;
+    bs.applyEntries += rd.committedEntries.length;
+    bs.reads += count;
     if (this.raft.hasReady() || kept > 0) this.scheduleTurn();
   }
 

@@ -178,6 +178,13 @@ describe('/metrics and probes', () => {
     assert.equal(sample(t, 'grpc_server_handled_total', 'grpc_code="InvalidArgument",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"'), 1);
     assert.equal(sample(t, 'grpc_server_started_total', 'grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"'), 2);
     assert.ok(sample(t, 'process_cpu_seconds_total') > 0);
+    // concord's own families
+    const batches = sample(t, 'concord_worker_batches_total');
+    assert.ok(batches >= 2, 'batches counted');
+    assert.ok(sample(t, 'concord_worker_batch_entries_total', 'kind="append"') >= 10);
+    assert.ok(sample(t, 'concord_worker_batch_entries_total', 'kind="apply"') >= 10);
+    assert.ok(sample(t, 'concord_worker_batch_reads_total') >= 1);
+    assert.ok(sample(t, 'concord_thread_busy_seconds_total', 'thread="main"') > 0);
   });
 
   test('/livez and /readyz', async () => {
