@@ -19,6 +19,8 @@ export interface StartConcordOptions {
   dataDir?: string;
   name?: string;
   extraArgs?: string[];
+  /** Extra environment variables for the server process. */
+  env?: Record<string, string>;
   readyTimeoutMs?: number;
   /** Keep the data dir when stop() is called (default: remove it unless it was given). */
   keepDataDir?: boolean;
@@ -85,7 +87,7 @@ async function launch(port: number, dataDir: string, removeDir: boolean,
     '--advertise-client-urls', endpoint,
     ...(opts.extraArgs ?? []),
   ];
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) } });
   live.add(proc);
   proc.once('exit', () => live.delete(proc));
   const lines: string[] = [];

@@ -16,6 +16,7 @@ import { txnNestingCap } from '../../config/limits';
 import { ErrorCode } from '../../util/errors';
 import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
 import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
+import { UnaryFastPath, type UnaryRoute } from './unary_fast_path';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -132,8 +133,13 @@ export class GrpcApi {
   /** service -> method -> handler, as registered (the HTTP gateway calls the same ones). */
   readonly handlers = {} as Record<ServiceName, grpc.UntypedServiceImplementation>;
   readonly callStats = new GrpcCallStats();
+  /** ':path' -> wrapped definition and guarded handler of every unary method (unary_fast_path.ts). */
+  private readonly unaryRoutes = new Map<string, UnaryRoute>();
+  private fastPath: UnaryFastPath | null = null;
+  private readonly options: GrpcOptions;
 
   constructor(server: EtcdServer, options: GrpcOptions) {
+    this.options = options;
     this.grpcServer = new grpc.Server({
       // grpc-js enforces this hard cap itself; below it, requestDeserialize answers in etcd's words.
       'grpc.max_receive_message_length': options.recvBytesMax * 2,
@@ -153,16 +159,33 @@ export class GrpcApi {
       const def = services[name];
       const impl = { ...unimplementedHandlers(def), ...(implemented[name] ?? {}) };
       this.handlers[name] = impl;
-      this.grpcServer.addService(wrapDefinition(def, options.recvBytesMax, options.txnOpsMax), guardHandlers(name, def, impl, this.callStats));
+      const wrapped = wrapDefinition(def, options.recvBytesMax, options.txnOpsMax);
+      const guarded = guardHandlers(name, def, impl, this.callStats);
+      this.grpcServer.addService(wrapped, guarded);
+      for (const [method, m] of Object.entries(wrapped)) {
+        if (m.requestStream || m.responseStream) continue;
+        this.unaryRoutes.set(m.path, { def: m, handler: guarded[method] as UnaryRoute['handler'] });
+      }
     }
   }
 
-  /** Where the client listener hands HTTP/2 connections (src/api/listener.ts). */
+  /**
+   * Where the client listener hands HTTP/2 connections (src/api/listener.ts): the unary fast
+   * path in front of grpc-js, or grpc-js's own injector when the fast path is unavailable or
+   * turned off (CONCORD_GRPC_FAST_PATH=0, for A/B measurements).
+   */
   connectionSink(): { injectConnection(socket: import('node:net').Socket): void } {
+    if (process.env.CONCORD_GRPC_FAST_PATH !== '0') {
+      this.fastPath = UnaryFastPath.create(this.grpcServer, this.unaryRoutes, {
+        maxConcurrentStreams: this.options.maxConcurrentStreams, recvBytesMax: this.options.recvBytesMax,
+      });
+      if (this.fastPath !== null) return this.fastPath;
+    }
     return this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
+    this.fastPath?.close();
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.grpcServer.forceShutdown(), 2000);
       this.grpcServer.tryShutdown(() => {
