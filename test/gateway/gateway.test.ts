@@ -99,6 +99,19 @@ describe('HTTP/JSON gateway vs real etcd', { skip: etcdSkipReason() }, () => {
     // Malformed JSON: same status and gRPC code; the message is the JSON parser's own words.
     const bad = await same('/v3/kv/range', '{bad', { compareBody: false });
     assert.equal((bad.json as { code: number }).code, 3);
+    // Wrong JSON types and absurd nesting: etcd's 400 with code 3 (messages are each JSON
+    // decoder's own words), and the server stays up.
+    for (const body of [
+      { key: b64('a'), limit: 'abc' }, { key: 5 }, { key: b64('a'), keys_only: 'yes' }, { key: b64('a'), sort_order: 'BOGUS' },
+      '{"success":[' + '{"request_txn":{"success":['.repeat(20000) + ']}}'.repeat(20000) + ']}',
+      '['.repeat(100000) + ']'.repeat(100000),
+    ]) {
+      const path = typeof body === 'string' ? '/v3/kv/txn' : '/v3/kv/range';
+      const r = await same(path, body, { compareBody: false });
+      assert.equal(r.status, 400, `${String(body).slice(0, 40)}: ${r.body.slice(0, 200)}`);
+      assert.equal((r.json as { code: number }).code, 3);
+    }
+    await same('/health', null, { method: 'GET' });
     await same('/v3/kv/range', null, { method: 'GET' });
     const nf = await same('/v3/no/such/thing', {}, { compareBody: false });
     assert.equal(nf.status, 404);

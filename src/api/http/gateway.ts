@@ -122,8 +122,22 @@ function errorBody(code: number, message: string): string {
 export class Gateway {
   constructor(private readonly opts: GatewayOptions) {}
 
-  /** The request listener for node's http server. */
+  /** The request listener for node's http server: a request can fail, the server cannot. */
   readonly handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    try {
+      this.route(req, res);
+    } catch (err) {
+      this.internalError(res, err);
+    }
+  };
+
+  private internalError(res: http.ServerResponse, err: unknown): void {
+    const message = err instanceof RangeError ? 'exceeded max depth' : `internal error: ${(err as Error)?.message ?? String(err)}`;
+    if (!res.headersSent) this.replyError(res, { code: err instanceof RangeError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL, details: message });
+    else res.destroy();
+  }
+
+  private route(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const p = url.pathname;
     if (p === '/health') return void this.health(url, res);
@@ -138,9 +152,13 @@ export class Gateway {
     if (req.method !== 'POST') return this.reply(res, 405, 'text/plain; charset=utf-8', 'Method Not Allowed\n');
     this.readBody(req, (err, body) => {
       if (err !== null) return this.replyError(res, err);
-      this.call(r, body, res);
+      try {
+        this.call(r, body, res);
+      } catch (e) {
+        this.internalError(res, e);
+      }
     });
-  };
+  }
 
   private reply(res: http.ServerResponse, status: number, contentType: string, body: string): void {
     res.writeHead(status, { ...CORS_HEADERS, 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) });
@@ -193,8 +211,12 @@ export class Gateway {
     const call = { request, metadata: new grpc.Metadata(), getPeer: () => 'gateway' };
     handler(call, (err: StatusLike | null, value?: unknown) => {
       if (err) return this.replyError(res, err);
-      const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
-      this.reply(res, 200, 'application/json', JSON.stringify(bytesToJson(resType, bytes)));
+      try {
+        const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
+        this.reply(res, 200, 'application/json', JSON.stringify(bytesToJson(resType, bytes)));
+      } catch (e) {
+        this.internalError(res, e);
+      }
     });
   }
 
@@ -213,9 +235,16 @@ export class Gateway {
     call.getPeer = () => 'gateway';
     call.write = (value: unknown): boolean => {
       if (ended) return false;
-      start();
-      const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
-      res.write(JSON.stringify({ result: bytesToJson(resType, bytes) }) + '\n');
+      try {
+        const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
+        const line = JSON.stringify({ result: bytesToJson(resType, bytes) }) + '\n';
+        start();
+        res.write(line);
+      } catch (e) {
+        this.internalError(res, e);
+        ended = true;
+        return false;
+      }
       return true;
     };
     call.end = (): void => {

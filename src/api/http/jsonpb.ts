@@ -97,8 +97,12 @@ function camelToSnake(s: string): string {
 
 export class JsonRequestError extends Error {}
 
+/** Go's encoding/json nesting limit, which etcd's gateway inherits. */
+const JSON_DEPTH_MAX = 10000;
+
 /** Renames lowerCamelCase keys to the proto names, recursively, for Type.fromObject. */
-function normalize(type: protobuf.Type, obj: unknown, where: string): Record<string, unknown> {
+function normalize(type: protobuf.Type, obj: unknown, where: string, depth = 0): Record<string, unknown> {
+  if (depth > JSON_DEPTH_MAX) throw new JsonRequestError('exceeded max depth');
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
     throw new JsonRequestError(`json: cannot unmarshal ${Array.isArray(obj) ? 'array' : typeof obj} into Go value of type ${where}`);
   }
@@ -110,13 +114,43 @@ function normalize(type: protobuf.Type, obj: unknown, where: string): Record<str
     if (field.resolvedType instanceof protobuf.Type) {
       const t = field.resolvedType;
       out[field.name] = field.repeated
-        ? (Array.isArray(v) ? v.map((x) => normalize(t, x, t.fullName)) : (() => { throw new JsonRequestError(`json: cannot unmarshal into repeated field ${field.name}`); })())
-        : normalize(t, v, t.fullName);
+        ? (Array.isArray(v) ? v.map((x) => normalize(t, x, t.fullName, depth + 1)) : (() => { throw new JsonRequestError(`json: cannot unmarshal into repeated field ${field.name}`); })())
+        : normalize(t, v, t.fullName, depth + 1);
     } else {
+      if (field.repeated) {
+        if (!Array.isArray(v)) throw new JsonRequestError(`json: cannot unmarshal ${typeof v} into repeated field ${field.name}`);
+        for (const x of v) checkScalar(field, x);
+      } else {
+        checkScalar(field, v);
+      }
       out[field.name] = v;
     }
   }
   return out;
+}
+
+const INT_TYPES = new Set(['int32', 'uint32', 'sint32', 'fixed32', 'sfixed32', ...LONG_TYPES]);
+
+/** What jsonpb accepts for a scalar: protobufjs' fromObject would coerce the rest silently. */
+function checkScalar(field: protobuf.Field, v: unknown): void {
+  const bad = (what: string): never => {
+    throw new JsonRequestError(`json: cannot unmarshal ${what} into Go value of type ${field.type}`);
+  };
+  if (field.resolvedType instanceof protobuf.Enum) {
+    if (typeof v === 'string' ? !(v in field.resolvedType.values) : !Number.isInteger(v)) bad(JSON.stringify(v));
+    return;
+  }
+  if (INT_TYPES.has(field.type)) {
+    if (typeof v === 'number' ? !Number.isInteger(v) : typeof v !== 'string' || !/^-?\d+$/.test(v)) bad(JSON.stringify(v));
+    return;
+  }
+  switch (field.type) {
+    case 'bool': if (typeof v !== 'boolean') bad(typeof v); return;
+    case 'string': if (typeof v !== 'string') bad(typeof v); return;
+    case 'bytes': if (typeof v !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(v)) bad(typeof v === 'string' ? 'invalid base64' : typeof v); return;
+    case 'double': case 'float': if (typeof v !== 'number' && !(typeof v === 'string' && !Number.isNaN(Number(v)))) bad(typeof v); return;
+    default: return;
+  }
 }
 
 /** JSON text -> protobuf bytes of `typeName` (reflection), ready for the static decoder. */
@@ -128,14 +162,17 @@ export function jsonToBytes(typeName: string, text: string): Uint8Array {
   } catch (err) {
     throw new JsonRequestError((err as Error).message);
   }
-  const obj = normalize(type, parsed, type.fullName);
-  let msg: protobuf.Message;
+  // Every step below recurses with the nesting of the request; a nesting deep enough to exhaust
+  // the stack is the client's error, never the server's end.
   try {
-    msg = type.fromObject(obj);
+    const obj = normalize(type, parsed, type.fullName);
+    const msg = type.fromObject(obj);
+    const problem = type.verify(msg);
+    if (problem !== null) throw new JsonRequestError(problem);
+    return type.encode(msg).finish();
   } catch (err) {
+    if (err instanceof JsonRequestError) throw err;
+    if (err instanceof RangeError) throw new JsonRequestError('exceeded max depth');
     throw new JsonRequestError((err as Error).message);
   }
-  const problem = type.verify(msg);
-  if (problem !== null) throw new JsonRequestError(problem);
-  return type.encode(msg).finish();
 }
