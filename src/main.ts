@@ -29,22 +29,17 @@ function listenAddress(url: string, defaultPort: number): ListenAddress {
   return { host, port: u.port === '' ? defaultPort : Number(u.port) };
 }
 
-/** Plain HTTP listeners (--listen-client-http-urls, --listen-metrics-urls). */
-async function listenHttp(server: http.Server, addresses: ListenAddress[]): Promise<number[]> {
-  const ports: number[] = [];
+/** Plain HTTP listeners (--listen-client-http-urls, --listen-metrics-urls): one server each. */
+async function listenHttp(handler: http.RequestListener, addresses: ListenAddress[], servers: http.Server[]): Promise<void> {
   for (const a of addresses) {
-    const s = addresses.length === 1 ? server : http.createServer(server.listeners('request')[0] as http.RequestListener);
-    ports.push(await new Promise<number>((resolve, reject) => {
+    const s = http.createServer({ keepAlive: true }, handler);
+    servers.push(s);
+    await new Promise<void>((resolve, reject) => {
       s.once('error', reject);
-      const done = (): void => {
-        const addr = s.address();
-        resolve(addr !== null && typeof addr === 'object' ? addr.port : 0);
-      };
-      if (a.unixPath !== undefined) s.listen(a.unixPath, done);
-      else s.listen(a.port, a.host, done);
-    }));
+      if (a.unixPath !== undefined) s.listen(a.unixPath, resolve);
+      else s.listen(a.port, a.host, resolve);
+    });
   }
-  return ports;
 }
 
 async function main(): Promise<void> {
@@ -112,32 +107,22 @@ async function main(): Promise<void> {
     maxConcurrentStreams: Math.min(cfg.maxConcurrentStreams, 0x7fffffff),
   });
   const metrics = new Metrics(server, api.callStats);
-  const gatewayOptions = { server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics };
-  const gateway = new Gateway(gatewayOptions);
+  const gateway = new Gateway({ server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics });
   const httpServer = http.createServer({ keepAlive: true }, gateway.handle);
   repair = new AuthorityRepair(api.connectionSink());
   listener = new ClientListener(repair, httpServer);
   const ports: number[] = [];
   for (const a of addresses) ports.push(await listener.listen(a.host, a.port, a.unixPath));
-  if (cfg.listenClientHttpUrls.length > 0) {
-    const s = http.createServer({ keepAlive: true }, gateway.handle);
-    extraHttp.push(s);
-    await listenHttp(s, cfg.listenClientHttpUrls.map((u) => listenAddress(u, 2379)));
-  }
-  if (cfg.listenMetricsUrls.length > 0) {
-    // Metrics URLs serve /metrics and /health only, as etcd's do.
-    const only = new Gateway({ ...gatewayOptions, handlers: api.handlers });
-    const s = http.createServer({ keepAlive: true }, (req, res) => {
-      const p = (req.url ?? '/').split('?')[0];
-      if (p === '/metrics' || p === '/health') only.handle(req, res);
-      else {
-        res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
-        res.end('404 page not found\n');
-      }
-    });
-    extraHttp.push(s);
-    await listenHttp(s, cfg.listenMetricsUrls.map((u) => listenAddress(u, 2381)));
-  }
+  await listenHttp(gateway.handle, cfg.listenClientHttpUrls.map((u) => listenAddress(u, 2379)), extraHttp);
+  // Metrics URLs serve /metrics and /health only, as etcd's do.
+  await listenHttp((req, res) => {
+    const p = (req.url ?? '/').split('?')[0];
+    if (p === '/metrics' || p === '/health') gateway.handle(req, res);
+    else {
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end('404 page not found\n');
+    }
+  }, cfg.listenMetricsUrls.map((u) => listenAddress(u, 2381)), extraHttp);
   log.info('ready to serve client requests', {
     'cluster-id': server.clusterId.toString(16), 'member-id': server.memberId.toString(16),
     addresses: cfg.listenClientUrls, ports,

@@ -25,6 +25,7 @@ function skipReason(): string | false {
     fs.accessSync(ETCDCTL_BIN, fs.constants.X_OK);
     return false;
   } catch {
+    if (process.env.CONCORD_REQUIRE_ETCD === '1') throw new Error(`CONCORD_REQUIRE_ETCD=1 but etcdctl is not installed at ${ETCDCTL_BIN}`);
     return `etcdctl not installed at ${ETCDCTL_BIN}`;
   }
 }

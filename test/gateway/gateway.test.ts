@@ -141,6 +141,16 @@ describe('HTTP/JSON gateway vs real etcd', { skip: etcdSkipReason() }, () => {
     assert.equal(cvj.etcdcluster, evj.etcdcluster);
   });
 
+  test('every etcd_ and grpc_ metric family concord exports exists in etcd 3.4 too', async () => {
+    const families = (text: string): Set<string> =>
+      new Set(text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]!));
+    const [e, c] = await Promise.all([post(etcd!.endpoint, '/metrics', null, 'GET'), post(concord!.endpoint, '/metrics', null, 'GET')]);
+    const etcdFamilies = families(e.body);
+    const ours = [...families(c.body)].filter((f) => f.startsWith('etcd_') || f.startsWith('grpc_'));
+    assert.ok(ours.length >= 20, `concord exports etcd families (${ours.length})`);
+    assert.deepEqual(ours.filter((f) => !etcdFamilies.has(f)), [], 'families etcd does not have');
+  });
+
   test('services not built yet answer as the gRPC side does (UNIMPLEMENTED)', async () => {
     const r = await post(concord!.endpoint, '/v3/lock/lock', { name: b64('l') });
     // Lock is issue #5: until then the gateway reports what gRPC reports.

@@ -28,7 +28,10 @@ export function etcdAvailable(): boolean {
 
 /** Skip message for tests that need real etcd (pass to `t.skip` / `{ skip }`). */
 export function etcdSkipReason(): string | false {
-  return etcdAvailable() ? false : `real etcd not installed at ${ETCD_BIN}`;
+  if (etcdAvailable()) return false;
+  // CI installs etcd (.ci/run) and sets this: there, a missing oracle must fail, not skip.
+  if (process.env.CONCORD_REQUIRE_ETCD === '1') throw new Error(`CONCORD_REQUIRE_ETCD=1 but real etcd is not installed at ${ETCD_BIN}`);
+  return `real etcd not installed at ${ETCD_BIN}`;
 }
 
 const RESERVED_PORTS = new Set([2379, 2380]);

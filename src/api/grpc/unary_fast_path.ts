@@ -41,17 +41,19 @@ function ignoreError(): void {
   // A client reset or vanished: there is nobody to answer; the stream is cleaned up by node.
 }
 
-/** The call object handlers see: the request, and metadata built only if asked for. */
+/** The call object handlers see: the request; metadata and peer built only if asked for. */
 class FastCall {
   private meta: grpc.Metadata | null = null;
-  cancelled = false;
-  constructor(readonly request: unknown, private readonly headers: http2.IncomingHttpHeaders, private readonly peer: string) {}
+  constructor(readonly request: unknown, private readonly stream: http2.ServerHttp2Stream, private readonly headers: http2.IncomingHttpHeaders) {}
   get metadata(): grpc.Metadata {
     if (this.meta === null) this.meta = grpc.Metadata.fromHttp2Headers(this.headers);
     return this.meta;
   }
+  get cancelled(): boolean {
+    return this.stream.aborted;
+  }
   getPeer(): string {
-    return this.peer;
+    return this.stream.session?.socket?.remoteAddress ?? 'unknown';
   }
 }
 
@@ -160,8 +162,7 @@ function serveUnary(route: UnaryRoute, stream: http2.ServerHttp2Stream, headers:
       return;
     }
     const request = route.def.requestDeserialize(body.subarray(5));
-    const call = new FastCall(request, headers, stream.session?.socket?.remoteAddress ?? 'unknown');
-    stream.once('aborted', () => (call.cancelled = true));
+    const call = new FastCall(request, stream, headers);
     route.handler(call, (err, value) => {
       if (stream.destroyed || stream.closed) return;
       if (err) {
