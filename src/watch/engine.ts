@@ -330,7 +330,8 @@ export class WatchEngine {
         w.batch = null;
         w.batchRevs = null;
         if (batch.length > 0) this.sendEvents(w, batch, revs, curRev);
-        w.nextRev = w.moreRev !== 0 ? w.moreRev : to + 1;
+        // A watcher whose start lies beyond `to` keeps it (nothing of its range was sent).
+        w.nextRev = w.moreRev !== 0 ? w.moreRev : Math.max(w.nextRev, to + 1);
         if (w.nextRev > curRev) this.makeSynced(w);
       }
     }

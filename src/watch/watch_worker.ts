@@ -141,6 +141,9 @@ class WatchWorker {
   private resync(): void {
     // Read what arrived meanwhile too (the ring must keep moving for the producer).
     this.ring.readAll((view) => this.stash.push(decodeEventRecord(view)));
+    // Watchers created since the gap began count as synced at the replica's revision, which is
+    // about to jump: they go back to history too.
+    this.engine.onGap();
     const committed = this.replica.resyncFromLmdb();
     const first = this.stash.findIndex((r) => r.kind === RecordKind.Revision && r.rev > committed);
     if (first >= 0 && (this.stash[first] as { rev: number }).rev > committed + 1) return; // still missing
@@ -152,7 +155,9 @@ class WatchWorker {
   }
 
   private afterWork(): void {
-    if (this.engine.unsyncedCount > 0 && !this.syncScheduled) {
+    // Only when some unsynced watcher can take bytes now: a stream that does not read must not
+    // keep this thread spinning.
+    if (!this.syncScheduled && !this.inGap && this.engine.needsSync) {
       this.syncScheduled = true;
       setImmediate(() => {
         this.syncScheduled = false;
