@@ -339,7 +339,7 @@ export function brief(r: Resp): string {
       return Object.keys(out).length === 0 ? undefined : out;
     }
     if (v === false || v === '' || v === '0' || v === null) return undefined;
-    if (typeof v === 'string' && v.length > 40) return `${v.slice(0, 8)}…(${v.length})`;
+    if (typeof v === 'string' && v.length > 64) return `${v.slice(0, 8)}…(${v.length})`;
     return v;
   };
   const events = r.events as unknown[];
@@ -363,6 +363,11 @@ export function render(side: SideResult): string {
     }
   }
   return lines.join('\n');
+}
+
+/** Long JSON string literals in a firstDifference() line cut to their start and length. */
+function shorten(diff: string | null): string | null {
+  return diff?.replace(/"((?:[^"\\]|\\.){64,})"/g, (_m, body: string) => `"${body.slice(0, 16)}…(${body.length})"`) ?? null;
 }
 
 // ------------------------------------------------------------------ runner
@@ -399,7 +404,7 @@ export async function runWatchScenario(steps: Step[], opts: ScenarioOpts = {}): 
     const sw = shape(want);
     const sg = shape(got);
     if (process.env.WATCH_DIFF_VERBOSE) console.log(`--- ${opts.label ?? 'scenario'} (etcd)\n${render(want)}`);
-    const diff = firstDifference(sw, sg);
+    const diff = shorten(firstDifference(sw, sg));
     assert.ok(diff === null,
       `${opts.label ?? 'watch scenario'}: concord differs from etcd at ${diff}\n` +
       `--- etcd:\n${render(want)}\n--- concord:\n${render(got)}\n` +
