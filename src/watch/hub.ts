@@ -8,7 +8,7 @@ import { PackReader, PackWriter } from '../workers/protocol';
 import { assert } from '../util/assert';
 import { toNumber } from '../mvcc/kvstore';
 import {
-  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchWorkerInit, WatchWorkerStats,
+  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
 
 /** Where a stream's responses go (the gRPC call or the gateway's HTTP response). */
@@ -35,13 +35,18 @@ export class WatchHub {
   private flushScheduled = false;
   private readonly flushBound: () => void;
   private closing: (() => void) | null = null;
-  /** Latest statistics from the worker (for /metrics). */
-  stats: WatchWorkerStats | null = null;
+  private readonly statsView: Float64Array;
 
   private constructor(worker: Worker, options: WatchHubOptions) {
     this.worker = worker;
     this.options = options;
     this.flushBound = () => this.flush();
+    this.statsView = new Float64Array(options.stats);
+  }
+
+  /** A statistic the worker keeps in shared memory (watch/protocol.ts WatchStat). */
+  stat(slot: WatchStat): number {
+    return this.statsView[slot]!;
   }
 
   static start(options: WatchHubOptions): Promise<WatchHub> {
@@ -55,9 +60,6 @@ export class WatchHub {
           case 'ready':
             ready = true;
             resolve(hub);
-            return;
-          case 'stats':
-            hub.stats = msg;
             return;
           case 'fatal':
             if (!ready) reject(new Error(msg.message));

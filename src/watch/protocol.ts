@@ -53,24 +53,35 @@ export interface WatchWorkerInit {
   fragmentBytesMax: number;
   streamBytesMax: number;
   progressNotifyIntervalMs: number;
+  /** WatchStat slots. */
+  stats: SharedArrayBuffer;
 }
 
-export interface WatchWorkerStats {
-  type: 'stats';
-  watchers: number;
-  unsynced: number;
-  eventsSent: number;
-  responsesSent: number;
-  victims: number;
-  gaps: number;
-  windowRevisions: number;
-  replicaRev: number;
+/**
+ * Statistics the watch worker keeps in a SharedArrayBuffer (Float64Array slots) for /metrics,
+ * written as it works and read at scrape time: no message carries them.
+ */
+export const enum WatchStat {
+  Watchers = 0,
+  Unsynced = 1,
+  EventsSent = 2,
+  ResponsesSent = 3,
+  Victims = 4,
+  RingGaps = 5,
+  WindowRevisions = 6,
+  ReplicaRev = 7,
+  RingOccupancy = 8,
+  BusyMs = 9,
+  Count = 10,
+}
+
+export function newWatchStatsBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(WatchStat.Count * 8);
 }
 
 export type FromWatchWorker =
   | Uint8Array
   | { type: 'ready'; rev: number }
-  | WatchWorkerStats
   | { type: 'fatal'; message: string }
   | { type: 'closed' };
 

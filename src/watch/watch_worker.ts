@@ -17,7 +17,7 @@ import { MvccReplica } from './replica';
 import { WatchEngine } from './engine';
 import { WatchResponseEncoder } from './encode';
 import {
-  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchWorkerInit,
+  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
 import type { RangeEnd } from '../mvcc/index';
 
@@ -25,8 +25,6 @@ setProtoDepthMax(protoDepthMax);
 
 /** How often the replica retries catching up from LMDB after a gap. */
 const resyncRetryMs = 20;
-/** How often statistics go to the main thread (for /metrics). */
-const statsIntervalMs = 1000;
 
 class WatchWorker {
   private readonly ring: RingConsumer;
@@ -43,6 +41,7 @@ class WatchWorker {
   private syncScheduled: boolean;
   private closed: boolean;
   private readonly timers: NodeJS.Timeout[];
+  private readonly stats: Float64Array;
 
   constructor(init: WatchWorkerInit) {
     this.ring = new RingConsumer(init.eventRing);
@@ -70,8 +69,8 @@ class WatchWorker {
     this.closed = false;
     this.timers = [
       setInterval(() => this.guard(() => this.engine.progressTick()), init.progressNotifyIntervalMs),
-      setInterval(() => this.postStats(), statsIntervalMs),
     ];
+    this.stats = new Float64Array(init.stats);
   }
 
   get rev(): number {
@@ -164,6 +163,7 @@ class WatchWorker {
     }
     this.engine.afterRecords();
     this.flushOut();
+    this.updateStats();
   }
 
   private flushOut(): void {
@@ -229,13 +229,19 @@ class WatchWorker {
     if (!this.inGap) this.drain();
   }
 
-  private postStats(): void {
+  private updateStats(): void {
     const e = this.engine;
-    post({
-      type: 'stats', watchers: e.watcherCount, unsynced: e.unsyncedCount, eventsSent: e.eventsSent,
-      responsesSent: e.responsesSent, victims: e.victims, gaps: this.gaps,
-      windowRevisions: this.replica.windowRevisions, replicaRev: this.replica.rev,
-    });
+    const s = this.stats;
+    s[WatchStat.Watchers] = e.watcherCount;
+    s[WatchStat.Unsynced] = e.unsyncedCount;
+    s[WatchStat.EventsSent] = e.eventsSent;
+    s[WatchStat.ResponsesSent] = e.responsesSent;
+    s[WatchStat.Victims] = e.victims;
+    s[WatchStat.RingGaps] = this.gaps;
+    s[WatchStat.WindowRevisions] = this.replica.windowRevisions;
+    s[WatchStat.ReplicaRev] = this.replica.rev;
+    s[WatchStat.RingOccupancy] = this.ring.occupancy;
+    s[WatchStat.BusyMs] = performance.eventLoopUtilization().active;
   }
 
   async close(): Promise<void> {
