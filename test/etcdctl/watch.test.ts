@@ -3,10 +3,11 @@
 // each command's output (stdout, stderr, exit code) must be equal once what differs by nature is
 // normalized (cluster/member ids and raft term in -w json / -w fields).
 //
-// etcdctl prints nothing when its watch is established, so a watch started "now" (no --rev) is
-// given WATCH_SETTLE_MS before the first write; interactive sessions are probed with `progress`
-// (answered only once the session's watchers exist). Every etcdctl process is killed at the end
-// of its test, whatever happens.
+// etcdctl prints nothing when its watch is established, so before the first write the test waits
+// until each server's etcd_debugging_mvcc_watcher_total gauge (/metrics) counts the watchers of
+// the commands just started (it is 0 between tests: every etcdctl process is killed at the end of
+// its test, whatever happens); interactive sessions are also probed with `progress` (answered
+// only once the session's watchers exist).
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -17,8 +18,10 @@ import { etcdSkipReason, startEtcd, type EtcdHandle } from '../helpers/etcd';
 import { bytes, connect, num, unary, type ServiceClient } from '../helpers/grpc_client';
 
 const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
-/** How long a just-spawned `etcdctl watch` gets to establish its watch before writes start. */
-const WATCH_SETTLE_MS = 1000;
+/** How long just-spawned `etcdctl watch` commands get to establish their watches. */
+const WATCH_READY_TIMEOUT_MS = 10_000;
+/** Time for watchers replaying history to be synced (etcd's sync loop runs every 100 ms). */
+const HISTORY_SETTLE_MS = 400;
 /** Output is complete once nothing new arrived for this long. */
 const QUIET_MS = 400;
 
@@ -132,6 +135,27 @@ describe('etcdctl watch: etcd vs concord', { skip: skipReason() }, () => {
     return e as number;
   }
 
+  /** The etcd_debugging_mvcc_watcher_total gauge of a server. */
+  async function watcherGauge(endpoint: string): Promise<number> {
+    const text = await (await fetch(`${endpoint}/metrics`)).text();
+    const m = /^etcd_debugging_mvcc_watcher_total (\d+)/m.exec(text);
+    assert.ok(m, `etcd_debugging_mvcc_watcher_total in ${endpoint}/metrics`);
+    return Number(m[1]);
+  }
+
+  /** Waits until both servers count exactly `n` watchers. */
+  async function watchersAre(n: number): Promise<void> {
+    const deadline = Date.now() + WATCH_READY_TIMEOUT_MS;
+    for (const s of [etcd!, concord!]) {
+      let got = await watcherGauge(s.endpoint);
+      while (got !== n && Date.now() < deadline) {
+        await sleep(20);
+        got = await watcherGauge(s.endpoint);
+      }
+      assert.equal(got, n, `watchers on ${s === etcd ? 'etcd' : 'concord'}`);
+    }
+  }
+
   /** Starts `args` on both servers; the pair is stopped by finish() or, failing that, after(). */
   function startBoth(args: string[]): [Ctl, Ctl] {
     const pair: [Ctl, Ctl] = [new Ctl(etcd!.endpoint, args), new Ctl(concord!.endpoint, args)];
@@ -163,10 +187,14 @@ describe('etcdctl watch: etcd vs concord', { skip: skipReason() }, () => {
     });
   }
 
-  /** Runs each of `commands` against both, waits WATCH_SETTLE_MS, applies `writes`, compares outputs. */
+  /** Runs each of `commands` (one watcher each) against both, waits for the watchers, applies `writes`, compares outputs. */
   async function watchCase(commands: string[][], writes: Write[]): Promise<string[]> {
+    await watchersAre(0);
     const pairs = commands.map((args) => [args, startBoth(args)] as [string[], [Ctl, Ctl]]);
-    await sleep(WATCH_SETTLE_MS);
+    await watchersAre(commands.length);
+    // A --rev watcher replays history from etcd's 100 ms sync loop: let it catch up first (a
+    // write during the replay would join the replayed response on etcd: timing, not behaviour).
+    await sleep(HISTORY_SETTLE_MS);
     for (const w of writes) await write(w);
     return (await finish(pairs)).map((x) => x.etcd);
   }
@@ -247,6 +275,7 @@ describe('etcdctl watch: etcd vs concord', { skip: skipReason() }, () => {
     await write({ put: 'k', value: '0' });
     const rev = await currentRevision();
     const args = ['watch', '-i'];
+    await watchersAre(0);
     const [e, c] = startBoth(args);
     // Each watcher prints from its own goroutine: the watchers get disjoint keys and the writes
     // are spaced, so the order of their lines does not depend on scheduling.
@@ -256,7 +285,8 @@ describe('etcdctl watch: etcd vs concord', { skip: skipReason() }, () => {
       x.write(`watch --rev ${rev} k\n`);
       x.write('watch l1 l3\n');
     }
-    // Readiness probe: `progress` is answered ("progress notify: <rev>", once per watcher) only
+    await watchersAre(4);
+    // Probe: `progress` is answered ("progress notify: <rev>", once per watcher) only
     // once the session's watchers exist; it is repeated until answered, so how many notify lines
     // the probe phase has is timing: they are left out of the comparison of that phase.
     const marks = new Map<Ctl, number>();
