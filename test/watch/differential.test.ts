@@ -447,6 +447,39 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(evs(s.filter((x) => x.watch_id === '2')).slice(-4), ['2 PUT z=1@53', '2 PUT k7=1@53', '2 PUT a=1@53', '2 PUT k3=1@53']);
   });
 
+  test('a burst of writes without pauses: one response per revision, in order', async () => {
+    // etcd: a synced watcher whose client keeps up gets one response per revision (100 writes,
+    // 100 responses), in revision order, on every watcher of the stream.
+    const burst: Step[] = Array.from({ length: 100 }, (_, i) => ({ put: `b${i % 7}`, value: `${i}`, wait: false as const }));
+    const r = await runWatchScenario([
+      { open: 's' },
+      { create: { key: 'b', range_end: 'c' } },
+      { create: { key: 'b3', prev_kv: true } },
+      { open: 't' },
+      { create: { key: ZERO, range_end: ZERO, filters: ['NODELETE'] } },
+      ...burst,
+      { del: 'b', range_end: 'c' },
+    ]);
+    const s = responsesOf(r.etcd, 's').filter((x) => !x.created);
+    assert.equal(s.filter((x) => x.watch_id === '0').length, 101);
+    assert.equal(responsesOf(r.etcd, 't').filter((x) => !x.created).length, 100);
+  });
+
+  test('large values: a 1 MiB value with prev_kv in one response', async () => {
+    // etcd: events are not split unless the watcher asked for fragments: a 1 MiB put with
+    // prev_kv of a 1 MiB value is one ~2 MiB response.
+    const big = (c: string): string => c.repeat(1 << 20);
+    const r = await runWatchScenario([
+      { put: 'L', value: big('a') },
+      { open: 's' },
+      { create: { key: 'L', prev_kv: true } },
+      { put: 'L', value: big('b') },
+      { create: { key: 'L', start_revision: 1 } },
+    ]);
+    const s = responsesOf(r.etcd, 's').filter((x) => !x.created);
+    assert.deepEqual(s.map((x) => eventsOf(x).length), [1, 2]);
+  });
+
   test('many watchers on one stream, partly canceled', async () => {
     // etcd: 40 watchers get ids 0..39 in order; each write gets one response per watcher it
     // concerns; after canceling every third watcher only the rest receive.
