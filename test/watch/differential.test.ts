@@ -5,10 +5,10 @@
 // stop testing what it claims.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { etcdSkipReason } from '../helpers/etcd';
 import { prefixEnd } from '../helpers/grpc_client';
-import { responsesOf, runWatchScenario, segmentOf, type Resp, type SideResult, type Step } from '../helpers/watch_diff';
+import { responsesOf, runWatchScenario, segmentOf, type Resp, type ScenarioOpts, type ScenarioResult, type SideResult, type Step } from '../helpers/watch_diff';
 
 const ZERO = '\0';
 const end = (p: string): string => prefixEnd(Buffer.from(p, 'latin1')).toString('latin1');
@@ -27,14 +27,16 @@ function evs(rs: Resp[]): string[] {
     return `${r.watch_id} ${e.type} ${kv}${e.prev_kv ? ` prev=${e.prev_kv.value}@${e.prev_kv.mod_revision}` : ''}`;
   }));
 }
+/** runWatchScenario labelled with the test's name (for failure messages). */
+const run = (t: TestContext, steps: Step[], opts: ScenarioOpts = {}): Promise<ScenarioResult> => runWatchScenario(steps, { ...opts, label: t.name });
 const rev = (r: Resp): string => (r.header as { revision: string } | null)?.revision ?? 'none';
 
 describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 }, () => {
-  test('single key, start_revision 0: only that key, every event field, tombstones', async () => {
+  test('single key, start_revision 0: only that key, every event field, tombstones', async (t) => {
     // etcd: created at the current revision; one response per write with the event, header
     // revision = the write's revision; DELETE events carry only key and mod_revision; a delete
     // of nothing and writes to other keys (ab, b) send nothing.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'a', value: 'before' },
       { open: 's' },
       { create: { key: 'a' } },
@@ -54,11 +56,11 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(eventsOf(s[3]!)[0]!.kv, { key: 'a', create_revision: '0', mod_revision: '7', version: '0', value: '', lease: '0' });
   });
 
-  test('range, prefix, from-key, all keys: many watchers on one stream', async () => {
+  test('range, prefix, from-key, all keys: many watchers on one stream', async (t) => {
     // etcd: range_end "\0" means every key >= key; key "" is taken as "\0" (so key "" with
     // range_end "\0" is every key, and key "" alone watches the single key "\0"); a write that
     // several watchers see gives one response per watcher (in Go map order: compared by id).
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 's' },
       { create: { key: 'b', range_end: 'd' } }, // 0
       { create: { key: 'p/', range_end: end('p/') } }, // 1
@@ -85,13 +87,13 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(seen(8), ['a']);
   });
 
-  test('history replay: past revisions, txns with several events, deletes in txns, current and future revisions', async () => {
+  test('history replay: past revisions, txns with several events, deletes in txns, current and future revisions', async (t) => {
     // etcd: a watcher with start_revision <= current revision replays history in ONE response
     // (all revisions together, header = current revision) ~100 ms after the created response,
     // then is synced; start_revision = current + 1 is synced at once; a future start_revision
     // is created at once and ignores every revision below it. start_revision 1 on keys never
     // compacted replays from the first write.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'a', value: '1' }, // 2
       { put: 'b', value: '1' }, // 3
       { txn: [{ put: 'a', value: '2' }, { put: 'c', value: '1' }, { del: 'b' }] }, // 4
@@ -121,10 +123,10 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.equal(eventsOf(replay).length, 12);
   });
 
-  test('history replay of more than 1000 revisions is split at 1000 revisions per response', async () => {
+  test('history replay of more than 1000 revisions is split at 1000 revisions per response', async (t) => {
     // etcd (watchBatchMaxRevs): an unsynced watcher gets at most 1000 revisions per response;
     // the rest follows in the next sync round.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       ...puts('k', 1100),
       { open: 's' },
       { create: { key: 'k', range_end: 'l', start_revision: 1 } },
@@ -136,14 +138,14 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(w0, [1000, 100, 1]);
   });
 
-  test('compacted start revision: created, then canceled with compact_revision; what survives a compaction', async () => {
+  test('compacted start revision: created, then canceled with compact_revision; what survives a compaction', async (t) => {
     // etcd: start_revision below the compaction revision -> a created response (header = current
     // revision), then a canceled response with compact_revision = the compaction revision and
     // header.revision 0; start_revision = the compaction revision works. A delete at exactly the
     // compaction revision is gone from the history (the tombstone is compacted away), and an
     // event at the compaction revision gets no prev_kv (the revision before it is compacted).
     // Watchers created before the compaction are not affected.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'a', value: '1' }, // 2
       { put: 'b', value: '1' }, // 3
       { put: 'a', value: '2' }, // 4
@@ -168,12 +170,12 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(evs(s.filter((x) => x.watch_id === '0')), ['0 PUT c=1@5', '0 PUT b=2@6', '0 DELETE c@6', '0 PUT a=3@7', '0 PUT b=3@8']);
   });
 
-  test('start_revision edge cases on a store never compacted', async () => {
+  test('start_revision edge cases on a store never compacted', async (t) => {
     // etcd: the compaction revision of a store never compacted is -1: start_revision -1 is
     // accepted (replays from the start, like 1), start_revision < -1 is "compacted": created,
     // then canceled with compact_revision -1 and header.revision 0. start_revision 1 on a fresh
     // store replays nothing (revision 1 has no events) and is then synced.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 's' },
       { create: { key: 'a', start_revision: 1 } },
       { create: { key: 'a', start_revision: -1 } },
@@ -186,10 +188,10 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(evs(s), ['0 PUT a=1@2', '1 PUT a=1@2', '3 PUT a=1@2']);
   });
 
-  test('filters NOPUT, NODELETE, both; with history and prev_kv', async () => {
+  test('filters NOPUT, NODELETE, both; with history and prev_kv', async (t) => {
     // etcd: filtered events are left out of the response; a response left with no event is not
     // sent at all (a watcher with both filters never gets anything but its created response).
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'a', value: '0' },
       { del: 'a' },
       { open: 's' },
@@ -212,10 +214,10 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
       ['5 DELETE a@3 prev=0@2', '5 DELETE a@6 prev=1@4', '5 DELETE b@7 prev=1@5', '5 DELETE a@8 prev=2@7']);
   });
 
-  test('prev_kv: put after put, delete, put after delete, multi-key delete, txn', async () => {
+  test('prev_kv: put after put, delete, put after delete, multi-key delete, txn', async (t) => {
     // etcd: prev_kv is the key's previous version (all fields); a put that creates the key and a
     // put after a delete have no prev_kv; each DELETE of a DeleteRange has its own prev_kv.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'a', value: '0' },
       { open: 's' },
       { create: { key: 'a', range_end: 'z', prev_kv: true } },
@@ -234,12 +236,12 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
       '0 DELETE a@9 prev=4@8', '0 DELETE c@9 prev=1@8']);
   });
 
-  test('watch ids: client-chosen, duplicate, auto ids after chosen ones, negative ids, 0 = auto', async () => {
+  test('watch ids: client-chosen, duplicate, auto ids after chosen ones, negative ids, 0 = auto', async (t) => {
     // etcd 3.4: watch_id 0 asks for an automatic id; auto ids count up from 0 and skip ids in use;
     // a duplicate id answers created+canceled with watch_id -1 and cancel_reason
     // "mvcc: duplicate watch ID provided on the WatchStream"; negative ids, -1 included, are
     // accepted as given; an id is free again once canceled.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 's' },
       { create: { key: 'a', watch_id: 2 } },
       { create: { key: 'a' } },
@@ -264,11 +266,11 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
       '-1 canceled: mvcc: duplicate watch ID provided on the WatchStream', '2', '-1 canceled: mvcc: duplicate watch ID provided on the WatchStream']);
   });
 
-  test('invalid ranges and odd create requests', async () => {
+  test('invalid ranges and odd create requests', async (t) => {
     // etcd: key >= range_end (range_end not "\0") -> created + canceled, watch_id -1 (even with a
     // chosen watch_id), cancel_reason "mvcc: watcher range is empty", header = current revision;
     // the range check comes before the duplicate-id check. An empty create request watches "\0".
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'x', value: '1' },
       { open: 's' },
       { create: { key: 'b', range_end: 'a' } },
@@ -287,11 +289,11 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(empty.map((x) => [x.watch_id, x.created, rev(x)]), Array(5).fill(['-1', true, '2']));
   });
 
-  test('cancel: existing, again, unknown, then events stop; cancel on one stream does not touch another', async () => {
+  test('cancel: existing, again, unknown, then events stop; cancel on one stream does not touch another', async (t) => {
     // etcd: canceling a watcher answers {watch_id, canceled: true} with header = current
     // revision (created false, no reason); canceling an id that is not (or no longer) there gets
     // no answer at all.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 's' },
       { create: { key: 'a' } },
       { create: { key: 'a' } },
@@ -315,10 +317,10 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.equal(responsesOf(r.etcd, 't').length, 5);
   });
 
-  test('progress request (WatchProgressRequest) on synced streams', async () => {
+  test('progress request (WatchProgressRequest) on synced streams', async (t) => {
     // etcd 3.4: a progress request answers one response with watch_id -1, no events, header =
     // current revision; also on a stream that has no watcher.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 'empty' },
       { progress: true },
       { put: 'a', value: '1' },
@@ -336,7 +338,7 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(segmentOf(r.etcd, 's', 10).map((x) => [x.watch_id, rev(x), eventsOf(x).length]), [['-1', '4', 0]]);
   });
 
-  test('progress_notify with --experimental-watch-progress-notify-interval=500ms (shape)', async () => {
+  test('progress_notify with --experimental-watch-progress-notify-interval=500ms (shape)', async (t) => {
     // etcd: every interval (plus up to 10% jitter) each watcher created with progress_notify that
     // is synced and got no event since the last tick receives {watch_id, header = current
     // revision, no events}; watchers without progress_notify get none. How many arrive depends
@@ -356,7 +358,7 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
       }
       return { streams: out, kv: side.kv };
     };
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'a', value: '1' },
       { open: 's' },
       { create: { key: 'a', progress_notify: true } }, // 0
@@ -371,7 +373,7 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(got, ['0@2', '0@4', '2@2', '2@4']);
   });
 
-  test('fragment: large history replay and a large revision with fragment=true and fragment=false (--max-request-bytes 65536)', async () => {
+  test('fragment: large history replay and a large revision with fragment=true and fragment=false (--max-request-bytes 65536)', async (t) => {
     // etcd 3.4: the watch server splits a response only for a watcher created with
     // fragment=true, when the response has at least 2 events and is at least max-request-bytes
     // + 512 KiB (grpc overhead) in protobuf size: events are added to a fragment while the
@@ -392,7 +394,7 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
       { create: { key: 'm', range_end: 'n', start_revision: 1, fragment: true } }, // 4: small, not split
       { del: 'k', range_end: 'l' },
     );
-    const r = await runWatchScenario(steps, { serverArgs: ['--max-request-bytes', '65536'], quietMs: 300 });
+    const r = await run(t, steps, { serverArgs: ['--max-request-bytes', '65536'], quietMs: 300 });
     const s = responsesOf(r.etcd, 's').filter((x) => !x.created);
     const shape = s.map((x) => `${x.watch_id}:${eventsOf(x).length}${x.fragment ? '+' : ''}@${rev(x)}`);
     assert.deepEqual(shape.filter((x) => !x.startsWith('3:') && !x.startsWith('4:')),
@@ -400,11 +402,11 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.ok(shape.filter((x) => x.startsWith('3:')).length >= 2, 'the mixed replay is split');
   });
 
-  test('several streams: per-stream ids, same key on each, half-close keeps events flowing, abort', async () => {
+  test('several streams: per-stream ids, same key on each, half-close keeps events flowing, abort', async (t) => {
     // etcd: watch ids are per stream (each starts at 0); a client half-close (end of the request
     // stream) does not end the response stream, events keep coming; a client-canceled stream
     // does not disturb the others; a stream opened later works.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 's1' },
       { create: { key: 'a' } },
       { open: 's2' },
@@ -427,10 +429,10 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.equal(r.etcd.streams.s2!.end, undefined, 'half-closed stream still open');
   });
 
-  test('many events in one revision: DeleteRange of many keys, txn order', async () => {
+  test('many events in one revision: DeleteRange of many keys, txn order', async (t) => {
     // etcd: one response per revision: a DeleteRange of 50 keys gives one response with 50
     // DELETE events in key order; a txn's events come in the order of its operations.
-    const r = await runWatchScenario([
+    const r = await run(t, [
       ...puts('k', 50),
       { open: 's' },
       { create: { key: 'k', range_end: 'l' } },
@@ -447,11 +449,11 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(evs(s.filter((x) => x.watch_id === '2')).slice(-4), ['2 PUT z=1@53', '2 PUT k7=1@53', '2 PUT a=1@53', '2 PUT k3=1@53']);
   });
 
-  test('a burst of writes without pauses: one response per revision, in order', async () => {
+  test('a burst of writes without pauses: one response per revision, in order', async (t) => {
     // etcd: a synced watcher whose client keeps up gets one response per revision (100 writes,
     // 100 responses), in revision order, on every watcher of the stream.
     const burst: Step[] = Array.from({ length: 100 }, (_, i) => ({ put: `b${i % 7}`, value: `${i}`, wait: false as const }));
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { open: 's' },
       { create: { key: 'b', range_end: 'c' } },
       { create: { key: 'b3', prev_kv: true } },
@@ -465,11 +467,11 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.equal(responsesOf(r.etcd, 't').filter((x) => !x.created).length, 100);
   });
 
-  test('large values: a 1 MiB value with prev_kv in one response', async () => {
+  test('large values: a 1 MiB value with prev_kv in one response', async (t) => {
     // etcd: events are not split unless the watcher asked for fragments: a 1 MiB put with
     // prev_kv of a 1 MiB value is one ~2 MiB response.
     const big = (c: string): string => c.repeat(1 << 20);
-    const r = await runWatchScenario([
+    const r = await run(t, [
       { put: 'L', value: big('a') },
       { open: 's' },
       { create: { key: 'L', prev_kv: true } },
@@ -480,7 +482,7 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     assert.deepEqual(s.map((x) => eventsOf(x).length), [1, 2]);
   });
 
-  test('many watchers on one stream, partly canceled', async () => {
+  test('many watchers on one stream, partly canceled', async (t) => {
     // etcd: 40 watchers get ids 0..39 in order; each write gets one response per watcher it
     // concerns; after canceling every third watcher only the rest receive.
     const steps: Step[] = [{ open: 's' }];
@@ -493,7 +495,7 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
     for (let i = 0; i < 40; i += 3) steps.push({ cancel: i, wait: false });
     steps.push({ sleep: 0 });
     steps.push({ put: 'k1', value: '2' }, { put: 'k5', value: '2' });
-    const r = await runWatchScenario(steps);
+    const r = await run(t, steps);
     const s = responsesOf(r.etcd, 's');
     assert.deepEqual(s.filter((x) => x.created).map((x) => Number(x.watch_id)), Array.from({ length: 40 }, (_, i) => i));
     assert.deepEqual(segmentOf(r.etcd, 's', 42).map((x) => x.watch_id), ['1', '11', '21', '31'], 'k1: 2 exact + 2 prefix watchers');
