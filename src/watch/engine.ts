@@ -286,7 +286,8 @@ export class WatchEngine {
     let minRev = Infinity;
     for (const w of [...this.unsyncedSet]) {
       if (w.stream.outstanding > this.options.streamBytesMax) continue;
-      if (compactRev > 0 && w.nextRev < compactRev) {
+      // compactRev is -1 when never compacted: etcd cancels a start below -1 all the same.
+      if (w.nextRev < compactRev) {
         // etcd: the watcher is cancelled with the compaction revision and never sees events.
         this.detach(w);
         w.stream.watchers.delete(w.id);

@@ -25,6 +25,8 @@ export interface WatchHubOptions extends Omit<WatchWorkerInit, 'type' | 'raftTer
   onFatal(message: string): void;
 }
 
+const zeroKey = new Uint8Array([0]);
+
 export class WatchHub {
   private readonly worker: Worker;
   private readonly options: WatchHubOptions;
@@ -98,7 +100,8 @@ export class WatchHub {
   }
 
   create(id: number, req: etcdserverpb.IWatchCreateRequest): void {
-    const key = req.key ?? new Uint8Array(0);
+    // etcd: an empty key is "\0", the smallest key.
+    const key = req.key !== null && req.key !== undefined && req.key.length > 0 ? req.key : zeroKey;
     const rangeEnd = req.range_end ?? new Uint8Array(0);
     let endKind = EndKind.Range;
     if (rangeEnd.length === 0) endKind = EndKind.Single;
