@@ -145,11 +145,14 @@ export class WatchEngine {
     if (s.outstanding < 0) s.outstanding = 0;
   }
 
-  /** etcd v3rpc recvLoop, CreateRequest. `storeRev` is the revision the request arrived at. */
+  /**
+   * etcd v3rpc recvLoop, CreateRequest. `storeRev` is the revision applied when the request
+   * arrived: the created response's header, and start_revision 0 became storeRev + 1.
+   */
   create(streamId: number, req: CreateRequest, storeRev: number): void {
     const s = this.streams.get(streamId);
     if (s === undefined) return;
-    const rev = Math.max(storeRev, this.replica.rev);
+    const rev = storeRev;
     if (req.end !== null && req.end !== '' && req.key >= req.end) {
       this.reply(s, { revision: rev, watchId: -1, created: true, canceled: true, cancelReason: errEmptyWatcherRange });
       return;

@@ -106,9 +106,11 @@ export class WatchHub {
     let endKind = EndKind.Range;
     if (rangeEnd.length === 0) endKind = EndKind.Single;
     else if (rangeEnd.length === 1 && rangeEnd[0] === 0) endKind = EndKind.FromKey;
+    // etcd: 0 means "from the next revision", the one after what is applied now; the created
+    // response's header carries that same revision.
+    const storeRev = this.options.storeRev();
     let start = toNumber(req.start_revision);
-    // etcd: 0 means "from the next revision", the one after what is applied now.
-    if (start === 0) start = this.options.storeRev() + 1;
+    if (start === 0) start = storeRev + 1;
     let flags = 0;
     if (req.prev_kv) flags |= CreateFlag.PrevKv;
     if (req.progress_notify) flags |= CreateFlag.ProgressNotify;
@@ -120,6 +122,7 @@ export class WatchHub {
     this.op(ControlOp.Create, id);
     const w = this.control;
     w.u53(toNumber(req.watch_id));
+    w.u53(storeRev);
     w.u53(start);
     w.u8(flags);
     w.bytes(key);

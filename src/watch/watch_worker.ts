@@ -210,6 +210,7 @@ class WatchWorker {
           break;
         case ControlOp.Create: {
           const watchId = r.u53();
+          const createdRev = r.u53();
           const startRev = r.u53();
           const flags = r.u8();
           const key = Buffer.from(r.bytes()).toString('latin1');
@@ -224,7 +225,7 @@ class WatchWorker {
             fragment: (flags & CreateFlag.Fragment) !== 0,
             noPut: (flags & CreateFlag.NoPut) !== 0,
             noDelete: (flags & CreateFlag.NoDelete) !== 0,
-          }, storeRev);
+          }, createdRev);
           break;
         }
       }
