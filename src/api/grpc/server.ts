@@ -18,6 +18,7 @@ import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintena
 import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
 import { UnaryFastPath, type UnaryRoute } from './unary_fast_path';
 import { watchHandlers } from './watch';
+import { leaseHandlers } from './lease';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -156,6 +157,7 @@ export class GrpcApi {
       'etcdserverpb.Cluster': clusterHandlers(server),
       'grpc.health.v1.Health': healthHandlers(server),
       'etcdserverpb.Watch': watchHandlers(server.watch),
+      'etcdserverpb.Lease': leaseHandlers(server),
     };
     for (const name of serviceNames) {
       const def = services[name];
