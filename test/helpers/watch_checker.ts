@@ -593,24 +593,24 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
     st.call.write({ progress_request: {} });
   };
 
-  // The reference watcher: every key, from revision 1, prev_kv, on stream 0.
-  const reference: Watcher = {
-    n: 0, stream: streams[0]!, range: { key: '\0', end: '\0' }, rangeKind: 'all (reference)', startReq: 1, startKind: 'from 1',
-    prevKv: true, filters: [], fragment: false, pre: true, sentAt: 0, ackedAtSend: 0, compactAtSend: 0, events: [],
-    responses: 0, lastRespLastRev: -1, extraCancels: 0, fragmentsSeen: 0,
-  };
-  watchers.push(reference);
-  sendCreate(reference);
-  const nPre = Math.max(1, Math.round(totalWatchers * preFraction));
-  for (let i = 1; i < nPre; i++) sendCreate(makeWatcher(specRng, true));
-  const createDeadline = Date.now() + 10_000;
-  while (streams.some((s) => s.pending.length > 0 && !s.end) && Date.now() < createDeadline) await sleep(5);
-  for (const s of streams) {
-    for (const w of s.pending) violate('created', `${describeWatcher(w)}: no created response within 10 s (before the writes)`);
-  }
-  log(`seed ${seed}: ${nPre} watchers created before the writes`);
-
   try {
+    // The reference watcher: every key, from revision 1, prev_kv, on stream 0.
+    const reference: Watcher = {
+      n: 0, stream: streams[0]!, range: { key: '\0', end: '\0' }, rangeKind: 'all (reference)', startReq: 1, startKind: 'from 1',
+      prevKv: true, filters: [], fragment: false, pre: true, sentAt: 0, ackedAtSend: 0, compactAtSend: 0, events: [],
+      responses: 0, lastRespLastRev: -1, extraCancels: 0, fragmentsSeen: 0,
+    };
+    watchers.push(reference);
+    sendCreate(reference);
+    const nPre = Math.max(1, Math.round(totalWatchers * preFraction));
+    for (let i = 1; i < nPre; i++) sendCreate(makeWatcher(specRng, true));
+    const createDeadline = Date.now() + 10_000;
+    while (streams.some((s) => s.pending.length > 0 && !s.end) && Date.now() < createDeadline) await sleep(5);
+    for (const s of streams) {
+      for (const w of s.pending) violate('created', `${describeWatcher(w)}: no created response within 10 s (before the writes)`);
+    }
+    log(`seed ${seed}: ${nPre} watchers created before the writes`);
+
     // ---------------------------------------------------------------- writers
 
     const writeOne = async (rng: Rng, kv: ServiceClient<'etcdserverpb.KV'>, wid: number, seq: number): Promise<void> => {
@@ -723,6 +723,37 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
       }
     };
 
+    // A burst of 40 ~12 KB puts on the 0xff keys (then deleted again, so later snapshots stay
+    // small): the catch-up of the bulk watchers below exceeds etcd's fragmenting threshold.
+    const burst = async (): Promise<void> => {
+      await sleep(Math.round(writeMs * 0.35));
+      const kv = kvs[1]!;
+      const ops: Op[] = [];
+      for (let i = 0; i < 40; i++) ops.push({ t: 'put', key: '\xff' + String(i % 4), value: `burst${i}` + '%'.repeat(12_000) });
+      ops.push({ t: 'del', key: '\xff', end: '\0' });
+      for (const op of ops) {
+        if (fatal) return;
+        const rec: WriteRec = { kind: op.t === 'put' ? 'put' : 'del', ops: [op], rev: 0, mutating: false };
+        try {
+          if (op.t === 'put') {
+            const res = await unary(kv, 'Put', { key: B(op.key), value: B(op.value) });
+            rec.rev = num(res.header?.revision);
+            rec.mutating = true;
+          } else {
+            const res = await unary(kv, 'DeleteRange', { key: B(op.key), range_end: B(op.end!) });
+            rec.rev = num(res.header?.revision);
+            rec.mutating = num(res.deleted) > 0;
+          }
+        } catch (err) {
+          const e = err as grpc.ServiceError;
+          rec.error = `${e.code} ${e.details ?? e.message}`;
+          violate('write_error', `burst ${rec.kind} failed: ${rec.error}`);
+        }
+        writes.push(rec);
+        if (rec.rev > head) head = rec.rev;
+      }
+    };
+
     // ---------------------------------------------------------------- historian
 
     const readAt = async (rev: number): Promise<Map<string, KV>> => {
@@ -795,9 +826,20 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
 
     // ---------------------------------------------------------------- watcher churn
 
+    // Three bulk watchers (every key from revision 1, prev_kv, fragment) created just before the
+    // first compaction: their catch-up responses are big enough for etcd to fragment.
+    const bulk = async (): Promise<void> => {
+      await sleep(Math.round(writeMs * 0.45));
+      for (let i = 0; i < 3 && !fatal; i++) {
+        const w = makeWatcher(specRng, false);
+        Object.assign(w, { range: { key: '\0', end: '\0' }, rangeKind: 'all (bulk)', startReq: 1, startKind: 'from 1', prevKv: true, filters: [], fragment: true });
+        sendCreate(w);
+      }
+    };
+
     const creator = async (): Promise<void> => {
       const rng = new Rng(seed ^ 0xc4ea7e00);
-      const nDuring = totalWatchers - watchers.length;
+      const nDuring = totalWatchers - watchers.length - 3;
       const gap = writeMs / Math.max(1, nDuring);
       for (let i = 0; i < nDuring && !fatal; i++) {
         await sleep(rng.int(Math.max(1, Math.round(2 * gap))));
@@ -828,8 +870,8 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
 
     const t0 = Date.now();
     const historian = Promise.all(Array.from({ length: 8 }, historianWorker));
-    const writerLoops = Promise.all(Array.from({ length: nWriters }, (_, i) => writer(i)));
-    const side = Promise.all([compactor(), creator(), canceler(), progresser()]);
+    const writerLoops = Promise.all([...Array.from({ length: nWriters }, (_, i) => writer(i)), burst()]);
+    const side = Promise.all([compactor(), creator(), bulk(), canceler(), progresser()]);
     await sleep(writeMs);
     writersDone = true;
     await writerLoops;
@@ -1067,7 +1109,9 @@ function checkWatcher(
     lastIdx = Math.max(lastIdx, he.idx);
     if (!expIdx.has(id)) {
       const why = ev.rev < start
-        ? (w.startReq === 0 ? `at or before the created response's header revision ${w.created.header}` : `before start revision ${start}`)
+        ? (w.startReq === 0
+          ? `at or before the created response's header revision ${w.created.header} (revision ${w.ackedAtSend} was the last acknowledged when the create was sent)`
+          : `before start revision ${start}`)
         : !inRange(w.range, ev.key) ? 'outside the watched range'
           : !passes(w, he.type) ? 'of a filtered-out type' : 'unexpected';
       report('spurious', `event rev ${ev.rev} key ${show(ev.key)} ${why}`);
