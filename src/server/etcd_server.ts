@@ -167,7 +167,8 @@ export class EtcdServer {
         compactRev: watchCompactRev,
         clusterId: server.clusterId.toString(),
         memberId: server.memberId.toString(),
-        fragmentBytesMax: cfg.requestBytesMax,
+        // etcd splits at its gRPC receive limit: --max-request-bytes + grpcOverheadBytes.
+        fragmentBytesMax: cfg.requestBytesMax + limits.grpcOverheadBytes,
         streamBytesMax: limits.watchStreamBytesMax,
         progressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs,
         stats: newWatchStatsBuffer(),

@@ -7,7 +7,7 @@
 //     u32 count | count x op
 //     op = u8 ControlOp, u32 streamId, then
 //       Open, Close, Progress: nothing
-//       Create:  u53 watchId (signed), u53 startRev, u8 flags (CreateFlag), bytes key,
+//       Create:  u53 watchId (signed), u53 storeRev when it arrived, u53 startRev, u8 flags (CreateFlag), bytes key,
 //                u8 endKind (EndKind), bytes end
 //       Cancel:  u53 watchId (signed)
 //       Ack:     u53 bytes written out to the client since the last Ack

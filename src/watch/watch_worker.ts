@@ -141,6 +141,9 @@ class WatchWorker {
   private resync(): void {
     // Read what arrived meanwhile too (the ring must keep moving for the producer).
     this.ring.readAll((view) => this.stash.push(decodeEventRecord(view)));
+    // Watchers created since the gap began count as synced at the replica's revision, which is
+    // about to jump: they go back to history too.
+    this.engine.onGap();
     const committed = this.replica.resyncFromLmdb();
     const first = this.stash.findIndex((r) => r.kind === RecordKind.Revision && r.rev > committed);
     if (first >= 0 && (this.stash[first] as { rev: number }).rev > committed + 1) return; // still missing
@@ -152,7 +155,9 @@ class WatchWorker {
   }
 
   private afterWork(): void {
-    if (this.engine.unsyncedCount > 0 && !this.syncScheduled) {
+    // Only when some unsynced watcher can take bytes now: a stream that does not read must not
+    // keep this thread spinning.
+    if (!this.syncScheduled && !this.inGap && this.engine.needsSync) {
       this.syncScheduled = true;
       setImmediate(() => {
         this.syncScheduled = false;
@@ -205,6 +210,7 @@ class WatchWorker {
           break;
         case ControlOp.Create: {
           const watchId = r.u53();
+          const createdRev = r.u53();
           const startRev = r.u53();
           const flags = r.u8();
           const key = Buffer.from(r.bytes()).toString('latin1');
@@ -219,7 +225,7 @@ class WatchWorker {
             fragment: (flags & CreateFlag.Fragment) !== 0,
             noPut: (flags & CreateFlag.NoPut) !== 0,
             noDelete: (flags & CreateFlag.NoDelete) !== 0,
-          }, storeRev);
+          }, createdRev);
           break;
         }
       }
