@@ -7,14 +7,19 @@
 // The same code runs against real etcd (to validate the checker) and against concord.
 //
 // Workload (each loop draws from its own Prng, derived from the seed):
-//  - writers: puts (small and ~3 KB values, some empty), single-key deletes, range deletes
+//  - writers: puts (small and 4-6 KB values, some empty), single-key deletes, range deletes
 //    (ranges, prefixes, from-key), txns of several puts/deletes on one revision (overlapping
-//    deletes included), on a small key space so every key changes many times;
-//  - a compactor: Compact to a revision a little behind the head, now and then;
+//    deletes included), on a small key space (40 keys) so every key changes many times; one
+//    burst of 40 ~12 KB puts at 35% of the run;
+//  - a compactor: from half the run on, Compact to a revision a little behind the head, now and
+//    then (never past what the historian has read);
 //  - watchers on several streams: single key, prefix, range, from-key, all keys; start revision
-//    0, past (valid or compacted), 1, or future; prev_kv, NOPUT/NODELETE filters, fragment; some
-//    created before the writes, the rest during them; some canceled midway;
-//  - WatchProgressRequests on every stream during and after the writes.
+//    0, past (valid or compacted), 1, or future; prev_kv, NOPUT/NODELETE filters, fragment,
+//    explicit or server-chosen watch_id; 30% created before the writes, the rest during them;
+//    ~15% canceled midway; three "bulk" watchers (all keys from 1, prev_kv, fragment) created
+//    after the burst, whose catch-up is big enough to be fragmented;
+//  - WatchProgressRequests on random streams during the writes, and one per stream at the end
+//    (which must be answered with a revision >= the final head).
 //
 // History: a "historian" reads Range(all keys, revision = r) for every revision r as it
 // appears (compaction never passes what it has read), so the state at every revision is known
@@ -34,6 +39,12 @@
 // above the start and above every delivered event; progress: a WatchProgressRequest answer with
 // header revision R on a stream means every event <= R of that stream's watchers (created
 // before it, not being canceled) had been delivered before it.
+//
+// Also: created responses come in create order (explicit watch_ids must match); a start-0
+// watcher's created header is not below a revision acknowledged before the create was sent;
+// a response's header revision is not below its events'; fragment=true only for fragment
+// watchers, and fragments complete; no unknown watch_ids; cancel requests answered; no server
+// cancel without compact_revision; no stream error; no failed write or compaction.
 //
 // One allowance, and it is etcd 3.4's behavior: etcd fills prev_kv by reading revision
 // mod_revision - 1 when it sends the event, so prev_kv is absent when that revision was
@@ -66,6 +77,11 @@ export interface WatchCheckOptions {
   settleMs?: number;
   /** Progress line sink (t.diagnostic). */
   log?: (line: string) => void;
+  /**
+   * Fault injection, to test the checker itself: sees every response of stream `stream` before
+   * the checker does and passes on what the checker should see (`deliver`, any number of times).
+   */
+  inject?: (stream: number, response: any, deliver: (response: any) => void) => void;
 }
 
 export interface Violation {
@@ -295,7 +311,7 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
   const nWriters = opts.writers ?? 6;
   const preFraction = opts.preFraction ?? 0.3;
   const cancelFraction = opts.cancelFraction ?? 0.15;
-  const settleMs = opts.settleMs ?? 10_000;
+  const settleMs = opts.settleMs ?? 5_000;
   const log = opts.log ?? ((): void => undefined);
 
   const violations: Violation[] = [];
@@ -495,7 +511,8 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
           return;
         }
         try {
-          handleResponse(st, m);
+          if (opts.inject) opts.inject(i, m, (x) => handleResponse(st, x));
+          else handleResponse(st, m);
         } catch (err) {
           violate('checker', `stream ${i}: handler threw ${(err as Error).stack}`);
         }
