@@ -339,7 +339,7 @@ function watchTable(report: PerfReport): string {
   const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
   const rows: string[][] = [[
     'workload', 'watchers', 'target', 'puts/s', 'events/s', 'deliv p50', 'p90', 'p99', 'p99.9', 'max ms', 'put p50', 'put p99',
-    'errors', 'srv µs/ev', 'cli µs/ev', 'events/s ratio', 'deliv p99 ratio', 'put p99 ratio',
+    'errors', 'srv µs/ev', 'srv µs/put', 'cli µs/ev', 'events/s ratio', 'deliv p99 ratio', 'put p99 ratio',
   ]];
   for (const cell of report.cells) {
     if (!workloadByName(cell.workload).watch) continue;
@@ -354,7 +354,7 @@ function watchTable(report: PerfReport): string {
         ms(m((s) => s.latencyUs.p999)), ms(m((s) => s.latencyUs.max)),
         ms(m(put((w) => w.putLatencyUs.p50))), ms(m(put((w) => w.putLatencyUs.p99))),
         String(ss.reduce((a, s) => a + s.errors, 0)),
-        m((s) => s.serverCpuUsPerOp).toFixed(1), m((s) => s.clientCpuUsPerOp).toFixed(1),
+        m((s) => s.serverCpuUsPerOp).toFixed(1), m(put((w) => w.serverCpuUsPerPut)).toFixed(0), m((s) => s.clientCpuUsPerOp).toFixed(1),
         target === 'concord' ? fmtRatio(ratios(cell, (s) => s.throughput)) : '',
         target === 'concord' ? fmtRatio(ratios(cell, (s) => s.latencyUs.p99)) : '',
         target === 'concord' ? fmtRatio(ratios(cell, put((w) => w.putLatencyUs.p99))) : '',
@@ -363,7 +363,7 @@ function watchTable(report: PerfReport): string {
   }
   if (rows.length === 1) return '';
   return 'watch fan-out: events/s = events received by all watchers; deliv = put sent -> event received (ms); ' +
-    'put = put latency while watched (ms); µs/ev = CPU per delivered event\n' + align(rows);
+    'put = put latency while watched (ms); µs/ev = CPU per delivered event; srv µs/put = server CPU per put and its W deliveries\n' + align(rows);
 }
 
 async function main(): Promise<void> {

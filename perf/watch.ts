@@ -40,6 +40,8 @@ export interface WatchExtra {
   drainMs: number;
   /** Paced writer: sends skipped because too many puts were outstanding. */
   skippedPuts: number;
+  /** Server CPU in the window per acknowledged put (the put and its W deliveries). */
+  serverCpuUsPerPut: number;
 }
 
 const CREATE_TIMEOUT_MS = 60_000;
@@ -189,6 +191,7 @@ export async function measureWatch(address: string, serverPid: number, w: Worklo
         puts: wr.acked, events, expectedEvents: wr.acked * watchers,
         drainMs: drainUs < 0 ? -1 : drainUs / 1000,
         skippedPuts: wr.skipped,
+        serverCpuUsPerPut: (cpu1 - cpu0) / Math.max(1, wr.windowAcked),
       },
     };
     if (wr.skipped > 0) sample.errorSamples.push(`writer fell behind its rate: ${wr.skipped} puts skipped`);
