@@ -95,6 +95,8 @@ async function main(): Promise<void> {
     peerUrls: cfg.initialAdvertisePeerUrls,
     clientUrls: cfg.advertiseClientUrls,
     quotaBackendBytes: quota,
+    watchProgressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs > 0
+      ? cfg.watchProgressNotifyIntervalMs : limits.watchProgressNotifyIntervalMsDefault,
     onFatal(message) {
       log.log('fatal', 'storage failure, stopping', { error: message });
       process.exit(1);

@@ -27,9 +27,10 @@ export interface Config {
   maxConcurrentStreams: number;
   snapshotCount: number;
   logLevel: string;
+  watchProgressNotifyIntervalMs: number;
 }
 
-type Kind = 'string' | 'int' | 'urls' | 'bool';
+type Kind = 'string' | 'int' | 'urls' | 'bool' | 'duration';
 
 interface FlagSpec { key: keyof Config | null; kind: Kind; def: string; help: string }
 
@@ -54,6 +55,7 @@ const flags: Record<string, FlagSpec> = {
   'quota-backend-bytes': { key: 'quotaBackendBytes', kind: 'int', def: '0', help: 'Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).' },
   'max-concurrent-streams': { key: 'maxConcurrentStreams', kind: 'int', def: '4294967295', help: 'Maximum concurrent streams that each client can open at a time.' },
   'snapshot-count': { key: 'snapshotCount', kind: 'int', def: '100000', help: 'Number of committed transactions to trigger a snapshot to disk.' },
+  'experimental-watch-progress-notify-interval': { key: 'watchProgressNotifyIntervalMs', kind: 'duration', def: '10m0s', help: 'Duration of periodic watch progress notifications.' },
   'log-level': { key: 'logLevel', kind: 'string', def: 'info', help: 'Log level: debug, info, warn, error, panic, or fatal.' },
   'logger': { key: null, kind: 'string', def: 'zap', help: 'Accepted for etcd compatibility; concord always logs JSON lines.' },
   'log-outputs': { key: null, kind: 'string', def: 'default', help: 'Accepted for etcd compatibility; concord logs to stderr.' },
@@ -92,6 +94,11 @@ function parseValue(name: string, spec: FlagSpec, raw: string): unknown {
       if (!/^-?\d+$/.test(raw)) throw new ConfigError(`invalid value "${raw}" for flag -${name}: parse error`);
       return Number(raw);
     }
+    case 'duration': {
+      const ms = parseGoDuration(raw);
+      if (ms === null) throw new ConfigError(`invalid value "${raw}" for flag -${name}: parse error`);
+      return ms;
+    }
     case 'urls': {
       const urls = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
       for (const u of urls) {
@@ -108,6 +115,19 @@ function parseValue(name: string, spec: FlagSpec, raw: string): unknown {
       return urls;
     }
   }
+}
+
+const durationUnitsMs: Record<string, number> = {
+  ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000,
+};
+
+/** A Go time.Duration string ("500ms", "1m30s", "0") in milliseconds, or null. */
+export function parseGoDuration(raw: string): number | null {
+  if (raw === '0') return 0;
+  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(raw)) return null;
+  let ms = 0;
+  for (const m of raw.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * durationUnitsMs[m[2]!]!;
+  return ms;
 }
 
 /** Something to log once the logger exists (etcd logs the same while parsing). */

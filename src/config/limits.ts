@@ -46,6 +46,20 @@ export const txnNestingCap = 1024;
  * TxnResponse of it.
  */
 export const protoDepthMax = 2 * txnNestingCap + 8;
+/**
+ * The event ring from the storage worker to the watch worker. When the watch worker falls this
+ * far behind, records are dropped and it catches up from LMDB instead (watch/events.ts); the
+ * largest revision that can pass through whole is half of it.
+ */
+export const watchEventRingBytes = 64 * 1024 * 1024;
+/**
+ * Response bytes queued for one watch stream and not yet written to its client. Beyond it the
+ * stream's watchers stop taking new events and catch up from history when it drains (etcd's
+ * victims; etcd bounds a stream by 128 queued responses, chanBufLen).
+ */
+export const watchStreamBytesMax = 4 * 1024 * 1024;
+/** etcd --experimental-watch-progress-notify-interval default: 10 minutes. */
+export const watchProgressNotifyIntervalMsDefault = 10 * 60 * 1000;
 /** etcd MaxLeaseTTL. */
 export const leaseTtlMaxSeconds = 9_000_000_000;
 

@@ -40,6 +40,11 @@ export class KVStore {
   /** Revisions < compactMainRev are gone; -1 when never compacted (etcd). */
   compactMainRev: number;
   private readonly rangeScratch: KeyIndex[];
+  /**
+   * Told the changes of every write transaction that changed something, as it ends (the watch
+   * event ring). The Change objects and bytes are the caller's after the call returns.
+   */
+  changeObserver: ((rev: number, changes: readonly Change[]) => void) | null;
 
   constructor(backend: Backend) {
     this.index = new TreeIndex();
@@ -47,6 +52,7 @@ export class KVStore {
     this.currentRev = 1;
     this.compactMainRev = -1;
     this.rangeScratch = [];
+    this.changeObserver = null;
   }
 
   /**
@@ -217,6 +223,7 @@ export class TxnWrite {
     if (this.changes.length > 0) {
       assert(this.store.currentRev === this.beginRev, 'concurrent write transactions');
       this.store.currentRev = this.beginRev + 1;
+      if (this.store.changeObserver !== null) this.store.changeObserver(this.store.currentRev, this.changes);
     }
     return this.store.currentRev;
   }

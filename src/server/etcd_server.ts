@@ -21,6 +21,10 @@ import {
 } from '../workers/protocol';
 import { etcdVersion } from '../version';
 import { newStatsBuffer, WorkerStats } from '../workers/stats';
+import { newRingBuffer } from '../watch/ring';
+import { WatchHub } from '../watch/hub';
+import * as schema from '../storage/schema';
+import * as path from 'node:path';
 
 /** Receives the answer to a proposal or read: code 0 and the encoded response, or an error. */
 export type ResultSink = (target: unknown, code: number, response: Uint8Array) => void;
@@ -36,6 +40,8 @@ export interface EtcdServerConfig {
   peerUrls: string[];
   clientUrls: string[];
   quotaBackendBytes: number;
+  /** --experimental-watch-progress-notify-interval, in ms. */
+  watchProgressNotifyIntervalMs: number;
   onFatal(message: string): void;
 }
 
@@ -54,6 +60,8 @@ export class EtcdServer {
   readonly clusterId: Long;
   readonly memberId: Long;
   private readonly worker: StorageWorkerHandle;
+  /** The watch worker (set once by start()). */
+  watch!: WatchHub;
   private readonly raft: Raft;
   private sink: ResultSink;
   /** proposal id -> whoever waits for its answer. */
@@ -135,13 +143,38 @@ export class EtcdServer {
 
   static async start(cfg: EtcdServerConfig): Promise<EtcdServer> {
     const statsBuffer = newStatsBuffer();
+    const watchEventRing = newRingBuffer(limits.watchEventRingBytes);
+    const watchCompactRev = new SharedArrayBuffer(8);
     const { handle, ready } = await StorageWorkerHandle.start({
       dataDir: cfg.dataDir,
       mapSizeBytes: cfg.mapSizeBytes,
       walSegmentBytes: limits.walSegmentBytes,
       statsBuffer,
+      watchEventRing,
+      watchCompactRev,
     });
     const server = new EtcdServer(cfg, handle, ready, new WorkerStats(statsBuffer));
+    // After the storage worker: it creates the LMDB databases the watch worker opens. Entries
+    // replayed from the WAL below reach the watch worker through the ring.
+    try {
+      server.watch = await WatchHub.start({
+        kvPath: path.join(cfg.dataDir, schema.kvDir),
+        mapSizeBytes: cfg.mapSizeBytes,
+        eventRing: watchEventRing,
+        compactRev: watchCompactRev,
+        clusterId: server.clusterId.toString(),
+        memberId: server.memberId.toString(),
+        fragmentBytesMax: cfg.requestBytesMax,
+        streamBytesMax: limits.watchStreamBytesMax,
+        progressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs,
+        storeRev: () => server.currentRev,
+        currentRaftTerm: () => server.raft.term,
+        onFatal: (message) => cfg.onFatal(message),
+      });
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
     // A lone voter need not wait an election timeout to find out nobody else is there.
     server.raft.campaign();
@@ -389,6 +422,7 @@ export class EtcdServer {
     this.reads.clear();
     for (const rq of this.pendingReads) this.sink(rq.target, ErrorCode.Stopped, empty);
     this.pendingReads = [];
+    await this.watch.close();
     await this.worker.close();
   }
 }

@@ -36,6 +36,8 @@ export class Backend {
   private timer: NodeJS.Timeout | null;
   /** Told how long each batch took to commit to LMDB, in seconds, and how many writes it held. */
   commitObserver: ((seconds: number, writes: number) => void) | null = null;
+  /** Told each meta record once the LMDB transaction holding it has committed. */
+  metaCommitObserver: ((name: string, value: Buffer) => void) | null = null;
   private readonly flushBound: () => void;
 
   constructor(options: BackendOptions) {
@@ -121,6 +123,7 @@ export class Backend {
         if (this.pending.get(k) === v) this.pending.delete(k); // unless written again since
       }
       for (const [name, v] of metas) if (this.metaCommitting.get(name) === v) this.metaCommitting.delete(name);
+      if (this.metaCommitObserver !== null) for (const [name, v] of metas) this.metaCommitObserver(name, v);
     });
   }
 

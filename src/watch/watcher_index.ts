@@ -87,6 +87,18 @@ export class WatcherIndex<T> {
     if (this.root !== null) this.stab(this.root, key, fn);
   }
 
+  /** Calls `fn` for every registered watcher (order unspecified). */
+  visitAll(fn: (value: T, id: number) => void): void {
+    for (const m of this.single.values()) for (const [id, v] of m) fn(v, id);
+    const walk = (n: Node<T> | null): void => {
+      if (n === null) return;
+      walk(n.left);
+      fn(n.value, n.id);
+      walk(n.right);
+    };
+    walk(this.root);
+  }
+
   private stab(n: Node<T>, key: string, fn: (value: T, id: number) => void): void {
     // Nothing below ends after key: no range here contains it.
     if (n.maxEnd <= key) return;

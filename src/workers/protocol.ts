@@ -183,6 +183,10 @@ export interface WorkerInit {
   walSegmentBytes: number;
   /** src/workers/stats.ts: counters and histograms the main thread reads for /metrics. */
   statsBuffer: SharedArrayBuffer;
+  /** src/watch/events.ts: the event ring to the watch worker. */
+  watchEventRing: SharedArrayBuffer;
+  /** BigInt64Array(1): the compaction revision, stored at apply for the watch worker. */
+  watchCompactRev: SharedArrayBuffer;
 }
 
 export interface WorkerReady {

@@ -30,6 +30,7 @@ import {
   backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries, protoDepthMax,
 } from '../config/limits';
 import { setProtoDepthMax } from '../util/proto_depth';
+import { EventRingWriter } from '../watch/events';
 import type { Entry } from '../raft/types';
 import {
   FromWorker, PackReader, PackWriter, ReadKind, ToWorker, WorkerInit, WorkerMessageType, WorkerReady,
@@ -74,6 +75,10 @@ class StorageWorker {
   private sizesAtMs: number;
   private sizes: { dbSize: number; dbSizeInUse: number };
   private readonly stats: WorkerStats;
+  /** Every applied change, compaction and LMDB commit, for the watch worker. */
+  private readonly events: EventRingWriter;
+  /** The compaction revision for the watch worker, visible before the sweep removes anything. */
+  private readonly compactRevShared: BigInt64Array;
 
   constructor(init: WorkerInit) {
     this.backend = new Backend({
@@ -94,6 +99,16 @@ class StorageWorker {
     this.walReplay = opened.replay;
     this.store = new KVStore(this.backend);
     this.store.restore();
+    this.compactRevShared = new BigInt64Array(init.watchCompactRev);
+    Atomics.store(this.compactRevShared, 0, BigInt(this.store.compactMainRev));
+    const events = new EventRingWriter(init.watchEventRing);
+    this.events = events;
+    this.store.changeObserver = (rev, changes) => events.revision(rev, changes);
+    this.backend.metaCommitObserver = (name, value) => {
+      if (name !== schema.metaCurrentRev) return;
+      events.committed(schema.readU64(value, 0));
+      events.flush();
+    };
     this.applier = new Applier(this.store);
     this.clusterId = this.loadId(schema.metaClusterId);
     this.memberId = this.loadId(schema.metaMemberId);
@@ -193,6 +208,7 @@ class StorageWorker {
       }
     }
     this.applyDurable();
+    this.events.flush();
     if (this.resultCount > 0 || this.readCount > 0) this.postApplied();
     if (lastIndex > 0) {
       const index = lastIndex;
@@ -204,7 +220,9 @@ class StorageWorker {
   private onWalSynced(index: number, term: number): void {
     if (index > this.durableIndex) this.durableIndex = index;
     this.postPersisted(index, term);
-    if (this.applyDurable() > 0 || this.resultCount > 0 || this.readCount > 0) this.postApplied();
+    const applied = this.applyDurable();
+    this.events.flush();
+    if (applied > 0 || this.resultCount > 0 || this.readCount > 0) this.postApplied();
   }
 
   /**
@@ -295,6 +313,8 @@ class StorageWorker {
       } else if (req.compaction) {
         const rev = this.applier.compaction(req.compaction);
         response = etcdserverpb.CompactionResponse.encode({ header: this.header(rev) }).finish();
+        Atomics.store(this.compactRevShared, 0, BigInt(this.store.compactMainRev));
+        this.events.compact(this.store.compactMainRev, this.store.currentRev);
         this.startCompaction(this.store.compactMainRev);
         if (req.compaction.physical) {
           this.compaction!.waiters.push({ id, response });

@@ -17,6 +17,7 @@ import { ErrorCode } from '../../util/errors';
 import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
 import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
 import { UnaryFastPath, type UnaryRoute } from './unary_fast_path';
+import { watchHandlers } from './watch';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -154,6 +155,7 @@ export class GrpcApi {
       'etcdserverpb.Maintenance': maintenanceHandlers(server),
       'etcdserverpb.Cluster': clusterHandlers(server),
       'grpc.health.v1.Health': healthHandlers(server),
+      'etcdserverpb.Watch': watchHandlers(server.watch),
     };
     for (const name of serviceNames) {
       const def = services[name];

@@ -233,13 +233,13 @@ export class Gateway {
     };
     call.metadata = new grpc.Metadata();
     call.getPeer = () => 'gateway';
-    call.write = (value: unknown): boolean => {
+    call.write = (value: unknown, cb?: () => void): boolean => {
       if (ended) return false;
       try {
         const bytes = value instanceof Uint8Array ? value : def.responseSerialize(value);
         const line = JSON.stringify({ result: bytesToJson(resType, bytes) }) + '\n';
         start();
-        res.write(line);
+        res.write(line, cb);
       } catch (e) {
         this.internalError(res, e);
         ended = true;

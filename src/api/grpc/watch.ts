@@ -1,0 +1,86 @@
+// etcdserverpb.Watch/Watch: one bidirectional stream per call, many watchers on it. The main
+// thread only passes requests to the watch worker (watch/hub.ts) and writes the response bytes
+// it gets back; it tells the worker how many bytes the client has taken, which is what bounds
+// the memory a slow stream can hold (limits.watchStreamBytesMax).
+import * as grpc from '@grpc/grpc-js';
+import { etcdserverpb } from '../../gen/proto';
+import type { WatchHub, WatchStreamSink } from '../../watch/hub';
+import { toNumber } from '../../mvcc/kvstore';
+
+/** The subset of a grpc-js duplex call (or the gateway's stand-in) a watch stream uses. */
+export interface WatchCall {
+  on(event: string, listener: (arg: never) => void): unknown;
+  write(bytes: Uint8Array, cb?: () => void): boolean;
+  emit(event: string, arg: unknown): boolean;
+}
+
+class WatchStream implements WatchStreamSink {
+  private readonly hub: WatchHub;
+  private readonly call: WatchCall;
+  readonly id: number;
+  /** Sizes of the writes not yet flushed, oldest first (acknowledged to the worker on flush). */
+  private readonly inFlight: number[] = [];
+  private inFlightHead = 0;
+  private closed = false;
+  /** Bound once per stream: no closure per write. */
+  private readonly onWritten: () => void;
+
+  constructor(hub: WatchHub, call: WatchCall) {
+    this.hub = hub;
+    this.call = call;
+    this.onWritten = () => {
+      const size = this.inFlight[this.inFlightHead++]!;
+      if (this.inFlightHead === this.inFlight.length) {
+        this.inFlight.length = 0;
+        this.inFlightHead = 0;
+      }
+      if (!this.closed) this.hub.ack(this.id, size);
+    };
+    this.id = hub.openStream(this);
+    call.on('data', (req: etcdserverpb.WatchRequest) => this.onRequest(req));
+    const close = (): void => this.close();
+    call.on('cancelled', close);
+    call.on('error', close);
+    call.on('close', close);
+  }
+
+  private onRequest(req: etcdserverpb.WatchRequest): void {
+    if (this.closed) return;
+    if (!(req instanceof etcdserverpb.WatchRequest)) {
+      // Refused by the deserializer (too large, malformed): the stream ends with its status.
+      const status = (req as { status?: Partial<grpc.StatusObject> }).status ?? { code: grpc.status.INVALID_ARGUMENT };
+      this.close();
+      this.call.emit('error', status);
+      return;
+    }
+    if (req.create_request) this.hub.create(this.id, req.create_request);
+    else if (req.cancel_request) this.hub.cancel(this.id, toNumber(req.cancel_request.watch_id));
+    else if (req.progress_request) this.hub.requestProgress(this.id);
+  }
+
+  write(bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.inFlight.push(bytes.length);
+    this.call.write(bytes, this.onWritten);
+  }
+
+  fail(message: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.call.emit('error', { code: grpc.status.UNAVAILABLE, details: message });
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.hub.closeStream(this.id);
+  }
+}
+
+export function watchHandlers(hub: WatchHub): grpc.UntypedServiceImplementation {
+  return {
+    Watch(call: grpc.ServerDuplexStream<etcdserverpb.WatchRequest, Uint8Array>): void {
+      new WatchStream(hub, call as unknown as WatchCall);
+    },
+  };
+}

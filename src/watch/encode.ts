@@ -1,0 +1,177 @@
+// WatchResponse encoding without protobufjs objects: the watch worker splices the stored
+// mvccpb.KeyValue bytes into Event messages, as the storage worker does for RangeResponse.
+//
+//   WatchResponse: 1 header, 2 watch_id, 3 created, 4 canceled, 5 compact_revision,
+//                  6 cancel_reason, 7 fragment, 11 events (repeated Event)
+//   Event:         1 type (PUT = 0 is the default, not written), 2 kv, 3 prev_kv
+//   ResponseHeader: 1 cluster_id, 2 member_id, 3 revision, 4 raft_term (uint64 / int64)
+import Long from 'long';
+
+/** One event of a response: the stored KeyValue bytes, and the previous ones when asked. */
+export interface OutEvent {
+  kv: Uint8Array;
+  tombstone: boolean;
+  prevKv: Uint8Array | null;
+}
+
+export interface ResponseFields {
+  revision: number;
+  watchId: number;
+  created?: boolean;
+  canceled?: boolean;
+  compactRevision?: number;
+  cancelReason?: string;
+  fragment?: boolean;
+}
+
+export function varintSize(v: number): number {
+  if (v < 0) return 10; // int64 negatives take ten bytes
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}
+
+export class WatchResponseEncoder {
+  /** Header fields 1 and 2 (cluster and member ids), fixed for the process. */
+  private readonly idFields: Buffer;
+  raftTerm: number;
+
+  constructor(clusterId: string, memberId: string, raftTerm: number) {
+    const c = longVarint(Long.fromString(clusterId, true));
+    const m = longVarint(Long.fromString(memberId, true));
+    this.idFields = Buffer.concat([Buffer.from([0x08]), c, Buffer.from([0x10]), m]);
+    this.raftTerm = raftTerm;
+  }
+
+  private headerSize(revision: number): number {
+    return this.idFields.length + 1 + varintSize(revision) + 1 + varintSize(this.raftTerm);
+  }
+
+  static eventSize(e: OutEvent): number {
+    let n = 0;
+    if (e.tombstone) n += 2;
+    n += 1 + varintSize(e.kv.length) + e.kv.length;
+    if (e.prevKv !== null) n += 1 + varintSize(e.prevKv.length) + e.prevKv.length;
+    return n;
+  }
+
+  /** Size of the response without events (what etcd's WatchResponse.Size() counts, less events). */
+  baseSize(f: ResponseFields): number {
+    const h = this.headerSize(f.revision);
+    let n = 1 + varintSize(h) + h;
+    if (f.watchId !== 0) n += 1 + varintSize(f.watchId);
+    if (f.created) n += 2;
+    if (f.canceled) n += 2;
+    if (f.compactRevision) n += 1 + varintSize(f.compactRevision);
+    if (f.cancelReason) {
+      const l = Buffer.byteLength(f.cancelReason);
+      n += 1 + varintSize(l) + l;
+    }
+    if (f.fragment) n += 2;
+    return n;
+  }
+
+  /** Encoded size of the response with `events[from, to)`. */
+  size(f: ResponseFields, events: readonly OutEvent[], from = 0, to = events.length): number {
+    let n = this.baseSize(f);
+    for (let i = from; i < to; i++) {
+      const s = WatchResponseEncoder.eventSize(events[i]!);
+      n += 1 + varintSize(s) + s;
+    }
+    return n;
+  }
+
+  encode(f: ResponseFields, events: readonly OutEvent[], from = 0, to = events.length): Buffer {
+    const total = this.size(f, events, from, to);
+    const out = Buffer.allocUnsafe(total);
+    let pos = 0;
+    const h = this.headerSize(f.revision);
+    out[pos++] = 0x0a;
+    pos = putVarint(out, pos, h);
+    this.idFields.copy(out, pos);
+    pos += this.idFields.length;
+    out[pos++] = 0x18;
+    pos = putVarint(out, pos, f.revision);
+    out[pos++] = 0x20;
+    pos = putVarint(out, pos, this.raftTerm);
+    if (f.watchId !== 0) {
+      out[pos++] = 0x10;
+      pos = putVarint(out, pos, f.watchId);
+    }
+    if (f.created) {
+      out[pos++] = 0x18;
+      out[pos++] = 1;
+    }
+    if (f.canceled) {
+      out[pos++] = 0x20;
+      out[pos++] = 1;
+    }
+    if (f.compactRevision) {
+      out[pos++] = 0x28;
+      pos = putVarint(out, pos, f.compactRevision);
+    }
+    if (f.cancelReason) {
+      const l = Buffer.byteLength(f.cancelReason);
+      out[pos++] = 0x32;
+      pos = putVarint(out, pos, l);
+      pos += out.write(f.cancelReason, pos);
+    }
+    if (f.fragment) {
+      out[pos++] = 0x38;
+      out[pos++] = 1;
+    }
+    for (let i = from; i < to; i++) {
+      const e = events[i]!;
+      out[pos++] = 0x5a;
+      pos = putVarint(out, pos, WatchResponseEncoder.eventSize(e));
+      if (e.tombstone) {
+        out[pos++] = 0x08;
+        out[pos++] = 1;
+      }
+      out[pos++] = 0x12;
+      pos = putVarint(out, pos, e.kv.length);
+      out.set(e.kv, pos);
+      pos += e.kv.length;
+      if (e.prevKv !== null) {
+        out[pos++] = 0x1a;
+        pos = putVarint(out, pos, e.prevKv.length);
+        out.set(e.prevKv, pos);
+        pos += e.prevKv.length;
+      }
+    }
+    if (pos !== total) throw new Error(`watch response size ${pos} != ${total}`);
+    return out;
+  }
+}
+
+function putVarint(buf: Buffer, pos: number, v: number): number {
+  if (v < 0) {
+    // int64 two's complement, ten bytes (only watch_id -1 is negative here)
+    const l = Long.fromNumber(v);
+    const b = longVarint(l);
+    b.copy(buf, pos);
+    return pos + b.length;
+  }
+  while (v >= 0x80) {
+    buf[pos++] = (v & 0x7f) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  buf[pos++] = v;
+  return pos;
+}
+
+function longVarint(v: Long): Buffer {
+  const bytes: number[] = [];
+  let lo = v.low >>> 0;
+  let hi = v.high >>> 0;
+  while (hi !== 0 || lo >= 0x80) {
+    bytes.push((lo & 0x7f) | 0x80);
+    lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+    hi >>>= 7;
+  }
+  bytes.push(lo);
+  return Buffer.from(bytes);
+}

@@ -1,0 +1,77 @@
+// Messages between the main thread and the watch worker. Like the storage worker's, the hot
+// ones are one plain Uint8Array per event-loop turn in each direction (workers/protocol.ts
+// explains why): never a message per watch request or per response.
+//
+//   Control  main -> watch worker, everything the gRPC streams asked for during one turn
+//     u53 raftTerm, u53 storeRev (the revision applied when the requests arrived)
+//     u32 count | count x op
+//     op = u8 ControlOp, u32 streamId, then
+//       Open, Close, Progress: nothing
+//       Create:  u53 watchId (signed), u53 startRev, u8 flags (CreateFlag), bytes key,
+//                u8 endKind (EndKind), bytes end
+//       Cancel:  u53 watchId (signed)
+//       Ack:     u53 bytes written out to the client since the last Ack
+//   Output   watch worker -> main
+//     u32 count | count x (u32 streamId, bytes encoded WatchResponse)
+// Start-up, statistics and failure messages are plain objects (rare).
+export const enum ControlOp {
+  Open = 1,
+  Create = 2,
+  Cancel = 3,
+  Progress = 4,
+  Close = 5,
+  Ack = 6,
+}
+
+export const enum CreateFlag {
+  PrevKv = 1,
+  ProgressNotify = 2,
+  Fragment = 4,
+  NoPut = 8,
+  NoDelete = 16,
+}
+
+export const enum EndKind {
+  /** range_end empty: the single key. */
+  Single = 0,
+  /** range_end a key: [key, end). */
+  Range = 1,
+  /** range_end "\0": every key >= key. */
+  FromKey = 2,
+}
+
+export interface WatchWorkerInit {
+  type: 'init';
+  kvPath: string;
+  mapSizeBytes: number;
+  eventRing: SharedArrayBuffer;
+  /** BigInt64Array(1): the compaction revision, stored by the storage worker at apply. */
+  compactRev: SharedArrayBuffer;
+  clusterId: string;
+  memberId: string;
+  raftTerm: number;
+  fragmentBytesMax: number;
+  streamBytesMax: number;
+  progressNotifyIntervalMs: number;
+}
+
+export interface WatchWorkerStats {
+  type: 'stats';
+  watchers: number;
+  unsynced: number;
+  eventsSent: number;
+  responsesSent: number;
+  victims: number;
+  gaps: number;
+  windowRevisions: number;
+  replicaRev: number;
+}
+
+export type FromWatchWorker =
+  | Uint8Array
+  | { type: 'ready'; rev: number }
+  | WatchWorkerStats
+  | { type: 'fatal'; message: string }
+  | { type: 'closed' };
+
+export type ToWatchWorker = WatchWorkerInit | Uint8Array | { type: 'close' };
