@@ -151,7 +151,7 @@ export async function measureWatch(address: string, serverPid: number, w: Worklo
     ]);
     const wr = (await writer.next(o.warmupS * 1000 + o.durationS * 1000 + 30_000)) as unknown as WriterResult;
     await windowDone;
-    for (const c of watcherProcs) c.send({ expect: wr.acked, slackUs: wr.failed });
+    for (const c of watcherProcs) c.send({ expect: wr.acked, failed: wr.failed });
     const results = (await Promise.all(watcherProcs.map((c) => c.next(DRAIN_TIMEOUT_MS + 30_000)))) as unknown as WatchersResult[];
 
     const h = buildHistogram();

@@ -5,7 +5,7 @@
 //   child → parent   {"ready":true}                      watches created / writer connected
 //   parent → child   {"startUs":…,"fromUs":…,"toUs":…}    writer starts at startUs; [fromUs, toUs) is measured
 //   child → parent   writer: its WriterResult when done
-//   parent → child   watchers: {"expect":n,"slackUs":m}   n puts were acknowledged (m more may have applied)
+//   parent → child   watchers: {"expect":n,"failed":m}    n puts were acknowledged (m more may have applied)
 //   child → parent   watchers: their WatchersResult once every watcher has n events, or at the drain timeout
 //
 // Times are CLOCK_MONOTONIC microseconds (process.hrtime), one clock for every process on the
@@ -351,7 +351,7 @@ async function runWatchers(cfg: WatchersConfig): Promise<void> {
       at(win.toUs, () => (cpu = process.cpuUsage(cpu0)));
     } else if (typeof msg.expect === 'number') {
       const expect = msg.expect;
-      const slack = Number(msg.slackUs ?? 0);
+      const slack = Number(msg.failed ?? 0);
       const t0 = nowUs();
       const check = (): void => {
         let complete = true;
