@@ -194,7 +194,7 @@ workloads.push(
     makeGenerator: () => () => new Uint8Array(0),
     setup: watchPlumbing,
     watch: {
-      watchers: [1, 100, 1000, 10000], quickWatchers: [1, 100],
+      watchers: [1, 100, 1000, 10000], quickWatchers: [100],
       rate: (w) => Math.min(1000, 100_000 / w), inflight: 1000, perStream: 100, streamsPerConn: 10,
     },
   },
