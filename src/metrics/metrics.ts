@@ -8,6 +8,7 @@ import type { EtcdServer } from '../server/etcd_server';
 import { StatSlot } from '../workers/stats';
 import { GRPC_CODE_NAMES, type GrpcCallStats } from '../api/grpc/call_stats';
 import { etcdClusterVersion, etcdVersion } from '../version';
+import { WatchStat } from '../watch/protocol';
 
 interface Sample { value: number; labels?: Record<string, string | number>; metricName?: string }
 type Family = { name: string; help: string; type: 'gauge' | 'counter' | 'histogram'; values: Sample[] };
@@ -67,6 +68,17 @@ export class Metrics {
     counter('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => w.get(StatSlot.RangeTotal));
     counter('etcd_mvcc_txn_total', 'Total number of txns seen by this member.', () => w.get(StatSlot.TxnTotal));
 
+    const watch = (slot: WatchStat): number => s.watch.stat(slot);
+    gauge('etcd_debugging_mvcc_watch_stream_total', 'Total number of watch streams.', () => s.watch.streamCount);
+    gauge('etcd_debugging_mvcc_watcher_total', 'Total number of watchers.', () => watch(WatchStat.Watchers));
+    gauge('etcd_debugging_mvcc_slow_watcher_total', 'Total number of unsynced slow watchers.', () => watch(WatchStat.Unsynced));
+    counter('etcd_debugging_mvcc_events_total', 'Total number of events sent by this member.', () => watch(WatchStat.EventsSent));
+    counter('concord_watch_responses_total', 'WatchResponses encoded by the watch worker.', () => watch(WatchStat.ResponsesSent));
+    counter('concord_watch_victims_total', 'Times a synced watcher fell back to history because its stream had too many bytes unsent.', () => watch(WatchStat.Victims));
+    counter('concord_watch_ring_gaps_total', 'Times the event ring was full and the watch worker caught up from LMDB.', () => watch(WatchStat.RingGaps));
+    gauge('concord_watch_ring_occupancy_ratio', 'Fraction of the event ring (storage worker -> watch worker) in use.', () => watch(WatchStat.RingOccupancy));
+    gauge('concord_watch_window_revisions', 'Revisions the watch worker holds in memory because LMDB has not committed them yet.', () => watch(WatchStat.WindowRevisions));
+
     const grpcLabels = (m: GrpcCallStats['methods'][number]) => ({ grpc_method: m.method, grpc_service: m.service, grpc_type: m.type });
     this.add(new Computed('grpc_server_started_total', 'Total number of RPCs started on the server.', 'counter',
       () => grpcStats.methods.filter((m) => m.started > 0).map((m) => ({ labels: grpcLabels(m), value: m.started }))));
@@ -92,6 +104,7 @@ export class Metrics {
       () => [
         { labels: { thread: 'main' }, value: performance.eventLoopUtilization().active / 1000 },
         { labels: { thread: 'storage' }, value: w.get(StatSlot.WorkerBusyMs) / 1000 },
+        { labels: { thread: 'watch' }, value: watch(WatchStat.BusyMs) / 1000 },
       ]));
     client.collectDefaultMetrics({ register: this.registry });
   }

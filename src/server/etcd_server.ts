@@ -23,6 +23,7 @@ import { etcdVersion } from '../version';
 import { newStatsBuffer, WorkerStats } from '../workers/stats';
 import { newRingBuffer } from '../watch/ring';
 import { WatchHub } from '../watch/hub';
+import { newWatchStatsBuffer } from '../watch/protocol';
 import * as schema from '../storage/schema';
 import * as path from 'node:path';
 
@@ -143,7 +144,9 @@ export class EtcdServer {
 
   static async start(cfg: EtcdServerConfig): Promise<EtcdServer> {
     const statsBuffer = newStatsBuffer();
-    const watchEventRing = newRingBuffer(limits.watchEventRingBytes);
+    // CONCORD_WATCH_RING_BYTES (a power of two) shrinks the ring so tests can make it overflow.
+    const ringBytes = Number(process.env.CONCORD_WATCH_RING_BYTES ?? limits.watchEventRingBytes);
+    const watchEventRing = newRingBuffer(ringBytes);
     const watchCompactRev = new SharedArrayBuffer(8);
     const { handle, ready } = await StorageWorkerHandle.start({
       dataDir: cfg.dataDir,
@@ -164,9 +167,11 @@ export class EtcdServer {
         compactRev: watchCompactRev,
         clusterId: server.clusterId.toString(),
         memberId: server.memberId.toString(),
-        fragmentBytesMax: cfg.requestBytesMax,
+        // etcd splits at its gRPC receive limit: --max-request-bytes + grpcOverheadBytes.
+        fragmentBytesMax: cfg.requestBytesMax + limits.grpcOverheadBytes,
         streamBytesMax: limits.watchStreamBytesMax,
         progressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs,
+        stats: newWatchStatsBuffer(),
         storeRev: () => server.currentRev,
         currentRaftTerm: () => server.raft.term,
         onFatal: (message) => cfg.onFatal(message),

@@ -145,11 +145,14 @@ export class WatchEngine {
     if (s.outstanding < 0) s.outstanding = 0;
   }
 
-  /** etcd v3rpc recvLoop, CreateRequest. `storeRev` is the revision the request arrived at. */
+  /**
+   * etcd v3rpc recvLoop, CreateRequest. `storeRev` is the revision applied when the request
+   * arrived: the created response's header, and start_revision 0 became storeRev + 1.
+   */
   create(streamId: number, req: CreateRequest, storeRev: number): void {
     const s = this.streams.get(streamId);
     if (s === undefined) return;
-    const rev = Math.max(storeRev, this.replica.rev);
+    const rev = storeRev;
     if (req.end !== null && req.end !== '' && req.key >= req.end) {
       this.reply(s, { revision: rev, watchId: -1, created: true, canceled: true, cancelReason: errEmptyWatcherRange });
       return;
@@ -286,7 +289,8 @@ export class WatchEngine {
     let minRev = Infinity;
     for (const w of [...this.unsyncedSet]) {
       if (w.stream.outstanding > this.options.streamBytesMax) continue;
-      if (compactRev > 0 && w.nextRev < compactRev) {
+      // compactRev is -1 when never compacted: etcd cancels a start below -1 all the same.
+      if (w.nextRev < compactRev) {
         // etcd: the watcher is cancelled with the compaction revision and never sees events.
         this.detach(w);
         w.stream.watchers.delete(w.id);
@@ -330,7 +334,8 @@ export class WatchEngine {
         w.batch = null;
         w.batchRevs = null;
         if (batch.length > 0) this.sendEvents(w, batch, revs, curRev);
-        w.nextRev = w.moreRev !== 0 ? w.moreRev : to + 1;
+        // A watcher whose start lies beyond `to` keeps it (nothing of its range was sent).
+        w.nextRev = w.moreRev !== 0 ? w.moreRev : Math.max(w.nextRev, to + 1);
         if (w.nextRev > curRev) this.makeSynced(w);
       }
     }

@@ -8,7 +8,7 @@ import { PackReader, PackWriter } from '../workers/protocol';
 import { assert } from '../util/assert';
 import { toNumber } from '../mvcc/kvstore';
 import {
-  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchWorkerInit, WatchWorkerStats,
+  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
 
 /** Where a stream's responses go (the gRPC call or the gateway's HTTP response). */
@@ -25,6 +25,8 @@ export interface WatchHubOptions extends Omit<WatchWorkerInit, 'type' | 'raftTer
   onFatal(message: string): void;
 }
 
+const zeroKey = new Uint8Array([0]);
+
 export class WatchHub {
   private readonly worker: Worker;
   private readonly options: WatchHubOptions;
@@ -35,13 +37,18 @@ export class WatchHub {
   private flushScheduled = false;
   private readonly flushBound: () => void;
   private closing: (() => void) | null = null;
-  /** Latest statistics from the worker (for /metrics). */
-  stats: WatchWorkerStats | null = null;
+  private readonly statsView: Float64Array;
 
   private constructor(worker: Worker, options: WatchHubOptions) {
     this.worker = worker;
     this.options = options;
     this.flushBound = () => this.flush();
+    this.statsView = new Float64Array(options.stats);
+  }
+
+  /** A statistic the worker keeps in shared memory (watch/protocol.ts WatchStat). */
+  stat(slot: WatchStat): number {
+    return this.statsView[slot]!;
   }
 
   static start(options: WatchHubOptions): Promise<WatchHub> {
@@ -55,9 +62,6 @@ export class WatchHub {
           case 'ready':
             ready = true;
             resolve(hub);
-            return;
-          case 'stats':
-            hub.stats = msg;
             return;
           case 'fatal':
             if (!ready) reject(new Error(msg.message));
@@ -96,14 +100,17 @@ export class WatchHub {
   }
 
   create(id: number, req: etcdserverpb.IWatchCreateRequest): void {
-    const key = req.key ?? new Uint8Array(0);
+    // etcd: an empty key is "\0", the smallest key.
+    const key = req.key !== null && req.key !== undefined && req.key.length > 0 ? req.key : zeroKey;
     const rangeEnd = req.range_end ?? new Uint8Array(0);
     let endKind = EndKind.Range;
     if (rangeEnd.length === 0) endKind = EndKind.Single;
     else if (rangeEnd.length === 1 && rangeEnd[0] === 0) endKind = EndKind.FromKey;
+    // etcd: 0 means "from the next revision", the one after what is applied now; the created
+    // response's header carries that same revision.
+    const storeRev = this.options.storeRev();
     let start = toNumber(req.start_revision);
-    // etcd: 0 means "from the next revision", the one after what is applied now.
-    if (start === 0) start = this.options.storeRev() + 1;
+    if (start === 0) start = storeRev + 1;
     let flags = 0;
     if (req.prev_kv) flags |= CreateFlag.PrevKv;
     if (req.progress_notify) flags |= CreateFlag.ProgressNotify;
@@ -115,6 +122,7 @@ export class WatchHub {
     this.op(ControlOp.Create, id);
     const w = this.control;
     w.u53(toNumber(req.watch_id));
+    w.u53(storeRev);
     w.u53(start);
     w.u8(flags);
     w.bytes(key);

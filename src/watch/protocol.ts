@@ -7,7 +7,7 @@
 //     u32 count | count x op
 //     op = u8 ControlOp, u32 streamId, then
 //       Open, Close, Progress: nothing
-//       Create:  u53 watchId (signed), u53 startRev, u8 flags (CreateFlag), bytes key,
+//       Create:  u53 watchId (signed), u53 storeRev when it arrived, u53 startRev, u8 flags (CreateFlag), bytes key,
 //                u8 endKind (EndKind), bytes end
 //       Cancel:  u53 watchId (signed)
 //       Ack:     u53 bytes written out to the client since the last Ack
@@ -53,24 +53,35 @@ export interface WatchWorkerInit {
   fragmentBytesMax: number;
   streamBytesMax: number;
   progressNotifyIntervalMs: number;
+  /** WatchStat slots. */
+  stats: SharedArrayBuffer;
 }
 
-export interface WatchWorkerStats {
-  type: 'stats';
-  watchers: number;
-  unsynced: number;
-  eventsSent: number;
-  responsesSent: number;
-  victims: number;
-  gaps: number;
-  windowRevisions: number;
-  replicaRev: number;
+/**
+ * Statistics the watch worker keeps in a SharedArrayBuffer (Float64Array slots) for /metrics,
+ * written as it works and read at scrape time: no message carries them.
+ */
+export const enum WatchStat {
+  Watchers = 0,
+  Unsynced = 1,
+  EventsSent = 2,
+  ResponsesSent = 3,
+  Victims = 4,
+  RingGaps = 5,
+  WindowRevisions = 6,
+  ReplicaRev = 7,
+  RingOccupancy = 8,
+  BusyMs = 9,
+  Count = 10,
+}
+
+export function newWatchStatsBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(WatchStat.Count * 8);
 }
 
 export type FromWatchWorker =
   | Uint8Array
   | { type: 'ready'; rev: number }
-  | WatchWorkerStats
   | { type: 'fatal'; message: string }
   | { type: 'closed' };
 

@@ -17,7 +17,7 @@ import { MvccReplica } from './replica';
 import { WatchEngine } from './engine';
 import { WatchResponseEncoder } from './encode';
 import {
-  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchWorkerInit,
+  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
 import type { RangeEnd } from '../mvcc/index';
 
@@ -25,8 +25,6 @@ setProtoDepthMax(protoDepthMax);
 
 /** How often the replica retries catching up from LMDB after a gap. */
 const resyncRetryMs = 20;
-/** How often statistics go to the main thread (for /metrics). */
-const statsIntervalMs = 1000;
 
 class WatchWorker {
   private readonly ring: RingConsumer;
@@ -43,6 +41,7 @@ class WatchWorker {
   private syncScheduled: boolean;
   private closed: boolean;
   private readonly timers: NodeJS.Timeout[];
+  private readonly stats: Float64Array;
 
   constructor(init: WatchWorkerInit) {
     this.ring = new RingConsumer(init.eventRing);
@@ -70,8 +69,8 @@ class WatchWorker {
     this.closed = false;
     this.timers = [
       setInterval(() => this.guard(() => this.engine.progressTick()), init.progressNotifyIntervalMs),
-      setInterval(() => this.postStats(), statsIntervalMs),
     ];
+    this.stats = new Float64Array(init.stats);
   }
 
   get rev(): number {
@@ -142,6 +141,9 @@ class WatchWorker {
   private resync(): void {
     // Read what arrived meanwhile too (the ring must keep moving for the producer).
     this.ring.readAll((view) => this.stash.push(decodeEventRecord(view)));
+    // Watchers created since the gap began count as synced at the replica's revision, which is
+    // about to jump: they go back to history too.
+    this.engine.onGap();
     const committed = this.replica.resyncFromLmdb();
     const first = this.stash.findIndex((r) => r.kind === RecordKind.Revision && r.rev > committed);
     if (first >= 0 && (this.stash[first] as { rev: number }).rev > committed + 1) return; // still missing
@@ -153,7 +155,9 @@ class WatchWorker {
   }
 
   private afterWork(): void {
-    if (this.engine.unsyncedCount > 0 && !this.syncScheduled) {
+    // Only when some unsynced watcher can take bytes now: a stream that does not read must not
+    // keep this thread spinning.
+    if (!this.syncScheduled && !this.inGap && this.engine.needsSync) {
       this.syncScheduled = true;
       setImmediate(() => {
         this.syncScheduled = false;
@@ -164,6 +168,7 @@ class WatchWorker {
     }
     this.engine.afterRecords();
     this.flushOut();
+    this.updateStats();
   }
 
   private flushOut(): void {
@@ -205,6 +210,7 @@ class WatchWorker {
           break;
         case ControlOp.Create: {
           const watchId = r.u53();
+          const createdRev = r.u53();
           const startRev = r.u53();
           const flags = r.u8();
           const key = Buffer.from(r.bytes()).toString('latin1');
@@ -219,7 +225,7 @@ class WatchWorker {
             fragment: (flags & CreateFlag.Fragment) !== 0,
             noPut: (flags & CreateFlag.NoPut) !== 0,
             noDelete: (flags & CreateFlag.NoDelete) !== 0,
-          }, storeRev);
+          }, createdRev);
           break;
         }
       }
@@ -229,13 +235,19 @@ class WatchWorker {
     if (!this.inGap) this.drain();
   }
 
-  private postStats(): void {
+  private updateStats(): void {
     const e = this.engine;
-    post({
-      type: 'stats', watchers: e.watcherCount, unsynced: e.unsyncedCount, eventsSent: e.eventsSent,
-      responsesSent: e.responsesSent, victims: e.victims, gaps: this.gaps,
-      windowRevisions: this.replica.windowRevisions, replicaRev: this.replica.rev,
-    });
+    const s = this.stats;
+    s[WatchStat.Watchers] = e.watcherCount;
+    s[WatchStat.Unsynced] = e.unsyncedCount;
+    s[WatchStat.EventsSent] = e.eventsSent;
+    s[WatchStat.ResponsesSent] = e.responsesSent;
+    s[WatchStat.Victims] = e.victims;
+    s[WatchStat.RingGaps] = this.gaps;
+    s[WatchStat.WindowRevisions] = this.replica.windowRevisions;
+    s[WatchStat.ReplicaRev] = this.replica.rev;
+    s[WatchStat.RingOccupancy] = this.ring.occupancy;
+    s[WatchStat.BusyMs] = performance.eventLoopUtilization().active;
   }
 
   async close(): Promise<void> {

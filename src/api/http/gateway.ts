@@ -266,12 +266,28 @@ export class Gateway {
       ended = true;
     });
     const requests: unknown[] = [];
-    try {
-      const lines = body.split('\n').filter((l) => l.trim().length > 0);
-      for (const line of lines.length > 0 ? lines : ['{}']) requests.push(def.requestDeserialize(Buffer.from(jsonToBytes(reqType, line))));
-    } catch (err) {
-      if (err instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: err.message });
-      throw err;
+    if (def.requestStream) {
+      // grpc-gateway reads a request stream with Go's streaming JSON decoder: values need no
+      // newline between them; a first value that does not decode fails the call (500, code 2);
+      // a later one ends the request stream, keeping what came before.
+      const values = splitJsonValues(body);
+      if (values.length === 0) values.push('{}');
+      for (let i = 0; i < values.length; i++) {
+        try {
+          requests.push(def.requestDeserialize(Buffer.from(jsonToBytes(reqType, values[i]!))));
+        } catch (err) {
+          if (!(err instanceof JsonRequestError) && !(err instanceof SyntaxError)) throw err;
+          if (i === 0) return this.replyError(res, { code: grpc.status.UNKNOWN, details: err.message });
+          break;
+        }
+      }
+    } else {
+      try {
+        requests.push(def.requestDeserialize(Buffer.from(jsonToBytes(reqType, body.trim().length > 0 ? body : '{}'))));
+      } catch (err) {
+        if (err instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: err.message });
+        throw err;
+      }
     }
     if (!def.requestStream) call.request = requests[0];
     handler(call);
@@ -316,5 +332,45 @@ export class Gateway {
       (text) => this.reply(res, 200, this.opts.metrics!.contentType, text),
       (err: unknown) => this.reply(res, 500, 'text/plain; charset=utf-8', String(err)),
     );
+  }
+}
+
+/**
+ * Splits a body into its top-level JSON values as a streaming decoder reads them ('{..}{..}',
+ * '{..}\n{..}'). Stops at the first value that is not complete or not an object/array start:
+ * everything from there is returned as one last (malformed) value for the decoder to refuse.
+ */
+export function splitJsonValues(body: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  const n = body.length;
+  for (;;) {
+    while (i < n && /\s/.test(body[i]!)) i++;
+    if (i >= n) return out;
+    const start = i;
+    const open = body[i];
+    if (open !== '{' && open !== '[') {
+      out.push(body.slice(start));
+      return out;
+    }
+    let depth = 0;
+    let inString = false;
+    for (; i < n; i++) {
+      const c = body[i];
+      if (inString) {
+        if (c === '\\') i++;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') {
+        depth--;
+        if (depth === 0) {
+          i++;
+          break;
+        }
+      }
+    }
+    out.push(body.slice(start, i));
+    if (depth !== 0) return out;
   }
 }
