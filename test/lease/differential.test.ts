@@ -84,7 +84,7 @@ describe('Lease differential vs etcd: grant, time-to-live, leases, revoke', { sk
     await d.lease('LeaseRevoke', (s: Side) => ({ ID: s.id('auto2') }));
   });
 
-  test('LeaseTimeToLive: remaining and granted TTL, keys, unknown leases', async () => {
+  test('LeaseTimeToLive: remaining and granted TTL, keys', async () => {
     // etcd: TTL is the remaining time truncated to seconds (just after a grant: granted - 1),
     // grantedTTL the TTL granted (after raising to the minimum); keys only when asked.
     const t = okOf(await d.lease('LeaseTimeToLive', { ID: 100 }));
@@ -95,23 +95,24 @@ describe('Lease differential vs etcd: grant, time-to-live, leases, revoke', { sk
     assert.equal(okOf(await d.lease('LeaseTimeToLive', { ID: 106 })).grantedTTL, String(MAX_TTL));
     await d.lease('LeaseTimeToLive', { ID: -5 });
     await d.lease('LeaseTimeToLive', { ID: long('9223372036854775807'), keys: true });
-    // etcd: an unknown lease is no error: TTL -1, grantedTTL 0, the ID echoed and a full header
-    // (current revision, cluster and member id, raft term).
-    for (const ID of [999, 0, 107]) {
-      const u = okOf(await d.lease('LeaseTimeToLive', { ID, keys: true }, { label: `unknown ${ID}` }));
-      assert.deepEqual(u, {
-        header: { cluster_id: 'set', member_id: 'set', revision: '1', raft_term: 'set' },
-        ID: String(ID), TTL: '-1', grantedTTL: '0', keys: [],
-      });
-    }
     // With keys: attach three (out of key order), ask with and without keys.
     await d.lease('LeaseGrant', { ID: 200, TTL: 60 });
     for (const k of ['t/b', 't/c', 't/a']) await d.kv('Put', { key: b(k), value: b('v'), lease: 200 });
     const withKeys = okOf(await d.lease('LeaseTimeToLive', { ID: 200, keys: true }));
     assert.deepEqual([withKeys.keys, revOf(withKeys)], [['t/a', 't/b', 't/c'], 4]);
     assert.deepEqual(okOf(await d.lease('LeaseTimeToLive', { ID: 200, keys: false })).keys, []);
-    // etcd: the unknown-lease header carries the current revision.
-    assert.equal(revOf(await d.lease('LeaseTimeToLive', { ID: 999 })), 4);
+  });
+
+  test('LeaseTimeToLive of an unknown lease: TTL -1 and a full header, no error', async () => {
+    // etcd: no error: TTL -1, grantedTTL 0, the ID echoed, and a full header (current revision,
+    // cluster and member id, raft term: v3rpc fills the header of its own TTL -1 answer).
+    for (const ID of [999, 0, 107]) {
+      const u = okOf(await d.lease('LeaseTimeToLive', { ID, keys: true }, { label: `unknown ${ID}` }));
+      assert.deepEqual(u, {
+        header: { cluster_id: 'set', member_id: 'set', revision: '4', raft_term: 'set' },
+        ID: String(ID), TTL: '-1', grantedTTL: '0', keys: [],
+      });
+    }
   });
 
   test('LeaseLeases: every lease, in any order', async () => {
@@ -131,7 +132,6 @@ describe('Lease differential vs etcd: grant, time-to-live, leases, revoke', { sk
     const rev0 = revOf(await d.kv('Range', { key: b('r/') }));
     assert.equal(revOf(await d.lease('LeaseRevoke', { ID: 102 })), rev0);
     expectError(await d.lease('LeaseRevoke', { ID: 102 }, { label: 'again' }), grpc.status.NOT_FOUND, 'etcdserver: requested lease not found');
-    assert.equal(okOf(await d.lease('LeaseTimeToLive', { ID: 102 })).TTL, '-1');
     // etcd: the ID of a revoked lease can be granted again.
     await d.lease('LeaseGrant', { ID: 102, TTL: 20 }, { label: 'ID reused' });
     await d.lease('LeaseRevoke', { ID: 102 }, { label: 'reused' });
@@ -164,8 +164,9 @@ describe('Lease differential vs etcd: grant, time-to-live, leases, revoke', { sk
     assert.deepEqual(evs(resps[0]!), ['r/m1', 'r/m2', 'r/m3', 'r/m4', 'r/m5'].map((k) => `DELETE ${k}@${r2} prev-lease=301`));
     const left = okOf(await d.kv('Range', { key: b('r/'), range_end: prefixEnd('r/') }));
     assert.deepEqual((left.kvs as { key: string }[]).map((kv) => kv.key), ['r/other', 'r/x']);
-    assert.deepEqual(okOf(await d.lease('LeaseTimeToLive', { ID: 301, keys: true })).keys, []);
     await d.lease('LeaseLeases', {});
+    // etcd: a revoked lease is unknown to TimeToLive (TTL -1).
+    for (const ID of [102, 300, 301]) assert.equal(okOf(await d.lease('LeaseTimeToLive', { ID, keys: true })).TTL, '-1');
     w.cancel();
   });
 });
@@ -356,20 +357,20 @@ describe('Lease differential vs etcd: expiry', { skip: etcdSkipReason() }, () =>
       assert.ok(g.at - t1 <= MIN_TTL * 1000 + 2000, `${who}: expired ${g.at - t1} ms after the grant was answered (TTL ${MIN_TTL} s)`);
     });
     assert.deepEqual(await w.drain('nothing more'), []);
-    // etcd: the expired lease is gone: TimeToLive -1, keep-alive TTL 0, not listed, revoke NOT_FOUND.
-    assert.equal(okOf(await d.lease('LeaseTimeToLive', { ID: 7, keys: true })).TTL, '-1');
+    // etcd: the expired lease is gone: keep-alive TTL 0, not listed, revoke NOT_FOUND.
     assert.equal((await ka.send({ ID: 7 }, 'expired')).TTL, '0');
     expectError(await d.lease('LeaseRevoke', { ID: 7 }), grpc.status.NOT_FOUND, 'etcdserver: requested lease not found');
     const all = okOf(await d.kv('Range', { key: b('e/'), range_end: prefixEnd('e/') }));
     assert.deepEqual((all.kvs as { key: string }[]).map((kv) => kv.key), ['e/kept', 'e/none']);
     // etcd: lease 9 (no keys) expired too, without a revision; lease 8 lives on.
     for (const s of d.sides) await pollExpired(s, 9, 3000);
-    assert.equal(okOf(await d.lease('LeaseTimeToLive', { ID: 9 })).TTL, '-1');
     const live = okOf(await d.lease('LeaseLeases', {}));
     assert.deepEqual(live.leases, [{ ID: '8' }]);
     assert.equal(revOf(live), 7);
     assert.deepEqual(okOf(await d.lease('LeaseTimeToLive', { ID: 8, keys: true })).keys, ['e/kept']);
     assert.equal(await ka.halfClose(), 'end');
+    // etcd: TimeToLive of the expired leases: TTL -1 (unknown lease).
+    for (const ID of [7, 9]) assert.equal(okOf(await d.lease('LeaseTimeToLive', { ID, keys: true })).TTL, '-1');
     w.cancel();
   });
 });
