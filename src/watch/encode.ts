@@ -84,9 +84,41 @@ export class WatchResponseEncoder {
     return n;
   }
 
+  /**
+   * The events of a response as one piece (repeated field 11), to be shared by every watcher
+   * that gets exactly these events: encodeWithEvents() then copies it instead of re-encoding.
+   */
+  eventsSegment(events: readonly OutEvent[]): Buffer {
+    let n = 0;
+    for (const e of events) {
+      const s = WatchResponseEncoder.eventSize(e);
+      n += 1 + varintSize(s) + s;
+    }
+    const out = Buffer.allocUnsafe(n);
+    const end = this.writeEvents(out, 0, events, 0, events.length);
+    if (end !== n) throw new Error(`watch events size ${end} != ${n}`);
+    return out;
+  }
+
+  encodeWithEvents(f: ResponseFields, segment: Buffer): Buffer {
+    const base = this.baseSize(f);
+    const out = Buffer.allocUnsafe(base + segment.length);
+    const pos = this.writeBase(out, f);
+    if (pos !== base) throw new Error(`watch response size ${pos} != ${base}`);
+    segment.copy(out, pos);
+    return out;
+  }
+
   encode(f: ResponseFields, events: readonly OutEvent[], from = 0, to = events.length): Buffer {
     const total = this.size(f, events, from, to);
     const out = Buffer.allocUnsafe(total);
+    let pos = this.writeBase(out, f);
+    pos = this.writeEvents(out, pos, events, from, to);
+    if (pos !== total) throw new Error(`watch response size ${pos} != ${total}`);
+    return out;
+  }
+
+  private writeBase(out: Buffer, f: ResponseFields): number {
     let pos = 0;
     const h = this.headerSize(f.revision);
     out[pos++] = 0x0a;
@@ -123,6 +155,10 @@ export class WatchResponseEncoder {
       out[pos++] = 0x38;
       out[pos++] = 1;
     }
+    return pos;
+  }
+
+  private writeEvents(out: Buffer, pos: number, events: readonly OutEvent[], from: number, to: number): number {
     for (let i = from; i < to; i++) {
       const e = events[i]!;
       out[pos++] = 0x5a;
@@ -142,8 +178,7 @@ export class WatchResponseEncoder {
         pos += e.prevKv.length;
       }
     }
-    if (pos !== total) throw new Error(`watch response size ${pos} != ${total}`);
-    return out;
+    return pos;
   }
 }
 

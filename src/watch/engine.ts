@@ -98,6 +98,8 @@ export class WatchEngine {
   private nextUid = 1;
   private readonly touched: Watcher[] = [];
   private readonly outScratch: OutEvent[] = [];
+  /** Per revision, the shared events part per option variant (prev_kv, NOPUT, NODELETE). */
+  private readonly sharedSegments: ({ bytes: Buffer; count: number } | null)[] = new Array(8).fill(null);
   /** Counters for /metrics and tests. */
   eventsSent = 0;
   responsesSent = 0;
@@ -234,6 +236,7 @@ export class WatchEngine {
         w.batch.push(c);
       });
     }
+    const shared = this.sharedSegments;
     for (const w of touched) {
       const batch = w.batch!;
       w.batch = null;
@@ -244,10 +247,39 @@ export class WatchEngine {
         this.moveToUnsynced(w);
         continue;
       }
-      this.sendEvents(w, batch, null, rev);
       w.nextRev = rev + 1;
+      if (batch.length !== changes.length || w.fragment) {
+        this.sendEvents(w, batch, null, rev);
+        continue;
+      }
+      // The watcher gets the whole revision: the events part is the same for every watcher
+      // with the same options, encoded once per revision (the common fan-out case).
+      const variant = (w.prevKv ? 1 : 0) | (w.noPut ? 2 : 0) | (w.noDelete ? 4 : 0);
+      let seg = shared[variant];
+      if (seg === null) {
+        seg = this.segmentFor(w, changes, rev);
+        shared[variant] = seg;
+      }
+      if (seg.count === 0) continue; // etcd: all filtered out, nothing is sent
+      w.progressDue = false;
+      this.eventsSent += seg.count;
+      this.emit(w.stream, this.encoder.encodeWithEvents({ revision: rev, watchId: w.id }, seg.bytes));
     }
     touched.length = 0;
+    shared.fill(null);
+  }
+
+  /** Events of one whole revision as `w`'s options want them, encoded once. */
+  private segmentFor(w: Watcher, changes: EventChange[], rev: number): { bytes: Buffer; count: number } {
+    const out = this.outScratch;
+    out.length = 0;
+    for (const c of changes) {
+      if (c.tombstone ? w.noDelete : w.noPut) continue;
+      out.push({ kv: c.kv, tombstone: c.tombstone, prevKv: w.prevKv ? this.replica.valueAt(c.key, rev - 1) : null });
+    }
+    const seg = { bytes: this.encoder.eventsSegment(out), count: out.length };
+    out.length = 0;
+    return seg;
   }
 
   onCompact(at: number): void {
@@ -397,7 +429,7 @@ export class WatchEngine {
   }
 
   private emit(s: Stream, bytes: Uint8Array): void {
-    s.outstanding += bytes.length;
+    s.outstanding += 5 + bytes.length; // as framed for gRPC
     this.responsesSent++;
     this.send(s.id, bytes);
   }
