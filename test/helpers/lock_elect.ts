@@ -59,35 +59,44 @@ export function dropIds(v: unknown): unknown {
 /**
  * Names for ids a server chooses itself (lease ids of sessions etcd's lock/election services and
  * etcdctl create): each distinct id becomes `<lease1>`, `<lease2>`, ... in order of first
- * appearance, in decimal and in hex. Two servers doing the same things in the same order must
- * produce the same text after this.
+ * appearance. Two servers doing the same things in the same order must produce the same text
+ * after this. Only id positions are rewritten, so a small id cannot rename a revision: the hex
+ * suffix of a key ("name/<hex>") and, in JSON, the decimal value of a "lease" or "ID" field.
  */
 export class IdNames {
-  private readonly names = new Map<string, string>();
-  private count = 0;
+  private readonly byHex = new Map<string, string>();
+  private readonly byDec = new Map<string, string>();
 
-  /** Registers `id` (decimal or bigint) and returns its name. */
+  /** Registers `id` (bigint or decimal string) and returns its name. */
   name(id: bigint | string): string {
     const big = BigInt(id);
     const dec = big.toString();
-    let n = this.names.get(dec);
+    let n = this.byDec.get(dec);
     if (n === undefined) {
-      n = `<lease${++this.count}>`;
-      this.names.set(dec, n);
-      this.names.set(big.toString(16), n);
+      n = `<lease${this.byDec.size + 1}>`;
+      this.byDec.set(dec, n);
+      this.byHex.set(big.toString(16), n);
     }
     return n;
   }
 
-  /** Replaces every registered id (whole tokens only) in `text`. */
+  /** Replaces registered ids in key suffixes ("/<hex>") and JSON "lease"/"ID" fields. */
   apply(text: string): string {
-    if (this.names.size === 0) return text;
-    return text.replace(/[0-9a-f]+/g, (tok) => this.names.get(tok) ?? tok);
+    if (this.byDec.size === 0) return text;
+    return text
+      .replace(/\/([0-9a-f]+)(?![0-9A-Za-z])/g, (m, h: string) => {
+        const n = this.byHex.get(h);
+        return n === undefined ? m : `/${n}`;
+      })
+      .replace(/"(lease|ID)":"(\d+)"/g, (m, f: string, d: string) => {
+        const n = this.byDec.get(d);
+        return n === undefined ? m : `"${f}":"${n}"`;
+      });
   }
 
-  /** Applies to every string in a JSON value. */
+  /** Applies to a JSON value. */
   applyValue<T>(v: T): T {
-    return JSON.parse(this.apply(JSON.stringify(v))) as T;
+    return v === undefined ? v : (JSON.parse(this.apply(JSON.stringify(v))) as T);
   }
 }
 
