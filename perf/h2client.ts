@@ -1,4 +1,4 @@
-// A minimal HTTP/2 client for gRPC unary calls, written on a raw TCP socket so that the load
+// A minimal HTTP/2 client for gRPC unary and streaming calls, written on a raw TCP socket so that the load
 // generator costs a small fraction of what the server under test costs per request (node:http2
 // costs the client ~100+ µs of CPU per call on this machine, more than the servers themselves).
 //
@@ -9,6 +9,13 @@
 // before the end of the stream; an error is trailers-only (HEADERS with END_STREAM, no DATA) or
 // RST_STREAM. Flow control: our receive windows are opened wide and refilled; our send window
 // is tracked so a request waits rather than overrunning the server's window.
+//
+// Streaming calls (openStream/sendMessage/endStream, used by the watch benchmark): HEADERS
+// without END_STREAM, then one DATA frame per request message; response DATA is cut into gRPC
+// messages (a message may span DATA frames and socket reads) and handed to the stream's handler
+// as a byte range of the receive buffer, so a handler that decodes only a few fields copies
+// nothing. Long-lived streams get their own WINDOW_UPDATEs. Like unary calls, the end of a
+// stream is not decoded: a stream that ends before any message ended with a gRPC error status.
 import net from 'node:net';
 
 const FRAME_DATA = 0;
@@ -19,6 +26,7 @@ const FRAME_PING = 6;
 const FRAME_GOAWAY = 7;
 const FRAME_WINDOW_UPDATE = 8;
 const FLAG_END_STREAM = 0x1;
+const FLAG_PADDED = 0x8;
 const FLAG_ACK = 0x1;
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const RECV_WINDOW = 1 << 30;
@@ -80,12 +88,34 @@ function controlFrame(type: number, flags: number, streamId: number, payload: Bu
 /** Called once per finished request with the tag given to request(). */
 export type DoneHandler = (tag: number, ok: boolean) => void;
 
-interface Queued { headerBlock: Buffer; body: Uint8Array; tag: number }
+/** Receives what a streaming call brings. */
+export interface StreamHandler {
+  /** One response message: bytes buf[start, end), valid only during the call. */
+  onMessage(buf: Buffer, start: number, end: number): void;
+  /** The stream is over (trailers, RST_STREAM or the connection went away); `messages` = how many came. */
+  onEnd(reason: string, messages: number): void;
+}
+
+interface StreamState {
+  handler: StreamHandler;
+  messages: number;
+  /** Unacknowledged received bytes (stream-level WINDOW_UPDATE when large). */
+  received: number;
+  /** A message cut by a frame or read boundary: its 5-byte prefix so far, then its body. */
+  prefix: Buffer;
+  prefixHave: number;
+  body: Buffer | null;
+  bodyHave: number;
+}
+
+/** A unary request (stream 0 = open a new stream) or a message on an open stream. */
+interface Queued { headerBlock: Buffer | null; body: Uint8Array; tag: number; streamId: number }
 
 export class H2Connection {
   private socket!: net.Socket;
   private nextStreamId = 1;
   private readonly tagByStream = new Map<number, number>();
+  private readonly streams = new Map<number, StreamState>();
   private readonly gotData = new Set<number>();
   private pending: Buffer | null = null;
   private sendWindow = 65535;
@@ -94,6 +124,8 @@ export class H2Connection {
   private corked = false;
   private closed = false;
   error: Error | null = null;
+  /** When set, called once per socket read before any message of that read is handed out. */
+  onRead: (() => void) | null = null;
 
   constructor(private readonly address: string, private readonly onDone: DoneHandler) {}
 
@@ -131,10 +163,49 @@ export class H2Connection {
       return;
     }
     if (this.queue.length > 0 || this.sendWindow < body.length + 5) {
-      this.queue.push({ headerBlock, body, tag });
+      this.queue.push({ headerBlock, body, tag, streamId: 0 });
       return;
     }
     this.send(headerBlock, body, tag);
+  }
+
+  /** Opens a streaming call (HEADERS only); returns its stream id, or -1 if the connection is closed. */
+  openStream(headerBlock: Buffer, handler: StreamHandler): number {
+    if (this.closed) {
+      handler.onEnd(this.error?.message ?? 'connection closed', 0);
+      return -1;
+    }
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    this.streams.set(id, { handler, messages: 0, received: 0, prefix: Buffer.alloc(5), prefixHave: 0, body: null, bodyHave: 0 });
+    const buf = Buffer.allocUnsafe(9 + headerBlock.length);
+    frameHeader(buf, 0, headerBlock.length, FRAME_HEADERS, 0x4 /* END_HEADERS */, id);
+    headerBlock.copy(buf, 9);
+    this.write(buf);
+    return id;
+  }
+
+  /** Sends one request message on an open stream (messages are small: the stream window is not tracked). */
+  sendMessage(streamId: number, body: Uint8Array): void {
+    if (this.closed || !this.streams.has(streamId)) return;
+    if (this.queue.length > 0 || this.sendWindow < body.length + 5) {
+      this.queue.push({ headerBlock: null, body, tag: 0, streamId });
+      return;
+    }
+    this.sendData(streamId, body, 0);
+  }
+
+  /** Half-closes a stream (empty DATA with END_STREAM); the server then ends it. */
+  endStream(streamId: number): void {
+    if (this.closed || !this.streams.has(streamId)) return;
+    const buf = Buffer.allocUnsafe(9);
+    frameHeader(buf, 0, 0, FRAME_DATA, FLAG_END_STREAM, streamId);
+    this.write(buf);
+  }
+
+  /** Open streaming calls on this connection. */
+  get openStreams(): number {
+    return this.streams.size;
   }
 
   close(): void {
@@ -157,6 +228,22 @@ export class H2Connection {
     buf.writeUInt32BE(body.length, at + 1);
     buf.set(body, at + 5);
     this.sendWindow -= dataLen;
+    this.write(buf);
+  }
+
+  private sendData(streamId: number, body: Uint8Array, flags: number): void {
+    const dataLen = 5 + body.length;
+    const buf = Buffer.allocUnsafe(9 + dataLen);
+    frameHeader(buf, 0, dataLen, FRAME_DATA, flags, streamId);
+    buf[9] = 0;
+    buf.writeUInt32BE(body.length, 10);
+    buf.set(body, 14);
+    this.sendWindow -= dataLen;
+    this.write(buf);
+  }
+
+  /** Writes, corking the socket until the end of this tick so a burst of frames is one write. */
+  private write(buf: Buffer): void {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -171,17 +258,67 @@ export class H2Connection {
   private drainQueue(): void {
     while (this.queue.length > 0 && this.sendWindow >= this.queue[0]!.body.length + 5) {
       const q = this.queue.shift()!;
-      this.send(q.headerBlock, q.body, q.tag);
+      if (q.headerBlock !== null) this.send(q.headerBlock, q.body, q.tag);
+      else if (this.streams.has(q.streamId)) this.sendData(q.streamId, q.body, 0);
     }
   }
 
   private fail(err: Error): void {
     if (this.error === null) this.error = err;
     this.closed = true;
-    const tags = [...this.tagByStream.values(), ...this.queue.map((q) => q.tag)];
+    const tags = [...this.tagByStream.values(), ...this.queue.filter((q) => q.headerBlock !== null).map((q) => q.tag)];
     this.tagByStream.clear();
     this.queue.length = 0;
     for (const t of tags) this.onDone(t, false);
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const st of streams) st.handler.onEnd(err.message, st.messages);
+  }
+
+  private endOf(streamId: number, reason: string): void {
+    const st = this.streams.get(streamId);
+    if (st === undefined) return;
+    this.streams.delete(streamId);
+    st.handler.onEnd(reason, st.messages);
+  }
+
+  /** Cuts a streaming call's DATA payload buf[at, end) into gRPC messages. */
+  private streamData(st: StreamState, buf: Buffer, at: number, end: number): void {
+    while (at < end) {
+      if (st.body === null) {
+        if (st.prefixHave === 0 && end - at >= 5) {
+          const len = buf.readUInt32BE(at + 1);
+          if (end - at - 5 >= len) { // the whole message is here: no copy
+            st.messages++;
+            st.handler.onMessage(buf, at + 5, at + 5 + len);
+            at += 5 + len;
+            continue;
+          }
+          st.body = Buffer.allocUnsafe(len);
+          st.bodyHave = 0;
+          at += 5;
+          continue;
+        }
+        const n = Math.min(5 - st.prefixHave, end - at);
+        buf.copy(st.prefix, st.prefixHave, at, at + n);
+        st.prefixHave += n;
+        at += n;
+        if (st.prefixHave < 5) return;
+        st.prefixHave = 0;
+        st.body = Buffer.allocUnsafe(st.prefix.readUInt32BE(1));
+        st.bodyHave = 0;
+      }
+      const n = Math.min(st.body.length - st.bodyHave, end - at);
+      buf.copy(st.body, st.bodyHave, at, at + n);
+      st.bodyHave += n;
+      at += n;
+      if (st.bodyHave === st.body.length) {
+        const body = st.body;
+        st.body = null;
+        st.messages++;
+        st.handler.onMessage(body, 0, body.length);
+      }
+    }
   }
 
   private finish(streamId: number): void {
@@ -193,6 +330,7 @@ export class H2Connection {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.onRead !== null) this.onRead();
     let buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
     let at = 0;
     while (buf.length - at >= 9) {
@@ -204,15 +342,38 @@ export class H2Connection {
       const payload = at + 9;
       at += 9 + len;
       switch (type) {
-        case FRAME_DATA:
-          if (len > 0) this.gotData.add(streamId);
+        case FRAME_DATA: {
           this.received += len;
+          const st = this.streams.get(streamId);
+          if (st !== undefined) {
+            const start = flags & FLAG_PADDED ? payload + 1 : payload;
+            const end = flags & FLAG_PADDED ? payload + len - buf[payload]! : payload + len;
+            this.streamData(st, buf, start, end);
+            st.received += len;
+            if (st.received > RECV_WINDOW / 2 && (flags & FLAG_END_STREAM) === 0) {
+              const wu = Buffer.alloc(4);
+              wu.writeUInt32BE(st.received, 0);
+              this.socket.write(controlFrame(FRAME_WINDOW_UPDATE, 0, streamId, wu));
+              st.received = 0;
+            }
+            if (flags & FLAG_END_STREAM) this.endOf(streamId, 'stream ended');
+            break;
+          }
+          if (len > 0) this.gotData.add(streamId);
           if (flags & FLAG_END_STREAM) this.finish(streamId);
           break;
+        }
         case FRAME_HEADERS:
-          if (flags & FLAG_END_STREAM) this.finish(streamId);
+          if (flags & FLAG_END_STREAM) {
+            if (this.streams.has(streamId)) this.endOf(streamId, 'stream ended (trailers)');
+            else this.finish(streamId);
+          }
           break;
         case FRAME_RST_STREAM:
+          if (this.streams.has(streamId)) {
+            this.endOf(streamId, `RST_STREAM error code ${buf.readUInt32BE(payload)}`);
+            break;
+          }
           this.gotData.delete(streamId);
           this.finish(streamId);
           break;

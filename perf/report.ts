@@ -1,6 +1,8 @@
 // Self-contained HTML report for a perf run: inline SVG plots, no scripts, no external files.
 //   * latency percentile distribution per workload (at the largest client count), concord vs etcd
 //   * throughput vs p99 latency across the client sweep, concord vs etcd
+//   * watch fan-out workloads: delivery latency percentiles at the largest watcher count, and
+//     delivered events/s, p99 delivery latency and p99 put latency against the watcher count
 import type { Cell, PerfReport, Sample, Target } from './run';
 
 const COLORS: Record<Target, string> = { concord: '#1f77b4', etcd: '#d62728' };
@@ -86,6 +88,21 @@ function firstSample(cell: Cell, target: Target): Sample | undefined {
   return cell.samples.find((s) => s.target === target);
 }
 
+function watchSection(name: string, cells: Cell[], largest: Cell, targets: Target[]): string {
+  const pct: Series[] = targets.flatMap((t) => { const s = firstSample(largest, t); return s && s.curve.length > 0 ? [{ label: t, points: percentileSeries(s) }] : []; });
+  const vsW = (f: (s: Sample) => number): Series[] => targets.map((t) => ({
+    label: t,
+    points: cells.map((c) => firstSample(c, t)).filter((s): s is Sample => s !== undefined && s.ok > 0).map((s) => [s.clients, f(s)] as [number, number]),
+  })).filter((s) => s.points.length > 0);
+  const xLog = cells.length > 1 && Math.max(...cells.map((c) => c.clients)) / Math.min(...cells.map((c) => c.clients)) >= 10;
+  return `<section><h2>${esc(name)}</h2><p>${esc(cells[0]!.description)}</p>` +
+    chart(`delivery latency percentiles, ${largest.clients} watchers (round 1)`, pct, { xLabel: 'percentile', yLabel: 'put sent → event received, ms', xLog: true, yLog: true, xTicks: PCT_TICKS }) +
+    chart('events delivered per second (all watchers)', vsW((s) => s.throughput), { xLabel: 'watchers', yLabel: 'events/s', xLog, yLog: false }) +
+    chart('p99 delivery latency', vsW((s) => s.latencyUs.p99 / 1000), { xLabel: 'watchers', yLabel: 'ms', xLog, yLog: true }) +
+    chart('p99 put latency while watched', vsW((s) => (s.watch?.putLatencyUs.p99 ?? NaN) / 1000), { xLabel: 'watchers', yLabel: 'ms', xLog, yLog: true }) +
+    '</section>';
+}
+
 export function renderHtml(report: PerfReport, tableText: string): string {
   const byWorkload = new Map<string, Cell[]>();
   for (const c of report.cells) {
@@ -97,6 +114,10 @@ export function renderHtml(report: PerfReport, tableText: string): string {
   for (const [name, cells] of byWorkload) {
     const largest = cells.reduce((a, b) => (b.clients > a.clients ? b : a));
     const targets: Target[] = ['concord', 'etcd'];
+    if (cells.some((c) => c.samples.some((s) => s.watch !== undefined))) {
+      sections.push(watchSection(name, cells, largest, targets));
+      continue;
+    }
     const pct: Series[] = targets.flatMap((t) => { const s = firstSample(largest, t); return s ? [{ label: t, points: percentileSeries(s) }] : []; });
     const sweep: Series[] = targets.map((t) => ({
       label: t,

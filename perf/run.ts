@@ -6,6 +6,8 @@
 //   npm run perf -- --quick              smoke run, under two minutes (CI runs it, never gates)
 //   npm run perf -- --workloads put-seq,range-ser --clients 1,64,256 --duration 5 --rounds 3
 //   npm run perf -- --no-etcd            concord only
+//   npm run perf -- --workloads watch-fanout --watchers 1,100,1000   watch fan-out (perf/watch.ts)
+//   npm run perf -- --etcd-only          etcd only (e.g. to develop a workload before concord has it)
 //
 // Output: a table on the terminal, perf/results/<stamp>.json and perf/results/<stamp>.html
 // (latency percentile curves and throughput-vs-latency from the sweep). Latencies are recorded
@@ -19,7 +21,9 @@ import * as hdr from 'hdr-histogram-js';
 import { startConcord } from '../test/helpers/concord';
 import { etcdAvailable, startEtcd } from '../test/helpers/etcd';
 import { buildHistogram, type LoadgenConfig, type LoadgenResult } from './loadgen';
+import { processCpuUs, threadBusy } from './procstat';
 import { renderHtml } from './report';
+import { measureWatch, type WatchExtra } from './watch';
 import { workloadByName, workloads, type Workload } from './workloads';
 
 export type Target = 'concord' | 'etcd';
@@ -39,6 +43,11 @@ export interface Sample {
   clientCpuUsPerOp: number;
   /** concord only: event-loop busy time per operation on each thread (from /metrics). */
   threadBusyUsPerOp?: { main: number; storage: number };
+  /**
+   * Watch fan-out workloads: `clients` is the number of watchers, an "op" is an event delivered
+   * to one watcher (throughput = events/s, latency = put sent → event received); this has the rest.
+   */
+  watch?: WatchExtra;
 }
 
 export interface Cell {
@@ -60,11 +69,14 @@ export interface Options {
   quick: boolean;
   workloads: string[];
   clients: number[];
+  /** Watcher counts for the watch workloads (default: each workload's own sweep). */
+  watchers: number[] | null;
   durationS: number;
   warmupS: number;
   rounds: number;
   procs: number;
   etcd: boolean;
+  concord: boolean;
   outDir: string;
 }
 
@@ -78,39 +90,20 @@ function parseArgs(argv: string[]): Options {
     quick,
     workloads: (get('workloads') ?? workloads.map((w) => w.name).join(',')).split(','),
     clients: (get('clients') ?? (quick ? '1,64' : '1,16,64,256,1024')).split(',').map(Number),
+    watchers: get('watchers')?.split(',').map(Number) ?? null,
     durationS: Number(get('duration') ?? (quick ? 1.5 : 5)),
     warmupS: Number(get('warmup') ?? (quick ? 0.3 : 1)),
     rounds: Number(get('rounds') ?? (quick ? 1 : 2)),
     procs: Number(get('procs') ?? Math.max(1, os.cpus().length)),
     etcd: !argv.includes('--no-etcd') && etcdAvailable(),
+    concord: !argv.includes('--etcd-only'),
     outDir: get('out') ?? path.resolve(__dirname, '../../perf/results'),
   };
   for (const w of o.workloads) workloadByName(w); // fail early on typos
   if (o.clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--clients takes positive integers');
+  if (o.watchers?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--watchers takes positive integers');
+  if (!o.concord && !o.etcd) throw new Error('--etcd-only but etcd is not installed (or --no-etcd given)');
   return o;
-}
-
-/** concord's per-thread busy seconds (concord_thread_busy_seconds_total), or null. */
-export async function threadBusy(address: string): Promise<{ main: number; storage: number } | null> {
-  try {
-    const text = await (await fetch(`http://${address}/metrics`)).text();
-    const get = (thread: string): number => Number(new RegExp(`^concord_thread_busy_seconds_total\\{thread="${thread}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-    return { main: get('main'), storage: get('storage') };
-  } catch {
-    return null;
-  }
-}
-
-/** utime+stime of a process in microseconds (Linux /proc). */
-function processCpuUs(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-    return (ticks * 1e6) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return NaN;
-  }
 }
 
 function grpcFrame(msg: Uint8Array): Buffer {
@@ -192,9 +185,16 @@ interface AutocannonResult {
   latency: Record<'p50' | 'p75' | 'p90' | 'p97_5' | 'p99' | 'p99_9' | 'p99_99' | 'p99_999' | 'max' | 'mean', number>;
 }
 
+/** The sweep of a workload: client counts, or watcher counts for the watch workloads. */
+export function sweepOf(w: Workload, o: Options): number[] {
+  if (!w.watch) return o.clients;
+  return o.watchers ?? (o.quick ? w.watch.quickWatchers : w.watch.watchers);
+}
+
 export async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
   round: number): Promise<Sample> {
   if (w.http) return measureHttp(address, serverPid, w, clients, o, target, round);
+  if (w.watch) return measureWatch(address, serverPid, w, clients, o, target, round);
   const procs = Math.min(o.procs, clients);
   const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
   const cfgs: LoadgenConfig[] = [];
@@ -288,7 +288,8 @@ export function ratios(cell: Cell, metric: (s: Sample) => number): number[] {
   for (const r of rounds) {
     const c = cell.samples.find((s) => s.round === r && s.target === 'concord');
     const e = cell.samples.find((s) => s.round === r && s.target === 'etcd');
-    if (c && e && metric(e) > 0) out.push(metric(c) / metric(e));
+    // A failed measurement (nothing succeeded, e.g. UNIMPLEMENTED) has no ratio.
+    if (c && e && c.ok > 0 && e.ok > 0 && metric(e) > 0) out.push(metric(c) / metric(e));
   }
   return out;
 }
@@ -307,6 +308,7 @@ function table(report: PerfReport): string {
     'srv cpu µs/op', 'cli cpu µs/op', 'ops/s ratio', 'p99 ratio',
   ]];
   for (const cell of report.cells) {
+    if (cell.samples.some((s) => s.watch !== undefined) || workloadByName(cell.workload).watch) continue;
     for (const target of ['concord', 'etcd'] as Target[]) {
       const ss = cell.samples.filter((s) => s.target === target);
       if (ss.length === 0) continue;
@@ -321,13 +323,52 @@ function table(report: PerfReport): string {
       ]);
     }
   }
+  const parts = rows.length > 1 ? [align(rows)] : [];
+  const watch = watchTable(report);
+  if (watch !== '') parts.push(watch);
+  return parts.join('\n\n');
+}
+
+function align(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
 }
 
+/** The watch fan-out cells: events delivered to all watchers, delivery and put latency. */
+function watchTable(report: PerfReport): string {
+  const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
+  const rows: string[][] = [[
+    'workload', 'watchers', 'target', 'puts/s', 'events/s', 'deliv p50', 'p90', 'p99', 'p99.9', 'max ms', 'put p50', 'put p99',
+    'errors', 'srv µs/ev', 'srv µs/put', 'cli µs/ev', 'events/s ratio', 'deliv p99 ratio', 'put p99 ratio',
+  ]];
+  for (const cell of report.cells) {
+    if (!workloadByName(cell.workload).watch) continue;
+    for (const target of ['concord', 'etcd'] as Target[]) {
+      const ss = cell.samples.filter((s) => s.target === target);
+      if (ss.length === 0) continue;
+      const m = (f: (s: Sample) => number): number => median(ss.map(f));
+      const put = (f: (w: WatchExtra) => number) => (s: Sample): number => (s.watch ? f(s.watch) : 0);
+      rows.push([
+        cell.workload, String(cell.clients), target, m(put((w) => w.putsPerSec)).toFixed(0), m((s) => s.throughput).toFixed(0),
+        ms(m((s) => s.latencyUs.p50)), ms(m((s) => s.latencyUs.p90)), ms(m((s) => s.latencyUs.p99)),
+        ms(m((s) => s.latencyUs.p999)), ms(m((s) => s.latencyUs.max)),
+        ms(m(put((w) => w.putLatencyUs.p50))), ms(m(put((w) => w.putLatencyUs.p99))),
+        String(ss.reduce((a, s) => a + s.errors, 0)),
+        m((s) => s.serverCpuUsPerOp).toFixed(1), m(put((w) => w.serverCpuUsPerPut)).toFixed(0), m((s) => s.clientCpuUsPerOp).toFixed(1),
+        target === 'concord' ? fmtRatio(ratios(cell, (s) => s.throughput)) : '',
+        target === 'concord' ? fmtRatio(ratios(cell, (s) => s.latencyUs.p99)) : '',
+        target === 'concord' ? fmtRatio(ratios(cell, put((w) => w.putLatencyUs.p99))) : '',
+      ]);
+    }
+  }
+  if (rows.length === 1) return '';
+  return 'watch fan-out: events/s = events received by all watchers; deliv = put sent -> event received (ms); ' +
+    'put = put latency while watched (ms); µs/ev = CPU per delivered event; srv µs/put = server CPU per put and its W deliveries\n' + align(rows);
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  const targets: Target[] = o.etcd ? ['concord', 'etcd'] : ['concord'];
+  const targets: Target[] = [...(o.concord ? ['concord' as const] : []), ...(o.etcd ? ['etcd' as const] : [])];
   const report: PerfReport = {
     startedAt: new Date().toISOString(),
     machine: {
@@ -340,9 +381,9 @@ async function main(): Promise<void> {
   };
   for (const name of o.workloads) {
     const w = workloadByName(name);
-    for (const clients of o.clients) report.cells.push({ workload: w.name, description: w.description, clients, samples: [] });
+    for (const clients of sweepOf(w, o)) report.cells.push({ workload: w.name, description: w.description, clients, samples: [] });
   }
-  const progress = new Progress(o.workloads.length * o.rounds * targets.length * o.clients.length);
+  const progress = new Progress(report.cells.length * o.rounds * targets.length);
   for (let round = 0; round < o.rounds; round++) {
     for (const name of o.workloads) {
       const w = workloadByName(name);
@@ -351,8 +392,8 @@ async function main(): Promise<void> {
       for (const target of order) {
         await withServer(target, async (address, pid) => {
           await setup(address, w);
-          for (const clients of o.clients) {
-            progress.step(`${w.name} c=${clients} ${target} round ${round + 1}`);
+          for (const clients of sweepOf(w, o)) {
+            progress.step(`${w.name} ${w.watch ? 'W' : 'c'}=${clients} ${target} round ${round + 1}`);
             const s = await measure(address, pid, w, clients, o, target, round);
             report.cells.find((c) => c.workload === w.name && c.clients === clients)!.samples.push(s);
           }
@@ -371,8 +412,10 @@ async function main(): Promise<void> {
   fs.writeFileSync(`${base}.json`, JSON.stringify(report, null, 1));
   fs.writeFileSync(`${base}.html`, renderHtml(report, text));
   console.log(`\nwrote ${base}.json and ${base}.html`);
-  const errors = report.cells.flatMap((c) => c.samples).filter((s) => s.errors > 0);
-  for (const s of errors.slice(0, 5)) console.log(`errors (${s.target}, c=${s.clients}): ${s.errorSamples.join('; ')}`);
+  const errors = report.cells.flatMap((c) => c.samples.filter((s) => s.errors > 0).map((s) => ({ c, s })));
+  for (const { c, s } of errors.slice(0, 8)) {
+    console.log(`errors (${c.workload}, ${s.target}, ${workloadByName(c.workload).watch ? 'W' : 'c'}=${s.clients}): ${s.errorSamples.join('; ')}`);
+  }
 }
 
 if (require.main === module && process.argv[2] === 'sizing') {

@@ -20,6 +20,21 @@ export interface Workload {
   http?: { path: string; body: string };
   /** Mixed workloads: some requests go to another method. */
   mixed?: { path: string; fraction: number; makeGenerator(seed: number): (seq: number) => Uint8Array };
+  /** Watch fan-out workloads (perf/watch.ts); their sweep is over watcher counts, not clients. */
+  watch?: WatchSpec;
+}
+
+export interface WatchSpec {
+  /** Watcher counts swept (full run, and --quick). */
+  watchers: number[];
+  quickWatchers: number[];
+  /** The writer's puts per second at W watchers; 0 = closed loop with `inflight` puts outstanding. */
+  rate(watchers: number): number;
+  /** Closed loop: concurrent puts. Paced: cap on outstanding puts (beyond it sends are skipped and counted). */
+  inflight: number;
+  /** Watches per Watch stream, streams per HTTP/2 connection. */
+  perStream: number;
+  streamsPerConn: number;
 }
 
 export const VALUE_BYTES = 256;
@@ -164,6 +179,33 @@ workloads.push(
     makeGenerator: () => () => putBody(hot),
     setup: () => [],
     http: { path: '/v3/kv/put', body: JSON.stringify({ key: b64(hot), value: Buffer.from(value).toString('base64') }) },
+  },
+);
+
+// Watch fan-out (issue #4). Every watcher watches the whole bench/w/ prefix, so one put is W
+// events; perf/watchgen.ts has the protocol and the checks.
+const watchPlumbing = (): [] => [];
+workloads.push(
+  {
+    name: 'watch-fanout',
+    description: 'Watch fan-out: W watchers on one prefix (100 per stream, 10 streams per connection), one writer paced at ' +
+      'min(1,000, 100,000/W) puts/s, 32-byte values: ~100k events/s at W >= 100; latency = put sent -> event received',
+    path: '/etcdserverpb.Watch/Watch',
+    makeGenerator: () => () => new Uint8Array(0),
+    setup: watchPlumbing,
+    watch: {
+      watchers: [1, 100, 1000, 10000], quickWatchers: [100],
+      rate: (w) => Math.min(1000, 100_000 / w), inflight: 1000, perStream: 100, streamsPerConn: 10,
+    },
+  },
+  {
+    name: 'watch-max',
+    description: 'Watch fan-out, writer as fast as it goes (16 puts in flight): W watchers on one prefix; events/s delivered, ' +
+      'put latency while watched',
+    path: '/etcdserverpb.Watch/Watch',
+    makeGenerator: () => () => new Uint8Array(0),
+    setup: watchPlumbing,
+    watch: { watchers: [1, 10, 100], quickWatchers: [10], rate: () => 0, inflight: 16, perStream: 100, streamsPerConn: 10 },
   },
 );
 

@@ -97,6 +97,7 @@ async function main(): Promise<void> {
     quotaBackendBytes: quota,
     watchProgressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs > 0
       ? cfg.watchProgressNotifyIntervalMs : limits.watchProgressNotifyIntervalMsDefault,
+    leaseCheckpointIntervalMs: cfg.leaseCheckpointEnabled ? cfg.leaseCheckpointIntervalMs : 0,
     onFatal(message) {
       log.log('fatal', 'storage failure, stopping', { error: message });
       process.exit(1);

@@ -8,6 +8,7 @@ import { RangeEnd } from '../mvcc/index';
 import { assert } from '../util/assert';
 import { errCompacted, errFutureRev, errKeyNotFound, errLeaseNotFound } from '../util/errors';
 import { goSort, goSortReverse } from '../util/go_sort';
+import type { LeaseStore } from '../lease/lease_store';
 
 type RangeRequest = etcdserverpb.RangeRequest.$Properties;
 type PutRequest = etcdserverpb.PutRequest.$Properties;
@@ -66,6 +67,41 @@ export class Applier {
   constructor(store: KVStore) {
     this.store = store;
     this.leases = noLeases;
+  }
+
+  /** Sets the lease state puts are checked against and revokes delete from. */
+  useLeases(leases: LeaseStore): void {
+    this.leases = leases;
+    this.leaseStore = leases;
+    this.store.leaseAttachments = leases;
+  }
+
+  private leaseStore: LeaseStore | null = null;
+
+  // ---- Lease (etcd applierV3backend.LeaseGrant, LeaseRevoke, LeaseCheckpoint) ----
+
+  leaseGrant(r: etcdserverpb.LeaseGrantRequest.$Properties): etcdserverpb.LeaseGrantResponse.$Properties {
+    const lease = this.leaseStore!.grant(Long.fromValue(r.ID ?? 0), toNumber(r.TTL));
+    return { header: { revision: this.store.currentRev }, ID: lease.id, TTL: lease.ttl };
+  }
+
+  /** Deletes every attached key in one revision (one DELETE event each, key order), then the lease. */
+  leaseRevoke(r: etcdserverpb.LeaseRevokeRequest.$Properties): etcdserverpb.LeaseRevokeResponse.$Properties {
+    const leases = this.leaseStore!;
+    const id = Long.fromValue(r.ID ?? 0);
+    const keys = leases.keysToRevoke(id);
+    if (keys.length > 0) {
+      const w = this.store.write();
+      for (const key of keys) w.deleteRange(key, null);
+      w.end();
+    }
+    leases.remove(id);
+    return { header: { revision: this.store.currentRev } };
+  }
+
+  leaseCheckpoint(r: etcdserverpb.LeaseCheckpointRequest.$Properties): etcdserverpb.LeaseCheckpointResponse.$Properties {
+    for (const cp of r.checkpoints ?? []) this.leaseStore!.checkpoint(Long.fromValue(cp.ID ?? 0), toNumber(cp.remaining_TTL));
+    return { header: { revision: this.store.currentRev } };
   }
 
   // ---- Range (etcd applierV3backend.Range) ----

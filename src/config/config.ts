@@ -28,6 +28,8 @@ export interface Config {
   snapshotCount: number;
   logLevel: string;
   watchProgressNotifyIntervalMs: number;
+  leaseCheckpointIntervalMs: number;
+  leaseCheckpointEnabled: boolean;
 }
 
 type Kind = 'string' | 'int' | 'urls' | 'bool' | 'duration';
@@ -56,6 +58,9 @@ const flags: Record<string, FlagSpec> = {
   'max-concurrent-streams': { key: 'maxConcurrentStreams', kind: 'int', def: '4294967295', help: 'Maximum concurrent streams that each client can open at a time.' },
   'snapshot-count': { key: 'snapshotCount', kind: 'int', def: '100000', help: 'Number of committed transactions to trigger a snapshot to disk.' },
   'experimental-watch-progress-notify-interval': { key: 'watchProgressNotifyIntervalMs', kind: 'duration', def: '10m0s', help: 'Duration of periodic watch progress notifications.' },
+  'experimental-lease-checkpoint-interval': { key: 'leaseCheckpointIntervalMs', kind: 'duration', def: '5m0s', help: 'Duration between checkpoints of the remaining TTLs of long leases.' },
+  'experimental-enable-lease-checkpoint': { key: 'leaseCheckpointEnabled', kind: 'bool', def: 'true', help: 'Persist the remaining TTL of leases so restarts and leader changes keep it (etcd 3.6 default).' },
+  'experimental-enable-lease-checkpoint-persist': { key: null, kind: 'bool', def: 'true', help: 'Accepted for etcd compatibility; checkpoints are always persisted.' },
   'log-level': { key: 'logLevel', kind: 'string', def: 'info', help: 'Log level: debug, info, warn, error, panic, or fatal.' },
   'logger': { key: null, kind: 'string', def: 'zap', help: 'Accepted for etcd compatibility; concord always logs JSON lines.' },
   'log-outputs': { key: null, kind: 'string', def: 'default', help: 'Accepted for etcd compatibility; concord logs to stderr.' },

@@ -30,6 +30,12 @@ export interface Change {
 
 export type LeaseId = Long | number;
 
+/** Who keeps which key is attached to which lease (lease/lease_store.ts). */
+export interface LeaseAttachments {
+  attach(key: string, lease: LeaseId): void;
+  detach(key: string): void;
+}
+
 const emptyBytes = new Uint8Array(0);
 
 export class KVStore {
@@ -45,6 +51,8 @@ export class KVStore {
    * event ring). The Change objects and bytes are the caller's after the call returns.
    */
   changeObserver: ((rev: number, changes: readonly Change[]) => void) | null;
+  /** Told every put's lease and every delete, to keep lease attachments. */
+  leaseAttachments: LeaseAttachments | null;
 
   constructor(backend: Backend) {
     this.index = new TreeIndex();
@@ -53,6 +61,7 @@ export class KVStore {
     this.compactMainRev = -1;
     this.rangeScratch = [];
     this.changeObserver = null;
+    this.leaseAttachments = null;
   }
 
   /**
@@ -60,7 +69,9 @@ export class KVStore {
    * persisted currentRev come from an apply batch that did not commit whole; the raft log will
    * apply that entry again, so they are removed here.
    */
-  restore(): void {
+  restore(): Map<string, Long> {
+    /** Live keys with a lease, as the last record of each key says. */
+    const keyLeases = new Map<string, Long>();
     const metaRev = this.backend.getMetaU64(schema.metaCurrentRev);
     this.currentRev = Math.max(1, metaRev);
     // A compaction at revision 0 is a compaction too (etcd: compacting at 0 again is refused).
@@ -75,9 +86,17 @@ export class KVStore {
       const sub = schema.revKeySub(key);
       const tomb = schema.revKeyIsTombstone(key);
       const kv = mvccpb.KeyValue.decode(value);
-      const ki = this.index.getOrCreate(Buffer.from(kv.key).toString('latin1'));
+      const keyStr = Buffer.from(kv.key).toString('latin1');
+      const ki = this.index.getOrCreate(keyStr);
       ki.restore(main, sub, tomb, toNumber(kv.create_revision), toNumber(kv.version));
+      const lease = kv.lease;
+      if (tomb || lease === null || lease === undefined || (typeof lease === 'number' ? lease === 0 : lease.isZero())) {
+        keyLeases.delete(keyStr);
+      } else {
+        keyLeases.set(keyStr, typeof lease === 'number' ? Long.fromNumber(lease) : Long.fromValue(lease));
+      }
     }
+    return keyLeases;
   }
 
   /** Reads [key, end) at `rev` (0 = latest), etcd storeTxnRead.rangeKeys. */
@@ -192,6 +211,7 @@ export class TxnWrite {
     }).finish();
     this.store.backend.putKv(schema.revKey(rev, sub, false), record);
     ki.put(rev, sub);
+    if (this.store.leaseAttachments !== null) this.store.leaseAttachments.attach(keyStr, lease);
     this.changes.push({ kv: record, tombstone: false });
     return rev;
   }
@@ -213,6 +233,7 @@ export class TxnWrite {
       }).finish();
       this.store.backend.putKv(schema.revKey(rev, sub, true), record);
       ki.tombstone(rev, sub);
+      if (this.store.leaseAttachments !== null) this.store.leaseAttachments.detach(ki.key);
       this.changes.push({ kv: record, tombstone: true });
     }
     return doomed.length;

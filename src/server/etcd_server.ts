@@ -24,8 +24,21 @@ import { newStatsBuffer, WorkerStats } from '../workers/stats';
 import { newRingBuffer } from '../watch/ring';
 import { WatchHub } from '../watch/hub';
 import { newWatchStatsBuffer } from '../watch/protocol';
+import { Lessor } from '../lease/lessor';
+import { LeaseChangeKind } from '../lease/lease_store';
 import * as schema from '../storage/schema';
 import * as path from 'node:path';
+
+/** A proposal or read made by the server itself (lease expiry, checkpoints): no client waits. */
+export class InternalWaiter {
+  constructor(readonly done: (code: number, response: Uint8Array) => void) {}
+}
+
+/** etcd's lease TTL floor: 1.5 election timeouts in heartbeats, rounded up to seconds. */
+export function leaseTtlMinSeconds(electionMs: number, heartbeatMs: number): number {
+  const electionTicks = Math.floor(electionMs / heartbeatMs);
+  return Math.ceil((Math.floor((3 * electionTicks) / 2) * heartbeatMs) / 1000);
+}
 
 /** Receives the answer to a proposal or read: code 0 and the encoded response, or an error. */
 export type ResultSink = (target: unknown, code: number, response: Uint8Array) => void;
@@ -43,6 +56,8 @@ export interface EtcdServerConfig {
   quotaBackendBytes: number;
   /** --experimental-watch-progress-notify-interval, in ms. */
   watchProgressNotifyIntervalMs: number;
+  /** --experimental-lease-checkpoint-interval, in ms. */
+  leaseCheckpointIntervalMs: number;
   onFatal(message: string): void;
 }
 
@@ -56,6 +71,14 @@ interface PendingRead {
   target: unknown;
 }
 
+/** etcd lessor: expiry is checked every 500 ms; leaseRevokeRate 1000/s. */
+const leaseTickMs = 500;
+const leaseRevokesPerTick = 500;
+/** etcd maxLeaseCheckpointBatchSize. */
+const leaseCheckpointBatchMax = 1000;
+/** A revoke or checkpoint the server proposed itself: a lease revoked meanwhile is no error. */
+const ignoreResult = new InternalWaiter(() => undefined);
+
 export class EtcdServer {
   readonly cfg: EtcdServerConfig;
   readonly clusterId: Long;
@@ -63,6 +86,9 @@ export class EtcdServer {
   private readonly worker: StorageWorkerHandle;
   /** The watch worker (set once by start()). */
   watch!: WatchHub;
+  /** The leader's lease clock. */
+  readonly lessor: Lessor;
+  private leaseTicker: NodeJS.Timeout | null = null;
   private readonly raft: Raft;
   private sink: ResultSink;
   /** proposal id -> whoever waits for its answer. */
@@ -132,6 +158,9 @@ export class EtcdServer {
     this.stopped = false;
     this.currentRev = ready.currentRev;
     this.compactRev = ready.compactRev;
+    this.lessor = new Lessor({ checkpointIntervalMs: cfg.leaseCheckpointIntervalMs, revokeRetryMs: 3000 });
+    const now = Date.now();
+    for (const l of ready.leases) this.lessor.restore(Long.fromString(l.id), l.ttl, l.remaining, now);
     this.dbSize = 0;
     this.dbSizeInUse = 0;
     this.readyWaiters = [];
@@ -155,6 +184,7 @@ export class EtcdServer {
       statsBuffer,
       watchEventRing,
       watchCompactRev,
+      leaseTtlMin: leaseTtlMinSeconds(cfg.electionMs, cfg.heartbeatMs),
     });
     const server = new EtcdServer(cfg, handle, ready, new WorkerStats(statsBuffer));
     // After the storage worker: it creates the LMDB databases the watch worker opens. Entries
@@ -181,6 +211,7 @@ export class EtcdServer {
       throw err;
     }
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
+    server.leaseTicker = setInterval(() => server.leaseTick(), leaseTickMs);
     // A lone voter need not wait an election timeout to find out nobody else is there.
     server.raft.campaign();
     server.scheduleTurn();
@@ -400,7 +431,8 @@ export class EtcdServer {
       const target = this.waits.get(id);
       if (target === undefined) continue; // proposed before a restart
       this.waits.delete(id);
-      this.sink(target, code, response);
+      if (target instanceof InternalWaiter) target.done(code, response);
+      else this.sink(target, code, response);
     }
     for (let n = r.u32(); n > 0; n--) {
       const id = r.u32();
@@ -409,10 +441,35 @@ export class EtcdServer {
       const target = this.reads.get(id);
       assert(target !== undefined, 'read answered twice');
       this.reads.delete(id);
-      this.sink(target, code, response);
+      if (target instanceof InternalWaiter) target.done(code, response);
+      else this.sink(target, code, response);
+    }
+    const now = Date.now();
+    for (let n = r.u32(); n > 0; n--) {
+      const kind = r.u8() as LeaseChangeKind;
+      const id = Long.fromString(Buffer.from(r.bytes()).toString('latin1'));
+      const ttl = r.u53();
+      const remaining = r.u53();
+      this.lessor.applied(kind, id, ttl, remaining, now);
     }
     this.checkCaughtUp();
     if (this.pendingReads.length > 0 || this.raft.hasReady()) this.scheduleTurn();
+  }
+
+  /**
+   * The leader revokes expired leases and checkpoints remaining TTLs, through the log (etcd
+   * lessor runLoop: every 500 ms, at most leaseRevokeRate / 2 revokes per round).
+   */
+  private leaseTick(): void {
+    if (this.stopped || !this.raft.isLeader()) return;
+    const now = Date.now();
+    for (const id of this.lessor.expired(now, leaseRevokesPerTick)) {
+      this.propose({ lease_revoke: { ID: id } }, ignoreResult);
+    }
+    const due = this.lessor.dueCheckpoints(now, leaseCheckpointBatchMax);
+    if (due.length > 0) {
+      this.propose({ lease_checkpoint: { checkpoints: due.map((c) => ({ ID: c.id, remaining_TTL: c.remaining })) } }, ignoreResult);
+    }
   }
 
   /** Stops taking requests, fails what waits, flushes and closes storage. */
@@ -420,6 +477,7 @@ export class EtcdServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker !== null) clearInterval(this.ticker);
+    if (this.leaseTicker !== null) clearInterval(this.leaseTicker);
     const empty = new Uint8Array(0);
     for (const target of this.waits.values()) this.sink(target, ErrorCode.Stopped, empty);
     this.waits.clear();

@@ -23,6 +23,9 @@ export class Backend {
   readonly env: RootDatabase;
   readonly kv: Database<Buffer, Buffer>;
   readonly meta: Database<Buffer, string>;
+  readonly lease: Database<Buffer, Buffer>;
+  /** Lease records to write with the next batch (null = remove), last write wins. */
+  private readonly leaseQueue: Map<string, Buffer | null>;
   /** revision key (latin1) -> KeyValue bytes not yet committed to LMDB. */
   private readonly pending: Map<string, Uint8Array>;
   /** Writes not yet handed to LMDB, in order: value null = remove. */
@@ -50,6 +53,8 @@ export class Backend {
     });
     this.kv = this.env.openDB<Buffer, Buffer>({ name: schema.dbKey, keyEncoding: 'binary', encoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: schema.dbMeta, encoding: 'binary' });
+    this.lease = this.env.openDB<Buffer, Buffer>({ name: schema.dbLease, keyEncoding: 'binary', encoding: 'binary' });
+    this.leaseQueue = new Map();
     this.pending = new Map();
     this.queueKeys = [];
     this.queueValues = [];
@@ -99,7 +104,13 @@ export class Backend {
     }
     const keys = this.queueKeys;
     const values = this.queueValues;
-    if (keys.length === 0 && this.metaQueue.size === 0) return;
+    if (keys.length === 0 && this.metaQueue.size === 0 && this.leaseQueue.size === 0) return;
+    for (const [k, v] of this.leaseQueue) {
+      const key = Buffer.from(k, 'latin1');
+      if (v === null) void this.lease.remove(key);
+      else void this.lease.put(key, v);
+    }
+    this.leaseQueue.clear();
     this.queueKeys = [];
     this.queueValues = [];
     for (let i = 0; i < keys.length; i++) {
@@ -125,6 +136,17 @@ export class Backend {
       for (const [name, v] of metas) if (this.metaCommitting.get(name) === v) this.metaCommitting.delete(name);
       if (this.metaCommitObserver !== null) for (const [name, v] of metas) this.metaCommitObserver(name, v);
     });
+  }
+
+  // ---- leases (read from LMDB only at start: the lease store keeps them in memory) ----
+
+  putLease(id: Buffer, record: Buffer | null): void {
+    this.leaseQueue.set(id.toString('latin1'), record);
+    this.armTimer();
+  }
+
+  *leaseRecords(): Generator<{ id: Buffer; record: Buffer }> {
+    for (const { key, value } of this.lease.getRange({})) yield { id: Buffer.from(key), record: Buffer.from(value) };
   }
 
   // ---- meta ----

@@ -5,10 +5,13 @@
 //   key   : MVCC revisions (etcd's "key" bucket). key = main (u64 BE) | sub (u64 BE) [| 't']
 //                       value = mvccpb.KeyValue bytes ({key, mod_revision} only for a tombstone)
 //   meta  : small named records, keys below.
+//   lease : lease id (i64 BE, 8 bytes) -> f64 LE granted TTL s | f64 LE remaining TTL s
+//           (remaining 0 = none checkpointed; etcd's leasepb.Lease {ID, TTL, RemainingTTL})
 import { assert } from '../util/assert';
 
 export const dbKey = 'key';
 export const dbMeta = 'meta';
+export const dbLease = 'lease';
 
 export const metaConsistentIndex = 'consistentIndex'; // u64: last raft index applied to MVCC
 export const metaCurrentRev = 'currentRev'; //           u64: MVCC current revision at that index

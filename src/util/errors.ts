@@ -22,6 +22,8 @@ export const enum ErrorCode {
   Corrupt,
   MessageTooLarge,
   InvalidSortOption,
+  LeaseExist,
+  LeaseTtlTooLarge,
 }
 
 export class ConcordError extends Error {
@@ -44,6 +46,8 @@ export const errCompacted = make(ErrorCode.Compacted, 'mvcc: required revision h
 export const errFutureRev = make(ErrorCode.FutureRev, 'mvcc: required revision is a future revision');
 export const errKeyNotFound = make(ErrorCode.KeyNotFound, 'key not found');
 export const errLeaseNotFound = make(ErrorCode.LeaseNotFound, 'lease not found');
+export const errLeaseExist = make(ErrorCode.LeaseExist, 'lease already exists');
+export const errLeaseTtlTooLarge = make(ErrorCode.LeaseTtlTooLarge, 'too large lease TTL');
 export const errNoSpace = make(ErrorCode.NoSpace, 'database space exceeded');
 export const errStopped = make(ErrorCode.Stopped, 'server stopped');
 export const errTooManyRequests = make(ErrorCode.TooManyRequests, 'too many requests');

@@ -397,7 +397,7 @@ export class WatchEngine {
   }
 
   private emit(s: Stream, bytes: Uint8Array): void {
-    s.outstanding += bytes.length;
+    s.outstanding += 5 + bytes.length; // as framed for gRPC
     this.responsesSent++;
     this.send(s.id, bytes);
   }

@@ -13,7 +13,8 @@ import {
 
 /** Where a stream's responses go (the gRPC call or the gateway's HTTP response). */
 export interface WatchStreamSink {
-  write(bytes: Uint8Array): void;
+  /** `count` gRPC-framed responses in one piece (watch/protocol.ts Output). */
+  writeFramed(frames: Uint8Array, count: number): void;
   /** The worker failed: the stream must end with an error. */
   fail(message: string): void;
 }
@@ -175,9 +176,10 @@ export class WatchHub {
     const r = new PackReader(data);
     for (let n = r.u32(); n > 0; n--) {
       const id = r.u32();
-      const bytes = r.bytes();
+      const count = r.u32();
+      const frames = r.bytes();
       const sink = this.streams.get(id);
-      if (sink !== undefined) sink.write(bytes);
+      if (sink !== undefined) sink.writeFramed(frames, count);
     }
   }
 

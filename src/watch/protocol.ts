@@ -11,8 +11,10 @@
 //                u8 endKind (EndKind), bytes end
 //       Cancel:  u53 watchId (signed)
 //       Ack:     u53 bytes written out to the client since the last Ack
-//   Output   watch worker -> main
-//     u32 count | count x (u32 streamId, bytes encoded WatchResponse)
+//   Output   watch worker -> main, per stream all the responses of the turn, already framed
+//     u32 count | count x (u32 streamId, u32 responses, u32 length, gRPC frames)
+//     gRPC frame = u8 0 (not compressed), u32 BE length, encoded WatchResponse
+//     so the main thread writes each stream's turn with one write.
 // Start-up, statistics and failure messages are plain objects (rare).
 export const enum ControlOp {
   Open = 1,

@@ -33,6 +33,8 @@ class WatchWorker {
   private readonly engine: WatchEngine;
   private readonly out: PackWriter;
   private outCount: number;
+  /** Responses of this turn per stream, sent framed in one piece each (protocol.ts Output). */
+  private readonly outByStream: Map<number, { responses: Uint8Array[]; bytes: number }>;
   private expectedSeq: number;
   /** Records read but not processed because of a gap, oldest first. */
   private stash: EventRecord[];
@@ -51,10 +53,15 @@ class WatchWorker {
     this.encoder = new WatchResponseEncoder(init.clusterId, init.memberId, init.raftTerm);
     this.out = new PackWriter(64 * 1024);
     this.outCount = 0;
+    this.outByStream = new Map();
     this.engine = new WatchEngine(this.replica, this.encoder, (streamId, bytes) => {
-      this.out.u32(streamId);
-      this.out.bytes(bytes);
-      this.outCount++;
+      let q = this.outByStream.get(streamId);
+      if (q === undefined) {
+        q = { responses: [], bytes: 0 };
+        this.outByStream.set(streamId, q);
+      }
+      q.responses.push(bytes);
+      q.bytes += 5 + bytes.length;
     }, {
       fragmentBytesMax: init.fragmentBytesMax,
       streamBytesMax: init.streamBytesMax,
@@ -172,7 +179,20 @@ class WatchWorker {
   }
 
   private flushOut(): void {
-    if (this.outCount === 0) return;
+    if (this.outByStream.size === 0) return;
+    const out = this.out;
+    for (const [streamId, q] of this.outByStream) {
+      out.u32(streamId);
+      out.u32(q.responses.length);
+      out.u32(q.bytes);
+      for (const r of q.responses) {
+        out.u8(0);
+        out.u32be(r.length);
+        out.raw(r);
+      }
+      this.outCount++;
+    }
+    this.outByStream.clear();
     const m = new Uint8Array(4 + this.out.length);
     new DataView(m.buffer).setUint32(0, this.outCount, true);
     this.out.copyTo(m, 4);

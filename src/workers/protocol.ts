@@ -20,8 +20,10 @@
 //     u53 appliedIndex, u53 currentRev, u53 compactRev, u53 dbSize, u53 dbSizeInUse
 //     u32 resultCount | resultCount x Result    proposals answered (id = InternalRequest.id)
 //     u32 readCount   | readCount   x ReadResult
+//     u32 leaseCount  | leaseCount  x LeaseChange   lease/lease_store.ts changes, apply order
 //   Result     = u53 id, u8 errorCode (0 = ok), u32 length, response bytes
 //   ReadResult = u32 readId, u8 errorCode, u32 length, response bytes
+//   LeaseChange = u8 kind, u32 length, decimal int64 id (ascii), u53 ttl, u53 remaining
 //   Persisted worker -> main
 //     u8 type = Persisted, u53 index, u53 term     entries up to index are durable
 //   A batch's committed entries may include entries appended in the same batch: the worker
@@ -33,6 +35,8 @@ import type { Entry } from '../raft/types';
 export const enum ReadKind {
   Range = 1,
   Status = 2,
+  /** LeaseTimeToLiveRequest in; LeaseTimeToLiveResponse out with ID, grantedTTL, keys (no TTL). */
+  LeaseTimeToLive = 3,
 }
 
 export const enum WorkerMessageType {
@@ -99,6 +103,20 @@ export class PackWriter {
     this.reserve(8);
     this.buf.writeDoubleLE(v, this.pos);
     this.pos += 8;
+  }
+
+  /** A big-endian u32 (gRPC message prefixes). */
+  u32be(v: number): void {
+    this.reserve(4);
+    this.buf.writeUInt32BE(v, this.pos);
+    this.pos += 4;
+  }
+
+  /** Bytes with no length prefix. */
+  raw(b: Uint8Array): void {
+    this.reserve(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
   }
 
   bytes(b: Uint8Array): void {
@@ -187,6 +205,15 @@ export interface WorkerInit {
   watchEventRing: SharedArrayBuffer;
   /** BigInt64Array(1): the compaction revision, stored at apply for the watch worker. */
   watchCompactRev: SharedArrayBuffer;
+  /** etcd's minimum lease TTL in seconds (from the election timeout). */
+  leaseTtlMin: number;
+}
+
+/** A lease as the storage worker restored it (id as a decimal int64). */
+export interface LeaseInfo {
+  id: string;
+  ttl: number;
+  remaining: number;
 }
 
 export interface WorkerReady {
@@ -201,6 +228,7 @@ export interface WorkerReady {
   entries: Uint8Array;
   currentRev: number;
   compactRev: number;
+  leases: LeaseInfo[];
 }
 
 export interface WorkerFatal {

@@ -25,12 +25,13 @@ import { Wal } from '../storage/wal';
 import { StatSlot, WorkerStats } from './stats';
 import * as schema from '../storage/schema';
 import { assert } from '../util/assert';
-import { ConcordError } from '../util/errors';
+import { ConcordError, errLeaseNotFound } from '../util/errors';
 import {
   backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries, protoDepthMax,
 } from '../config/limits';
 import { setProtoDepthMax } from '../util/proto_depth';
 import { EventRingWriter } from '../watch/events';
+import { LeaseStore } from '../lease/lease_store';
 import type { Entry } from '../raft/types';
 import {
   FromWorker, PackReader, PackWriter, ReadKind, ToWorker, WorkerInit, WorkerMessageType, WorkerReady,
@@ -53,6 +54,7 @@ class StorageWorker {
   private walReplay: { hardState: { term: number; vote: number; commit: number }; prevIndex: number; prevTerm: number; entries: Entry[] } | null;
   private readonly store: KVStore;
   private readonly applier: Applier;
+  private readonly leases: LeaseStore;
   private readonly clusterId: Long;
   private readonly memberId: Long;
   private appliedIndex: number;
@@ -70,6 +72,7 @@ class StorageWorker {
   private resultCount: number;
   private readonly reads: PackWriter;
   private readCount: number;
+  private readonly leaseChanges = new PackWriter(1024);
   private compaction: Compaction | null;
   private compactionScheduled: boolean;
   private sizesAtMs: number;
@@ -98,7 +101,9 @@ class StorageWorker {
     };
     this.walReplay = opened.replay;
     this.store = new KVStore(this.backend);
-    this.store.restore();
+    const keyLeases = this.store.restore();
+    this.leases = new LeaseStore(this.backend, init.leaseTtlMin);
+    this.leases.restore(keyLeases);
     this.compactRevShared = new BigInt64Array(init.watchCompactRev);
     Atomics.store(this.compactRevShared, 0, BigInt(this.store.compactMainRev));
     const events = new EventRingWriter(init.watchEventRing);
@@ -110,6 +115,7 @@ class StorageWorker {
       events.flush();
     };
     this.applier = new Applier(this.store);
+    this.applier.useLeases(this.leases);
     this.clusterId = this.loadId(schema.metaClusterId);
     this.memberId = this.loadId(schema.metaMemberId);
     this.backend.flush(); // new ids go to disk with the first commit, not 100 ms later
@@ -166,6 +172,7 @@ class StorageWorker {
       entries: w.finish(),
       currentRev: this.store.currentRev,
       compactRev: this.store.compactMainRev,
+      leases: [...this.leases.all()].map((l) => ({ id: l.id.toString(), ttl: l.ttl, remaining: l.remaining })),
     };
     this.walReplay = null; // the main thread owns the in-memory log from here on
     return ready;
@@ -310,6 +317,18 @@ class StorageWorker {
         const resp = this.applier.txn(req.txn);
         resp.header = this.header(toNumber(resp.header!.revision));
         response = etcdserverpb.TxnResponse.encode(resp).finish();
+      } else if (req.lease_grant) {
+        const resp = this.applier.leaseGrant(req.lease_grant);
+        resp.header = this.header(this.store.currentRev);
+        response = etcdserverpb.LeaseGrantResponse.encode(resp).finish();
+      } else if (req.lease_revoke) {
+        const resp = this.applier.leaseRevoke(req.lease_revoke);
+        resp.header = this.header(this.store.currentRev);
+        response = etcdserverpb.LeaseRevokeResponse.encode(resp).finish();
+      } else if (req.lease_checkpoint) {
+        const resp = this.applier.leaseCheckpoint(req.lease_checkpoint);
+        resp.header = this.header(this.store.currentRev);
+        response = etcdserverpb.LeaseCheckpointResponse.encode(resp).finish();
       } else if (req.compaction) {
         const rev = this.applier.compaction(req.compaction);
         response = etcdserverpb.CompactionResponse.encode({ header: this.header(rev) }).finish();
@@ -345,6 +364,14 @@ class StorageWorker {
         this.stats.add(StatSlot.RangeTotal, 1);
         const answer = this.applier.range(null, etcdserverpb.RangeRequest.decode(request));
         response = this.encodeRange(answer);
+      } else if (kind === ReadKind.LeaseTimeToLive) {
+        const rq = etcdserverpb.LeaseTimeToLiveRequest.decode(request);
+        const lease = this.leases.get(Long.fromValue(rq.ID));
+        if (lease === undefined) throw errLeaseNotFound;
+        response = etcdserverpb.LeaseTimeToLiveResponse.encode({
+          header: this.header(this.store.currentRev), ID: lease.id, grantedTTL: lease.ttl,
+          keys: rq.keys ? [...lease.keys].sort().map((k) => Buffer.from(k, 'latin1')) : [],
+        }).finish();
       } else {
         assert(kind === ReadKind.Status, 'read kind');
         const status = etcdserverpb.StatusResponse.decode(request);
@@ -392,7 +419,16 @@ class StorageWorker {
     this.stats.set(StatSlot.KeysTotal, this.store.index.size);
     const results = this.results;
     const reads = this.reads;
-    const m = new Uint8Array(1 + 5 * 8 + 4 + results.length + 4 + reads.length);
+    const changes = this.leases.takeChanges();
+    const leaseW = this.leaseChanges;
+    leaseW.reset();
+    for (const c of changes) {
+      leaseW.u8(c.kind);
+      leaseW.bytes(Buffer.from(c.id.toString(), 'latin1'));
+      leaseW.u53(c.ttl);
+      leaseW.u53(c.remaining);
+    }
+    const m = new Uint8Array(1 + 5 * 8 + 4 + results.length + 4 + reads.length + 4 + leaseW.length);
     const b = Buffer.from(m.buffer);
     let pos = 0;
     b[pos++] = WorkerMessageType.Applied;
@@ -405,6 +441,8 @@ class StorageWorker {
     pos += results.copyTo(m, pos);
     pos = b.writeUInt32LE(this.readCount, pos);
     pos += reads.copyTo(m, pos);
+    pos = b.writeUInt32LE(changes.length, pos);
+    pos += leaseW.copyTo(m, pos);
     assert(pos === m.length, 'applied message size');
     results.reset();
     reads.reset();

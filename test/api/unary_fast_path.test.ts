@@ -27,9 +27,9 @@ async function scenario(endpoint: string): Promise<Outcome[]> {
     await run(unary(kv, 'Range', { key: bytes('a'), revision: 99 }), () => 'unexpected');
     await run(unary(kv, 'Put', { key: bytes('big'), value: new Uint8Array(2 * 1024 * 1024) }), () => 'unexpected');
     // A unary method not built yet, and a streaming one (grpc-js on the same connection).
-    const lease = connect('etcdserverpb.Lease', endpoint);
-    await run(unary(lease, 'LeaseGrant', { TTL: 5 }), () => 'unexpected');
-    lease.close();
+    const maintenance = connect('etcdserverpb.Maintenance', endpoint);
+    await run(unary(maintenance, 'Defragment', {}), () => 'unexpected');
+    maintenance.close();
     // Raw bytes that do not parse.
     const raw = new grpc.Client(endpoint.replace('http://', ''), grpc.credentials.createInsecure());
     await run(new Promise((resolve, reject) => {

@@ -7,14 +7,19 @@
 // The same code runs against real etcd (to validate the checker) and against concord.
 //
 // Workload (each loop draws from its own Prng, derived from the seed):
-//  - writers: puts (small and ~3 KB values, some empty), single-key deletes, range deletes
+//  - writers: puts (small and 4-6 KB values, some empty), single-key deletes, range deletes
 //    (ranges, prefixes, from-key), txns of several puts/deletes on one revision (overlapping
-//    deletes included), on a small key space so every key changes many times;
-//  - a compactor: Compact to a revision a little behind the head, now and then;
+//    deletes included), on a small key space (40 keys) so every key changes many times; one
+//    burst of 40 ~12 KB puts at 35% of the run;
+//  - a compactor: from half the run on, Compact to a revision a little behind the head, now and
+//    then (never past what the historian has read);
 //  - watchers on several streams: single key, prefix, range, from-key, all keys; start revision
-//    0, past (valid or compacted), 1, or future; prev_kv, NOPUT/NODELETE filters, fragment; some
-//    created before the writes, the rest during them; some canceled midway;
-//  - WatchProgressRequests on every stream during and after the writes.
+//    0, past (valid or compacted), 1, or future; prev_kv, NOPUT/NODELETE filters, fragment,
+//    explicit or server-chosen watch_id; 30% created before the writes, the rest during them;
+//    ~15% canceled midway; three "bulk" watchers (all keys from 1, prev_kv, fragment) created
+//    after the burst, whose catch-up is big enough to be fragmented;
+//  - WatchProgressRequests on random streams during the writes, and one per stream at the end
+//    (which must be answered with a revision >= the final head).
 //
 // History: a "historian" reads Range(all keys, revision = r) for every revision r as it
 // appears (compaction never passes what it has read), so the state at every revision is known
@@ -34,6 +39,12 @@
 // above the start and above every delivered event; progress: a WatchProgressRequest answer with
 // header revision R on a stream means every event <= R of that stream's watchers (created
 // before it, not being canceled) had been delivered before it.
+//
+// Also: created responses come in create order (explicit watch_ids must match); a start-0
+// watcher's created header is not below a revision acknowledged before the create was sent;
+// a response's header revision is not below its events'; fragment=true only for fragment
+// watchers, and fragments complete; no unknown watch_ids; cancel requests answered; no server
+// cancel without compact_revision; no stream error; no failed write or compaction.
 //
 // One allowance, and it is etcd 3.4's behavior: etcd fills prev_kv by reading revision
 // mod_revision - 1 when it sends the event, so prev_kv is absent when that revision was
@@ -66,6 +77,11 @@ export interface WatchCheckOptions {
   settleMs?: number;
   /** Progress line sink (t.diagnostic). */
   log?: (line: string) => void;
+  /**
+   * Fault injection, to test the checker itself: sees every response of stream `stream` before
+   * the checker does and passes on what the checker should see (`deliver`, any number of times).
+   */
+  inject?: (stream: number, response: any, deliver: (response: any) => void) => void;
 }
 
 export interface Violation {
@@ -295,7 +311,7 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
   const nWriters = opts.writers ?? 6;
   const preFraction = opts.preFraction ?? 0.3;
   const cancelFraction = opts.cancelFraction ?? 0.15;
-  const settleMs = opts.settleMs ?? 10_000;
+  const settleMs = opts.settleMs ?? 5_000;
   const log = opts.log ?? ((): void => undefined);
 
   const violations: Violation[] = [];
@@ -495,7 +511,8 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
           return;
         }
         try {
-          handleResponse(st, m);
+          if (opts.inject) opts.inject(i, m, (x) => handleResponse(st, x));
+          else handleResponse(st, m);
         } catch (err) {
           violate('checker', `stream ${i}: handler threw ${(err as Error).stack}`);
         }
@@ -593,24 +610,24 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
     st.call.write({ progress_request: {} });
   };
 
-  // The reference watcher: every key, from revision 1, prev_kv, on stream 0.
-  const reference: Watcher = {
-    n: 0, stream: streams[0]!, range: { key: '\0', end: '\0' }, rangeKind: 'all (reference)', startReq: 1, startKind: 'from 1',
-    prevKv: true, filters: [], fragment: false, pre: true, sentAt: 0, ackedAtSend: 0, compactAtSend: 0, events: [],
-    responses: 0, lastRespLastRev: -1, extraCancels: 0, fragmentsSeen: 0,
-  };
-  watchers.push(reference);
-  sendCreate(reference);
-  const nPre = Math.max(1, Math.round(totalWatchers * preFraction));
-  for (let i = 1; i < nPre; i++) sendCreate(makeWatcher(specRng, true));
-  const createDeadline = Date.now() + 10_000;
-  while (streams.some((s) => s.pending.length > 0 && !s.end) && Date.now() < createDeadline) await sleep(5);
-  for (const s of streams) {
-    for (const w of s.pending) violate('created', `${describeWatcher(w)}: no created response within 10 s (before the writes)`);
-  }
-  log(`seed ${seed}: ${nPre} watchers created before the writes`);
-
   try {
+    // The reference watcher: every key, from revision 1, prev_kv, on stream 0.
+    const reference: Watcher = {
+      n: 0, stream: streams[0]!, range: { key: '\0', end: '\0' }, rangeKind: 'all (reference)', startReq: 1, startKind: 'from 1',
+      prevKv: true, filters: [], fragment: false, pre: true, sentAt: 0, ackedAtSend: 0, compactAtSend: 0, events: [],
+      responses: 0, lastRespLastRev: -1, extraCancels: 0, fragmentsSeen: 0,
+    };
+    watchers.push(reference);
+    sendCreate(reference);
+    const nPre = Math.max(1, Math.round(totalWatchers * preFraction));
+    for (let i = 1; i < nPre; i++) sendCreate(makeWatcher(specRng, true));
+    const createDeadline = Date.now() + 10_000;
+    while (streams.some((s) => s.pending.length > 0 && !s.end) && Date.now() < createDeadline) await sleep(5);
+    for (const s of streams) {
+      for (const w of s.pending) violate('created', `${describeWatcher(w)}: no created response within 10 s (before the writes)`);
+    }
+    log(`seed ${seed}: ${nPre} watchers created before the writes`);
+
     // ---------------------------------------------------------------- writers
 
     const writeOne = async (rng: Rng, kv: ServiceClient<'etcdserverpb.KV'>, wid: number, seq: number): Promise<void> => {
@@ -723,6 +740,37 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
       }
     };
 
+    // A burst of 40 ~12 KB puts on the 0xff keys (then deleted again, so later snapshots stay
+    // small): the catch-up of the bulk watchers below exceeds etcd's fragmenting threshold.
+    const burst = async (): Promise<void> => {
+      await sleep(Math.round(writeMs * 0.35));
+      const kv = kvs[1]!;
+      const ops: Op[] = [];
+      for (let i = 0; i < 40; i++) ops.push({ t: 'put', key: '\xff' + String(i % 4), value: `burst${i}` + '%'.repeat(12_000) });
+      ops.push({ t: 'del', key: '\xff', end: '\0' });
+      for (const op of ops) {
+        if (fatal) return;
+        const rec: WriteRec = { kind: op.t === 'put' ? 'put' : 'del', ops: [op], rev: 0, mutating: false };
+        try {
+          if (op.t === 'put') {
+            const res = await unary(kv, 'Put', { key: B(op.key), value: B(op.value) });
+            rec.rev = num(res.header?.revision);
+            rec.mutating = true;
+          } else {
+            const res = await unary(kv, 'DeleteRange', { key: B(op.key), range_end: B(op.end!) });
+            rec.rev = num(res.header?.revision);
+            rec.mutating = num(res.deleted) > 0;
+          }
+        } catch (err) {
+          const e = err as grpc.ServiceError;
+          rec.error = `${e.code} ${e.details ?? e.message}`;
+          violate('write_error', `burst ${rec.kind} failed: ${rec.error}`);
+        }
+        writes.push(rec);
+        if (rec.rev > head) head = rec.rev;
+      }
+    };
+
     // ---------------------------------------------------------------- historian
 
     const readAt = async (rev: number): Promise<Map<string, KV>> => {
@@ -795,9 +843,20 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
 
     // ---------------------------------------------------------------- watcher churn
 
+    // Three bulk watchers (every key from revision 1, prev_kv, fragment) created just before the
+    // first compaction: their catch-up responses are big enough for etcd to fragment.
+    const bulk = async (): Promise<void> => {
+      await sleep(Math.round(writeMs * 0.45));
+      for (let i = 0; i < 3 && !fatal; i++) {
+        const w = makeWatcher(specRng, false);
+        Object.assign(w, { range: { key: '\0', end: '\0' }, rangeKind: 'all (bulk)', startReq: 1, startKind: 'from 1', prevKv: true, filters: [], fragment: true });
+        sendCreate(w);
+      }
+    };
+
     const creator = async (): Promise<void> => {
       const rng = new Rng(seed ^ 0xc4ea7e00);
-      const nDuring = totalWatchers - watchers.length;
+      const nDuring = totalWatchers - watchers.length - 3;
       const gap = writeMs / Math.max(1, nDuring);
       for (let i = 0; i < nDuring && !fatal; i++) {
         await sleep(rng.int(Math.max(1, Math.round(2 * gap))));
@@ -828,8 +887,8 @@ export async function runWatchCheck(endpoint: string, opts: WatchCheckOptions): 
 
     const t0 = Date.now();
     const historian = Promise.all(Array.from({ length: 8 }, historianWorker));
-    const writerLoops = Promise.all(Array.from({ length: nWriters }, (_, i) => writer(i)));
-    const side = Promise.all([compactor(), creator(), canceler(), progresser()]);
+    const writerLoops = Promise.all([...Array.from({ length: nWriters }, (_, i) => writer(i)), burst()]);
+    const side = Promise.all([compactor(), creator(), bulk(), canceler(), progresser()]);
     await sleep(writeMs);
     writersDone = true;
     await writerLoops;
@@ -1067,7 +1126,9 @@ function checkWatcher(
     lastIdx = Math.max(lastIdx, he.idx);
     if (!expIdx.has(id)) {
       const why = ev.rev < start
-        ? (w.startReq === 0 ? `at or before the created response's header revision ${w.created.header}` : `before start revision ${start}`)
+        ? (w.startReq === 0
+          ? `at or before the created response's header revision ${w.created.header} (revision ${w.ackedAtSend} was the last acknowledged when the create was sent)`
+          : `before start revision ${start}`)
         : !inRange(w.range, ev.key) ? 'outside the watched range'
           : !passes(w, he.type) ? 'of a filtered-out type' : 'unexpected';
       report('spurious', `event rev ${ev.rev} key ${show(ev.key)} ${why}`);

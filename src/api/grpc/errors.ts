@@ -24,6 +24,8 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.RequestTooLarge, { code: S.INVALID_ARGUMENT, message: 'etcdserver: request is too large' }],
   [ErrorCode.TooManyRequests, { code: S.RESOURCE_EXHAUSTED, message: 'etcdserver: too many requests' }],
   [ErrorCode.LeaseNotFound, { code: S.NOT_FOUND, message: 'etcdserver: requested lease not found' }],
+  [ErrorCode.LeaseExist, { code: S.FAILED_PRECONDITION, message: 'etcdserver: lease already exists' }],
+  [ErrorCode.LeaseTtlTooLarge, { code: S.OUT_OF_RANGE, message: 'etcdserver: too large lease TTL' }],
   [ErrorCode.NoLeader, { code: S.UNAVAILABLE, message: 'etcdserver: no leader' }],
   [ErrorCode.NotCapable, { code: S.UNAVAILABLE, message: 'etcdserver: not capable' }],
   [ErrorCode.Stopped, { code: S.UNAVAILABLE, message: 'etcdserver: server stopped' }],

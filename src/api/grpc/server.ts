@@ -16,8 +16,9 @@ import { txnNestingCap } from '../../config/limits';
 import { ErrorCode } from '../../util/errors';
 import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
 import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
-import { UnaryFastPath, type UnaryRoute } from './unary_fast_path';
+import { UnaryFastPath, type DuplexRoute, type UnaryRoute } from './unary_fast_path';
 import { watchHandlers } from './watch';
+import { leaseHandlers } from './lease';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -129,6 +130,9 @@ function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.
   return out;
 }
 
+/** Streaming methods with handlers written for the fast path's call as well as grpc-js's. */
+const fastDuplexPaths = new Set(['/etcdserverpb.Watch/Watch', '/etcdserverpb.Lease/LeaseKeepAlive']);
+
 export class GrpcApi {
   readonly grpcServer: grpc.Server;
   /** service -> method -> handler, as registered (the HTTP gateway calls the same ones). */
@@ -136,6 +140,8 @@ export class GrpcApi {
   readonly callStats = new GrpcCallStats();
   /** ':path' -> wrapped definition and guarded handler of every unary method (unary_fast_path.ts). */
   private readonly unaryRoutes = new Map<string, UnaryRoute>();
+  /** Bidi methods the fast path serves too (their handlers take any call with on/write/emit). */
+  private readonly duplexRoutes = new Map<string, DuplexRoute>();
   private fastPath: UnaryFastPath | null = null;
   private readonly options: GrpcOptions;
 
@@ -156,6 +162,7 @@ export class GrpcApi {
       'etcdserverpb.Cluster': clusterHandlers(server),
       'grpc.health.v1.Health': healthHandlers(server),
       'etcdserverpb.Watch': watchHandlers(server.watch),
+      'etcdserverpb.Lease': leaseHandlers(server),
     };
     for (const name of serviceNames) {
       const def = services[name];
@@ -165,6 +172,10 @@ export class GrpcApi {
       const guarded = guardHandlers(name, def, impl, this.callStats);
       this.grpcServer.addService(wrapped, guarded);
       for (const [method, m] of Object.entries(wrapped)) {
+        if (fastDuplexPaths.has(m.path)) {
+          this.duplexRoutes.set(m.path, { def: m, handler: guarded[method] as DuplexRoute['handler'] });
+          continue;
+        }
         if (m.requestStream || m.responseStream) continue;
         this.unaryRoutes.set(m.path, { def: m, handler: guarded[method] as UnaryRoute['handler'] });
       }
@@ -180,7 +191,7 @@ export class GrpcApi {
     if (process.env.CONCORD_GRPC_FAST_PATH !== '0') {
       this.fastPath = UnaryFastPath.create(this.grpcServer, this.unaryRoutes, {
         maxConcurrentStreams: this.options.maxConcurrentStreams, recvBytesMax: this.options.recvBytesMax,
-      });
+      }, this.duplexRoutes);
       if (this.fastPath !== null) return this.fastPath;
     }
     return this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());

@@ -18,6 +18,7 @@
 // `grpc-status` and a percent-encoded `grpc-message`. The `grpc-timeout` header is not enforced
 // here (the client enforces its deadline; a late answer to a cancelled stream is dropped).
 import http2 from 'node:http2';
+import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 
@@ -28,6 +29,14 @@ export interface UnaryRoute {
   def: grpc.MethodDefinition<unknown, unknown>;
   /** The guarded handler (counts the call, answers refused requests). */
   handler: UnaryHandler;
+}
+
+type DuplexHandler = (call: unknown) => void;
+
+/** A bidi method served here too (Watch, LeaseKeepAlive): see FastDuplexCall. */
+export interface DuplexRoute {
+  def: grpc.MethodDefinition<unknown, unknown>;
+  handler: DuplexHandler;
 }
 
 type StreamListener = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
@@ -69,7 +78,8 @@ export class UnaryFastPath {
    * Builds the http2 server with grpc-js's listeners and the fast path in front of them; null
    * when this grpc-js does not offer the hook (the caller then uses grpc-js's injector).
    */
-  static create(grpcServer: grpc.Server, routes: Map<string, UnaryRoute>, opts: { maxConcurrentStreams: number; recvBytesMax: number }): UnaryFastPath | null {
+  static create(grpcServer: grpc.Server, routes: Map<string, UnaryRoute>, opts: { maxConcurrentStreams: number; recvBytesMax: number },
+    duplexRoutes: Map<string, DuplexRoute> = new Map()): UnaryFastPath | null {
     const setup = (grpcServer as unknown as { _setupHandlers?: (s: http2.Http2Server, interceptors: unknown[]) => void })._setupHandlers;
     if (typeof setup !== 'function') return null;
     const server = http2.createServer({
@@ -86,15 +96,18 @@ export class UnaryFastPath {
     const fast = new UnaryFastPath(server);
     const hardMax = opts.recvBytesMax * 2; // what grpc-js itself would accept
     server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
-      const route = routes.get(headers[':path'] as string);
+      const path = headers[':path'] as string;
+      const route = routes.get(path);
+      const duplex = route === undefined ? duplexRoutes.get(path) : undefined;
       const ct = headers['content-type'];
       const enc = headers['grpc-encoding'];
-      if (route === undefined || headers[':method'] !== 'POST' || typeof ct !== 'string' || !ct.startsWith('application/grpc') ||
-        (enc !== undefined && enc !== 'identity')) {
+      if ((route === undefined && duplex === undefined) || headers[':method'] !== 'POST' || typeof ct !== 'string' ||
+        !ct.startsWith('application/grpc') || (enc !== undefined && enc !== 'identity')) {
         toGrpc.call(server, stream, headers, flags, rawHeaders);
         return;
       }
-      serveUnary(route, stream, headers, hardMax);
+      if (route !== undefined) serveUnary(route, stream, headers, hardMax);
+      else duplex!.handler(new FastDuplexCall(stream, headers, duplex!.def, hardMax));
     });
     server.on('session', (session: http2.ServerHttp2Session) => {
       fast.sessions.add(session);
@@ -184,4 +197,128 @@ function serveUnary(route: UnaryRoute, stream: http2.ServerHttp2Stream, headers:
       }
     });
   });
+}
+
+/**
+ * A bidi call served from the http2 stream: requests are parsed from the gRPC frames as they
+ * arrive and emitted as 'data'; responses are framed here, or come framed already
+ * (writeFramed: the watch worker frames a stream's responses of one turn in one piece, so one
+ * socket write carries them all). Emits what grpc-js's ServerDuplexStream emits for the
+ * handlers' use: 'data', 'end' (client half-close), 'cancelled' (client gone), 'error' (the
+ * handler ends the call with a status), 'finish', 'close'.
+ */
+class FastDuplexCall extends EventEmitter {
+  private readonly stream: http2.ServerHttp2Stream;
+  private readonly headers: http2.IncomingHttpHeaders;
+  private readonly def: grpc.MethodDefinition<unknown, unknown>;
+  private readonly hardMax: number;
+  private pending: Buffer | null = null;
+  private status: { code: number; details: string } = { code: grpc.status.OK, details: '' };
+  private done = false;
+  private meta: grpc.Metadata | null = null;
+
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, def: grpc.MethodDefinition<unknown, unknown>, hardMax: number) {
+    super();
+    this.stream = stream;
+    this.headers = headers;
+    this.def = def;
+    this.hardMax = hardMax;
+    stream.on('error', ignoreError);
+    try {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    } catch {
+      this.done = true;
+      return;
+    }
+    stream.once('wantTrailers', () => {
+      const t: http2.OutgoingHttpHeaders = { 'grpc-status': String(this.status.code) };
+      if (this.status.details !== '') t['grpc-message'] = encodeURI(this.status.details);
+      try {
+        stream.sendTrailers(t);
+      } catch {
+        // gone meanwhile
+      }
+    });
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => this.emit('end'));
+    stream.once('close', () => {
+      if (!this.done) {
+        this.done = true;
+        this.emit('cancelled');
+      }
+      this.emit('close');
+    });
+    // The handler (or the call guard) ends the call with a status by emitting 'error'.
+    this.on('error', (s: { code?: number; details?: string; message?: string }) => {
+      this.finish({ code: s.code ?? grpc.status.UNKNOWN, details: s.details ?? s.message ?? '' });
+    });
+  }
+
+  get metadata(): grpc.Metadata {
+    if (this.meta === null) this.meta = grpc.Metadata.fromHttp2Headers(this.headers);
+    return this.meta;
+  }
+
+  get cancelled(): boolean {
+    return this.stream.aborted;
+  }
+
+  getPeer(): string {
+    return this.stream.session?.socket?.remoteAddress ?? 'unknown';
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.done) return;
+    let buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+    this.pending = null;
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(1);
+      if (len > this.hardMax) {
+        this.emit('error', tooLarge(len, this.hardMax));
+        return;
+      }
+      if (buf.length < 5 + len) break;
+      if (buf[0] !== 0) {
+        this.emit('error', { code: grpc.status.INTERNAL, details: 'grpc: compressed flag set with identity or empty encoding' });
+        return;
+      }
+      const msg = this.def.requestDeserialize(buf.subarray(5, 5 + len));
+      buf = buf.subarray(5 + len);
+      this.emit('data', msg);
+      if (this.done) return;
+    }
+    if (buf.length > 0) this.pending = Buffer.from(buf);
+  }
+
+  write(value: unknown, cb?: () => void): boolean {
+    if (this.done) return false;
+    const bytes = this.def.responseSerialize(value);
+    const frame = Buffer.allocUnsafe(5 + bytes.length);
+    frame[0] = 0;
+    frame.writeUInt32BE(bytes.length, 1);
+    bytes.copy(frame, 5);
+    return this.stream.write(frame, cb);
+  }
+
+  writeFramed(frames: Uint8Array, cb: () => void): void {
+    if (this.done) return;
+    this.stream.write(frames, cb);
+  }
+
+  /** Ends the call with OK (grpc-js: call.end()). */
+  end(): void {
+    this.finish({ code: grpc.status.OK, details: '' });
+  }
+
+  private finish(status: { code: number; details: string }): void {
+    if (this.done) return;
+    this.done = true;
+    this.status = status;
+    try {
+      this.stream.end();
+    } catch {
+      // gone meanwhile
+    }
+    if (status.code === grpc.status.OK) this.emit('finish');
+  }
 }

@@ -7,10 +7,14 @@ import { etcdserverpb } from '../../gen/proto';
 import type { WatchHub, WatchStreamSink } from '../../watch/hub';
 import { toNumber } from '../../mvcc/kvstore';
 
-/** The subset of a grpc-js duplex call (or the gateway's stand-in) a watch stream uses. */
+/**
+ * The subset of a grpc-js duplex call (or the gateway's stand-in, or the fast path's call) a
+ * watch stream uses. `writeFramed`, when there, takes already framed messages in one write.
+ */
 export interface WatchCall {
   on(event: string, listener: (arg: never) => void): unknown;
   write(bytes: Uint8Array, cb?: () => void): boolean;
+  writeFramed?(frames: Uint8Array, cb: () => void): void;
   emit(event: string, arg: unknown): boolean;
 }
 
@@ -58,10 +62,23 @@ class WatchStream implements WatchStreamSink {
     else if (req.progress_request) this.hub.requestProgress(this.id);
   }
 
-  write(bytes: Uint8Array): void {
+  writeFramed(frames: Uint8Array, count: number): void {
     if (this.closed) return;
-    this.inFlight.push(bytes.length);
-    this.call.write(bytes, this.onWritten);
+    const call = this.call;
+    if (call.writeFramed !== undefined) {
+      this.inFlight.push(frames.length);
+      call.writeFramed(frames, this.onWritten);
+      return;
+    }
+    // grpc-js (or the gateway) frames each message itself: one write per response.
+    const b = Buffer.from(frames.buffer, frames.byteOffset, frames.length);
+    let pos = 0;
+    for (let i = 0; i < count; i++) {
+      const len = b.readUInt32BE(pos + 1);
+      this.inFlight.push(5 + len);
+      call.write(b.subarray(pos + 5, pos + 5 + len), this.onWritten);
+      pos += 5 + len;
+    }
   }
 
   fail(message: string): void {

@@ -1,0 +1,82 @@
+// etcdserverpb.Lease over gRPC (etcd: v3rpc/lease.go, etcdserver/v3_server.go). Grant and
+// revoke go through the log (the storage worker answers); keep-alive, leases and the remaining
+// TTL are the leader's lessor (main thread), as in etcd; TimeToLive asks the storage worker for
+// the attached keys and adds the remaining TTL here.
+import * as grpc from '@grpc/grpc-js';
+import { randomBytes } from 'node:crypto';
+import Long from 'long';
+import { etcdserverpb } from '../../gen/proto';
+import { EtcdServer, InternalWaiter } from '../../server/etcd_server';
+import { ReadKind } from '../../workers/protocol';
+import { ErrorCode } from '../../util/errors';
+import { grpcStatus } from './errors';
+
+type Callback = grpc.sendUnaryData<Uint8Array>;
+type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
+
+/** etcd picks a lease id from its request id generator, masked to a positive int64. */
+function newLeaseId(server: EtcdServer): Long {
+  for (;;) {
+    const b = randomBytes(8);
+    const id = Long.fromBits(b.readUInt32LE(0), b.readUInt32LE(4) & 0x7fffffff, false);
+    if (!id.isZero() && !server.lessor.has(id)) return id;
+  }
+}
+
+function header(server: EtcdServer): etcdserverpb.IResponseHeader {
+  return { cluster_id: server.clusterId, member_id: server.memberId, revision: server.currentRev, raft_term: server.raftTerm() };
+}
+
+export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementation {
+  return {
+    LeaseGrant(call: Call<etcdserverpb.LeaseGrantRequest>, callback: Callback): void {
+      const r = call.request;
+      const id = Long.fromValue(r.ID ?? 0);
+      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? newLeaseId(server) : id } }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    LeaseRevoke(call: Call<etcdserverpb.LeaseRevokeRequest>, callback: Callback): void {
+      const code = server.propose({ lease_revoke: { ID: call.request.ID } }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    LeaseTimeToLive(call: Call<etcdserverpb.LeaseTimeToLiveRequest>, callback: Callback): void {
+      const r = call.request;
+      const id = Long.fromValue(r.ID ?? 0);
+      const waiter = new InternalWaiter((code, response) => {
+        const remaining = server.lessor.remainingSeconds(id, Date.now());
+        if (code === ErrorCode.LeaseNotFound || (code === 0 && remaining === null)) {
+          // etcd answers an unknown lease with TTL -1 and an empty header, not an error.
+          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: {}, ID: id, TTL: -1 }).finish());
+          return;
+        }
+        if (code !== 0) return callback(grpcStatus(code));
+        const resp = etcdserverpb.LeaseTimeToLiveResponse.decode(response);
+        resp.TTL = Long.fromNumber(remaining!);
+        callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode(resp).finish());
+      });
+      const code = server.read(ReadKind.LeaseTimeToLive, etcdserverpb.LeaseTimeToLiveRequest.encode(r).finish(), false, waiter);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    LeaseLeases(_call: Call<etcdserverpb.LeaseLeasesRequest>, callback: Callback): void {
+      callback(null, etcdserverpb.LeaseLeasesResponse.encode({
+        header: header(server), leases: server.lessor.ids().map((ID) => ({ ID })),
+      }).finish());
+    },
+    LeaseKeepAlive(call: grpc.ServerDuplexStream<etcdserverpb.LeaseKeepAliveRequest, Uint8Array>): void {
+      call.on('data', (req: etcdserverpb.LeaseKeepAliveRequest) => {
+        if (!(req instanceof etcdserverpb.LeaseKeepAliveRequest)) {
+          call.emit('error', (req as { status?: Partial<grpc.StatusObject> }).status ?? { code: grpc.status.INVALID_ARGUMENT });
+          return;
+        }
+        if (!server.isLeader()) {
+          call.emit('error', grpcStatus(ErrorCode.NoLeader));
+          return;
+        }
+        // etcd: an unknown (or expired) lease is answered with TTL 0, not an error.
+        const ttl = server.lessor.renew(req.ID ?? 0, Date.now());
+        call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+      });
+      call.on('end', () => call.end());
+    },
+  };
+}

@@ -1,0 +1,224 @@
+// The leader's lease clock (etcd: lease/lessor.go, the primary's half). It knows when each lease
+// expires, renews leases on keep-alive, and decides which leases to revoke and which remaining
+// TTLs to checkpoint; both go through the replicated log as proposals, so every member applies
+// the same revokes and checkpoints (lease_store.ts) and only the leader looks at the clock.
+//
+// Scale: one coarse clock read per tick and two binary heaps keyed by time (expiry, next
+// checkpoint) with lazy deletion, not a timer per lease. A keep-alive costs a Map lookup and a
+// heap push; stale heap entries are skipped when they surface.
+//
+// Pure: time comes in as arguments, so tests drive it with any clock.
+import Long from 'long';
+import { LeaseChangeKind, leaseKey } from './lease_store';
+
+interface LiveLease {
+  readonly id: Long;
+  readonly key: string;
+  ttl: number;
+  /** When it expires (ms, the caller's clock). */
+  expiryMs: number;
+  /** Remaining TTL checkpointed in the replicated state (0 = none). */
+  checkpointed: number;
+  /** When a revoke was last proposed for it (0 = never): retried after revokeRetryMs. */
+  revokeProposedMs: number;
+  /** When its next checkpoint is due (0 = none scheduled). */
+  checkpointAtMs: number;
+}
+
+interface TimedKey {
+  atMs: number;
+  key: string;
+}
+
+/** A min-heap of (time, lease key). */
+class TimeHeap {
+  private readonly items: TimedKey[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  push(atMs: number, key: string): void {
+    const a = this.items;
+    a.push({ atMs, key });
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p]!.atMs <= a[i]!.atMs) break;
+      [a[p], a[i]] = [a[i]!, a[p]!];
+      i = p;
+    }
+  }
+
+  peek(): TimedKey | undefined {
+    return this.items[0];
+  }
+
+  pop(): TimedKey | undefined {
+    const a = this.items;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length > 0 && last !== undefined) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && a[l]!.atMs < a[m]!.atMs) m = l;
+        if (r < a.length && a[r]!.atMs < a[m]!.atMs) m = r;
+        if (m === i) break;
+        [a[m], a[i]] = [a[i]!, a[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+export interface LessorOptions {
+  /** etcd --experimental-lease-checkpoint-interval (default 5 min). */
+  checkpointIntervalMs: number;
+  /** etcd: a revoke that did not apply is proposed again after 3 s. */
+  revokeRetryMs: number;
+}
+
+export class Lessor {
+  private readonly leases = new Map<string, LiveLease>();
+  private readonly expiries = new TimeHeap();
+  private readonly checkpoints = new TimeHeap();
+  private readonly options: LessorOptions;
+  /** Checkpoints to propose at once (renewals clearing a checkpointed remaining TTL). */
+  private readonly urgentCheckpoints: { id: Long; remaining: number }[] = [];
+
+  constructor(options: LessorOptions) {
+    this.options = options;
+  }
+
+  get size(): number {
+    return this.leases.size;
+  }
+
+  /**
+   * A lease known from the replicated state at start (restart or new leader): it expires after
+   * its checkpointed remaining TTL when there is one, else after its whole TTL, so never before
+   * it would have (etcd 3.6 with lease checkpoints).
+   */
+  restore(id: Long, ttl: number, remaining: number, nowMs: number): void {
+    this.add(id, ttl, remaining > 0 ? remaining : ttl, remaining, nowMs);
+  }
+
+  /** What an apply changed (lease_store.ts LeaseChange), in apply order. */
+  applied(kind: LeaseChangeKind, id: Long, ttl: number, remaining: number, nowMs: number): void {
+    const key = leaseKey(id);
+    switch (kind) {
+      case LeaseChangeKind.Granted:
+        this.add(id, ttl, ttl, 0, nowMs);
+        return;
+      case LeaseChangeKind.Revoked:
+        this.leases.delete(key);
+        return;
+      case LeaseChangeKind.Checkpointed: {
+        const l = this.leases.get(key);
+        if (l === undefined) return;
+        l.checkpointed = remaining;
+        this.scheduleCheckpoint(l, nowMs);
+        return;
+      }
+    }
+  }
+
+  private add(id: Long, ttl: number, runSeconds: number, checkpointed: number, nowMs: number): void {
+    const key = leaseKey(id);
+    const l: LiveLease = {
+      id, key, ttl, expiryMs: nowMs + runSeconds * 1000, checkpointed, revokeProposedMs: 0, checkpointAtMs: 0,
+    };
+    this.leases.set(key, l);
+    this.expiries.push(l.expiryMs, key);
+    this.scheduleCheckpoint(l, nowMs);
+  }
+
+  has(id: Long | number): boolean {
+    return this.leases.has(leaseKey(id));
+  }
+
+  ids(): Long[] {
+    return [...this.leases.values()].map((l) => l.id);
+  }
+
+  /**
+   * etcd lessor.Renew: the lease runs its whole TTL again. Returns the TTL, or 0 when the lease
+   * is unknown or already expired (waiting for its revoke), which is what KeepAlive answers.
+   */
+  renew(id: Long | number, nowMs: number): number {
+    const l = this.leases.get(leaseKey(id));
+    if (l === undefined || l.expiryMs <= nowMs) return 0;
+    l.expiryMs = nowMs + l.ttl * 1000;
+    this.expiries.push(l.expiryMs, l.key);
+    if (l.checkpointed > 0) {
+      // A restart must not bring back the old remaining TTL (etcd 3.6 clears it on renew).
+      l.checkpointed = 0;
+      this.urgentCheckpoints.push({ id: l.id, remaining: 0 });
+    }
+    this.scheduleCheckpoint(l, nowMs);
+    return l.ttl;
+  }
+
+  /** Remaining TTL in whole seconds (etcd truncates), or null when unknown. */
+  remainingSeconds(id: Long | number, nowMs: number): number | null {
+    const l = this.leases.get(leaseKey(id));
+    if (l === undefined) return null;
+    return Math.trunc((l.expiryMs - nowMs) / 1000);
+  }
+
+  ttlOf(id: Long | number): number | null {
+    return this.leases.get(leaseKey(id))?.ttl ?? null;
+  }
+
+  /** Leases past their expiry to revoke now, at most `max` (etcd leaseRevokeRate). */
+  expired(nowMs: number, max: number): Long[] {
+    const out: Long[] = [];
+    const retry: TimedKey[] = [];
+    while (out.length < max) {
+      const top = this.expiries.peek();
+      if (top === undefined || top.atMs > nowMs) break;
+      this.expiries.pop();
+      const l = this.leases.get(top.key);
+      if (l === undefined || l.expiryMs !== top.atMs) continue; // renewed or revoked since
+      if (l.revokeProposedMs !== 0 && nowMs - l.revokeProposedMs < this.options.revokeRetryMs) {
+        retry.push(top);
+        continue;
+      }
+      l.revokeProposedMs = nowMs;
+      out.push(l.id);
+      retry.push(top); // stays due until the revoke applies
+    }
+    for (const t of retry) this.expiries.push(t.atMs, t.key);
+    return out;
+  }
+
+  /** Remaining TTLs to checkpoint now (etcd: at most maxLeaseCheckpointBatchSize per batch). */
+  dueCheckpoints(nowMs: number, max: number): { id: Long; remaining: number }[] {
+    const out = this.urgentCheckpoints.splice(0, max);
+    while (out.length < max) {
+      const top = this.checkpoints.peek();
+      if (top === undefined || top.atMs > nowMs) break;
+      this.checkpoints.pop();
+      const l = this.leases.get(top.key);
+      if (l === undefined || l.checkpointAtMs !== top.atMs) continue;
+      l.checkpointAtMs = 0;
+      const remaining = Math.ceil((l.expiryMs - nowMs) / 1000);
+      if (remaining <= 0) continue;
+      out.push({ id: l.id, remaining });
+    }
+    return out;
+  }
+
+  /** etcd scheduleCheckpointIfNeeded: only leases that outlive one interval get checkpoints. */
+  private scheduleCheckpoint(l: LiveLease, nowMs: number): void {
+    const interval = this.options.checkpointIntervalMs;
+    if (interval <= 0 || l.expiryMs - nowMs <= interval) return;
+    l.checkpointAtMs = nowMs + interval;
+    this.checkpoints.push(l.checkpointAtMs, l.key);
+  }
+}
