@@ -2,9 +2,10 @@
 // scenario runs the same script on a fresh etcd and on a fresh concord at the same time; each
 // step's answer (normalized: header cluster_id/member_id/raft_term removed, 64-bit integers as
 // decimal strings, bytes as latin1 text, ids the server picks itself named <leaseN>) is logged,
-// and the two logs must be equal step by step. Revisions are compared exactly: both servers
-// start at revision 1 and see the same writes in the same order (every lease a scenario grants
-// is revoked at its end, so no expiry lands in a later scenario).
+// and the two logs must be equal step by step. Revisions (header revision, create/mod revision,
+// leader rev) are compared exactly, counted from the revision each scenario starts at, so one
+// failing scenario does not shift the next; every lease a scenario grants is revoked when it
+// ends (however it ends), so no expiry lands in a later scenario.
 //
 // What etcd 3.4 does (found by running it; each case below carries a one-line comment):
 //  - The services are etcd's clientv3/concurrency recipes run inside the server: Lock is a
@@ -51,6 +52,9 @@ function plain(v: unknown): unknown {
   return v;
 }
 
+/** Fields holding revisions: logged relative to the scenario's first revision (see Side.note). */
+const REVISION_FIELDS = new Set(['revision', 'create_revision', 'mod_revision', 'rev']);
+
 /** A call's outcome in comparable form. DEADLINE_EXCEEDED is the client's own: code only. */
 type Outcome = { ok: Record<string, unknown> } | { error: { code: number; details?: string } };
 
@@ -77,9 +81,39 @@ class Side {
 
   constructor(readonly label: 'etcd' | 'concord', readonly c: Clients) {}
 
-  /** Records a step's value (after id naming). */
+  /** The revision the scenario started at: logged revisions are counted from it. */
+  private base = 0n;
+  /** Leases granted in this scenario (revoked, unlogged, when it ends however it ends). */
+  readonly granted = new Set<bigint>();
+
+  /** Records a step's value (after id naming, revisions relative to the scenario's start). */
   note(step: string, value: unknown): void {
-    this.log.push({ step, value: this.ids.applyValue(value) });
+    this.log.push({ step, value: this.relative(this.ids.applyValue(value)) });
+  }
+
+  private relative(v: unknown, key = ''): unknown {
+    if (Array.isArray(v)) return v.map((x) => this.relative(x));
+    if (v !== null && typeof v === 'object') {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.relative(x, k)]));
+    }
+    if (REVISION_FIELDS.has(key) && typeof v === 'string' && /^\d+$/.test(v)) return `${BigInt(v) - this.base}`;
+    return v;
+  }
+
+  /** Reads the current revision as the scenario's base. */
+  async begin(): Promise<void> {
+    const o = await this.start(this.c.kv as unknown as grpc.Client, 'Range', { key: bytes('\0') },
+      etcdserverpb.RangeResponse as unknown as Decoder).result;
+    this.base = BigInt((okOf(o, `${this.label}: current revision`).header as { revision: string }).revision);
+  }
+
+  /** Revokes every lease the scenario granted that is still there (not logged). */
+  async end(): Promise<void> {
+    this.cancelAll();
+    for (const id of this.granted) {
+      await this.start(this.c.lease as unknown as grpc.Client, 'LeaseRevoke', { ID: long(id) },
+        etcdserverpb.LeaseRevokeResponse as unknown as Decoder).result;
+    }
   }
 
   /** Starts a unary call; records nothing yet. */
@@ -121,6 +155,7 @@ class Side {
   // --- shorthands --------------------------------------------------------------------------
 
   grant(id: number, ttl = LONG_TTL): Promise<Outcome> {
+    this.granted.add(BigInt(id));
     return this.call(`grant ${id.toString(16)} ttl ${ttl}`, this.c.lease as unknown as grpc.Client, 'LeaseGrant',
       { ID: long(id), TTL: long(ttl) }, etcdserverpb.LeaseGrantResponse as unknown as Decoder);
   }
@@ -256,9 +291,15 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
   async function scenario(name: string, script: (s: Side) => Promise<void>, divergent: string[] = []): Promise<{ e: Side; c: Side }> {
     const e = new Side('etcd', E);
     const c = new Side('concord', C);
-    const [re, rc] = await Promise.allSettled([script(e), script(c)]);
-    e.cancelAll();
-    c.cancelAll();
+    const run = async (s: Side): Promise<void> => {
+      await s.begin();
+      try {
+        await script(s);
+      } finally {
+        await s.end();
+      }
+    };
+    const [re, rc] = await Promise.allSettled([run(e), run(c)]);
     if (re.status === 'rejected') throw new Error(`${name}: the script failed on etcd itself: ${String(re.reason)}\n${showLog(e.log)}`);
     const cmp = (log: Side['log']) => log.filter((l) => !divergent.includes(l.step));
     const [le, lc] = [cmp(e.log), cmp(c.log)];
@@ -319,6 +360,7 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
       const key = String(okOf(o, 'lock with lease 0').key);
       const id = BigInt(`0x${key.slice('lz/'.length)}`);
       s.ids.name(id);
+      s.granted.add(id);
       s.note('lock with lease 0 (named)', o);
       const ttl = await s.call('that lease', s.c.lease as unknown as grpc.Client, 'LeaseTimeToLive', { ID: long(id), keys: true },
         etcdserverpb.LeaseTimeToLiveResponse as unknown as Decoder);
@@ -436,7 +478,7 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
       await s.grant(0x2b);
       await s.el('leader, none yet', 'Leader', { name: bytes('e') }); // error 2 "election: no leader"
       const c1 = await s.el('campaign 1a', 'Campaign', { name: bytes('e'), lease: long(0x1a), value: bytes('v1') }); // leader {name, key e/1a, rev, lease}
-      const rev = (okOf(c1).leader as { rev: string }).rev;
+      const rev = (okOf(c1, 'campaign 1a').leader as { rev: string }).rev;
       const L = { name: bytes('e'), key: bytes('e/1a'), rev: long(rev), lease: long(0x1a) };
       await s.el('leader', 'Leader', { name: bytes('e') }); // the kv of e/1a
       await s.el('campaign again, same value', 'Campaign', { name: bytes('e'), lease: long(0x1a), value: bytes('v1') }); // same leader key, nothing written
@@ -477,12 +519,14 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
       const o = await s.el('campaign, lease 0', 'Campaign', { name: bytes('z'), value: bytes('q') }); // key z/<new lease hex>, leader.lease = it
       const leader = okOf(o, 'campaign, lease 0').leader as { lease: string; key: string; rev: string };
       s.ids.name(leader.lease);
+      s.granted.add(BigInt(leader.lease));
       s.note('campaign, lease 0 (named)', o);
       const p = await s.el('proclaim, lease 0', 'Proclaim', { leader: { name: bytes('z'), key: bytes(leader.key), rev: long(leader.rev), lease: long(0) }, value: bytes('r') }); // another new lease: the key moves to it
       void p;
       const l = await s.el('leader', 'Leader', { name: bytes('z') });
       const second = (okOf(l, 'leader').kv as { lease: string }).lease;
       s.ids.name(second);
+      s.granted.add(BigInt(second));
       s.note('leader (named)', l);
       for (const id of [leader.lease, second]) {
         const t = okOf(await s.call(`ttl of ${s.ids.name(id)}`, s.c.lease as unknown as grpc.Client, 'LeaseTimeToLive', { ID: long(id) },
@@ -516,7 +560,7 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
         await seg('open'); // nothing: no leader yet
         const c41 = await s.el('campaign 41', 'Campaign', { name: bytes('h'), lease: long(0x41), value: bytes('a') });
         await seg('campaign 41'); // the leader kv, header at its revision
-        const L41 = { name: bytes('h'), key: bytes('h/41'), rev: long((okOf(c41).leader as { rev: string }).rev), lease: long(0x41) };
+        const L41 = { name: bytes('h'), key: bytes('h/41'), rev: long((okOf(c41, 'campaign 41').leader as { rev: string }).rev), lease: long(0x41) };
         await s.el('proclaim a2', 'Proclaim', { leader: L41, value: bytes('a2') });
         await seg('proclaim a2'); // the new value, header at the proclaim's revision
         const w42 = s.startCampaign('h', 0x42, 'b');
