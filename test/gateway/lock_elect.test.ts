@@ -131,13 +131,25 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
     await Promise.all([etcd?.stop(), subject?.stop()]);
   });
 
-  /** A side: its endpoint and the log of what it answered. */
-  interface Side { endpoint: string; log: { step: string; value: unknown }[] }
+  /**
+   * A side: its endpoint, the log of what it answered, and the revision the scenario started at
+   * (logged revisions are counted from it, so one failing scenario does not shift the next).
+   */
+  interface Side { endpoint: string; log: { step: string; value: unknown }[]; base: bigint; leases: string[] }
 
   async function scenario(name: string, script: (s: Side) => Promise<void>): Promise<Side> {
-    const e: Side = { endpoint: etcd!.endpoint, log: [] };
-    const c: Side = { endpoint: subject!.endpoint, log: [] };
-    const [re, rc] = await Promise.allSettled([script(e), script(c)]);
+    const e: Side = { endpoint: etcd!.endpoint, log: [], base: 0n, leases: [] };
+    const c: Side = { endpoint: subject!.endpoint, log: [], base: 0n, leases: [] };
+    const run = async (s: Side): Promise<void> => {
+      const r = await new Post(s.endpoint, '/v3/kv/range', { key: b64('\0') }).answer;
+      s.base = BigInt((r.json as { header: { revision: string } }).header.revision);
+      try {
+        await script(s);
+      } finally {
+        for (const id of s.leases) await new Post(s.endpoint, '/v3/lease/revoke', { ID: id }).answer;
+      }
+    };
+    const [re, rc] = await Promise.allSettled([run(e), run(c)]);
     const show = (s: Side): string => s.log.map((l) => `  ${l.step}: ${JSON.stringify(l.value)}`).join('\n');
     if (re.status === 'rejected') throw new Error(`${name}: failed on etcd itself: ${String(re.reason)}\n${show(e)}`);
     let where = 'nowhere';
@@ -159,10 +171,23 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
     return hit.value;
   };
 
+  /** Revision fields counted from the scenario's base. */
+  function relative(s: Side, v: unknown, key = ''): unknown {
+    if (Array.isArray(v)) return v.map((x) => relative(s, x));
+    if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, relative(s, x, k)]));
+    if (['revision', 'create_revision', 'mod_revision', 'rev'].includes(key) && typeof v === 'string' && /^\d+$/.test(v)) return `${BigInt(v) - s.base}`;
+    return v;
+  }
+
+  function log(s: Side, step: string, value: unknown): void {
+    s.log.push({ step, value: relative(s, value) });
+  }
+
   /** POST, awaited and logged. */
   async function post(s: Side, step: string, path: string, body: unknown): Promise<Answer> {
+    if (path === '/v3/lease/grant') s.leases.push(String((body as { ID: unknown }).ID));
     const a = await new Post(s.endpoint, path, body).answer;
-    s.log.push({ step, value: a });
+    log(s, step, a);
     return a;
   }
 
@@ -177,7 +202,7 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
     let timer: NodeJS.Timeout | undefined;
     const a = await Promise.race([p.answer, new Promise<string>((r) => (timer = setTimeout(() => r('still blocked'), ms)))]);
     clearTimeout(timer);
-    s.log.push({ step, value: a });
+    log(s, step, a);
   }
 
   test('lock and unlock: key, blocking, errors', async () => {
@@ -187,14 +212,14 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
       await post(s, 'lock by 100', '/v3/lock/lock', { name: b64('gl'), lease: '256' }); // {"header":..,"key":b64("gl/100")}
       const w = start(s, '/v3/lock/lock', { name: b64('gl'), lease: 512 }); // blocks: the HTTP request stays open
       await sleep(BLOCK_MS);
-      s.log.push({ step: 'second lock pending', value: !w.done });
+      log(s, 'second lock pending', !w.done);
       await post(s, 'unlock gl/100', '/v3/lock/unlock', { key: b64('gl/100') });
       await settle(s, 'second lock granted', w); // key gl/200, header at the unlock's revision
       await post(s, 'unlock a missing key', '/v3/lock/unlock', { key: b64('gl/100') }); // 200, current revision
       await post(s, 'unlock without key', '/v3/lock/unlock', {}); // 500 code 2 "etcdserver: key is not provided"
       await post(s, 'lock, lease not found', '/v3/lock/lock', { name: b64('gl'), lease: '4095' }); // 500 code 2 "etcdserver: requested lease not found"
       const bad = await new Post(s.endpoint, '/v3/lock/lock', '{bad').answer; // 400 code 3 (decoder's own message)
-      s.log.push({ step: 'malformed body', value: { status: bad.status, code: (bad.json as { code?: number } | null)?.code } });
+      log(s, 'malformed body', { status: bad.status, code: (bad.json as { code?: number } | null)?.code });
       await post(s, 'unlock gl/200', '/v3/lock/unlock', { key: b64('gl/200') });
       await post(s, 'revoke 100', '/v3/lease/revoke', { ID: '256' });
       await post(s, 'revoke 200', '/v3/lease/revoke', { ID: '512' });
@@ -215,7 +240,7 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
       const obs = new Observe(s.endpoint, { name: b64('ge') });
       cleanup.push(() => obs.close());
       const seg = async (label: string): Promise<void> => {
-        s.log.push({ step: `observe after ${label}`, value: await obs.take() });
+        log(s, `observe after ${label}`, await obs.take());
       };
       try {
         await post(s, 'grant 300', '/v3/lease/grant', { ID: '768', TTL: '300' });
@@ -232,7 +257,7 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
         await post(s, 'proclaim, no leader field', '/v3/election/proclaim', { value: b64('x') }); // 500 code 2 "\"leader\" field must be provided"
         const w = start(s, '/v3/election/campaign', { name: b64('ge'), lease: 1024, value: b64('three') }); // blocks
         await sleep(BLOCK_MS);
-        s.log.push({ step: 'second campaign pending', value: !w.done });
+        log(s, 'second campaign pending', !w.done);
         await seg('second campaign'); // nothing
         await post(s, 'resign, wrong rev', '/v3/election/resign', { leader: { ...leader, rev: '999' } }); // 200, nothing deleted
         await post(s, 'resign', '/v3/election/resign', { leader });
@@ -244,7 +269,7 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
         await seg('revoke 400'); // nothing: no leader
         await post(s, 'leader, none again', '/v3/election/leader', { name: b64('ge') });
         await post(s, 'revoke 300', '/v3/lease/revoke', { ID: '768' });
-        s.log.push({ step: 'observe status', value: obs.status });
+        log(s, 'observe status', obs.status);
       } finally {
         obs.close();
       }
