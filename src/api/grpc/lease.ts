@@ -45,8 +45,8 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
       const waiter = new InternalWaiter((code, response) => {
         const remaining = server.lessor.remainingSeconds(id, Date.now());
         if (code === ErrorCode.LeaseNotFound || (code === 0 && remaining === null)) {
-          // etcd answers an unknown lease with TTL -1 and an empty header, not an error.
-          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: {}, ID: id, TTL: -1 }).finish());
+          // etcd answers an unknown lease with TTL -1, not an error.
+          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: header(server), ID: id, TTL: -1 }).finish());
           return;
         }
         if (code !== 0) return callback(grpcStatus(code));
@@ -73,8 +73,19 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
           return;
         }
         // etcd: an unknown (or expired) lease is answered with TTL 0, not an error.
-        const ttl = server.lessor.renew(req.ID ?? 0, Date.now());
-        call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+        const id = req.ID ?? 0;
+        const ttl = server.lessor.renew(id, Date.now());
+        if (ttl === 0 || !server.lessor.needsCheckpointClear(id)) {
+          call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+          return;
+        }
+        // The renewal clears the checkpointed remaining TTL through the log first, so that an
+        // acknowledged keep-alive survives a restart (etcd 3.6 Renew).
+        const answer = (): void => {
+          call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+        };
+        const code = server.propose({ lease_checkpoint: { checkpoints: [{ ID: id, remaining_TTL: 0 }] } }, new InternalWaiter(answer));
+        if (code !== 0) call.emit('error', grpcStatus(code));
       });
       call.on('end', () => call.end());
     },
