@@ -152,14 +152,13 @@ describe('HTTP gateway /v3/lock and /v3/election vs real etcd', { skip: etcdSkip
     const [re, rc] = await Promise.allSettled([run(e), run(c)]);
     const show = (s: Side): string => s.log.map((l) => `  ${l.step}: ${JSON.stringify(l.value)}`).join('\n');
     if (re.status === 'rejected') throw new Error(`${name}: failed on etcd itself: ${String(re.reason)}\n${show(e)}`);
-    let where = 'nowhere';
-    for (let i = 0; i < Math.max(e.log.length, c.log.length); i++) {
+    // every differing step (the first one and up to 7 more), not only the first
+    const diffs: string[] = [];
+    for (let i = 0; i < Math.max(e.log.length, c.log.length) && diffs.length < 8; i++) {
       const d = firstDifference(e.log[i], c.log[i]);
-      if (d !== null) {
-        where = `step ${i} "${e.log[i]?.step ?? c.log[i]?.step}": ${d}`;
-        break;
-      }
+      if (d !== null) diffs.push(`step ${i} "${e.log[i]?.step ?? c.log[i]?.step}": ${d}`);
     }
+    const where = diffs.length === 0 ? 'nowhere' : diffs.join('\n  and at ');
     if (rc.status === 'rejected') assert.fail(`${name}: failed on ${subject!.kind}: ${String(rc.reason)} (first difference ${where})\n--- etcd:\n${show(e)}\n--- ${subject!.kind}:\n${show(c)}`);
     assert.ok(where === 'nowhere', `${name}: ${subject!.kind} differs from etcd at ${where}\n--- etcd:\n${show(e)}\n--- ${subject!.kind}:\n${show(c)}`);
     return e;

@@ -303,12 +303,14 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
     if (re.status === 'rejected') throw new Error(`${name}: the script failed on etcd itself: ${String(re.reason)}\n${showLog(e.log)}`);
     const cmp = (log: Side['log']) => log.filter((l) => !divergent.includes(l.step));
     const [le, lc] = [cmp(e.log), cmp(c.log)];
+    // every differing step (the first one and up to 7 more), not only the first
     const where = (): string => {
-      for (let i = 0; i < Math.max(le.length, lc.length); i++) {
+      const diffs: string[] = [];
+      for (let i = 0; i < Math.max(le.length, lc.length) && diffs.length < 8; i++) {
         const d = firstDifference(le[i], lc[i]);
-        if (d !== null) return `step ${i} "${le[i]?.step ?? lc[i]?.step}": ${d}`;
+        if (d !== null) diffs.push(`step ${i} "${le[i]?.step ?? lc[i]?.step}": ${d}`);
       }
-      return 'nowhere';
+      return diffs.length === 0 ? 'nowhere' : diffs.join('\n  and at ');
     };
     if (rc.status === 'rejected') {
       assert.fail(`${name}: the script failed on ${subject!.kind}: ${String(rc.reason)}\n(first difference ${where()})\n--- etcd:\n${showLog(e.log)}\n--- ${subject!.kind}:\n${showLog(c.log)}`);
@@ -404,7 +406,7 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
     assert.deepEqual(at(e, 'waiter 14 granted'), { ok: { header: { revision: String(revOf(at(e, 'unlock m/13'))) }, key: 'm/14' } });
   });
 
-  test('Lock: a waiter whose key is gone never gets the lock (etcd issue #11456)', async () => {
+  test('Lock: a waiter whose key is gone never gets the lock (etcd issue #11456)', async (t) => {
     const STEP_REVOKED = 'waiter 23 (lease revoked while waiting)';
     const STEP_UNLOCKED = 'waiter 25 (key unlocked while waiting)';
     const { e, c } = await scenario('lock #11456', async (s) => {
@@ -437,6 +439,7 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
     const expired = { error: { code: 2, details: 'mutex: session is expired' } };
     for (const [step, key] of [[STEP_REVOKED, 'n/23'], [STEP_UNLOCKED, 'n/25']] as const) {
       const ev = at(e, step);
+      t.diagnostic(`etcd, ${step}: ${JSON.stringify(ev)}`);
       assert.ok(firstDifference(ev, expired) === null || (ev as { ok?: { key?: string } }).ok?.key === key, `etcd ${step}: ${JSON.stringify(ev)}`);
       // the server under test must not grant: it answers as fixed etcd does
       if (!SELF_CHECK) assert.deepEqual(at(c, step), expired, `${subject!.kind} ${step}`);
@@ -525,6 +528,7 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
       void p;
       const l = await s.el('leader', 'Leader', { name: bytes('z') });
       const second = (okOf(l, 'leader').kv as { lease: string }).lease;
+      s.note('the key\'s lease now', second === '0' ? 'none (0)' : second === leader.lease ? 'the campaign\'s' : 'another one'); // another one
       s.ids.name(second);
       s.granted.add(BigInt(second));
       s.note('leader (named)', l);
@@ -541,6 +545,8 @@ describe('Lock and Election services: etcd vs concord', { skip: etcdSkipReason()
     assert.deepEqual(at(e, 'campaign, lease 0 (named)'), { ok: { header: { revision: r2 }, leader: { name: 'z', key: 'z/<lease1>', rev: r2, lease: '<lease1>' } } });
     assert.equal((okOf(at(e, 'leader (named)') as Outcome).kv as { lease: string }).lease, '<lease2>');
     assert.equal(at(e, 'granted TTL of <lease1>'), '60');
+    assert.equal(at(e, 'the key\'s lease now'), 'another one');
+    assert.equal(at(e, 'granted TTL of <lease2>'), '60');
   });
 
   test('Election: a second Campaign blocks until resign / revoke / expiry; Observe sees every change', async () => {
