@@ -8,7 +8,7 @@ import Long from 'long';
 import { etcdserverpb, mvccpb, v3electionpb } from '../gen/proto';
 import { EtcdServer } from '../server/etcd_server';
 import { InternalClient } from './client';
-import { callSignal, ConcurrencyError, leaseHex, prefixEnd, statusOf, waitDeletes } from './lock';
+import { callSignal, ConcurrencyError, leaseHex, prefixEnd, sessionTtlSeconds, statusOf, waitDeletes } from './lock';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
@@ -35,7 +35,7 @@ export function electionHandlers(server: EtcdServer): grpc.UntypedServiceImpleme
     const r = call.request;
     const name = Buffer.from(r.name ?? []);
     let lease = Long.fromValue(r.lease ?? 0);
-    if (lease.isZero()) lease = await client.leaseGrant(60);
+    if (lease.isZero()) lease = await client.leaseGrant(sessionTtlSeconds);
     const pfx = Buffer.concat([name, Buffer.from('/')]);
     const key = Buffer.concat([pfx, Buffer.from(leaseHex(lease))]);
     const value = Buffer.from(r.value ?? []);
@@ -126,7 +126,10 @@ export function electionHandlers(server: EtcdServer): grpc.UntypedServiceImpleme
     Proclaim(call: Call<v3electionpb.ProclaimRequest>, callback: Callback): void {
       const l = call.request.leader;
       if (!l) return callback(statusOf(errMissingLeaderKey()));
-      proclaim(Buffer.from(l.key ?? []), Number(l.rev ?? 0), Long.fromValue(l.lease ?? 0), Buffer.from(call.request.value ?? [])).then(
+      // etcd resumes the election in a session on the leader's lease: lease 0 makes a new one.
+      const lease = Long.fromValue(l.lease ?? 0);
+      (lease.isZero() ? client.leaseGrant(sessionTtlSeconds) : Promise.resolve(lease)).then((id) =>
+        proclaim(Buffer.from(l.key ?? []), Number(l.rev ?? 0), id, Buffer.from(call.request.value ?? []))).then(
         (header) => callback(null, v3electionpb.ProclaimResponse.encode({ header }).finish()),
         (err: unknown) => callback(statusOf(err)),
       );

@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 import { etcdserverpb, v3lockpb } from '../gen/proto';
 import { EtcdServer } from '../server/etcd_server';
-import { ConcordError } from '../util/errors';
+import { ConcordError, ErrorCode } from '../util/errors';
 import { grpcStatus } from '../api/grpc/errors';
 import { InternalClient } from './client';
 
@@ -42,9 +42,13 @@ export function prefixEnd(prefix: Buffer): Buffer {
 /** A plain Go error from etcd's concurrency package: grpc-go sends it as UNKNOWN. */
 export class ConcurrencyError extends Error {}
 
-/** Maps an error to the status etcd's server answers with. */
+/**
+ * Maps an error to the status etcd's server answers with: its lock and election servers call
+ * etcd through a client and return that client's error as a plain error, so every failure is
+ * UNKNOWN with etcd's message ("etcdserver: requested lease not found", "election: no leader").
+ */
 export function statusOf(err: unknown): Partial<grpc.StatusObject> {
-  if (err instanceof ConcordError) return grpcStatus(err.code);
+  if (err instanceof ConcordError) return { code: grpc.status.UNKNOWN, details: grpcStatus(err.code).details ?? err.message };
   return { code: grpc.status.UNKNOWN, details: (err as Error).message };
 }
 
@@ -121,7 +125,9 @@ export function lockHandlers(server: EtcdServer): grpc.UntypedServiceImplementat
       lock(call).then((bytes) => callback(null, bytes), (err: unknown) => callback(statusOf(err)));
     },
     Unlock(call: Call<v3lockpb.UnlockRequest>, callback: Callback): void {
-      client.deleteRange({ key: call.request.key ?? Buffer.alloc(0) }).then(
+      const key = call.request.key ?? Buffer.alloc(0);
+      if (key.length === 0) return callback(statusOf(new ConcordError(ErrorCode.EmptyKey, 'key is not provided')));
+      client.deleteRange({ key }).then(
         (resp) => callback(null, v3lockpb.UnlockResponse.encode({ header: resp.header }).finish()),
         (err: unknown) => callback(statusOf(err)),
       );
