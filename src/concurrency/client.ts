@@ -2,7 +2,6 @@
 // v3lock and v3election servers use a clientv3 connected to their own member; concord calls
 // the server directly: the same proposals, reads and watch engine, no network round trip).
 import Long from 'long';
-import { randomBytes } from 'node:crypto';
 import { etcdserverpb, mvccpb } from '../gen/proto';
 import { EtcdServer, InternalWaiter } from '../server/etcd_server';
 import { ReadKind } from '../workers/protocol';
@@ -50,11 +49,7 @@ export class InternalClient {
 
   /** A lease the server picks the id of (concurrency.NewSession without a lease). */
   leaseGrant(ttl: number): Promise<Long> {
-    let id: Long;
-    do {
-      const b = randomBytes(8);
-      id = Long.fromBits(b.readUInt32LE(0), b.readUInt32LE(4) & 0x7fffffff, false);
-    } while (id.isZero() || this.server.lessor.has(id));
+    const id = this.server.lessor.newId();
     return new Promise((resolve, reject) => {
       const code = this.server.propose({ lease_grant: { ID: id, TTL: ttl } }, new InternalWaiter((c) => {
         if (c !== 0) reject(codeError(c));

@@ -9,6 +9,7 @@
 //
 // Pure: time comes in as arguments, so tests drive it with any clock.
 import Long from 'long';
+import { randomBytes } from 'node:crypto';
 import { LeaseChangeKind, leaseKey } from './lease_store';
 
 interface LiveLease {
@@ -139,6 +140,15 @@ export class Lessor {
     this.leases.set(key, l);
     this.expiries.push(l.expiryMs, key);
     this.scheduleCheckpoint(l, nowMs);
+  }
+
+  /** A fresh lease id (etcd: its request id generator masked to a positive int64). */
+  newId(): Long {
+    for (;;) {
+      const b = randomBytes(8);
+      const id = Long.fromBits(b.readUInt32LE(0), b.readUInt32LE(4) & 0x7fffffff, false);
+      if (!id.isZero() && !this.leases.has(id.toString())) return id;
+    }
   }
 
   has(id: Long | number): boolean {

@@ -3,7 +3,6 @@
 // TTL are the leader's lessor (main thread), as in etcd; TimeToLive asks the storage worker for
 // the attached keys and adds the remaining TTL here.
 import * as grpc from '@grpc/grpc-js';
-import { randomBytes } from 'node:crypto';
 import Long from 'long';
 import { etcdserverpb } from '../../gen/proto';
 import { EtcdServer, InternalWaiter } from '../../server/etcd_server';
@@ -14,15 +13,6 @@ import { grpcStatus } from './errors';
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
 
-/** etcd picks a lease id from its request id generator, masked to a positive int64. */
-function newLeaseId(server: EtcdServer): Long {
-  for (;;) {
-    const b = randomBytes(8);
-    const id = Long.fromBits(b.readUInt32LE(0), b.readUInt32LE(4) & 0x7fffffff, false);
-    if (!id.isZero() && !server.lessor.has(id)) return id;
-  }
-}
-
 function header(server: EtcdServer): etcdserverpb.IResponseHeader {
   return { cluster_id: server.clusterId, member_id: server.memberId, revision: server.currentRev, raft_term: server.raftTerm() };
 }
@@ -32,7 +22,7 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
     LeaseGrant(call: Call<etcdserverpb.LeaseGrantRequest>, callback: Callback): void {
       const r = call.request;
       const id = Long.fromValue(r.ID ?? 0);
-      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? newLeaseId(server) : id } }, callback);
+      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? server.lessor.newId() : id } }, callback);
       if (code !== 0) callback(grpcStatus(code));
     },
     LeaseRevoke(call: Call<etcdserverpb.LeaseRevokeRequest>, callback: Callback): void {
