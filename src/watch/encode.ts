@@ -34,6 +34,40 @@ export function varintSize(v: number): number {
   return n;
 }
 
+/**
+ * gRPC frames of one stream's responses, written in place: [u8 0][u32 BE length][message] each.
+ * The engine encodes straight into it, so a response costs no buffer of its own.
+ */
+export class FrameBuffer {
+  buf: Buffer;
+  pos = 0;
+  count = 0;
+
+  constructor(initialBytes = 4096) {
+    this.buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  /** Reserves a frame of `messageBytes` and returns where the message goes. */
+  frame(messageBytes: number): number {
+    this.ensure(5 + messageBytes);
+    const b = this.buf;
+    b[this.pos] = 0;
+    b.writeUInt32BE(messageBytes, this.pos + 1);
+    this.pos += 5;
+    this.count++;
+    return this.pos;
+  }
+}
+
 export class WatchResponseEncoder {
   /** Header fields 1 and 2 (cluster and member ids), fixed for the process. */
   private readonly idFields: Buffer;
@@ -86,7 +120,7 @@ export class WatchResponseEncoder {
 
   /**
    * The events of a response as one piece (repeated field 11), to be shared by every watcher
-   * that gets exactly these events: encodeWithEvents() then copies it instead of re-encoding.
+   * that gets exactly these events: frameWithEvents() then copies it instead of re-encoding.
    */
   eventsSegment(events: readonly OutEvent[]): Buffer {
     let n = 0;
@@ -100,26 +134,42 @@ export class WatchResponseEncoder {
     return out;
   }
 
-  encodeWithEvents(f: ResponseFields, segment: Buffer): Buffer {
+  /** Appends the framed response to `out`; returns the framed size. */
+  frameWithEvents(out: FrameBuffer, f: ResponseFields, segment: Buffer): number {
     const base = this.baseSize(f);
-    const out = Buffer.allocUnsafe(base + segment.length);
-    const pos = this.writeBase(out, f);
-    if (pos !== base) throw new Error(`watch response size ${pos} != ${base}`);
-    segment.copy(out, pos);
-    return out;
+    const size = base + segment.length;
+    let pos = out.frame(size);
+    const start = pos;
+    pos = this.writeBase(out.buf, f, pos);
+    segment.copy(out.buf, pos);
+    pos += segment.length;
+    if (pos - start !== size) throw new Error(`watch response size ${pos - start} != ${size}`);
+    out.pos = pos;
+    return 5 + size;
+  }
+
+  /** Appends the framed response with events[from, to) to `out`; returns the framed size. */
+  frame(out: FrameBuffer, f: ResponseFields, events: readonly OutEvent[], from = 0, to = events.length): number {
+    const size = this.size(f, events, from, to);
+    let pos = out.frame(size);
+    const start = pos;
+    pos = this.writeBase(out.buf, f, pos);
+    pos = this.writeEvents(out.buf, pos, events, from, to);
+    if (pos - start !== size) throw new Error(`watch response size ${pos - start} != ${size}`);
+    out.pos = pos;
+    return 5 + size;
   }
 
   encode(f: ResponseFields, events: readonly OutEvent[], from = 0, to = events.length): Buffer {
     const total = this.size(f, events, from, to);
     const out = Buffer.allocUnsafe(total);
-    let pos = this.writeBase(out, f);
+    let pos = this.writeBase(out, f, 0);
     pos = this.writeEvents(out, pos, events, from, to);
     if (pos !== total) throw new Error(`watch response size ${pos} != ${total}`);
     return out;
   }
 
-  private writeBase(out: Buffer, f: ResponseFields): number {
-    let pos = 0;
+  private writeBase(out: Buffer, f: ResponseFields, pos: number): number {
     const h = this.headerSize(f.revision);
     out[pos++] = 0x0a;
     pos = putVarint(out, pos, h);

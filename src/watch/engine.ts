@@ -16,7 +16,7 @@
 // and acknowledgements, and ships what it sends (`send(streamId, bytes)`).
 import type { RangeEnd } from '../mvcc/index';
 import type { EventChange } from './events';
-import { OutEvent, ResponseFields, WatchResponseEncoder } from './encode';
+import { FrameBuffer, OutEvent, ResponseFields, WatchResponseEncoder } from './encode';
 import type { MvccReplica } from './replica';
 import { WatcherIndex } from './watcher_index';
 import { assert } from '../util/assert';
@@ -89,7 +89,8 @@ interface Stream {
 export class WatchEngine {
   private readonly replica: MvccReplica;
   private readonly encoder: WatchResponseEncoder;
-  private readonly send: (streamId: number, bytes: Uint8Array) => void;
+  /** Where a stream's responses of this turn are framed (the worker ships them per turn). */
+  private readonly outputFor: (streamId: number) => FrameBuffer;
   private readonly options: WatchEngineOptions;
   private readonly streams = new Map<number, Stream>();
   private readonly synced = new WatcherIndex<Watcher>(1);
@@ -106,10 +107,10 @@ export class WatchEngine {
   victims = 0;
 
   constructor(replica: MvccReplica, encoder: WatchResponseEncoder,
-    send: (streamId: number, bytes: Uint8Array) => void, options: WatchEngineOptions) {
+    outputFor: (streamId: number) => FrameBuffer, options: WatchEngineOptions) {
     this.replica = replica;
     this.encoder = encoder;
-    this.send = send;
+    this.outputFor = outputFor;
     this.options = options;
   }
 
@@ -263,7 +264,7 @@ export class WatchEngine {
       if (seg.count === 0) continue; // etcd: all filtered out, nothing is sent
       w.progressDue = false;
       this.eventsSent += seg.count;
-      this.emit(w.stream, this.encoder.encodeWithEvents({ revision: rev, watchId: w.id }, seg.bytes));
+      this.sent(w.stream, this.encoder.frameWithEvents(this.outputFor(w.stream.id), { revision: rev, watchId: w.id }, seg.bytes));
     }
     touched.length = 0;
     shared.fill(null);
@@ -401,7 +402,7 @@ export class WatchEngine {
     const f: ResponseFields = { revision: headerRev, watchId: w.id };
     const max = this.options.fragmentBytesMax;
     if (!w.fragment || out.length < 2 || this.encoder.size(f, out) < max) {
-      this.emit(w.stream, this.encoder.encode(f, out));
+      this.sent(w.stream, this.encoder.frame(this.outputFor(w.stream.id), f, out));
       return;
     }
     // etcd sendFragments: as many events as stay under the limit (at least one) per response;
@@ -418,20 +419,20 @@ export class WatchEngine {
         to++;
       }
       const last = to === out.length;
-      this.emit(w.stream, this.encoder.encode({ ...f, fragment: !last }, out, from, to));
+      this.sent(w.stream, this.encoder.frame(this.outputFor(w.stream.id), { ...f, fragment: !last }, out, from, to));
       from = to;
     }
     out.length = 0;
   }
 
   private reply(s: Stream, f: ResponseFields): void {
-    this.emit(s, this.encoder.encode(f, this.outScratch, 0, 0));
+    this.sent(s, this.encoder.frame(this.outputFor(s.id), f, this.outScratch, 0, 0));
   }
 
-  private emit(s: Stream, bytes: Uint8Array): void {
-    s.outstanding += 5 + bytes.length; // as framed for gRPC
+  /** Accounts a framed response of `bytes` to its stream (its bound: streamBytesMax). */
+  private sent(s: Stream, bytes: number): void {
+    s.outstanding += bytes;
     this.responsesSent++;
-    this.send(s.id, bytes);
   }
 
   // ---- groups ----

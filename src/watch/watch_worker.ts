@@ -15,7 +15,7 @@ import { decodeEventRecord, EventRecord, RecordKind } from './events';
 import { RingConsumer } from './ring';
 import { MvccReplica } from './replica';
 import { WatchEngine } from './engine';
-import { WatchResponseEncoder } from './encode';
+import { FrameBuffer, WatchResponseEncoder } from './encode';
 import {
   ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
@@ -34,7 +34,7 @@ class WatchWorker {
   private readonly out: PackWriter;
   private outCount: number;
   /** Responses of this turn per stream, sent framed in one piece each (protocol.ts Output). */
-  private readonly outByStream: Map<number, { responses: Uint8Array[]; bytes: number }>;
+  private readonly outByStream: Map<number, FrameBuffer>;
   private expectedSeq: number;
   /** Records read but not processed because of a gap, oldest first. */
   private stash: EventRecord[];
@@ -54,14 +54,13 @@ class WatchWorker {
     this.out = new PackWriter(64 * 1024);
     this.outCount = 0;
     this.outByStream = new Map();
-    this.engine = new WatchEngine(this.replica, this.encoder, (streamId, bytes) => {
-      let q = this.outByStream.get(streamId);
-      if (q === undefined) {
-        q = { responses: [], bytes: 0 };
-        this.outByStream.set(streamId, q);
+    this.engine = new WatchEngine(this.replica, this.encoder, (streamId) => {
+      let out = this.outByStream.get(streamId);
+      if (out === undefined) {
+        out = new FrameBuffer();
+        this.outByStream.set(streamId, out);
       }
-      q.responses.push(bytes);
-      q.bytes += 5 + bytes.length;
+      return out;
     }, {
       fragmentBytesMax: init.fragmentBytesMax,
       streamBytesMax: init.streamBytesMax,
@@ -181,15 +180,10 @@ class WatchWorker {
   private flushOut(): void {
     if (this.outByStream.size === 0) return;
     const out = this.out;
-    for (const [streamId, q] of this.outByStream) {
+    for (const [streamId, frames] of this.outByStream) {
       out.u32(streamId);
-      out.u32(q.responses.length);
-      out.u32(q.bytes);
-      for (const r of q.responses) {
-        out.u8(0);
-        out.u32be(r.length);
-        out.raw(r);
-      }
+      out.u32(frames.count);
+      out.bytes(frames.buf.subarray(0, frames.pos));
       this.outCount++;
     }
     this.outByStream.clear();

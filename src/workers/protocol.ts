@@ -105,20 +105,6 @@ export class PackWriter {
     this.pos += 8;
   }
 
-  /** A big-endian u32 (gRPC message prefixes). */
-  u32be(v: number): void {
-    this.reserve(4);
-    this.buf.writeUInt32BE(v, this.pos);
-    this.pos += 4;
-  }
-
-  /** Bytes with no length prefix. */
-  raw(b: Uint8Array): void {
-    this.reserve(b.length);
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
-  }
-
   bytes(b: Uint8Array): void {
     this.u32(b.length);
     this.reserve(b.length);

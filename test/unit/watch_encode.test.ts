@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { etcdserverpb, mvccpb } from '../../src/gen/proto';
-import { WatchResponseEncoder, type OutEvent, type ResponseFields } from '../../src/watch/encode';
+import { FrameBuffer, WatchResponseEncoder, type OutEvent, type ResponseFields } from '../../src/watch/encode';
 import { keyOfKeyValue } from '../../src/watch/events';
 
 const kv = (key: string, value: string, rev: number): Uint8Array => mvccpb.KeyValue.encode({
@@ -63,4 +63,22 @@ test('keyOfKeyValue reads field 1 whatever the field order', () => {
   const keyField = Buffer.from([0x0a, 2, 0x6b, 0x31]);
   assert.equal(keyOfKeyValue(Buffer.concat([w, keyField])), 'k1');
   assert.equal(keyOfKeyValue(new Uint8Array(0)), '');
+});
+
+test('framed responses in a FrameBuffer: gRPC prefix, same bytes as encode()', () => {
+  const enc = new WatchResponseEncoder('1', '2', 3);
+  const out = new FrameBuffer(8); // grows
+  const events: OutEvent[] = [{ kv: kv('a', 'v'.repeat(100), 5), tombstone: false, prevKv: null }];
+  const f = { revision: 5, watchId: 7 };
+  const n1 = enc.frame(out, f, events);
+  const n2 = enc.frameWithEvents(out, { revision: 6, watchId: 8 }, enc.eventsSegment(events));
+  assert.equal(out.count, 2);
+  assert.equal(out.pos, n1 + n2);
+  const first = enc.encode(f, events);
+  assert.equal(out.buf[0], 0);
+  assert.equal(out.buf.readUInt32BE(1), first.length);
+  assert.deepEqual(out.buf.subarray(5, 5 + first.length), first);
+  const second = etcdserverpb.WatchResponse.decode(out.buf.subarray(n1 + 5, n1 + n2));
+  assert.equal(Number(String(second.watch_id)), 8);
+  assert.equal(second.events.length, 1);
 });
