@@ -201,10 +201,7 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
     assert.equal((await same('/v3/lease/grant', { ID: '9223372036854775807', TTL: 60 })).ID, '9223372036854775807');
     // etcd: ID absent -> the server chooses one (compared by shape).
     assert.equal((await same('/v3/lease/grant', { TTL: 60 }, { save: 'auto' })).ID, '<auto>');
-    // etcd: duplicate -> 412 {"error","message","code":9}; too large -> 400 code 11.
-    assert.deepEqual(await same('/v3/lease/grant', { ID: 100, TTL: 10 }, { status: 412 }), {
-      error: 'etcdserver: lease already exists', message: 'etcdserver: lease already exists', code: 9,
-    });
+    // etcd: too large -> 400 code 11.
     assert.equal((await same('/v3/lease/grant', { ID: 103, TTL: 9000000001 }, { status: 400 })).code, 11);
     // etcd: malformed JSON and non-decimal ID strings: 400 code 3 (the decoder's own words).
     await same('/v3/lease/grant', '{bad', { status: 400, compareBody: false });
@@ -212,6 +209,10 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
     await same('/v3/lease/grant', { ID: 'abc', TTL: 5 }, { status: 400, compareBody: false });
     // etcd: grant exists only under /v3/lease: /v3/kv/lease/grant is 404.
     await same('/v3/kv/lease/grant', { ID: 300, TTL: 20 }, { status: 404 });
+    // etcd: duplicate (FAILED_PRECONDITION) -> 412 {"error","message","code":9}.
+    assert.deepEqual(await same('/v3/lease/grant', { ID: 100, TTL: 10 }, { status: 412 }), {
+      error: 'etcdserver: lease already exists', message: 'etcdserver: lease already exists', code: 9,
+    });
   });
 
   test('timetolive (and /v3/kv/lease/timetolive): remaining TTL, keys, unknown lease', async () => {
@@ -226,6 +227,7 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
     assert.equal((await same('/v3/kv/lease/timetolive', { ID: 100 })).keys, undefined);
     await same('/v3/lease/timetolive', (s: Side) => ({ ID: s.id('auto'), keys: true }));
     await same('/v3/lease/timetolive', { ID: '9223372036854775807' });
+    await same('/v3/lease/timetolive', { ID: 'x' }, { status: 400, compareBody: false });
     // etcd: unknown lease: 200 with the full header, the ID and TTL "-1" (grantedTTL and keys
     // left out: defaults).
     assert.deepEqual(await same('/v3/lease/timetolive', { ID: 999, keys: true }, { status: 200 }), {
@@ -235,7 +237,6 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
     assert.deepEqual(await same('/v3/kv/lease/timetolive', {}), {
       header: { cluster_id: 'set', member_id: 'set', revision: '4', raft_term: 'set' }, TTL: '-1',
     });
-    await same('/v3/lease/timetolive', { ID: 'x' }, { status: 400, compareBody: false });
   });
 
   test('leases (and /v3/kv/lease/leases): every lease, any order; empty body', async () => {
@@ -262,11 +263,12 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
       assert.deepStrictEqual(lines(c!, sides[1]), lines(e!, sides[0]), body);
       assert.equal(lines(e!, sides[0]).length, body.split('}').length - 1, `etcd: ${e!.body}`);
     }
-    // etcd: an empty body: 200 and nothing; a malformed one: 500 code 2.
-    await same('/v3/lease/keepalive', '', { status: 200 });
+    // etcd: a malformed body: 500 code 2.
     await same('/v3/lease/keepalive', '{bad', { status: 500, compareBody: false });
     // etcd: no /v3/kv/lease/keepalive alias (404).
     await same('/v3/kv/lease/keepalive', { ID: 200 }, { status: 404 });
+    // etcd: an empty body: 200 and an empty answer (no request, so no result).
+    await same('/v3/lease/keepalive', '', { status: 200 });
   });
 
   test('keepalive streaming: requests written over time on one open request body', async () => {
@@ -278,7 +280,9 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
     ks.forEach((k) => streams.add(k));
     // etcd: each request is applied as it arrives (the lease is renewed while the body is still
     // open), but its gateway holds the answers until the request body ends (Go's HTTP/1 server),
-    // then sends them all, one {"result":...} line each, in order.
+    // then sends them, one {"result":...} line each, in order — and loses the last one(s) now and
+    // then (measured: 1 to 3 of 3 lines when the body is written over time; never when it is sent
+    // whole). So etcd's lines must be a non-empty prefix of the answers, concord's all of them.
     ks.forEach((k) => k.write({ ID: 210 }));
     await sleep(300);
     assert.ok(Number((await same('/v3/lease/timetolive', { ID: 210 })).TTL) >= 4, 'renewed while the body is open');
@@ -290,11 +294,13 @@ describe('HTTP gateway Lease API vs real etcd', { skip: etcdSkipReason() }, () =
     const ended = await Promise.all(ks.map((k) => k.finish()));
     assert.deepEqual(ended, [true, true], 'responses ended (etcd, concord)');
     const [e, c] = ks.map((k, i) => ({ status: k.status, lines: k.lines.map((l) => sides[i]!.normalize(l)) }));
-    assert.deepStrictEqual(c, e, `etcd ${JSON.stringify(e)}\nconcord ${JSON.stringify(c)}`);
     const hdr = { cluster_id: 'set', member_id: 'set', revision: '4', raft_term: 'set' };
-    assert.deepEqual(e, { status: 200, lines: [
-      { result: { header: hdr, ID: '210', TTL: '5' } }, { result: { header: hdr, ID: '211' } }, { result: { header: hdr, ID: '210', TTL: '5' } },
-    ] });
+    const answers = [{ result: { header: hdr, ID: '210', TTL: '5' } }, { result: { header: hdr, ID: '211' } }, { result: { header: hdr, ID: '210', TTL: '5' } }];
+    assert.equal(e!.status, 200);
+    assert.ok(e!.lines.length >= 1, 'etcd answered');
+    assert.deepEqual(e!.lines, answers.slice(0, e!.lines.length), `etcd ${JSON.stringify(e)}`);
+    if (process.env.LEASE_DIFF_AGAINST === 'etcd') assert.deepEqual(c!.lines, answers.slice(0, c!.lines.length), 'second etcd');
+    else assert.deepEqual(c, { status: 200, lines: answers }, `concord ${JSON.stringify(c)}`);
   });
 
   test('revoke (and /v3/kv/lease/revoke): keys deleted in one revision, unknown lease, no ID', async () => {
