@@ -9,6 +9,7 @@
 //
 // Pure: time comes in as arguments, so tests drive it with any clock.
 import Long from 'long';
+import { randomBytes } from 'node:crypto';
 import { LeaseChangeKind, leaseKey } from './lease_store';
 
 interface LiveLease {
@@ -88,8 +89,6 @@ export class Lessor {
   private readonly expiries = new TimeHeap();
   private readonly checkpoints = new TimeHeap();
   private readonly options: LessorOptions;
-  /** Checkpoints to propose at once (renewals clearing a checkpointed remaining TTL). */
-  private readonly urgentCheckpoints: { id: Long; remaining: number }[] = [];
 
   constructor(options: LessorOptions) {
     this.options = options;
@@ -109,7 +108,7 @@ export class Lessor {
   }
 
   /** What an apply changed (lease_store.ts LeaseChange), in apply order. */
-  applied(kind: LeaseChangeKind, id: Long, ttl: number, remaining: number, nowMs: number): void {
+  applied(kind: LeaseChangeKind, id: Long, ttl: number, remaining: number, nowMs: number, restoring = false): void {
     const key = leaseKey(id);
     switch (kind) {
       case LeaseChangeKind.Granted:
@@ -121,6 +120,11 @@ export class Lessor {
       case LeaseChangeKind.Checkpointed: {
         const l = this.leases.get(key);
         if (l === undefined) return;
+        if (restoring) {
+          // Replayed at start-up: the lease runs from this checkpoint, as restore() would.
+          this.add(id, l.ttl, remaining > 0 ? remaining : l.ttl, remaining, nowMs);
+          return;
+        }
         l.checkpointed = remaining;
         this.scheduleCheckpoint(l, nowMs);
         return;
@@ -136,6 +140,15 @@ export class Lessor {
     this.leases.set(key, l);
     this.expiries.push(l.expiryMs, key);
     this.scheduleCheckpoint(l, nowMs);
+  }
+
+  /** A fresh lease id (etcd: its request id generator masked to a positive int64). */
+  newId(): Long {
+    for (;;) {
+      const b = randomBytes(8);
+      const id = Long.fromBits(b.readUInt32LE(0), b.readUInt32LE(4) & 0x7fffffff, false);
+      if (!id.isZero() && !this.leases.has(id.toString())) return id;
+    }
   }
 
   has(id: Long | number): boolean {
@@ -155,13 +168,18 @@ export class Lessor {
     if (l === undefined || l.expiryMs <= nowMs) return 0;
     l.expiryMs = nowMs + l.ttl * 1000;
     this.expiries.push(l.expiryMs, l.key);
-    if (l.checkpointed > 0) {
-      // A restart must not bring back the old remaining TTL (etcd 3.6 clears it on renew).
-      l.checkpointed = 0;
-      this.urgentCheckpoints.push({ id: l.id, remaining: 0 });
-    }
     this.scheduleCheckpoint(l, nowMs);
     return l.ttl;
+  }
+
+  /**
+   * True when the lease has a checkpointed remaining TTL that a renewal must clear: a restart
+   * would otherwise bring the old remaining TTL back. etcd 3.6 proposes the clearing checkpoint
+   * and answers the keep-alive once it is applied; so does the caller.
+   */
+  needsCheckpointClear(id: Long | number): boolean {
+    const l = this.leases.get(leaseKey(id));
+    return l !== undefined && l.checkpointed > 0;
   }
 
   /** Remaining TTL in whole seconds (etcd truncates), or null when unknown. */
@@ -199,7 +217,7 @@ export class Lessor {
 
   /** Remaining TTLs to checkpoint now (etcd: at most maxLeaseCheckpointBatchSize per batch). */
   dueCheckpoints(nowMs: number, max: number): { id: Long; remaining: number }[] {
-    const out = this.urgentCheckpoints.splice(0, max);
+    const out: { id: Long; remaining: number }[] = [];
     while (out.length < max) {
       const top = this.checkpoints.peek();
       if (top === undefined || top.atMs > nowMs) break;

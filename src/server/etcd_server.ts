@@ -445,12 +445,14 @@ export class EtcdServer {
       else this.sink(target, code, response);
     }
     const now = Date.now();
+    // Entries replayed from the WAL at start-up restore leases as the restart found them.
+    const restoring = this.readyWaiters.length > 0;
     for (let n = r.u32(); n > 0; n--) {
       const kind = r.u8() as LeaseChangeKind;
       const id = Long.fromString(Buffer.from(r.bytes()).toString('latin1'));
       const ttl = r.u53();
       const remaining = r.u53();
-      this.lessor.applied(kind, id, ttl, remaining, now);
+      this.lessor.applied(kind, id, ttl, remaining, now, restoring);
     }
     this.checkCaughtUp();
     if (this.pendingReads.length > 0 || this.raft.hasReady()) this.scheduleTurn();

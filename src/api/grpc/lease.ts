@@ -3,7 +3,6 @@
 // TTL are the leader's lessor (main thread), as in etcd; TimeToLive asks the storage worker for
 // the attached keys and adds the remaining TTL here.
 import * as grpc from '@grpc/grpc-js';
-import { randomBytes } from 'node:crypto';
 import Long from 'long';
 import { etcdserverpb } from '../../gen/proto';
 import { EtcdServer, InternalWaiter } from '../../server/etcd_server';
@@ -14,15 +13,6 @@ import { grpcStatus } from './errors';
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
 
-/** etcd picks a lease id from its request id generator, masked to a positive int64. */
-function newLeaseId(server: EtcdServer): Long {
-  for (;;) {
-    const b = randomBytes(8);
-    const id = Long.fromBits(b.readUInt32LE(0), b.readUInt32LE(4) & 0x7fffffff, false);
-    if (!id.isZero() && !server.lessor.has(id)) return id;
-  }
-}
-
 function header(server: EtcdServer): etcdserverpb.IResponseHeader {
   return { cluster_id: server.clusterId, member_id: server.memberId, revision: server.currentRev, raft_term: server.raftTerm() };
 }
@@ -32,7 +22,7 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
     LeaseGrant(call: Call<etcdserverpb.LeaseGrantRequest>, callback: Callback): void {
       const r = call.request;
       const id = Long.fromValue(r.ID ?? 0);
-      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? newLeaseId(server) : id } }, callback);
+      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? server.lessor.newId() : id } }, callback);
       if (code !== 0) callback(grpcStatus(code));
     },
     LeaseRevoke(call: Call<etcdserverpb.LeaseRevokeRequest>, callback: Callback): void {
@@ -45,8 +35,8 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
       const waiter = new InternalWaiter((code, response) => {
         const remaining = server.lessor.remainingSeconds(id, Date.now());
         if (code === ErrorCode.LeaseNotFound || (code === 0 && remaining === null)) {
-          // etcd answers an unknown lease with TTL -1 and an empty header, not an error.
-          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: {}, ID: id, TTL: -1 }).finish());
+          // etcd answers an unknown lease with TTL -1, not an error.
+          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: header(server), ID: id, TTL: -1 }).finish());
           return;
         }
         if (code !== 0) return callback(grpcStatus(code));
@@ -73,8 +63,19 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
           return;
         }
         // etcd: an unknown (or expired) lease is answered with TTL 0, not an error.
-        const ttl = server.lessor.renew(req.ID ?? 0, Date.now());
-        call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+        const id = req.ID ?? 0;
+        const ttl = server.lessor.renew(id, Date.now());
+        if (ttl === 0 || !server.lessor.needsCheckpointClear(id)) {
+          call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+          return;
+        }
+        // The renewal clears the checkpointed remaining TTL through the log first, so that an
+        // acknowledged keep-alive survives a restart (etcd 3.6 Renew).
+        const answer = (): void => {
+          call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+        };
+        const code = server.propose({ lease_checkpoint: { checkpoints: [{ ID: id, remaining_TTL: 0 }] } }, new InternalWaiter(answer));
+        if (code !== 0) call.emit('error', grpcStatus(code));
       });
       call.on('end', () => call.end());
     },

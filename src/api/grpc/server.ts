@@ -19,6 +19,8 @@ import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats
 import { UnaryFastPath, type DuplexRoute, type UnaryRoute } from './unary_fast_path';
 import { watchHandlers } from './watch';
 import { leaseHandlers } from './lease';
+import { lockHandlers } from '../../concurrency/lock';
+import { electionHandlers } from '../../concurrency/election';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -163,6 +165,8 @@ export class GrpcApi {
       'grpc.health.v1.Health': healthHandlers(server),
       'etcdserverpb.Watch': watchHandlers(server.watch),
       'etcdserverpb.Lease': leaseHandlers(server),
+      'v3lockpb.Lock': lockHandlers(server),
+      'v3electionpb.Election': electionHandlers(server),
     };
     for (const name of serviceNames) {
       const def = services[name];

@@ -61,6 +61,11 @@ class FastCall {
   get cancelled(): boolean {
     return this.stream.aborted;
   }
+  /** Only 'cancelled' (the client went away), for handlers that wait (Lock, Campaign). */
+  on(event: string, listener: () => void): this {
+    if (event === 'cancelled') this.stream.once('aborted', listener);
+    return this;
+  }
   getPeer(): string {
     return this.stream.session?.socket?.remoteAddress ?? 'unknown';
   }

@@ -1,0 +1,76 @@
+// lease/lessor.ts is pure (time comes in as arguments): expiry order, renewals, revoke retries,
+// checkpoint scheduling and restore, driven by a made-up clock.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import Long from 'long';
+import { Lessor } from '../../src/lease/lessor';
+import { LeaseChangeKind } from '../../src/lease/lease_store';
+
+const id = (n: number): Long => Long.fromNumber(n);
+const ids = (ls: Long[]): number[] => ls.map((l) => l.toNumber()).sort((a, b) => a - b);
+
+test('leases expire in time order, renewals push expiry back, revokes are retried', () => {
+  const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 3000 });
+  l.applied(LeaseChangeKind.Granted, id(1), 5, 0, 0);
+  l.applied(LeaseChangeKind.Granted, id(2), 10, 0, 0);
+  l.applied(LeaseChangeKind.Granted, id(3), 2, 0, 1000);
+  assert.deepEqual(ids(l.expired(2999, 10)), []);
+  assert.deepEqual(ids(l.expired(3000, 10)), [3]);
+  assert.equal(l.renew(id(1), 4000), 5); // now expires at 9000
+  assert.equal(l.remainingSeconds(id(1), 4500), 4);
+  assert.deepEqual(ids(l.expired(5999, 10)), []); // 3 was proposed at 3000: not again before 6000
+  assert.deepEqual(ids(l.expired(6000, 10)), [3]); // its revoke did not apply: retried
+  assert.deepEqual(ids(l.expired(9000, 10)), [1, 3]); // 3 again 3 s after its retry
+  // An expired lease is not renewed (etcd: keep-alive answers TTL 0).
+  assert.equal(l.renew(id(1), 9001), 0);
+  l.applied(LeaseChangeKind.Revoked, id(1), 5, 0, 9100);
+  l.applied(LeaseChangeKind.Revoked, id(3), 2, 0, 9100);
+  assert.equal(l.has(id(1)), false);
+  assert.deepEqual(ids(l.expired(10_000, 10)), [2]);
+  assert.equal(l.renew(id(42), 0), 0);
+  assert.equal(l.remainingSeconds(id(42), 0), null);
+});
+
+test('expired() returns at most max per call (rate limit); the rest stay due', () => {
+  const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 3000 });
+  for (let i = 1; i <= 1200; i++) l.applied(LeaseChangeKind.Granted, id(i), 1, 0, 0);
+  const first = l.expired(1000, 500);
+  const second = l.expired(1000, 500);
+  const third = l.expired(1000, 500);
+  assert.equal(first.length, 500);
+  assert.equal(second.length, 500);
+  assert.equal(third.length, 200);
+  assert.equal(new Set([...first, ...second, ...third].map(String)).size, 1200);
+});
+
+test('checkpoints: only leases outliving one interval, remaining rounded up, rescheduled on apply', () => {
+  const l = new Lessor({ checkpointIntervalMs: 1000, revokeRetryMs: 3000 });
+  l.applied(LeaseChangeKind.Granted, id(1), 30, 0, 0);
+  l.applied(LeaseChangeKind.Granted, id(2), 1, 0, 0); // shorter than the interval: never
+  assert.deepEqual(l.dueCheckpoints(999, 10), []);
+  const due = l.dueCheckpoints(1000, 10);
+  assert.deepEqual(due.map((c) => [c.id.toNumber(), c.remaining]), [[1, 29]]);
+  assert.deepEqual(l.dueCheckpoints(5000, 10), []); // next one only after the checkpoint applies
+  l.applied(LeaseChangeKind.Checkpointed, id(1), 30, 29, 1100);
+  assert.equal(l.needsCheckpointClear(id(1)), true);
+  assert.deepEqual(l.dueCheckpoints(2100, 10).map((c) => c.remaining), [28]);
+  // Renewal: the clearing checkpoint (remaining 0) makes a restart use the whole TTL again.
+  l.renew(id(1), 2200);
+  l.applied(LeaseChangeKind.Checkpointed, id(1), 30, 0, 2250);
+  assert.equal(l.needsCheckpointClear(id(1)), false);
+});
+
+test('restore: a checkpointed lease runs its remaining TTL, others their whole TTL', () => {
+  const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 3000 });
+  l.restore(id(1), 60, 12, 0);
+  l.restore(id(2), 60, 0, 0);
+  assert.equal(l.remainingSeconds(id(1), 0), 12);
+  assert.equal(l.remainingSeconds(id(2), 0), 60);
+  // A checkpoint replayed from the WAL at start-up restarts the lease from it.
+  l.applied(LeaseChangeKind.Checkpointed, id(2), 60, 20, 0, true);
+  assert.equal(l.remainingSeconds(id(2), 0), 20);
+  l.applied(LeaseChangeKind.Checkpointed, id(1), 60, 0, 0, true);
+  assert.equal(l.remainingSeconds(id(1), 0), 60);
+  assert.deepEqual(ids(l.expired(12_000, 10)), []);
+  assert.deepEqual(ids(l.expired(20_000, 10)), [2]);
+});
