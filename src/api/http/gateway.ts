@@ -86,7 +86,7 @@ export function httpStatusFromGrpc(code: number): number {
     case grpc.status.PERMISSION_DENIED: return 403;
     case grpc.status.UNAUTHENTICATED: return 401;
     case grpc.status.RESOURCE_EXHAUSTED: return 429;
-    case grpc.status.FAILED_PRECONDITION: return 400;
+    case grpc.status.FAILED_PRECONDITION: return 412;
     case grpc.status.ABORTED: return 409;
     case grpc.status.OUT_OF_RANGE: return 400;
     case grpc.status.UNIMPLEMENTED: return 501;
@@ -150,6 +150,7 @@ export class Gateway {
       return this.reply(res, 404, 'text/plain; charset=utf-8', m ? 'Not Found\n' : '404 page not found\n');
     }
     if (req.method !== 'POST') return this.reply(res, 405, 'text/plain; charset=utf-8', 'Method Not Allowed\n');
+    if (services[r.service][r.method]!.requestStream) return this.call(r, req, res);
     this.readBody(req, (err, body) => {
       if (err !== null) return this.replyError(res, err);
       try {
@@ -189,13 +190,14 @@ export class Gateway {
     req.on('error', () => { if (!refused) { refused = true; done({ code: grpc.status.CANCELLED, details: 'request aborted' }, ''); } });
   }
 
-  private call(r: Route, body: string, res: http.ServerResponse): void {
+  private call(r: Route, body: string | http.IncomingMessage, res: http.ServerResponse): void {
     const def = services[r.service][r.method]!;
     const m = lookupService(r.service).methods[r.method]!;
     const reqType = m.resolvedRequestType!.fullName.replace(/^\./, '');
     const resType = m.resolvedResponseType!.fullName.replace(/^\./, '');
     const handler = this.opts.handlers[r.service][r.method] as Handler;
     if (def.requestStream || def.responseStream) return this.stream(def, reqType, resType, handler, body, res);
+    if (typeof body !== 'string') throw new Error('unary gateway call without a body');
     let request: unknown;
     try {
       const bytes = jsonToBytes(reqType, body);
@@ -222,7 +224,7 @@ export class Gateway {
 
   /** grpc-gateway's streaming bridge: NDJSON requests in, `{"result":…}` lines out. */
   private stream(def: grpc.MethodDefinition<unknown, unknown>, reqType: string, resType: string, handler: Handler,
-    body: string, res: http.ServerResponse): void {
+    body: string | http.IncomingMessage, res: http.ServerResponse): void {
     const call = new EventEmitter() as EventEmitter & Record<string, unknown>;
     let started = false;
     let ended = false;
@@ -265,36 +267,81 @@ export class Gateway {
       if (!ended) call.emit('cancelled');
       ended = true;
     });
-    const requests: unknown[] = [];
-    if (def.requestStream) {
-      // grpc-gateway reads a request stream with Go's streaming JSON decoder: values need no
-      // newline between them; a first value that does not decode fails the call (500, code 2);
-      // a later one ends the request stream, keeping what came before.
-      const values = splitJsonValues(body);
-      if (values.length === 0) values.push('{}');
-      for (let i = 0; i < values.length; i++) {
+    if (typeof body !== 'string') {
+      // grpc-gateway reads a request stream with Go's streaming JSON decoder, as the body
+      // arrives: values need no newline between them; a first value that does not decode fails
+      // the call (500, code 2); a later one ends the request stream, keeping what came before.
+      const values = new JsonValueStream(this.opts.recvBytesMax * 2);
+      let count = 0;
+      let closed = false;
+      let handled = false;
+      const deliver = (text: string): boolean => {
+        let msg: unknown;
         try {
-          requests.push(def.requestDeserialize(Buffer.from(jsonToBytes(reqType, values[i]!))));
+          msg = def.requestDeserialize(Buffer.from(jsonToBytes(reqType, text)));
         } catch (err) {
           if (!(err instanceof JsonRequestError) && !(err instanceof SyntaxError)) throw err;
-          if (i === 0) return this.replyError(res, { code: grpc.status.UNKNOWN, details: err.message });
-          break;
+          if (count === 0 && !started) {
+            ended = true;
+            this.replyError(res, { code: grpc.status.UNKNOWN, details: err.message });
+          }
+          return false;
         }
-      }
-    } else {
+        count++;
+        if (!handled) {
+          handled = true;
+          handler(call);
+        }
+        call.emit('data', msg);
+        return true;
+      };
+      const finish = (): void => {
+        if (closed) return;
+        closed = true;
+        body.removeAllListeners('data');
+        body.resume();
+        if (ended) return;
+        if (!handled) {
+          handled = true;
+          handler(call);
+        }
+        call.emit('end');
+      };
+      body.setEncoding('utf8');
+      body.on('data', (chunk: string) => {
+        if (closed) return;
+        const got = values.push(chunk);
+        if (got === null) return finish(); // a value past the size limit: the stream ends
+        for (const v of got) {
+          if (!deliver(v)) return finish();
+        }
+      });
+      body.on('end', () => {
+        if (closed) return;
+        const rest = values.end();
+        if (rest !== null) deliver(rest);
+        finish();
+      });
+      body.on('error', () => {
+        if (!closed) {
+          closed = true;
+          if (!ended) call.emit('cancelled');
+          ended = true;
+        }
+      });
+      return;
+    }
+    const request = (() => {
       try {
-        requests.push(def.requestDeserialize(Buffer.from(jsonToBytes(reqType, body.trim().length > 0 ? body : '{}'))));
+        return def.requestDeserialize(Buffer.from(jsonToBytes(reqType, body.trim().length > 0 ? body : '{}')));
       } catch (err) {
-        if (err instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: err.message });
+        if (err instanceof JsonRequestError) return err;
         throw err;
       }
-    }
-    if (!def.requestStream) call.request = requests[0];
+    })();
+    if (request instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: request.message });
+    call.request = request;
     handler(call);
-    if (def.requestStream) {
-      for (const r of requests) call.emit('data', r);
-      call.emit('end');
-    }
   }
 
   /** etcd's /health: leader known and a read served (linearizable unless ?serializable=true). */
@@ -336,41 +383,60 @@ export class Gateway {
 }
 
 /**
- * Splits a body into its top-level JSON values as a streaming decoder reads them ('{..}{..}',
- * '{..}\n{..}'). Stops at the first value that is not complete or not an object/array start:
- * everything from there is returned as one last (malformed) value for the decoder to refuse.
+ * Top-level JSON values of a body as it arrives ('{..}{..}', '{..}\n{..}'), as Go's streaming
+ * decoder reads them. push() returns the values completed by a chunk (null once one grows past
+ * `valueBytesMax`); end() returns what is left that is not white space (a malformed last value
+ * for the decoder to refuse), or null.
  */
-export function splitJsonValues(body: string): string[] {
-  const out: string[] = [];
-  let i = 0;
-  const n = body.length;
-  for (;;) {
-    while (i < n && /\s/.test(body[i]!)) i++;
-    if (i >= n) return out;
-    const start = i;
-    const open = body[i];
-    if (open !== '{' && open !== '[') {
-      out.push(body.slice(start));
-      return out;
-    }
-    let depth = 0;
-    let inString = false;
-    for (; i < n; i++) {
-      const c = body[i];
-      if (inString) {
-        if (c === '\\') i++;
-        else if (c === '"') inString = false;
-      } else if (c === '"') inString = true;
-      else if (c === '{' || c === '[') depth++;
+export class JsonValueStream {
+  private current = '';
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  private inValue = false;
+  private broken = false;
+
+  constructor(private readonly valueBytesMax: number) {}
+
+  push(chunk: string): string[] | null {
+    const out: string[] = [];
+    let from = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i]!;
+      if (!this.inValue) {
+        if (c === ' ' || c === '\n' || c === '\r' || c === '\t') {
+          from = i + 1;
+          continue;
+        }
+        this.inValue = true;
+        from = i;
+        if (c !== '{' && c !== '[') this.broken = true; // not a message: the decoder refuses it
+      }
+      if (this.broken) continue;
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === '\\') this.escaped = true;
+        else if (c === '"') this.inString = false;
+      } else if (c === '"') this.inString = true;
+      else if (c === '{' || c === '[') this.depth++;
       else if (c === '}' || c === ']') {
-        depth--;
-        if (depth === 0) {
-          i++;
-          break;
+        this.depth--;
+        if (this.depth === 0) {
+          out.push(this.current + chunk.slice(from, i + 1));
+          this.current = '';
+          this.inValue = false;
+          from = i + 1;
         }
       }
     }
-    out.push(body.slice(start, i));
-    if (depth !== 0) return out;
+    if (this.inValue) {
+      this.current += chunk.slice(from);
+      if (this.current.length > this.valueBytesMax) return null;
+    }
+    return out;
+  }
+
+  end(): string | null {
+    return this.inValue && this.current.trim().length > 0 ? this.current : null;
   }
 }
