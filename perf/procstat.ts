@@ -1,5 +1,6 @@
 // Server-side CPU readings shared by the benchmark runners (perf/run.ts, perf/watch.ts).
 import fs from 'node:fs';
+import http from 'node:http';
 
 /** utime+stime of a process in microseconds (Linux /proc). */
 export function processCpuUs(pid: number): number {
@@ -13,10 +14,29 @@ export function processCpuUs(pid: number): number {
   }
 }
 
+/**
+ * GET http://address/path on a connection of its own, closed after the answer. (fetch would keep
+ * the connection open in its pool, and an idle keep-alive connection holds up concord's SIGTERM
+ * shutdown for its 2 s grace period: 2 s more per measured server.)
+ */
+export function httpGet(address: string, path: string): Promise<string> {
+  const i = address.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: address.slice(0, i), port: Number(address.slice(i + 1)), path, agent: false, headers: { connection: 'close' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
 /** concord's per-thread busy seconds (concord_thread_busy_seconds_total), or null. */
 export async function threadBusy(address: string): Promise<{ main: number; storage: number } | null> {
   try {
-    const text = await (await fetch(`http://${address}/metrics`)).text();
+    const text = await httpGet(address, '/metrics');
     const get = (thread: string): number => Number(new RegExp(`^concord_thread_busy_seconds_total\\{thread="${thread}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     return { main: get('main'), storage: get('storage') };
   } catch {

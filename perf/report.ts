@@ -3,6 +3,9 @@
 //   * throughput vs p99 latency across the client sweep, concord vs etcd
 //   * watch fan-out workloads: delivery latency percentiles at the largest watcher count, and
 //     delivered events/s, p99 delivery latency and p99 put latency against the watcher count
+//   * lease keep-alive: latency percentiles at the largest lease count, keep-alives/s against it
+//   * lease mass expiry: put p99, put throughput and lease keys remaining over time around the
+//     deadline (round 1), and put latency percentiles during the expiry
 import type { Cell, PerfReport, Sample, Target } from './run';
 
 const COLORS: Record<Target, string> = { concord: '#1f77b4', etcd: '#d62728' };
@@ -103,6 +106,42 @@ function watchSection(name: string, cells: Cell[], largest: Cell, targets: Targe
     '</section>';
 }
 
+function keepAliveSection(name: string, cells: Cell[], largest: Cell, targets: Target[]): string {
+  const pct: Series[] = targets.flatMap((t) => { const s = firstSample(largest, t); return s && s.curve.length > 0 ? [{ label: t, points: percentileSeries(s) }] : []; });
+  const vsN = (f: (s: Sample) => number): Series[] => targets.map((t) => ({
+    label: t,
+    points: cells.map((c) => firstSample(c, t)).filter((s): s is Sample => s !== undefined && s.ok > 0).map((s) => [s.clients, f(s)] as [number, number]),
+  })).filter((s) => s.points.length > 0);
+  const xLog = cells.length > 1;
+  return `<section><h2>${esc(name)}</h2><p>${esc(cells[0]!.description)}</p>` +
+    chart(`keep-alive latency percentiles, ${largest.clients} leases (round 1)`, pct, { xLabel: 'percentile', yLabel: 'request sent → response read, ms', xLog: true, yLog: true, xTicks: PCT_TICKS }) +
+    chart('keep-alives answered per second', vsN((s) => s.throughput), { xLabel: 'leases', yLabel: 'keep-alives/s', xLog, yLog: false }) +
+    chart('server CPU per keep-alive', vsN((s) => s.serverCpuUsPerOp), { xLabel: 'leases', yLabel: 'µs', xLog, yLog: false }) +
+    '</section>';
+}
+
+function expirySection(name: string, cells: Cell[], targets: Target[]): string {
+  const parts: string[] = [`<section><h2>${esc(name)}</h2><p>${esc(cells[0]!.description)}. Time is seconds from the deadline D at which the leases expire; ` +
+    'the put load runs throughout (before = grants done → D, during = D → all leases gone, after).</p>'];
+  for (const cell of cells) {
+    const ss = targets.map((t) => firstSample(cell, t)).filter((s): s is Sample => s?.lease?.timeline !== undefined);
+    if (ss.length === 0) continue;
+    type Point = NonNullable<NonNullable<Sample['lease']>['timeline']>[number];
+    const series = (f: (p: Point, bucketS: number) => number): Series[] =>
+      ss.map((s) => ({ label: s.target, points: s.lease!.timeline!.filter((p) => p.puts > 0).map((p) => [p.t, f(p, s.lease!.timelineBucketS ?? 1)] as [number, number]) }));
+    const keys: Series[] = ss.map((s) => ({ label: s.target, points: s.lease!.keysTimeline ?? [] }));
+    const pct: Series[] = ss.filter((s) => s.curve.length > 0).map((s) => ({ label: s.target, points: percentileSeries(s) }));
+    parts.push(
+      chart(`put p99 over time, ${cell.clients} leases (round 1)`, series((p) => p.p99 / 1000), { xLabel: 'seconds from D', yLabel: 'put p99 ms (per interval)', xLog: false, yLog: true }) +
+      chart('puts per second over time', series((p, bucketS) => p.puts / bucketS), { xLabel: 'seconds from D', yLabel: 'puts/s', xLog: false, yLog: false }) +
+      chart('lease keys remaining', keys, { xLabel: 'seconds from D', yLabel: 'keys', xLog: false, yLog: false }) +
+      chart(`put latency percentiles during the expiry, ${cell.clients} leases`, pct, { xLabel: 'percentile', yLabel: 'put latency ms', xLog: true, yLog: true, xTicks: PCT_TICKS }),
+    );
+  }
+  parts.push('</section>');
+  return parts.join('');
+}
+
 export function renderHtml(report: PerfReport, tableText: string): string {
   const byWorkload = new Map<string, Cell[]>();
   for (const c of report.cells) {
@@ -116,6 +155,15 @@ export function renderHtml(report: PerfReport, tableText: string): string {
     const targets: Target[] = ['concord', 'etcd'];
     if (cells.some((c) => c.samples.some((s) => s.watch !== undefined))) {
       sections.push(watchSection(name, cells, largest, targets));
+      continue;
+    }
+    const kind = cells.flatMap((c) => c.samples).find((s) => s.lease !== undefined)?.lease?.kind;
+    if (kind === 'keepalive') {
+      sections.push(keepAliveSection(name, cells, largest, targets));
+      continue;
+    }
+    if (kind === 'expiry') {
+      sections.push(expirySection(name, cells, targets));
       continue;
     }
     const pct: Series[] = targets.flatMap((t) => { const s = firstSample(largest, t); return s ? [{ label: t, points: percentileSeries(s) }] : []; });

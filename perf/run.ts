@@ -8,6 +8,9 @@
 //   npm run perf -- --no-etcd            concord only
 //   npm run perf -- --workloads watch-fanout --watchers 1,100,1000   watch fan-out (perf/watch.ts)
 //   npm run perf -- --etcd-only          etcd only (e.g. to develop a workload before concord has it)
+//   npm run perf -- --workloads lease-keepalive,lease-mass-expiry --keepalive-leases 1000 --expiry-leases 20000
+//                                        leases (perf/lease.ts); also --expiry-keys N, --expiry-clients C,
+//                                        --expiry-deadline S (grants start -> all expire; default from N)
 //
 // Output: a table on the terminal, perf/results/<stamp>.json and perf/results/<stamp>.html
 // (latency percentile curves and throughput-vs-latency from the sweep). Latencies are recorded
@@ -23,6 +26,7 @@ import { etcdAvailable, startEtcd } from '../test/helpers/etcd';
 import { buildHistogram, type LoadgenConfig, type LoadgenResult } from './loadgen';
 import { processCpuUs, threadBusy } from './procstat';
 import { renderHtml } from './report';
+import { measureLease, type LeaseExtra } from './lease';
 import { measureWatch, type WatchExtra } from './watch';
 import { workloadByName, workloads, type Workload } from './workloads';
 
@@ -48,6 +52,12 @@ export interface Sample {
    * to one watcher (throughput = events/s, latency = put sent → event received); this has the rest.
    */
   watch?: WatchExtra;
+  /**
+   * Lease workloads (perf/lease.ts): `clients` is the number of leases. lease-keepalive: an op is
+   * a keep-alive answered; lease-mass-expiry: an op is a put during the expiry (throughput and
+   * latency of the put load from the deadline until all leases are gone); this has the rest.
+   */
+  lease?: LeaseExtra;
 }
 
 export interface Cell {
@@ -71,6 +81,15 @@ export interface Options {
   clients: number[];
   /** Watcher counts for the watch workloads (default: each workload's own sweep). */
   watchers: number[] | null;
+  /** Lease counts of lease-keepalive and lease-mass-expiry (default: each workload's own sweep). */
+  keepaliveLeases: number[] | null;
+  expiryLeases: number[] | null;
+  /** lease-mass-expiry: leases with a key attached (default N/10), put clients, seconds from the start of the grants to expiry. */
+  expiryKeys: number | null;
+  expiryClients: number;
+  expiryDeadlineS: number | null;
+  /** --clients was given (else --quick uses a workload's quickClients). */
+  clientsGiven: boolean;
   durationS: number;
   warmupS: number;
   rounds: number;
@@ -88,9 +107,15 @@ function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
   const o: Options = {
     quick,
-    workloads: (get('workloads') ?? workloads.map((w) => w.name).join(',')).split(','),
+    workloads: (get('workloads') ?? workloads.filter((w) => !quick || w.inQuick !== false).map((w) => w.name).join(',')).split(','),
     clients: (get('clients') ?? (quick ? '1,64' : '1,16,64,256,1024')).split(',').map(Number),
     watchers: get('watchers')?.split(',').map(Number) ?? null,
+    keepaliveLeases: get('keepalive-leases')?.split(',').map(Number) ?? null,
+    expiryLeases: get('expiry-leases')?.split(',').map(Number) ?? null,
+    expiryKeys: get('expiry-keys') !== undefined ? Number(get('expiry-keys')) : null,
+    expiryClients: Number(get('expiry-clients') ?? 16),
+    expiryDeadlineS: get('expiry-deadline') !== undefined ? Number(get('expiry-deadline')) : null,
+    clientsGiven: get('clients') !== undefined,
     durationS: Number(get('duration') ?? (quick ? 1 : 5)),
     warmupS: Number(get('warmup') ?? (quick ? 0.2 : 1)),
     rounds: Number(get('rounds') ?? (quick ? 1 : 2)),
@@ -102,6 +127,12 @@ function parseArgs(argv: string[]): Options {
   for (const w of o.workloads) workloadByName(w); // fail early on typos
   if (o.clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--clients takes positive integers');
   if (o.watchers?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--watchers takes positive integers');
+  for (const [flag, v] of [['keepalive-leases', o.keepaliveLeases], ['expiry-leases', o.expiryLeases]] as const) {
+    if (v?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--${flag} takes positive integers`);
+  }
+  if (o.expiryKeys !== null && !(Number.isInteger(o.expiryKeys) && o.expiryKeys >= 0)) throw new Error('--expiry-keys takes an integer >= 0');
+  if (!(Number.isInteger(o.expiryClients) && o.expiryClients >= 1)) throw new Error('--expiry-clients takes a positive integer');
+  if (o.expiryDeadlineS !== null && !(o.expiryDeadlineS >= 3)) throw new Error('--expiry-deadline takes seconds >= 3');
   if (!o.concord && !o.etcd) throw new Error('--etcd-only but etcd is not installed (or --no-etcd given)');
   return o;
 }
@@ -187,14 +218,24 @@ interface AutocannonResult {
 
 /** The sweep of a workload: client counts, or watcher counts for the watch workloads. */
 export function sweepOf(w: Workload, o: Options): number[] {
-  if (!w.watch) return o.clients;
+  if (w.lease) {
+    const given = w.lease.kind === 'keepalive' ? o.keepaliveLeases : o.expiryLeases;
+    return given ?? (o.quick ? w.lease.quickSizes : w.lease.sizes);
+  }
+  if (!w.watch) return o.quick && !o.clientsGiven && w.quickClients ? w.quickClients : o.clients;
   return o.watchers ?? (o.quick ? w.watch.quickWatchers : w.watch.watchers);
+}
+
+/** How the table and progress name a workload's sweep variable. */
+function sweepLetter(w: Workload): string {
+  return w.watch ? 'W' : w.lease ? 'N' : 'c';
 }
 
 export async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
   round: number): Promise<Sample> {
   if (w.http) return measureHttp(address, serverPid, w, clients, o, target, round);
   if (w.watch) return measureWatch(address, serverPid, w, clients, o, target, round);
+  if (w.lease) return measureLease(address, serverPid, w, clients, o, target, round);
   const procs = Math.min(o.procs, clients);
   const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
   const cfgs: LoadgenConfig[] = [];
@@ -308,7 +349,7 @@ function table(report: PerfReport): string {
     'srv cpu µs/op', 'cli cpu µs/op', 'ops/s ratio', 'p99 ratio',
   ]];
   for (const cell of report.cells) {
-    if (cell.samples.some((s) => s.watch !== undefined) || workloadByName(cell.workload).watch) continue;
+    if (cell.samples.some((s) => s.watch !== undefined) || workloadByName(cell.workload).watch || workloadByName(cell.workload).lease) continue;
     for (const target of ['concord', 'etcd'] as Target[]) {
       const ss = cell.samples.filter((s) => s.target === target);
       if (ss.length === 0) continue;
@@ -326,6 +367,8 @@ function table(report: PerfReport): string {
   const parts = rows.length > 1 ? [align(rows)] : [];
   const watch = watchTable(report);
   if (watch !== '') parts.push(watch);
+  const lease = leaseTables(report);
+  if (lease !== '') parts.push(lease);
   return parts.join('\n\n');
 }
 
@@ -366,6 +409,91 @@ function watchTable(report: PerfReport): string {
     'put = put latency while watched (ms); µs/ev = CPU per delivered event; srv µs/put = server CPU per put and its W deliveries\n' + align(rows);
 }
 
+/** The lease cells: keep-alive rates, and the mass expiry (its grants, how long until gone, put latency by phase). */
+function leaseTables(report: PerfReport): string {
+  const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
+  const ka: string[][] = [[
+    'workload', 'leases', 'target', 'keepalives/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors',
+    'srv µs/ka', 'cli µs/ka', 'grants/s', 'revokes/s', 'srv anon MiB', 'ka/s ratio', 'p99 ratio',
+  ]];
+  const ex: string[][] = [[
+    'workload', 'leases', 'target', 'keys', 'grants/s', 'grant p99', 'LeaseLeases ms', '1st key gone s', 'keys gone s',
+    'all gone s', 'revokes/s', 'errors', 'all gone ratio',
+  ]];
+  const ph: string[][] = [['workload', 'leases', 'phase', 'target', 'puts/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'srv cores',
+    'puts/s ratio', 'p99 ratio', 'p99.9 ratio']];
+  const notes: string[] = [];
+  for (const cell of report.cells) {
+    const w = workloadByName(cell.workload);
+    if (!w.lease) continue;
+    for (const target of ['concord', 'etcd'] as Target[]) {
+      const ss = cell.samples.filter((s) => s.target === target && s.lease !== undefined);
+      const all = cell.samples.filter((s) => s.target === target);
+      if (all.length === 0) continue;
+      const m = (f: (s: Sample) => number): number => median(ss.map(f));
+      const L = (f: (l: LeaseExtra) => number) => (s: Sample): number => f(s.lease!);
+      const errors = String(all.reduce((a, s) => a + s.errors, 0));
+      const rss = `${m(L((l) => l.rssMiB.anonBefore)).toFixed(0)}->${m(L((l) => l.rssMiB.anonAfter)).toFixed(0)}`;
+      const mine = target === 'concord';
+      for (const s of ss) for (const n of s.lease!.notes ?? []) notes.push(`${cell.workload} N=${cell.clients} ${target} round ${s.round + 1}: ${n}`);
+      if (ss.length === 0) {
+        (w.lease.kind === 'keepalive' ? ka : ex).push([cell.workload, String(cell.clients), target, 'failed', ...Array(w.lease.kind === 'keepalive' ? 5 : 6).fill('-'), errors]);
+        continue;
+      }
+      if (w.lease.kind === 'keepalive') {
+        ka.push([
+          cell.workload, String(cell.clients), target, m((s) => s.throughput).toFixed(0),
+          ms(m((s) => s.latencyUs.p50)), ms(m((s) => s.latencyUs.p90)), ms(m((s) => s.latencyUs.p99)),
+          ms(m((s) => s.latencyUs.p999)), ms(m((s) => s.latencyUs.max)), errors,
+          m((s) => s.serverCpuUsPerOp).toFixed(1), m((s) => s.clientCpuUsPerOp).toFixed(1),
+          m(L((l) => l.grantPerSec)).toFixed(0), m(L((l) => l.revokePerSec ?? 0)).toFixed(0), rss,
+          mine ? fmtRatio(ratios(cell, (s) => s.throughput)) : '', mine ? fmtRatio(ratios(cell, (s) => s.latencyUs.p99)) : '',
+        ]);
+        continue;
+      }
+      const secs = (x: number): string => (x < 0 ? 'timeout' : x.toFixed(1));
+      ex.push([
+        cell.workload, String(cell.clients), target, m(L((l) => l.keys ?? 0)).toFixed(0), m(L((l) => l.grantPerSec)).toFixed(0),
+        ms(m(L((l) => l.grantLatencyUs?.p99 ?? 0))), m(L((l) => l.leaseLeasesMs ?? 0)).toFixed(0),
+        secs(m(L((l) => l.firstKeyGoneS ?? -1))), secs(m(L((l) => l.keysGoneS ?? -1))), secs(m(L((l) => l.allGoneS ?? -1))),
+        m(L((l) => l.revokePerSecEff ?? 0)).toFixed(0), errors,
+        mine ? fmtRatio(ratios(cell, (s) => s.lease?.allGoneS ?? 0)) : '',
+      ]);
+    }
+    if (w.lease.kind !== 'expiry') continue;
+    for (const phase of ['before', 'during', 'after'] as const) {
+      for (const target of ['concord', 'etcd'] as Target[]) {
+        const ps = cell.samples.filter((s) => s.target === target).map((s) => s.lease?.phases?.find((p) => p.name === phase))
+          .filter((p): p is NonNullable<typeof p> => p !== undefined);
+        if (ps.length === 0) continue;
+        const m = (f: (p: (typeof ps)[number]) => number): number => median(ps.map(f));
+        const pr = (f: (p: (typeof ps)[number]) => number): string => {
+          if (target !== 'concord') return '';
+          return fmtRatio(ratios(cell, (s) => { const p = s.lease?.phases?.find((x) => x.name === phase); return p ? f(p) : 0; }));
+        };
+        ph.push([
+          cell.workload, String(cell.clients), phase, target, m((p) => p.putsPerSec).toFixed(0),
+          ms(m((p) => p.latencyUs.p50)), ms(m((p) => p.latencyUs.p99)), ms(m((p) => p.latencyUs.p999)), ms(m((p) => p.latencyUs.max)),
+          m((p) => p.serverCores).toFixed(2), pr((p) => p.putsPerSec), pr((p) => p.latencyUs.p99), pr((p) => p.latencyUs.p999),
+        ]);
+      }
+    }
+  }
+  const parts: string[] = [];
+  if (ka.length > 1) {
+    parts.push('lease keep-alive: keepalives/s = keep-alive responses per second; latency = request sent -> response read; ' +
+      'µs/ka = CPU per keep-alive; srv anon = server anonymous resident MiB (heaps) before the grants -> end of the window\n' + align(ka));
+  }
+  if (ex.length > 1) {
+    parts.push('lease mass expiry: leases granted to expire together at a deadline D, a key on N/10 of them; gone = seconds from D ' +
+      'until the first key, all keys, all leases (LeaseLeases empty) were gone; revokes/s = N / all gone\n' + align(ex));
+    parts.push('put latency around the mass expiry (16 closed-loop put clients): before = grants done -> D, during = D -> all gone, ' +
+      'after = the next seconds; srv cores = server CPU seconds per second\n' + align(ph));
+  }
+  if (notes.length > 0) parts.push(notes.map((n) => `note: ${n}`).join('\n'));
+  return parts.join('\n\n');
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const targets: Target[] = [...(o.concord ? ['concord' as const] : []), ...(o.etcd ? ['etcd' as const] : [])];
@@ -393,7 +521,7 @@ async function main(): Promise<void> {
         await withServer(target, async (address, pid) => {
           await setup(address, w);
           for (const clients of sweepOf(w, o)) {
-            progress.step(`${w.name} ${w.watch ? 'W' : 'c'}=${clients} ${target} round ${round + 1}`);
+            progress.step(`${w.name} ${sweepLetter(w)}=${clients} ${target} round ${round + 1}`);
             const s = await measure(address, pid, w, clients, o, target, round);
             report.cells.find((c) => c.workload === w.name && c.clients === clients)!.samples.push(s);
           }
@@ -414,7 +542,7 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${base}.json and ${base}.html`);
   const errors = report.cells.flatMap((c) => c.samples.filter((s) => s.errors > 0).map((s) => ({ c, s })));
   for (const { c, s } of errors.slice(0, 8)) {
-    console.log(`errors (${c.workload}, ${s.target}, ${workloadByName(c.workload).watch ? 'W' : 'c'}=${s.clients}): ${s.errorSamples.join('; ')}`);
+    console.log(`errors (${c.workload}, ${s.target}, ${sweepLetter(workloadByName(c.workload))}=${s.clients}): ${s.errorSamples.join('; ')}`);
   }
 }
 

@@ -49,8 +49,8 @@ const CREATE_TIMEOUT_MS = 60_000;
 const CURVE_POINTS: number[] = [];
 for (let k = 0; k <= 50; k++) CURVE_POINTS.push(100 * (1 - Math.pow(10, -k / 10)));
 
-/** A watchgen child speaking one JSON line per message. */
-class Child {
+/** A load generator child (watchgen.js, leasegen.js) speaking one JSON line per message. */
+export class Child {
   private readonly proc: ChildProcess;
   private buf = '';
   private readonly inbox: Record<string, unknown>[] = [];
@@ -58,8 +58,11 @@ class Child {
   private stderr = '';
   private exited: Error | null = null;
 
-  constructor(cfg: WatchersConfig | WriterConfig) {
-    this.proc = spawn(process.execPath, [path.join(__dirname, 'watchgen.js'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  private readonly name: string;
+
+  constructor(cfg: WatchersConfig | WriterConfig | object, script = 'watchgen.js') {
+    this.name = script.replace(/\.js$/, '');
+    this.proc = spawn(process.execPath, [path.join(__dirname, script), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stdout!.setEncoding('utf8');
     this.proc.stdout!.on('data', (d: string) => {
       this.buf += d;
@@ -75,7 +78,7 @@ class Child {
     this.proc.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     this.proc.stdin!.on('error', () => {});
     this.proc.on('exit', (code, signal) => {
-      this.exited = new Error(`watchgen exited ${code ?? signal}: ${this.stderr.trim().slice(-500)}`);
+      this.exited = new Error(`${this.name} exited ${code ?? signal}: ${this.stderr.trim().slice(-500)}`);
       if (this.waiter) { const w = this.waiter; this.waiter = null; w(this.exited); }
     });
   }
@@ -85,7 +88,7 @@ class Child {
     if (m !== undefined) return Promise.resolve(m);
     if (this.exited) return Promise.reject(this.exited);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.waiter = null; reject(new Error(`watchgen: no answer in ${timeoutMs} ms`)); }, timeoutMs);
+      const timer = setTimeout(() => { this.waiter = null; reject(new Error(`${this.name}: no answer in ${timeoutMs} ms`)); }, timeoutMs);
       this.waiter = (x) => { clearTimeout(timer); if (x instanceof Error) reject(x); else resolve(x); };
     });
   }

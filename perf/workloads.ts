@@ -22,6 +22,19 @@ export interface Workload {
   mixed?: { path: string; fraction: number; makeGenerator(seed: number): (seq: number) => Uint8Array };
   /** Watch fan-out workloads (perf/watch.ts); their sweep is over watcher counts, not clients. */
   watch?: WatchSpec;
+  /** Lease workloads measured by perf/lease.ts; their sweep is over lease counts, not clients. */
+  lease?: LeaseSpec;
+  /** --quick: the client counts of this workload (when --clients is not given). */
+  quickClients?: number[];
+  /** false: left out of --quick unless named with --workloads (keeps the CI smoke run short). */
+  inQuick?: boolean;
+}
+
+export interface LeaseSpec {
+  kind: 'keepalive' | 'expiry';
+  /** Lease counts swept (full run, and --quick); --keepalive-leases / --expiry-leases override. */
+  sizes: number[];
+  quickSizes: number[];
 }
 
 export interface WatchSpec {
@@ -206,6 +219,42 @@ workloads.push(
     makeGenerator: () => () => new Uint8Array(0),
     setup: watchPlumbing,
     watch: { watchers: [1, 10, 100], quickWatchers: [10], rate: () => 0, inflight: 16, perStream: 100, streamsPerConn: 10 },
+  },
+);
+
+// Leases (issues #3, #5). lease-grant is a plain unary workload; the other two are measured by
+// perf/lease.ts with perf/leasegen.ts processes.
+/** TTL of lease-grant's leases: none expires during a sweep (and none gets checkpoints: <= 5 min). */
+export const GRANT_TTL_S = 120;
+const grantBody = etcdserverpb.LeaseGrantRequest.encode({ TTL: GRANT_TTL_S }).finish();
+workloads.push(
+  {
+    name: 'lease-grant',
+    description: `LeaseGrant, TTL ${GRANT_TTL_S} s, server-chosen IDs (the leases stay alive for the rest of the sweep)`,
+    path: '/etcdserverpb.Lease/LeaseGrant',
+    makeGenerator: () => () => grantBody,
+    setup: () => [],
+    // The quick run has LeaseGrant at 64 in flight already: lease-mass-expiry's grant phase.
+    quickClients: [64],
+    inQuick: false,
+  },
+  {
+    name: 'lease-keepalive',
+    description: 'LeaseKeepAlive: N leases (TTL 60 s) kept alive as fast as they go over 8 bidi streams (2 per connection), ' +
+      '16 requests in flight per stream; latency = request sent -> response read',
+    path: '/etcdserverpb.Lease/LeaseKeepAlive',
+    makeGenerator: () => () => new Uint8Array(0),
+    setup: () => [],
+    lease: { kind: 'keepalive', sizes: [1000, 10000], quickSizes: [1000] },
+  },
+  {
+    name: 'lease-mass-expiry',
+    description: 'N leases granted (64 in flight) to expire together, a key attached to N/10 of them, 16 put clients ' +
+      'meanwhile: put latency before, during and after the mass expiry, and the time until all leases are gone',
+    path: '/etcdserverpb.Lease/LeaseGrant',
+    makeGenerator: () => () => new Uint8Array(0),
+    setup: () => [],
+    lease: { kind: 'expiry', sizes: [100_000], quickSizes: [500] },
   },
 );
 
