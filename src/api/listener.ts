@@ -15,7 +15,22 @@ export class ClientListener {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
 
-  constructor(private readonly grpc: ConnectionSink, private readonly http: http.Server) {}
+  /** HTTP/1.1 connections -> requests in flight on them (to close idle ones at shutdown). */
+  private readonly httpBusy = new Map<net.Socket, number>();
+  private closing = false;
+
+  constructor(private readonly grpc: ConnectionSink, private readonly http: http.Server) {
+    http.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const socket = req.socket;
+      if (!this.httpBusy.has(socket)) return;
+      this.httpBusy.set(socket, this.httpBusy.get(socket)! + 1);
+      res.once('close', () => {
+        const n = (this.httpBusy.get(socket) ?? 1) - 1;
+        this.httpBusy.set(socket, n);
+        if (this.closing && n === 0) socket.destroy();
+      });
+    });
+  }
 
   /** Listens on host:port (or a unix socket path); resolves with the bound port (0 for unix). */
   listen(host: string, port: number, unixPath?: string): Promise<number> {
@@ -51,6 +66,8 @@ export class ClientListener {
         // resuming here would emit those bytes to nobody.
         this.grpc.injectConnection(socket);
       } else {
+        this.httpBusy.set(socket, 0);
+        socket.once('close', () => this.httpBusy.delete(socket));
         this.http.emit('connection', socket);
         socket.resume();
       }
@@ -65,6 +82,11 @@ export class ClientListener {
   /** Stops accepting; open connections are closed by their servers (or destroyed after `graceMs`). */
   close(graceMs = 2000): Promise<void> {
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    // HTTP/1.1 keep-alive connections with no request in flight would otherwise hold the close
+    // for the whole grace period (Go's http.Server.Shutdown closes idle ones at once); those
+    // busy now are closed as soon as their response is done.
+    this.closing = true;
+    for (const [socket, busy] of this.httpBusy) if (busy === 0) socket.destroy();
     const timer = setTimeout(() => {
       for (const s of this.sockets) s.destroy();
     }, graceMs);
