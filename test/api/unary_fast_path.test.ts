@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { startConcord, type ConcordHandle } from '../helpers/concord';
-import { bytes, connect, num, openStream, str, unary } from '../helpers/grpc_client';
+import { bytes, collect, connect, num, openStream, str, unary } from '../helpers/grpc_client';
 
 interface Outcome { ok?: unknown; code?: number; details?: string }
 
@@ -66,16 +66,45 @@ describe('unary calls: fast path and grpc-js path agree', () => {
     assert.equal(a[6]!.code, grpc.status.INTERNAL);
   });
 
-  test('a streaming method reaches grpc-js through the fast path server', async () => {
-    const watch = connect('etcdserverpb.Watch', fast!.endpoint);
+  test('a streaming method the fast path does not serve reaches grpc-js on the same connection', async () => {
+    const maintenance = connect('etcdserverpb.Maintenance', fast!.endpoint);
     try {
-      const { call, reader } = openStream(watch, 'Watch');
-      call.write({ create_request: { key: bytes('a') } });
-      const created = await reader.next();
-      assert.equal(created.created, true);
-      call.end();
+      await assert.rejects(collect(maintenance, 'Snapshot', {}), (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED);
     } finally {
-      watch.close();
+      maintenance.close();
+    }
+  });
+
+  test('Watch and LeaseKeepAlive streams agree on both paths (fast path framing, grpc-js framing)', async () => {
+    for (const server of [fast!, slow!]) {
+      const watch = connect('etcdserverpb.Watch', server.endpoint);
+      const lease = connect('etcdserverpb.Lease', server.endpoint);
+      const kv = connect('etcdserverpb.KV', server.endpoint);
+      try {
+        const { call, reader } = openStream(watch, 'Watch');
+        call.write({ create_request: { key: bytes('w'), prev_kv: true } });
+        assert.equal((await reader.next()).created, true);
+        await unary(kv, 'Put', { key: bytes('w'), value: bytes('1') });
+        await unary(kv, 'Put', { key: bytes('w'), value: bytes('2') });
+        const got: string[] = [];
+        while (got.length < 2) {
+          for (const e of (await reader.next()).events) got.push(`${str(e.kv!.value)}<-${e.prev_kv ? str(e.prev_kv.value) : ''}`);
+        }
+        assert.deepEqual(got, ['1<-', '2<-1']);
+        call.end();
+        const g = await unary(lease, 'LeaseGrant', { ID: 77, TTL: 30 });
+        assert.equal(num(g.TTL), 30);
+        const ka = openStream(lease, 'LeaseKeepAlive');
+        ka.call.write({ ID: 77 });
+        ka.call.write({ ID: 78 });
+        assert.deepEqual([num((await ka.reader.next()).TTL), num((await ka.reader.next()).TTL)], [30, 0]);
+        ka.call.end();
+        await new Promise<void>((resolve) => ka.call.on('status', () => resolve()));
+      } finally {
+        watch.close();
+        lease.close();
+        kv.close();
+      }
     }
   });
 });
