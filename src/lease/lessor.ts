@@ -15,8 +15,12 @@ import Long from 'long';
 import { randomBytes } from 'node:crypto';
 import { LeaseChangeKind, leaseKey } from './lease_store';
 
+/**
+ * Kept small on purpose: 100,000 leases are 100,000 of these on the main thread's heap, and a
+ * major GC marks them all (no Long per lease: ids are rebuilt from `key` when needed).
+ */
 interface LiveLease {
-  readonly id: Long;
+  /** The id as a decimal int64 (lease_store.ts leaseKey). */
   readonly key: string;
   ttl: number;
   /** When it expires (ms, the caller's clock). */
@@ -31,54 +35,62 @@ interface LiveLease {
   heapAtMs: number;
 }
 
-interface TimedKey {
-  atMs: number;
-  key: string;
-}
-
-/** A min-heap of (time, lease key). */
+/** A min-heap of (time, lease key) in two parallel arrays: no object per entry. */
 class TimeHeap {
-  private readonly items: TimedKey[] = [];
+  private readonly times: number[] = [];
+  private readonly keys: string[] = [];
 
   get size(): number {
-    return this.items.length;
+    return this.times.length;
   }
 
   push(atMs: number, key: string): void {
-    const a = this.items;
-    a.push({ atMs, key });
-    let i = a.length - 1;
+    const t = this.times;
+    const k = this.keys;
+    let i = t.length;
+    t.push(atMs);
+    k.push(key);
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (a[p]!.atMs <= a[i]!.atMs) break;
-      [a[p], a[i]] = [a[i]!, a[p]!];
+      if (t[p]! <= atMs) break;
+      t[i] = t[p]!;
+      k[i] = k[p]!;
       i = p;
     }
+    t[i] = atMs;
+    k[i] = key;
   }
 
-  peek(): TimedKey | undefined {
-    return this.items[0];
+  /** Time of the earliest entry, or Infinity when empty. */
+  peekTime(): number {
+    return this.times.length > 0 ? this.times[0]! : Infinity;
   }
 
-  pop(): TimedKey | undefined {
-    const a = this.items;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length > 0 && last !== undefined) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && a[l]!.atMs < a[m]!.atMs) m = l;
-        if (r < a.length && a[r]!.atMs < a[m]!.atMs) m = r;
-        if (m === i) break;
-        [a[m], a[i]] = [a[i]!, a[m]!];
-        i = m;
-      }
+  peekKey(): string {
+    return this.keys[0]!;
+  }
+
+  /** Removes the earliest entry (the heap must not be empty). */
+  pop(): void {
+    const t = this.times;
+    const k = this.keys;
+    const lastT = t.pop()!;
+    const lastK = k.pop()!;
+    const n = t.length;
+    if (n === 0) return;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const m = r < n && t[r]! < t[l]! ? r : l;
+      if (t[m]! >= lastT) break;
+      t[i] = t[m]!;
+      k[i] = k[m]!;
+      i = m;
     }
-    return top;
+    t[i] = lastT;
+    k[i] = lastK;
   }
 }
 
@@ -140,7 +152,7 @@ export class Lessor {
   private add(id: Long, ttl: number, runSeconds: number, checkpointed: number, nowMs: number): void {
     const key = leaseKey(id);
     const l: LiveLease = {
-      id, key, ttl, expiryMs: nowMs + runSeconds * 1000, checkpointed, revokeProposedMs: 0, checkpointAtMs: 0,
+      key, ttl, expiryMs: nowMs + runSeconds * 1000, checkpointed, revokeProposedMs: 0, checkpointAtMs: 0,
       heapAtMs: 0,
     };
     l.heapAtMs = l.expiryMs;
@@ -163,7 +175,7 @@ export class Lessor {
   }
 
   ids(): Long[] {
-    return [...this.leases.values()].map((l) => l.id);
+    return [...this.leases.keys()].map((k) => Long.fromString(k));
   }
 
   /**
@@ -202,44 +214,45 @@ export class Lessor {
   /** Leases past their expiry to revoke now, at most `max` (etcd leaseRevokeRate). */
   expired(nowMs: number, max: number): Long[] {
     const out: Long[] = [];
-    const retry: TimedKey[] = [];
-    while (out.length < max) {
-      const top = this.expiries.peek();
-      if (top === undefined || top.atMs > nowMs) break;
-      this.expiries.pop();
-      const l = this.leases.get(top.key);
-      if (l === undefined || l.heapAtMs !== top.atMs) continue; // revoked, or an older entry
-      if (l.expiryMs > top.atMs) {
+    const retryTimes: number[] = [];
+    const retryKeys: string[] = [];
+    const heap = this.expiries;
+    while (out.length < max && heap.peekTime() <= nowMs) {
+      const atMs = heap.peekTime();
+      const key = heap.peekKey();
+      heap.pop();
+      const l = this.leases.get(key);
+      if (l === undefined || l.heapAtMs !== atMs) continue; // revoked, or an older entry
+      if (l.expiryMs > atMs) {
         // Renewed since: its entry goes back in at the new expiry.
         l.heapAtMs = l.expiryMs;
-        this.expiries.push(l.expiryMs, l.key);
+        heap.push(l.expiryMs, key);
         continue;
       }
-      if (l.revokeProposedMs !== 0 && nowMs - l.revokeProposedMs < this.options.revokeRetryMs) {
-        retry.push(top);
-        continue;
-      }
+      retryTimes.push(atMs); // stays due until the revoke applies
+      retryKeys.push(key);
+      if (l.revokeProposedMs !== 0 && nowMs - l.revokeProposedMs < this.options.revokeRetryMs) continue;
       l.revokeProposedMs = nowMs;
-      out.push(l.id);
-      retry.push(top); // stays due until the revoke applies
+      out.push(Long.fromString(key));
     }
-    for (const t of retry) this.expiries.push(t.atMs, t.key);
+    for (let i = 0; i < retryTimes.length; i++) heap.push(retryTimes[i]!, retryKeys[i]!);
     return out;
   }
 
   /** Remaining TTLs to checkpoint now (etcd: at most maxLeaseCheckpointBatchSize per batch). */
   dueCheckpoints(nowMs: number, max: number): { id: Long; remaining: number }[] {
     const out: { id: Long; remaining: number }[] = [];
-    while (out.length < max) {
-      const top = this.checkpoints.peek();
-      if (top === undefined || top.atMs > nowMs) break;
-      this.checkpoints.pop();
-      const l = this.leases.get(top.key);
-      if (l === undefined || l.checkpointAtMs !== top.atMs) continue;
+    const heap = this.checkpoints;
+    while (out.length < max && heap.peekTime() <= nowMs) {
+      const atMs = heap.peekTime();
+      const key = heap.peekKey();
+      heap.pop();
+      const l = this.leases.get(key);
+      if (l === undefined || l.checkpointAtMs !== atMs) continue;
       l.checkpointAtMs = 0;
       const remaining = Math.ceil((l.expiryMs - nowMs) / 1000);
       if (remaining <= 0) continue;
-      out.push({ id: l.id, remaining });
+      out.push({ id: Long.fromString(key), remaining });
     }
     return out;
   }

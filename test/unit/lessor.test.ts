@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import Long from 'long';
 import { Lessor } from '../../src/lease/lessor';
 import { LeaseChangeKind } from '../../src/lease/lease_store';
+import { Prng } from '../../src/util/prng';
 
 const id = (n: number): Long => Long.fromNumber(n);
 const ids = (ls: Long[]): number[] => ls.map((l) => l.toNumber()).sort((a, b) => a - b);
@@ -73,4 +74,40 @@ test('restore: a checkpointed lease runs its remaining TTL, others their whole T
   assert.equal(l.remainingSeconds(id(1), 0), 60);
   assert.deepEqual(ids(l.expired(12_000, 10)), []);
   assert.deepEqual(ids(l.expired(20_000, 10)), [2]);
+});
+
+test('seeded random grants, renewals and revokes: expired() matches a brute-force model', () => {
+  const prng = new Prng(20261129);
+  const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 3000 });
+  const model = new Map<number, number>(); // id -> expiry ms
+  let now = 0;
+  let nextId = 1;
+  for (let step = 0; step < 3000; step++) {
+    now += prng.nextU32() % 300;
+    const op = prng.nextU32() % 10;
+    if (op < 4) {
+      const id = nextId++;
+      const ttl = 1 + (prng.nextU32() % 20);
+      l.applied(LeaseChangeKind.Granted, Long.fromNumber(id), ttl, 0, now);
+      model.set(id, now + ttl * 1000);
+    } else if (op < 8 && model.size > 0) {
+      const ids = [...model.keys()];
+      const id = ids[prng.nextU32() % ids.length]!;
+      const ttl = l.renew(Long.fromNumber(id), now);
+      if (model.get(id)! > now) {
+        assert.ok(ttl > 0);
+        model.set(id, now + ttl * 1000);
+      } else {
+        assert.equal(ttl, 0, 'an expired lease is not renewed');
+      }
+    }
+    const due = ids(l.expired(now, 1_000_000));
+    const want = [...model].filter(([, at]) => at <= now).map(([id]) => id).sort((a, b) => a - b);
+    assert.deepEqual(due, want, `step ${step} at ${now} ms`);
+    for (const id of due) {
+      l.applied(LeaseChangeKind.Revoked, Long.fromNumber(id), 0, 0, now);
+      model.delete(id);
+    }
+  }
+  assert.equal(l.size, model.size);
 });
