@@ -14,9 +14,12 @@ export interface OutEvent {
   prevKv: Uint8Array | null;
 }
 
+/** A watch id: a number, or a bigint for client-chosen ids outside the safe-integer range. */
+export type WatchId = number | bigint;
+
 export interface ResponseFields {
   revision: number;
-  watchId: number;
+  watchId: WatchId;
   created?: boolean;
   canceled?: boolean;
   compactRevision?: number;
@@ -96,7 +99,7 @@ export class WatchResponseEncoder {
   baseSize(f: ResponseFields): number {
     const h = this.headerSize(f.revision);
     let n = 1 + varintSize(h) + h;
-    if (f.watchId !== 0) n += 1 + varintSize(f.watchId);
+    if (f.watchId !== 0) n += 1 + (typeof f.watchId === 'bigint' ? bigVarint(f.watchId).length : varintSize(f.watchId));
     if (f.created) n += 2;
     if (f.canceled) n += 2;
     if (f.compactRevision) n += 1 + varintSize(f.compactRevision);
@@ -181,7 +184,13 @@ export class WatchResponseEncoder {
     pos = putVarint(out, pos, this.raftTerm);
     if (f.watchId !== 0) {
       out[pos++] = 0x10;
-      pos = putVarint(out, pos, f.watchId);
+      if (typeof f.watchId === 'bigint') {
+        const b = bigVarint(f.watchId);
+        b.copy(out, pos);
+        pos += b.length;
+      } else {
+        pos = putVarint(out, pos, f.watchId);
+      }
     }
     if (f.created) {
       out[pos++] = 0x18;
@@ -259,4 +268,8 @@ function longVarint(v: Long): Buffer {
   }
   bytes.push(lo);
   return Buffer.from(bytes);
+}
+
+function bigVarint(v: bigint): Buffer {
+  return longVarint(Long.fromString(BigInt.asIntN(64, v).toString()));
 }

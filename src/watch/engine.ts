@@ -16,7 +16,7 @@
 // and acknowledgements, and ships what it sends (`send(streamId, bytes)`).
 import type { RangeEnd } from '../mvcc/index';
 import type { EventChange } from './events';
-import { FrameBuffer, OutEvent, ResponseFields, WatchResponseEncoder } from './encode';
+import { FrameBuffer, OutEvent, ResponseFields, WatchId, WatchResponseEncoder } from './encode';
 import type { MvccReplica } from './replica';
 import { WatcherIndex } from './watcher_index';
 import { assert } from '../util/assert';
@@ -39,7 +39,7 @@ export interface WatchEngineOptions {
 }
 
 export interface CreateRequest {
-  watchId: number; // 0 = the server picks (etcd AutoWatchID)
+  watchId: WatchId; // 0 = the server picks (etcd AutoWatchID)
   key: string; // latin1
   end: RangeEnd;
   /** First revision wanted (etcd: start_revision, or current + 1 when it was 0). */
@@ -54,7 +54,7 @@ export interface CreateRequest {
 interface Watcher {
   readonly uid: number;
   readonly stream: Stream;
-  readonly id: number;
+  readonly id: WatchId;
   readonly key: string;
   readonly end: RangeEnd;
   nextRev: number;
@@ -77,7 +77,7 @@ interface Watcher {
 
 interface Stream {
   readonly id: number;
-  readonly watchers: Map<number, Watcher>;
+  readonly watchers: Map<WatchId, Watcher>;
   nextWatchId: number;
   /** Bytes handed to the main thread and not yet written to the client. */
   outstanding: number;
@@ -182,7 +182,7 @@ export class WatchEngine {
   }
 
   /** etcd: a cancel of an existing watcher is answered; of an unknown id, not. */
-  cancel(streamId: number, watchId: number, storeRev: number): void {
+  cancel(streamId: number, watchId: WatchId, storeRev: number): void {
     const s = this.streams.get(streamId);
     if (s === undefined) return;
     const w = s.watchers.get(watchId);

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { etcdserverpb } from '../gen/proto';
 import { PackReader, PackWriter } from '../workers/protocol';
 import { assert } from '../util/assert';
-import { toNumber } from '../mvcc/kvstore';
+import Long from 'long';
 import {
   ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
@@ -27,6 +27,13 @@ export interface WatchHubOptions extends Omit<WatchWorkerInit, 'type' | 'raftTer
 }
 
 const zeroKey = new Uint8Array([0]);
+const maxSafe = Long.fromNumber(Number.MAX_SAFE_INTEGER);
+const minSafe = Long.fromNumber(-Number.MAX_SAFE_INTEGER);
+
+function writeI64(w: PackWriter, v: Long): void {
+  w.u32(v.high >>> 0);
+  w.u32(v.low >>> 0);
+}
 
 export class WatchHub {
   private readonly worker: Worker;
@@ -110,7 +117,10 @@ export class WatchHub {
     // etcd: 0 means "from the next revision", the one after what is applied now; the created
     // response's header carries that same revision.
     const storeRev = this.options.storeRev();
-    let start = toNumber(req.start_revision);
+    // Revisions never leave the safe-integer range; a start beyond it waits forever either way.
+    const startLong = Long.fromValue(req.start_revision ?? 0);
+    let start = startLong.greaterThan(maxSafe) ? Number.MAX_SAFE_INTEGER
+      : startLong.lessThan(minSafe) ? -Number.MAX_SAFE_INTEGER : startLong.toNumber();
     if (start === 0) start = storeRev + 1;
     let flags = 0;
     if (req.prev_kv) flags |= CreateFlag.PrevKv;
@@ -122,7 +132,7 @@ export class WatchHub {
     }
     this.op(ControlOp.Create, id);
     const w = this.control;
-    w.u53(toNumber(req.watch_id));
+    writeI64(w, Long.fromValue(req.watch_id ?? 0));
     w.u53(storeRev);
     w.u53(start);
     w.u8(flags);
@@ -131,9 +141,9 @@ export class WatchHub {
     w.bytes(endKind === EndKind.Range ? rangeEnd : new Uint8Array(0));
   }
 
-  cancel(id: number, watchId: number): void {
+  cancel(id: number, watchId: Long | number): void {
     this.op(ControlOp.Cancel, id);
-    this.control.u53(watchId);
+    writeI64(this.control, Long.fromValue(watchId));
   }
 
   requestProgress(id: number): void {

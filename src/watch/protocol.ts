@@ -7,9 +7,10 @@
 //     u32 count | count x op
 //     op = u8 ControlOp, u32 streamId, then
 //       Open, Close, Progress: nothing
-//       Create:  u53 watchId (signed), u53 storeRev when it arrived, u53 startRev, u8 flags (CreateFlag), bytes key,
+//       Create:  i64 watchId, u53 storeRev when it arrived, u53 startRev, u8 flags (CreateFlag), bytes key,
 //                u8 endKind (EndKind), bytes end
-//       Cancel:  u53 watchId (signed)
+//       Cancel:  i64 watchId
+//     i64 = u32 high, u32 low (two's complement): client ids use all 64 bits
 //       Ack:     u53 bytes written out to the client since the last Ack
 //   Output   watch worker -> main, per stream all the responses of the turn, already framed
 //     u32 count | count x (u32 streamId, u32 responses, u32 length, gRPC frames)

@@ -15,7 +15,7 @@ import { decodeEventRecord, EventRecord, RecordKind } from './events';
 import { RingConsumer } from './ring';
 import { MvccReplica } from './replica';
 import { WatchEngine } from './engine';
-import { FrameBuffer, WatchResponseEncoder } from './encode';
+import { FrameBuffer, WatchId, WatchResponseEncoder } from './encode';
 import {
   ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
 } from './protocol';
@@ -220,10 +220,10 @@ class WatchWorker {
           this.engine.ack(streamId, r.u53());
           break;
         case ControlOp.Cancel:
-          this.engine.cancel(streamId, r.u53(), storeRev);
+          this.engine.cancel(streamId, readI64(r), storeRev);
           break;
         case ControlOp.Create: {
-          const watchId = r.u53();
+          const watchId = readI64(r);
           const createdRev = r.u53();
           const startRev = r.u53();
           const flags = r.u8();
@@ -269,6 +269,14 @@ class WatchWorker {
     for (const t of this.timers) clearInterval(t);
     await this.replica.close();
   }
+}
+
+/** An int64 written as (u32 high, u32 low): a number when safe, else a bigint (encode.ts WatchId). */
+function readI64(r: PackReader): WatchId {
+  const hi = r.u32();
+  const lo = r.u32();
+  const v = BigInt.asIntN(64, (BigInt(hi) << 32n) | BigInt(lo));
+  return v >= -BigInt(Number.MAX_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
 }
 
 function post(msg: FromWatchWorker): void {

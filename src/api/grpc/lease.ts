@@ -54,6 +54,14 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
     },
     LeaseKeepAlive(call: grpc.ServerDuplexStream<etcdserverpb.LeaseKeepAliveRequest, Uint8Array>): void {
       call.on('data', (req: etcdserverpb.LeaseKeepAliveRequest) => {
+        try {
+          keepAlive(req);
+        } catch (err) {
+          // Client input must never stop the server: this stream ends, the others go on.
+          call.emit('error', { code: grpc.status.INTERNAL, details: `etcdserver: ${(err as Error).message}` });
+        }
+      });
+      const keepAlive = (req: etcdserverpb.LeaseKeepAliveRequest): void => {
         if (!(req instanceof etcdserverpb.LeaseKeepAliveRequest)) {
           call.emit('error', (req as { status?: Partial<grpc.StatusObject> }).status ?? { code: grpc.status.INVALID_ARGUMENT });
           return;
@@ -76,7 +84,7 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
         };
         const code = server.propose({ lease_checkpoint: { checkpoints: [{ ID: id, remaining_TTL: 0 }] } }, new InternalWaiter(answer));
         if (code !== 0) call.emit('error', grpcStatus(code));
-      });
+      };
       call.on('end', () => call.end());
     },
   };

@@ -5,7 +5,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { etcdserverpb } from '../../gen/proto';
 import type { WatchHub, WatchStreamSink } from '../../watch/hub';
-import { toNumber } from '../../mvcc/kvstore';
 
 /**
  * The subset of a grpc-js duplex call (or the gateway's stand-in, or the fast path's call) a
@@ -57,9 +56,15 @@ class WatchStream implements WatchStreamSink {
       this.call.emit('error', status);
       return;
     }
-    if (req.create_request) this.hub.create(this.id, req.create_request);
-    else if (req.cancel_request) this.hub.cancel(this.id, toNumber(req.cancel_request.watch_id));
-    else if (req.progress_request) this.hub.requestProgress(this.id);
+    try {
+      if (req.create_request) this.hub.create(this.id, req.create_request);
+      else if (req.cancel_request) this.hub.cancel(this.id, req.cancel_request.watch_id ?? 0);
+      else if (req.progress_request) this.hub.requestProgress(this.id);
+    } catch (err) {
+      // Client input must never stop the server: this stream ends, the others go on.
+      this.close();
+      this.call.emit('error', { code: grpc.status.INTERNAL, details: `etcdserver: ${(err as Error).message}` });
+    }
   }
 
   writeFramed(frames: Uint8Array, count: number): void {
