@@ -431,8 +431,7 @@ export class EtcdServer {
       const target = this.waits.get(id);
       if (target === undefined) continue; // proposed before a restart
       this.waits.delete(id);
-      if (target instanceof InternalWaiter) target.done(code, response);
-      else this.sink(target, code, response);
+      this.answer(target, code, response);
     }
     for (let n = r.u32(); n > 0; n--) {
       const id = r.u32();
@@ -441,8 +440,7 @@ export class EtcdServer {
       const target = this.reads.get(id);
       assert(target !== undefined, 'read answered twice');
       this.reads.delete(id);
-      if (target instanceof InternalWaiter) target.done(code, response);
-      else this.sink(target, code, response);
+      this.answer(target, code, response);
     }
     const now = Date.now();
     // Entries replayed from the WAL at start-up restore leases as the restart found them.
@@ -474,6 +472,12 @@ export class EtcdServer {
     }
   }
 
+  /** Hands an answer to whoever waits: a client (the result sink) or the server itself. */
+  private answer(target: unknown, code: number, response: Uint8Array): void {
+    if (target instanceof InternalWaiter) target.done(code, response);
+    else this.sink(target, code, response);
+  }
+
   /** Stops taking requests, fails what waits, flushes and closes storage. */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -481,11 +485,11 @@ export class EtcdServer {
     if (this.ticker !== null) clearInterval(this.ticker);
     if (this.leaseTicker !== null) clearInterval(this.leaseTicker);
     const empty = new Uint8Array(0);
-    for (const target of this.waits.values()) this.sink(target, ErrorCode.Stopped, empty);
+    for (const target of this.waits.values()) this.answer(target, ErrorCode.Stopped, empty);
     this.waits.clear();
-    for (const target of this.reads.values()) this.sink(target, ErrorCode.Stopped, empty);
+    for (const target of this.reads.values()) this.answer(target, ErrorCode.Stopped, empty);
     this.reads.clear();
-    for (const rq of this.pendingReads) this.sink(rq.target, ErrorCode.Stopped, empty);
+    for (const rq of this.pendingReads) this.answer(rq.target, ErrorCode.Stopped, empty);
     this.pendingReads = [];
     await this.watch.close();
     await this.worker.close();
