@@ -22,6 +22,11 @@
 import * as hdr from 'hdr-histogram-js';
 import { grpcHeaderBlock, H2Connection } from './h2client';
 import { buildHistogram } from './loadgen';
+import { PbCursor } from './pbwalk';
+import { prefixEnd } from '../src/util/prefix_end';
+
+/** The protobuf walkers below share one cursor (one thread, one message at a time). */
+const cur = new PbCursor();
 
 export const LEASE_KEY_PREFIX = 'bench/lease/';
 const PUT_KEY_PREFIX = 'bench/lp/';
@@ -83,17 +88,6 @@ export function putRequest(key: string, value: Uint8Array, leaseVarint: Buffer |
   return Buffer.from(out);
 }
 
-function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = prefix.slice();
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]! += 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return new Uint8Array([0]);
-}
-
 /** RangeRequest{key: prefix, range_end: prefix end, count_only: true}. */
 export function countRequest(prefix: string): Buffer {
   const p = enc.encode(prefix);
@@ -104,28 +98,6 @@ export function countRequest(prefix: string): Buffer {
   return Buffer.from(out);
 }
 
-let pos = 0;
-function varint(b: Buffer): number {
-  let x = 0;
-  let mul = 1;
-  for (;;) {
-    const c = b[pos++]!;
-    x += (c & 0x7f) * mul;
-    if (c < 0x80) return x;
-    mul *= 128;
-  }
-}
-
-function skip(b: Buffer, wireType: number): void {
-  switch (wireType) {
-    case 0: varint(b); return;
-    case 1: pos += 8; return;
-    case 2: { const n = varint(b); pos += n; return; }
-    case 5: pos += 4; return;
-    default: throw new Error(`protobuf wire type ${wireType}`);
-  }
-}
-
 /** What walkLease found: field 2 (ID) as its varint bytes b[idStart, idEnd), field 3 (TTL), field 4 (error). */
 export interface LeaseFields { idStart: number; idEnd: number; ttl: number; error: boolean }
 
@@ -134,45 +106,45 @@ export function walkLease(b: Buffer, start: number, end: number, out: LeaseField
   out.idStart = out.idEnd = -1;
   out.ttl = 0;
   out.error = false;
-  pos = start;
-  while (pos < end) {
-    const tag = varint(b);
+  cur.pos = start;
+  while (cur.pos < end) {
+    const tag = cur.varint(b);
     if (tag === 0x10) {
-      out.idStart = pos;
-      varint(b);
-      out.idEnd = pos;
+      out.idStart = cur.pos;
+      cur.varint(b);
+      out.idEnd = cur.pos;
     } else if (tag === 0x18) {
-      const at = pos;
-      out.ttl = varint(b);
-      if (pos - at >= 10) out.ttl = -1; // a negative int64 (10-byte varint)
+      const at = cur.pos;
+      out.ttl = cur.varint(b);
+      if (cur.pos - at >= 10) out.ttl = -1; // a negative int64 (10-byte varint)
     } else if (tag === 0x22) {
-      const n = varint(b);
+      const n = cur.varint(b);
       if (n > 0) out.error = true;
-      pos += n;
-    } else skip(b, tag & 7);
+      cur.pos += n;
+    } else cur.skip(b, tag & 7);
   }
 }
 
 /** RangeResponse.count. */
 export function rangeCount(b: Buffer): number {
-  pos = 0;
+  cur.pos = 0;
   let count = 0;
-  while (pos < b.length) {
-    const tag = varint(b);
-    if (tag === 0x20) count = varint(b);
-    else skip(b, tag & 7);
+  while (cur.pos < b.length) {
+    const tag = cur.varint(b);
+    if (tag === 0x20) count = cur.varint(b);
+    else cur.skip(b, tag & 7);
   }
   return count;
 }
 
 /** Number of LeaseStatus entries in a LeaseLeasesResponse. */
 export function leasesCount(b: Buffer): number {
-  pos = 0;
+  cur.pos = 0;
   let n = 0;
-  while (pos < b.length) {
-    const tag = varint(b);
+  while (cur.pos < b.length) {
+    const tag = cur.varint(b);
     if (tag === 0x12) n++;
-    skip(b, tag & 7);
+    cur.skip(b, tag & 7);
   }
   return n;
 }

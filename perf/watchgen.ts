@@ -26,6 +26,11 @@ import * as hdr from 'hdr-histogram-js';
 import { etcdserverpb } from '../src/gen/proto';
 import { grpcHeaderBlock, H2Connection, type StreamHandler } from './h2client';
 import { buildHistogram } from './loadgen';
+import { PbCursor } from './pbwalk';
+import { prefixEnd } from '../src/util/prefix_end';
+
+/** The protobuf walkers below share one cursor (one thread, one message at a time). */
+const cur = new PbCursor();
 
 export const WATCH_PREFIX = 'bench/w/';
 /** Distinct keys the writer cycles over (all under WATCH_PREFIX). */
@@ -95,17 +100,6 @@ export function nowUs(): number {
 
 const enc = new TextEncoder();
 
-export function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = prefix.slice();
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]! += 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return new Uint8Array([0]);
-}
-
 const prefixBytes = enc.encode(WATCH_PREFIX);
 /** WatchRequest{create_request: the whole WATCH_PREFIX range, from the next revision}. */
 export const WATCH_CREATE = etcdserverpb.WatchRequest.encode({
@@ -140,28 +134,6 @@ export interface WatchResponseInfo {
   events: number;
 }
 
-let pos = 0;
-function varint(b: Buffer): number {
-  let x = 0;
-  let mul = 1;
-  for (;;) {
-    const c = b[pos++]!;
-    x += (c & 0x7f) * mul;
-    if (c < 0x80) return x;
-    mul *= 128;
-  }
-}
-
-function skip(b: Buffer, wireType: number): void {
-  switch (wireType) {
-    case 0: varint(b); return;
-    case 1: pos += 8; return;
-    case 2: { const n = varint(b); pos += n; return; }
-    case 5: pos += 4; return;
-    default: throw new Error(`protobuf wire type ${wireType}`);
-  }
-}
-
 /**
  * Walks a WatchResponse in b[start, end). For each event calls onEvent(watchId, type,
  * modRevision, stamp), stamp being the first 8 bytes of the value as float64 LE (NaN if the value
@@ -175,43 +147,43 @@ export function decodeWatchResponse(b: Buffer, start: number, end: number, info:
   info.canceled = false;
   info.compactRevision = 0;
   info.events = 0;
-  pos = start;
-  while (pos < end) {
-    const tag = varint(b);
+  cur.pos = start;
+  while (cur.pos < end) {
+    const tag = cur.varint(b);
     const field = tag >>> 3;
     const wt = tag & 7;
     if (field === 2 && wt === 0) {
       if (info.events > 0) throw new Error('WatchResponse: watch_id after events');
-      info.watchId = varint(b);
-    } else if (field === 3 && wt === 0) info.created = varint(b) !== 0;
-    else if (field === 4 && wt === 0) info.canceled = varint(b) !== 0;
-    else if (field === 5 && wt === 0) info.compactRevision = varint(b);
+      info.watchId = cur.varint(b);
+    } else if (field === 3 && wt === 0) info.created = cur.varint(b) !== 0;
+    else if (field === 4 && wt === 0) info.canceled = cur.varint(b) !== 0;
+    else if (field === 5 && wt === 0) info.compactRevision = cur.varint(b);
     else if (field === 11 && wt === 2) {
-      const evEnd = varint(b) + pos;
+      const evEnd = cur.varint(b) + cur.pos;
       let type = 0;
       let rev = -1;
       let stamp = NaN;
-      while (pos < evEnd) {
-        const t = varint(b);
-        if (t === 0x08) type = varint(b); // type
+      while (cur.pos < evEnd) {
+        const t = cur.varint(b);
+        if (t === 0x08) type = cur.varint(b); // type
         else if (t === 0x12) { // kv
-          const kvEnd = varint(b) + pos;
-          while (pos < kvEnd) {
-            const k = varint(b);
-            if (k === 0x18) rev = varint(b); // mod_revision
+          const kvEnd = cur.varint(b) + cur.pos;
+          while (cur.pos < kvEnd) {
+            const k = cur.varint(b);
+            if (k === 0x18) rev = cur.varint(b); // mod_revision
             else if (k === 0x2a) { // value
-              const n = varint(b);
-              if (n >= 8) stamp = b.readDoubleLE(pos);
-              pos += n;
-            } else skip(b, k & 7);
+              const n = cur.varint(b);
+              if (n >= 8) stamp = b.readDoubleLE(cur.pos);
+              cur.pos += n;
+            } else cur.skip(b, k & 7);
           }
-        } else skip(b, t & 7);
+        } else cur.skip(b, t & 7);
       }
       info.events++;
       onEvent(info.watchId, type, rev, stamp);
-    } else skip(b, wt);
+    } else cur.skip(b, wt);
   }
-  if (pos !== end) throw new Error('WatchResponse: truncated');
+  if (cur.pos !== end) throw new Error('WatchResponse: truncated');
 }
 
 // ---- the two roles ----------------------------------------------------------------------------

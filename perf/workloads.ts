@@ -5,6 +5,7 @@
 // call (~1 µs), which is far below what the HTTP/2 client costs per request.
 import { etcdserverpb } from '../src/gen/proto';
 import { Prng } from '../src/util/prng';
+import { prefixEnd } from '../src/util/prefix_end';
 
 export interface Workload {
   name: string;
@@ -58,17 +59,6 @@ export const KEY_SPACE = 100_000;
 
 function putBody(key: string): Uint8Array {
   return etcdserverpb.PutRequest.encode({ key: enc.encode(key), value }).finish();
-}
-
-function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = prefix.slice();
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]! += 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return new Uint8Array([0]);
 }
 
 const hot = 'bench/key';

@@ -8,7 +8,8 @@ import Long from 'long';
 import { etcdserverpb, mvccpb, v3electionpb } from '../gen/proto';
 import { EtcdServer } from '../server/etcd_server';
 import { InternalClient } from './client';
-import { callSignal, ConcurrencyError, leaseHex, prefixEnd, sessionTtlSeconds, statusOf, waitDeletes } from './lock';
+import { callSignal, ConcurrencyError, leaseHex, sessionTtlSeconds, statusOf, waitDeletes } from './lock';
+import { prefixEnd } from '../util/prefix_end';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;

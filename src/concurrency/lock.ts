@@ -15,6 +15,7 @@ import { EtcdServer } from '../server/etcd_server';
 import { ConcordError, ErrorCode } from '../util/errors';
 import { grpcStatus } from '../api/grpc/errors';
 import { InternalClient } from './client';
+import { prefixEnd } from '../util/prefix_end';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array> & { on?(event: string, f: () => void): unknown; cancelled?: boolean };
@@ -26,18 +27,6 @@ const SortOrder = etcdserverpb.RangeRequest.SortOrder;
 const SortTarget = etcdserverpb.RangeRequest.SortTarget;
 const CompareResult = etcdserverpb.Compare.CompareResult;
 const CompareTarget = etcdserverpb.Compare.CompareTarget;
-
-/** The range end of a prefix (clientv3.GetPrefixRangeEnd). */
-export function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]!++;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]);
-}
 
 /** A plain Go error from etcd's concurrency package: grpc-go sends it as UNKNOWN. */
 export class ConcurrencyError extends Error {}

@@ -5,7 +5,6 @@ import { Worker } from 'node:worker_threads';
 import * as path from 'node:path';
 import { etcdserverpb } from '../gen/proto';
 import { PackReader, PackWriter } from '../workers/protocol';
-import { assert } from '../util/assert';
 import Long from 'long';
 import {
   ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
@@ -211,4 +210,3 @@ export class WatchHub {
   }
 }
 
-assert(ControlOp.Open === 1, 'control op numbering');

@@ -8,40 +8,19 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { etcdserverpb } from '../../src/gen/proto';
 import { startConcord, type ConcordHandle } from '../helpers/concord';
-import { etcdSkipReason, freePort, startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { freePort, startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { ctlEnv, ETCDCTL_BIN, etcdctlSkipReason as skipReason } from '../helpers/etcdctl';
 import { bytes, connect, num, prefixEnd, str, unary } from '../helpers/grpc_client';
 
-const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
-
-function skipReason(): string | false {
-  const etcd = etcdSkipReason();
-  if (etcd) return etcd;
-  try {
-    fs.accessSync(ETCDCTL_BIN, fs.constants.X_OK);
-    return false;
-  } catch {
-    if (process.env.CONCORD_REQUIRE_ETCD === '1') throw new Error(`CONCORD_REQUIRE_ETCD=1 but etcdctl is not installed at ${ETCDCTL_BIN}`);
-    return `etcdctl not installed at ${ETCDCTL_BIN}`;
-  }
-}
 
 interface Run {
   stdout: Buffer;
   stderr: string;
   code: number | null;
-}
-
-/** The environment etcdctl runs with: v3 API, no ETCDCTL_* settings from the caller. */
-function ctlEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ETCDCTL_')) env[k] = v;
-  env.ETCDCTL_API = '3';
-  return env;
 }
 
 function etcdctl(endpoint: string, args: string[], input?: string): Promise<Run> {

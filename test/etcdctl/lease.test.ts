@@ -9,38 +9,17 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { startConcord, type ConcordHandle } from '../helpers/concord';
-import { etcdSkipReason, startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { ctlEnv, ETCDCTL_BIN, etcdctlSkipReason as skipReason } from '../helpers/etcdctl';
 
-const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
-
-function skipReason(): string | false {
-  const etcd = etcdSkipReason();
-  if (etcd) return etcd;
-  try {
-    fs.accessSync(ETCDCTL_BIN, fs.constants.X_OK);
-    return false;
-  } catch {
-    if (process.env.CONCORD_REQUIRE_ETCD === '1') throw new Error(`CONCORD_REQUIRE_ETCD=1 but etcdctl is not installed at ${ETCDCTL_BIN}`);
-    return `etcdctl not installed at ${ETCDCTL_BIN}`;
-  }
-}
 
 interface Run {
   stdout: string;
   stderr: string;
   code: number | null;
-}
-
-/** The environment etcdctl runs with: v3 API, no ETCDCTL_* settings from the caller. */
-function ctlEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ETCDCTL_')) env[k] = v;
-  env.ETCDCTL_API = '3';
-  return env;
 }
 
 const live = new Set<ChildProcess>();

@@ -29,30 +29,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { etcdSkipReason } from '../helpers/etcd';
+import { ctlEnv, ETCDCTL_BIN, etcdctlSkipReason as skipReason } from '../helpers/etcdctl';
 import { IdNames, sleep, startPair, type Subject } from '../helpers/lock_elect';
 
-const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
-
-function skipReason(): string | false {
-  const etcd = etcdSkipReason();
-  if (etcd) return etcd;
-  try {
-    fs.accessSync(ETCDCTL_BIN, fs.constants.X_OK);
-    return false;
-  } catch {
-    if (process.env.CONCORD_REQUIRE_ETCD === '1') throw new Error(`CONCORD_REQUIRE_ETCD=1 but etcdctl is not installed at ${ETCDCTL_BIN}`);
-    return `etcdctl not installed at ${ETCDCTL_BIN}`;
-  }
-}
-
-/** The environment etcdctl runs with: v3 API, no ETCDCTL_* settings from the caller. */
-function ctlEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ETCDCTL_') && !k.startsWith('ETCD_LOCK_')) env[k] = v;
-  env.ETCDCTL_API = '3';
-  return env;
-}
 
 const live = new Set<ChildProcess>();
 // If the test process dies without running after(): no etcdctl of ours outlives it.

@@ -11,38 +11,18 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { startConcord, type ConcordHandle } from '../helpers/concord';
-import { etcdSkipReason, startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { ctlEnv, ETCDCTL_BIN, etcdctlSkipReason as skipReason } from '../helpers/etcdctl';
 import { bytes, connect, num, unary, type ServiceClient } from '../helpers/grpc_client';
 
-const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
 /** How long just-spawned `etcdctl watch` commands get to establish their watches. */
 const WATCH_READY_TIMEOUT_MS = 10_000;
 /** Time for watchers replaying history to be synced (etcd's sync loop runs every 100 ms). */
 const HISTORY_SETTLE_MS = 400;
 /** Output is complete once nothing new arrived for this long. */
 const QUIET_MS = 400;
-
-function skipReason(): string | false {
-  const etcd = etcdSkipReason();
-  if (etcd) return etcd;
-  try {
-    fs.accessSync(ETCDCTL_BIN, fs.constants.X_OK);
-    return false;
-  } catch {
-    if (process.env.CONCORD_REQUIRE_ETCD === '1') throw new Error(`CONCORD_REQUIRE_ETCD=1 but etcdctl is not installed at ${ETCDCTL_BIN}`);
-    return `etcdctl not installed at ${ETCDCTL_BIN}`;
-  }
-}
-
-function ctlEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ETCDCTL_')) env[k] = v;
-  env.ETCDCTL_API = '3';
-  return env;
-}
 
 /** A running etcdctl process and what it printed so far. */
 class Ctl {

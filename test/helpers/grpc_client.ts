@@ -4,6 +4,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
+import { prefixEnd as prefixEndOfBytes } from '../../src/util/prefix_end';
 import {
   makeClient,
   type MethodsOfKind,
@@ -227,14 +228,7 @@ export function bytes(s: string): Buffer {
   return Buffer.from(s, 'utf8');
 }
 
-/** range_end for a prefix query: the prefix with its last byte incremented (etcd's GetPrefixRangeEnd). */
+/** range_end for a prefix query (etcd's GetPrefixRangeEnd), of a utf8 string or bytes. */
 export function prefixEnd(prefix: string | Uint8Array): Buffer {
-  const b = Buffer.from(typeof prefix === 'string' ? Buffer.from(prefix, 'utf8') : prefix);
-  for (let i = b.length - 1; i >= 0; i--) {
-    if ((b[i] as number) < 0xff) {
-      b[i] = (b[i] as number) + 1;
-      return b.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]); // all 0xff: every key >= prefix
+  return prefixEndOfBytes(typeof prefix === 'string' ? Buffer.from(prefix, 'utf8') : prefix);
 }

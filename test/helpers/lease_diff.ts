@@ -23,7 +23,9 @@ import * as grpc from '@grpc/grpc-js';
 import { etcdserverpb } from '../../src/gen/proto';
 import type { RequestInit } from '../../src/api/grpc/services';
 import { startConcord } from './concord';
-import { firstDifference } from './differential';
+import { b, firstDifference } from './differential';
+
+export { b };
 import { startEtcd } from './etcd';
 import type Long from 'long';
 import { connect, long, openStream, type ServiceClient, type StreamReader } from './grpc_client';
@@ -51,11 +53,6 @@ const types: Record<LeaseMethod | KvMethod | 'Watch' | 'LeaseKeepAlive', Convert
 };
 
 const conversion = { longs: String, enums: String, defaults: true, arrays: true, oneofs: true };
-
-/** latin1 keeps every byte distinct and readable for ASCII keys. */
-export function b(s: string): Buffer {
-  return Buffer.from(s, 'latin1');
-}
 
 function plain(v: unknown): unknown {
   if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('latin1');

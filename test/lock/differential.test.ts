@@ -25,7 +25,7 @@ import { after, before, describe, test } from 'node:test';
 import { etcdserverpb, v3electionpb, v3lockpb } from '../../src/gen/proto';
 import { firstDifference } from '../helpers/differential';
 import { etcdSkipReason } from '../helpers/etcd';
-import { bytes, connect, long, StreamReader, type ServiceClient } from '../helpers/grpc_client';
+import { bytes, connect, long, prefixEnd, StreamReader, type ServiceClient } from '../helpers/grpc_client';
 import { IdNames, SELF_CHECK, sleep, startPair, type Subject } from '../helpers/lock_elect';
 
 /** How long a blocked call must stay unanswered to count as blocked. */
@@ -236,12 +236,6 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still blocked'
   } finally {
     clearTimeout(timer);
   }
-}
-
-function prefixEnd(prefix: string): Buffer {
-  const b = Buffer.from(prefix, 'latin1');
-  b[b.length - 1] = (b[b.length - 1] as number) + 1;
-  return b;
 }
 
 function okOf(o: Outcome | undefined, what = ''): Record<string, unknown> {
