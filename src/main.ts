@@ -98,9 +98,14 @@ async function main(): Promise<void> {
     watchProgressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs > 0
       ? cfg.watchProgressNotifyIntervalMs : limits.watchProgressNotifyIntervalMsDefault,
     leaseCheckpointIntervalMs: cfg.leaseCheckpointEnabled ? cfg.leaseCheckpointIntervalMs : 0,
+    unsafeNoFsync: cfg.unsafeNoFsync,
     onFatal(message) {
       log.log('fatal', 'storage failure, stopping', { error: message });
       process.exit(1);
+    },
+    onStorageAlarm(alarm) {
+      if (alarm.raised) log.log('error', 'storage cannot write: NOSPACE alarm raised, writes refused', { source: alarm.source, error: alarm.message });
+      else log.info('storage writes again: NOSPACE alarm cleared', { source: alarm.source, detail: alarm.message });
     },
   });
   api = new GrpcApi(server, {

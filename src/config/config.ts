@@ -30,6 +30,7 @@ export interface Config {
   watchProgressNotifyIntervalMs: number;
   leaseCheckpointIntervalMs: number;
   leaseCheckpointEnabled: boolean;
+  unsafeNoFsync: boolean;
 }
 
 type Kind = 'string' | 'int' | 'urls' | 'bool' | 'duration';
@@ -61,6 +62,7 @@ const flags: Record<string, FlagSpec> = {
   'experimental-lease-checkpoint-interval': { key: 'leaseCheckpointIntervalMs', kind: 'duration', def: '5m0s', help: 'Duration between checkpoints of the remaining TTLs of long leases.' },
   'experimental-enable-lease-checkpoint': { key: 'leaseCheckpointEnabled', kind: 'bool', def: 'true', help: 'Persist the remaining TTL of leases so restarts and leader changes keep it (etcd 3.6 default).' },
   'experimental-enable-lease-checkpoint-persist': { key: null, kind: 'bool', def: 'true', help: 'Accepted for etcd compatibility; checkpoints are always persisted.' },
+  'unsafe-no-fsync': { key: 'unsafeNoFsync', kind: 'bool', def: 'false', help: 'Disables fsync, unsafe, will cause data loss (etcd 3.5).' },
   'log-level': { key: 'logLevel', kind: 'string', def: 'info', help: 'Log level: debug, info, warn, error, panic, or fatal.' },
   'logger': { key: null, kind: 'string', def: 'zap', help: 'Accepted for etcd compatibility; concord always logs JSON lines.' },
   'log-outputs': { key: null, kind: 'string', def: 'default', help: 'Accepted for etcd compatibility; concord logs to stderr.' },

@@ -22,6 +22,17 @@ export const batchReadsMax = 4096;
 /** Raft log entries kept behind the applied index (etcd --snapshot-catchup-entries 5000). */
 export const logRetainEntries = 5000;
 /**
+ * ... and at most this many bytes of them: 5,000 entries of 1.5 MiB values would be 7.5 GiB
+ * (issue #10, finding 5). A follower further behind gets a snapshot instead.
+ */
+export const logRetainBytesMax = 64 * 1024 * 1024;
+/**
+ * Bytes of entries proposed but not yet applied (in the raft log, the batch to the storage
+ * worker and its apply queue). Beyond it new proposals get ErrTooManyRequests, as etcd answers
+ * past its commit-apply gap of 5,000 entries, which alone bounds nothing when values are large.
+ */
+export const unappliedBytesMax = 64 * 1024 * 1024;
+/**
  * WAL segment size. etcd uses 64 MB with fallocate; concord zero-fills segments (see wal.ts), so
  * a smaller segment keeps the first start fast (~50k entries of 300 bytes per segment).
  */
@@ -66,3 +77,6 @@ export const leaseTtlMaxSeconds = 9_000_000_000;
 assert(grpcOverheadBytes > 0, 'grpcOverheadBytes');
 assert(batchEntriesMax > 0 && batchReadsMax > 0, 'batch limits');
 assert(commitApplyGapMax < proposalsPendingMax, 'gap vs pending');
+// A proposal as large as a request must fit, or large writes could never pass.
+assert(unappliedBytesMax >= 4 * requestBytesDefault, 'unapplied bytes vs request size');
+assert(logRetainBytesMax >= 4 * requestBytesDefault, 'retained log bytes vs request size');

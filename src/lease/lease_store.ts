@@ -64,7 +64,7 @@ export class LeaseStore {
     for (const [key, id] of liveKeyLeases) {
       const k = id.toString();
       const lease = this.leases.get(k);
-      // A key whose lease is gone was revoked with it; never half-applied (one LMDB batch).
+      // A key whose lease is gone was revoked with it: the backend holds whole entries only.
       if (lease === undefined) continue;
       lease.keys.add(key);
       this.keyLease.set(key, k);

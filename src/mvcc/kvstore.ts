@@ -65,9 +65,9 @@ export class KVStore {
   }
 
   /**
-   * Rebuilds the index from the `key` db (etcd: kvstore.go restore). Records newer than the
-   * persisted currentRev come from an apply batch that did not commit whole; the raft log will
-   * apply that entry again, so they are removed here.
+   * Rebuilds the index from the `key` db (etcd: kvstore.go restore). The backend commits whole
+   * entries only, with the current revision they end at (storage/backend.ts), so no record can
+   * be newer than the persisted currentRev: one would mean the store was damaged.
    */
   restore(): Map<string, Long> {
     /** Live keys with a lease, as the last record of each key says. */
@@ -77,12 +77,9 @@ export class KVStore {
     // A compaction at revision 0 is a compaction too (etcd: compacting at 0 again is refused).
     const scheduled = this.backend.getMetaBytes(schema.metaScheduledCompact);
     this.compactMainRev = scheduled !== undefined ? schema.readU64(scheduled, 0) : -1;
-    for (const { key, value } of this.backend.kv.getRange({})) {
+    for (const { key, value } of this.backend.kvRecords()) {
       const main = schema.revKeyMain(key);
-      if (main > this.currentRev) {
-        this.backend.removeKv(key);
-        continue;
-      }
+      if (main > this.currentRev) throw new StoreCorruptError(`revision ${main} is stored but the recorded current revision is ${this.currentRev}`);
       const sub = schema.revKeySub(key);
       const tomb = schema.revKeyIsTombstone(key);
       const kv = mvccpb.KeyValue.decode(value);
@@ -247,6 +244,15 @@ export class TxnWrite {
       if (this.store.changeObserver !== null) this.store.changeObserver(this.store.currentRev, this.changes);
     }
     return this.store.currentRev;
+  }
+}
+
+/** The backend's records contradict each other: the data directory was damaged. */
+export class StoreCorruptError extends Error {
+  readonly code = 'STORE_CORRUPT';
+  constructor(detail: string) {
+    super(`mvcc: the backend is inconsistent: ${detail}. Refusing to start`);
+    this.name = 'StoreCorruptError';
   }
 }
 

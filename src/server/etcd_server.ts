@@ -17,7 +17,8 @@ import { ErrorCode } from '../util/errors';
 import * as limits from '../config/limits';
 import { StorageWorkerHandle } from '../workers/pool';
 import {
-  FromWorker, PackReader, PackWriter, ReadKind, WorkerMessageType, WorkerReady,
+  AppliedVisitor, BatchMessage, decodeApplied, decodeEntries, decodePersisted, encodeBatch, FromWorker,
+  PackWriter, ReadKind, ReadRequest, WorkerAlarm, WorkerMessageType, WorkerReady,
 } from '../workers/protocol';
 import { etcdVersion } from '../version';
 import { newStatsBuffer, WorkerStats } from '../workers/stats';
@@ -58,7 +59,11 @@ export interface EtcdServerConfig {
   watchProgressNotifyIntervalMs: number;
   /** --experimental-lease-checkpoint-interval, in ms. */
   leaseCheckpointIntervalMs: number;
+  /** etcd's --unsafe-no-fsync. */
+  unsafeNoFsync: boolean;
   onFatal(message: string): void;
+  /** The storage raised or cleared NOSPACE (a full disk, a failing store). */
+  onStorageAlarm?(alarm: WorkerAlarm): void;
 }
 
 interface PendingRead {
@@ -118,6 +123,18 @@ export class EtcdServer {
   private lastLead: number;
   /** Hand-offs to the storage worker and what they carried (concord_worker_batch_*). */
   readonly batchStats = { batches: 0, appendEntries: 0, applyEntries: 0, reads: 0 };
+  /** Number of the last Batch sent; the worker's Persisted names the last one made durable. */
+  private batchSeq: number;
+  /** Sizes of the entries in the raft log, for the byte bounds (limits.unappliedBytesMax, ...). */
+  private readonly logBytes: LogBytes;
+  /** Bytes proposed this turn, not yet handed out by raft (and counted by logBytes). */
+  private proposedBytes: number;
+  /** Stores that cannot take writes that grow them (storage alarms, NOSPACE). */
+  private readonly storageNoSpace: Set<string>;
+  private readonly appliedVisitor: AppliedVisitor;
+  /** Set for the duration of one Applied message (lease changes read them). */
+  private restoring: boolean;
+  private leaseNow: number;
 
   private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady, stats: WorkerStats) {
     this.cfg = cfg;
@@ -128,9 +145,7 @@ export class EtcdServer {
     this.worker = worker;
     this.clusterId = Long.fromString(ready.clusterId, true);
     this.memberId = Long.fromString(ready.memberId, true);
-    const entries: Entry[] = [];
-    const r = new PackReader(ready.entries);
-    for (let n = r.u32(); n > 0; n--) entries.push(r.entry());
+    const entries: Entry[] = decodeEntries(ready.entries);
     const idNum = 1; // raft ids are local to the core; the wire member id is `memberId`
     this.raft = new Raft({
       id: idNum,
@@ -165,6 +180,19 @@ export class EtcdServer {
     this.dbSizeInUse = 0;
     this.readyWaiters = [];
     this.startCommit = ready.hardState.commit;
+    this.batchSeq = 0;
+    this.proposedBytes = 0;
+    this.logBytes = new LogBytes(ready.snapshotIndex + 1);
+    for (const e of entries) this.logBytes.push(e.index, e.data.length);
+    this.logBytes.appliedTo(ready.appliedIndex);
+    this.storageNoSpace = new Set();
+    this.restoring = false;
+    this.leaseNow = 0;
+    this.appliedVisitor = {
+      result: (id, code, response) => this.onResult(id, code, response),
+      read: (id, code, response) => this.onReadResult(id, code, response),
+      leaseChange: (kind, id, ttl, remaining) => this.onLeaseChange(kind, id, ttl, remaining),
+    };
     worker.listen({
       onMessage: (msg) => this.onWorkerMessage(msg),
       onFatal: (message) => cfg.onFatal(message),
@@ -185,6 +213,7 @@ export class EtcdServer {
       watchEventRing,
       watchCompactRev,
       leaseTtlMin: leaseTtlMinSeconds(cfg.electionMs, cfg.heartbeatMs),
+      unsafeNoFsync: cfg.unsafeNoFsync,
     });
     const server = new EtcdServer(cfg, handle, ready, new WorkerStats(statsBuffer));
     // After the storage worker: it creates the LMDB databases the watch worker opens. Entries
@@ -260,13 +289,17 @@ export class EtcdServer {
       this.waits.size >= limits.proposalsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
-    // etcd's quota applier: writes that can grow the database stop once it exceeds the quota.
-    if ((req.put || req.txn) && this.dbSize > this.cfg.quotaBackendBytes) return ErrorCode.NoSpace;
+    // etcd's capped applier under NOSPACE: writes that can grow the database are refused.
+    if ((req.put || req.txn || req.lease_grant) && this.hasNoSpaceAlarm()) return ErrorCode.NoSpace;
     const id = this.nextProposalId++;
     req.id = id;
     const data = concordpb.InternalRequest.encode(req).finish();
     if (data.length > this.cfg.requestBytesMax) return ErrorCode.RequestTooLarge;
+    // Memory bounded in bytes too: one large proposal passes when nothing waits.
+    const unapplied = this.logBytes.unappliedBytes + this.proposedBytes;
+    if (unapplied > 0 && unapplied + data.length > limits.unappliedBytesMax) return ErrorCode.TooManyRequests;
     this.raft.propose(data);
+    this.proposedBytes += data.length;
     this.waits.set(id, target);
     this.scheduleTurn();
     return 0;
@@ -293,6 +326,8 @@ export class EtcdServer {
   status(target: unknown): number {
     const errors: string[] = [];
     if (!this.raft.isLeader() && this.raft.lead === 0) errors.push('etcdserver: no leader');
+    // etcd lists alarms as AlarmMember.String(): "memberID:<id> alarm:NOSPACE ".
+    if (this.hasNoSpaceAlarm()) errors.push(`memberID:${this.memberId.toString()} alarm:NOSPACE `);
     const template = etcdserverpb.StatusResponse.encode({
       version: etcdVersion,
       leader: this.raft.lead !== 0 ? this.memberId : 0,
@@ -313,9 +348,17 @@ export class EtcdServer {
     return this.raft.isLeader();
   }
 
-  /** etcd raises the NOSPACE alarm once the backend exceeds its quota. */
+  /**
+   * NOSPACE: etcd raises it once the backend exceeds its quota; concord also when the storage
+   * cannot write (a full disk: the backend's commit or the WAL's next segment failed).
+   */
   hasNoSpaceAlarm(): boolean {
-    return this.dbSize > this.cfg.quotaBackendBytes;
+    return this.dbSize > this.cfg.quotaBackendBytes || this.storageNoSpace.size > 0;
+  }
+
+  /** Bytes of proposals not yet applied, and of applied entries kept in the raft log. */
+  logByteCounts(): { unapplied: number; retained: number } {
+    return { unapplied: this.logBytes.unappliedBytes, retained: this.logBytes.retainedBytes };
   }
 
   /** Committed and applied raft indexes and the number of proposals awaiting their answer. */
@@ -349,111 +392,110 @@ export class EtcdServer {
     if (this.stopped) return;
     const hasReady = this.raft.hasReady();
     if (!hasReady && this.pendingReads.length === 0) return;
-    const w = this.batch;
-    w.reset();
-    w.u8(WorkerMessageType.Batch);
     const rd = this.raft.ready();
-    if (rd.hardState !== null) {
-      w.u8(1);
-      w.u53(rd.hardState.term);
-      w.u53(rd.hardState.vote);
-      w.u53(rd.hardState.commit);
-    } else {
-      w.u8(0);
-    }
-    w.u53(this.raft.term);
-    w.u32(rd.entries.length);
-    for (const e of rd.entries) w.entry(e);
-    w.u32(rd.committedEntries.length);
-    for (const e of rd.committedEntries) w.entry(e);
-    const countAt = w.u32Placeholder();
-    let count = 0;
+    for (const e of rd.entries) this.logBytes.push(e.index, e.data.length);
+    // ready() hands out every unstable entry: this turn's proposals are counted above now.
+    this.proposedBytes = 0;
     const applying = this.raft.log.applying;
-    const reads = this.pendingReads;
+    const pending = this.pendingReads;
+    const reads: ReadRequest[] = [];
     let kept = 0;
-    for (let i = 0; i < reads.length; i++) {
-      const rq = reads[i]!;
-      if (rq.readIndex <= applying && count < limits.batchReadsMax) {
-        w.u32(rq.id);
-        w.u8(rq.kind);
-        w.u8(rq.linearizable ? 1 : 0);
-        w.bytes(rq.request);
+    for (let i = 0; i < pending.length; i++) {
+      const rq = pending[i]!;
+      if (rq.readIndex <= applying && reads.length < limits.batchReadsMax) {
+        reads.push(rq);
         this.reads.set(rq.id, rq.target);
-        count++;
       } else {
-        reads[kept++] = rq;
+        pending[kept++] = rq;
       }
     }
-    reads.length = kept;
-    w.patchU32(countAt, count);
-    if (rd.entries.length === 0 && rd.committedEntries.length === 0 && count === 0 &&
+    pending.length = kept;
+    if (rd.entries.length === 0 && rd.committedEntries.length === 0 && reads.length === 0 &&
       rd.hardState === null) {
       return;
     }
-    this.worker.send(w.finish());
+    const batch: BatchMessage = {
+      seq: ++this.batchSeq,
+      hardState: rd.hardState,
+      mustSync: rd.mustSync,
+      raftTerm: this.raft.term,
+      append: rd.entries,
+      apply: rd.committedEntries,
+      reads,
+    };
+    this.worker.send(encodeBatch(this.batch, batch));
     const bs = this.batchStats;
     bs.batches++;
     bs.appendEntries += rd.entries.length;
     bs.applyEntries += rd.committedEntries.length;
-    bs.reads += count;
+    bs.reads += reads.length;
     if (this.raft.hasReady() || kept > 0) this.scheduleTurn();
   }
 
   private onWorkerMessage(msg: FromWorker): void {
-    assert(msg instanceof Uint8Array, 'unexpected worker message');
+    if (!(msg instanceof Uint8Array)) {
+      assert(msg.type === WorkerMessageType.Alarm, 'unexpected worker message');
+      this.onStorageAlarm(msg);
+      return;
+    }
     if (msg[0] === WorkerMessageType.Persisted) {
-      const b = Buffer.from(msg.buffer, msg.byteOffset, msg.length);
-      this.raft.storageAppended(b.readDoubleLE(1), b.readDoubleLE(9));
+      const p = decodePersisted(msg);
+      if (p.index > 0) this.raft.storageAppended(p.index, p.term);
       this.scheduleTurn();
       return;
     }
-    assert(msg[0] === WorkerMessageType.Applied, 'unexpected worker message type');
     this.onApplied(msg);
   }
 
+  private onStorageAlarm(alarm: WorkerAlarm): void {
+    if (alarm.raised) this.storageNoSpace.add(alarm.source);
+    else this.storageNoSpace.delete(alarm.source);
+    if (this.cfg.onStorageAlarm !== undefined) this.cfg.onStorageAlarm(alarm);
+  }
+
   private onApplied(data: Uint8Array): void {
-    const r = new PackReader(data);
-    r.u8(); // message type
-    const appliedIndex = r.u53();
-    this.currentRev = r.u53();
-    this.compactRev = r.u53();
-    this.dbSize = r.u53();
-    this.dbSizeInUse = r.u53();
-    this.raft.appliedTo(appliedIndex);
-    // Applied entries are in the state machine (and the WAL): keep only the tail a lagging
-    // follower may still need. Trimming in steps of logRetainEntries keeps the copy amortized.
-    const log = this.raft.log;
-    if (log.applied - log.firstIndex() >= 2 * limits.logRetainEntries) log.compactTo(log.applied - limits.logRetainEntries);
-    for (let n = r.u32(); n > 0; n--) {
-      const id = r.u53();
-      const code = r.u8();
-      const response = r.bytes();
-      const target = this.waits.get(id);
-      if (target === undefined) continue; // proposed before a restart
-      this.waits.delete(id);
-      this.answer(target, code, response);
-    }
-    for (let n = r.u32(); n > 0; n--) {
-      const id = r.u32();
-      const code = r.u8();
-      const response = r.bytes();
-      const target = this.reads.get(id);
-      assert(target !== undefined, 'read answered twice');
-      this.reads.delete(id);
-      this.answer(target, code, response);
-    }
-    const now = Date.now();
     // Entries replayed from the WAL at start-up restore leases as the restart found them.
-    const restoring = this.readyWaiters.length > 0;
-    for (let n = r.u32(); n > 0; n--) {
-      const kind = r.u8() as LeaseChangeKind;
-      const id = Long.fromString(Buffer.from(r.bytes()).toString('latin1'));
-      const ttl = r.u53();
-      const remaining = r.u53();
-      this.lessor.applied(kind, id, ttl, remaining, now, restoring);
+    this.restoring = this.readyWaiters.length > 0;
+    this.leaseNow = Date.now();
+    const h = decodeApplied(data, this.appliedVisitor);
+    this.currentRev = h.currentRev;
+    this.compactRev = h.compactRev;
+    this.dbSize = h.dbSize;
+    this.dbSizeInUse = h.dbSizeInUse;
+    this.raft.appliedTo(h.appliedIndex);
+    this.logBytes.appliedTo(h.appliedIndex);
+    // Applied entries are in the state machine (and the WAL): keep only the tail a lagging
+    // follower may still need, bounded in entries and bytes. Trimming in steps keeps the copy
+    // amortized.
+    const log = this.raft.log;
+    const retained = log.applied - log.firstIndex() + 1;
+    if (retained >= 2 * limits.logRetainEntries || this.logBytes.retainedBytes >= 2 * limits.logRetainBytesMax) {
+      const to = this.logBytes.trimPoint(log.applied, limits.logRetainEntries, limits.logRetainBytesMax);
+      if (to >= log.firstIndex()) {
+        log.compactTo(to);
+        this.logBytes.compactTo(to);
+      }
     }
     this.checkCaughtUp();
     if (this.pendingReads.length > 0 || this.raft.hasReady()) this.scheduleTurn();
+  }
+
+  private onResult(id: number, code: number, response: Uint8Array): void {
+    const target = this.waits.get(id);
+    if (target === undefined) return; // proposed before a restart
+    this.waits.delete(id);
+    this.answer(target, code, response);
+  }
+
+  private onReadResult(id: number, code: number, response: Uint8Array): void {
+    const target = this.reads.get(id);
+    assert(target !== undefined, 'read answered twice');
+    this.reads.delete(id);
+    this.answer(target, code, response);
+  }
+
+  private onLeaseChange(kind: number, id: string, ttl: number, remaining: number): void {
+    this.lessor.applied(kind as LeaseChangeKind, Long.fromString(id), ttl, remaining, this.leaseNow, this.restoring);
   }
 
   /**
@@ -493,5 +535,80 @@ export class EtcdServer {
     this.pendingReads = [];
     await this.watch.close();
     await this.worker.close();
+  }
+}
+
+/**
+ * Sizes of the entries in the in-memory raft log, in index order, for the byte bounds: bytes
+ * proposed but not applied (limits.unappliedBytesMax) and bytes of applied entries kept for
+ * catching up (limits.logRetainBytesMax). Invariant: base <= applied + 1 <= base + count.
+ */
+export class LogBytes {
+  /** Index of sizes[head]. */
+  private base: number;
+  private sizes: number[];
+  private head: number;
+  private applied: number;
+  unappliedBytes: number;
+  retainedBytes: number;
+
+  constructor(firstIndex: number) {
+    this.base = firstIndex;
+    this.sizes = [];
+    this.head = 0;
+    this.applied = firstIndex - 1;
+    this.unappliedBytes = 0;
+    this.retainedBytes = 0;
+  }
+
+  /** The entry at `index` holds `bytes`; an index already known replaces it and what follows. */
+  push(index: number, bytes: number): void {
+    const next = this.base + this.sizes.length - this.head;
+    assert(index <= next && index > this.applied, 'log bytes: index out of order');
+    while (this.base + this.sizes.length - this.head > index) this.unappliedBytes -= this.sizes.pop()!;
+    this.sizes.push(bytes);
+    if (index > this.applied) this.unappliedBytes += bytes;
+    else this.retainedBytes += bytes;
+  }
+
+  appliedTo(index: number): void {
+    const last = this.base + this.sizes.length - this.head - 1;
+    const to = Math.min(index, last);
+    for (let i = this.applied + 1; i <= to; i++) {
+      const b = this.sizes[this.head + i - this.base]!;
+      this.unappliedBytes -= b;
+      this.retainedBytes += b;
+    }
+    if (index > this.applied) this.applied = index;
+  }
+
+  /**
+   * The index to compact the log to so that at most `entriesMax` applied entries and
+   * `bytesMax` bytes of them stay (never beyond `applied`).
+   */
+  trimPoint(applied: number, entriesMax: number, bytesMax: number): number {
+    let to = Math.max(this.base - 1, applied - entriesMax);
+    let bytes = 0;
+    for (let i = this.base; i <= to; i++) bytes += this.sizes[this.head + i - this.base]!;
+    let kept = this.retainedBytes - bytes;
+    while (kept > bytesMax && to < applied) {
+      to++;
+      kept -= this.sizes[this.head + to - this.base]!;
+    }
+    return to;
+  }
+
+  /** Entries up to `index` left the log. */
+  compactTo(index: number): void {
+    while (this.base <= index && this.head < this.sizes.length) {
+      const b = this.sizes[this.head++]!;
+      if (this.base <= this.applied) this.retainedBytes -= b;
+      else this.unappliedBytes -= b;
+      this.base++;
+    }
+    if (this.head > 1024 && this.head * 2 > this.sizes.length) {
+      this.sizes = this.sizes.slice(this.head);
+      this.head = 0;
+    }
   }
 }

@@ -1,15 +1,32 @@
-// The LMDB backend of the MVCC state (etcd: server/storage/backend, batch_tx.go).
+// The backend of the replicated state (etcd: server/storage/backend, batch_tx.go): MVCC records,
+// leases and meta records, batched into transactions of the store engine (LMDB in production,
+// storage/lmdb_engine.ts).
 //
-// The WAL is the durability point of the write path, so the MVCC state need not reach disk per
+// The WAL is the durability point of the write path, so this state need not reach disk per
 // request: like etcd's backend (batch interval 100 ms, batch limit 10,000), writes collect in
-// memory and go to LMDB as one transaction every `batchIntervalMs` or `batchLimit` writes,
-// whichever comes first. Until that transaction has committed, readers find the records in
-// `pending` (etcd's txReadBuffer). One LMDB commit costs two fsyncs here, so per-request commits
-// would triple the syncs of a put (measured: put c=1 mean 1.06 ms with per-turn commits).
-// Each commit also records the raft index it covers (consistentIndex), so after a crash the WAL
-// replays exactly what LMDB lacks.
-import { open, RootDatabase, Database } from 'lmdb';
+// memory and go to the engine as one transaction every `batchIntervalMs` or `batchLimit` writes
+// (or `batchBytesMax` bytes), whichever comes first. Until that transaction has committed,
+// readers find the records here (`pending`, `metaQueue`: etcd's txReadBuffer). One LMDB commit
+// costs two fsyncs, so per-request commits would triple the syncs of a put (measured: put c=1
+// mean 1.06 ms with per-turn commits).
+//
+// One applied index for everything (issue #10, finding 1). Every transaction carries the raft
+// index of the last entry it holds whole (consistentIndex) and the MVCC revision after it, and no
+// change of a later entry: the applier brackets each entry with beginEntry()/endEntry(), and a
+// transaction is cut only between entries (flush() asserts it). After a crash the engine holds
+// the state of exactly one applied index, whatever the moment, for every piece of replicated
+// state kept here (MVCC, leases, and what comes next), and the WAL replays from there.
+//
+// One transaction in flight at a time: a failed transaction changed nothing, and the next one
+// must not commit without it (it would record an applied index whose changes are missing). A
+// failure (a full disk reports as ENOSPC, EFBIG or, through LMDB's short-write check, EIO) puts
+// the writes back in front of the queue, raises `noSpace` (the server refuses writes that grow
+// the database, reads go on), and the batch is tried again every `retryIntervalMs`; the first
+// success clears it.
 import { assert } from '../util/assert';
+import { realTimers, Timers } from '../util/timers';
+import { Db, EngineWrites, StoreEngine } from './engine';
+import { LmdbEngine } from './lmdb_engine';
 import * as schema from './schema';
 
 export interface BackendOptions {
@@ -17,53 +34,115 @@ export interface BackendOptions {
   mapSizeBytes: number;
   batchIntervalMs: number;
   batchLimit: number;
+  /** Bytes of queued values that cut a batch early (memory bound for large values). */
+  batchBytesMax?: number;
+  /** How often a failed transaction is tried again. */
+  retryIntervalMs?: number;
+  /** The store; LMDB at `path` unless a test simulates it. */
+  engine?: StoreEngine;
+  timers?: Timers;
 }
 
+/** Default for BackendOptions.batchBytesMax. */
+const batchBytesMaxDefault = 64 * 1024 * 1024;
+const retryIntervalMsDefault = 1000;
+
 export class Backend {
-  readonly env: RootDatabase;
-  readonly kv: Database<Buffer, Buffer>;
-  readonly meta: Database<Buffer, string>;
-  readonly lease: Database<Buffer, Buffer>;
+  readonly engine: StoreEngine;
+  /** revision key (latin1) -> KeyValue bytes not yet committed to the engine. */
+  private readonly pending: Map<string, Uint8Array>;
+  /** Writes not yet handed to the engine, in order: value null = remove. */
+  private queue: EngineWrites;
+  private queueBytes: number;
   /** Lease records to write with the next batch (null = remove), last write wins. */
   private readonly leaseQueue: Map<string, Buffer | null>;
-  /** revision key (latin1) -> KeyValue bytes not yet committed to LMDB. */
-  private readonly pending: Map<string, Uint8Array>;
-  /** Writes not yet handed to LMDB, in order: value null = remove. */
-  private queueKeys: Buffer[];
-  private queueValues: (Uint8Array | null)[];
   private readonly metaQueue: Map<string, Buffer>;
-  /** Meta values handed to LMDB whose transaction has not committed yet (read like pending). */
+  /** Meta values in the transaction in flight (read like pending). */
   private readonly metaCommitting: Map<string, Buffer>;
   private readonly batchIntervalMs: number;
   private readonly batchLimit: number;
-  private timer: NodeJS.Timeout | null;
-  /** Told how long each batch took to commit to LMDB, in seconds, and how many writes it held. */
+  private readonly batchBytesMax: number;
+  private readonly retryIntervalMs: number;
+  private readonly timers: Timers;
+  private timer: unknown;
+  /** The transaction in flight, if any; one at a time. */
+  private inFlight: EngineWrites | null;
+  /** A flush was asked for while a transaction was in flight: run it when that one is done. */
+  private flushWanted: boolean;
+  /** Between beginEntry() and endEntry(): no transaction may be cut here. */
+  private inEntry: boolean;
+  /** Set by endEntry(): recorded as consistentIndex / currentRev by the next transaction. */
+  private appliedIndex: number;
+  private appliedRev: number;
+  private appliedDirty: boolean;
+  /** Numbers of transactions: the last one started, the last one durable. */
+  private commitsStarted: number;
+  private commitsDurable: number;
+  private durableWaiters: { commit: number; resolve: () => void }[];
+  /** The last transaction failed (disk full or I/O error); writes that grow the db are refused. */
+  noSpace: boolean;
+  /** Told the error when a transaction fails and null when one succeeds again after that. */
+  failureObserver: ((err: Error | null) => void) | null = null;
+  /** Told how long each batch took to commit, in seconds, and how many writes it held. */
   commitObserver: ((seconds: number, writes: number) => void) | null = null;
-  /** Told each meta record once the LMDB transaction holding it has committed. */
+  /** Told each meta record once the transaction holding it has committed. */
   metaCommitObserver: ((name: string, value: Buffer) => void) | null = null;
   private readonly flushBound: () => void;
 
   constructor(options: BackendOptions) {
-    this.env = open({
-      path: options.path,
-      maxDbs: 8,
-      mapSize: options.mapSizeBytes,
-      // Full LMDB syncs (no noSync/noMetaSync): the WAL is released only up to an index whose
-      // LMDB commit has been flushed, so that commit must really be on disk.
-    });
-    this.kv = this.env.openDB<Buffer, Buffer>({ name: schema.dbKey, keyEncoding: 'binary', encoding: 'binary' });
-    this.meta = this.env.openDB<Buffer, string>({ name: schema.dbMeta, encoding: 'binary' });
-    this.lease = this.env.openDB<Buffer, Buffer>({ name: schema.dbLease, keyEncoding: 'binary', encoding: 'binary' });
-    this.leaseQueue = new Map();
+    this.engine = options.engine ?? new LmdbEngine(options.path, options.mapSizeBytes);
     this.pending = new Map();
-    this.queueKeys = [];
-    this.queueValues = [];
+    this.queue = emptyWrites();
+    this.queueBytes = 0;
+    this.leaseQueue = new Map();
     this.metaQueue = new Map();
     this.metaCommitting = new Map();
     this.batchIntervalMs = options.batchIntervalMs;
     this.batchLimit = options.batchLimit;
+    this.batchBytesMax = options.batchBytesMax ?? batchBytesMaxDefault;
+    this.retryIntervalMs = options.retryIntervalMs ?? retryIntervalMsDefault;
+    this.timers = options.timers ?? realTimers;
     this.timer = null;
+    this.inFlight = null;
+    this.flushWanted = false;
+    this.inEntry = false;
+    this.appliedIndex = 0;
+    this.appliedRev = 0;
+    this.appliedDirty = false;
+    this.commitsStarted = 0;
+    this.commitsDurable = 0;
+    this.durableWaiters = [];
+    this.noSpace = false;
     this.flushBound = this.flush.bind(this);
+  }
+
+  // ---- entries: the unit of atomicity ----
+
+  /** The changes that follow belong to one raft entry, until endEntry(). */
+  beginEntry(): void {
+    assert(!this.inEntry, 'backend entry not ended');
+    this.inEntry = true;
+  }
+
+  /**
+   * The entry at `index` is applied whole; the store revision is `rev`. A transaction may be cut
+   * here, and one is when the batch is full.
+   */
+  endEntry(index: number, rev: number): void {
+    assert(this.inEntry, 'backend entry not begun');
+    assert(index > this.appliedIndex, 'applied index must grow');
+    this.inEntry = false;
+    this.appliedIndex = index;
+    this.appliedRev = rev;
+    this.appliedDirty = true;
+    if (this.queue.keys.length >= this.batchLimit || this.queueBytes >= this.batchBytesMax) this.flush();
+    else this.armTimer();
+  }
+
+  /** The applied index restored at start (consistentIndex), so endEntry can check order. */
+  restoreApplied(index: number, rev: number): void {
+    this.appliedIndex = index;
+    this.appliedRev = rev;
   }
 
   // ---- MVCC records ----
@@ -73,72 +152,153 @@ export class Backend {
       const p = this.pending.get(revKey.toString('latin1'));
       if (p !== undefined) return p;
     }
-    return this.kv.getBinary(revKey);
+    return this.engine.get(Db.Key, revKey);
+  }
+
+  /** Committed MVCC records in revision order (start-up: nothing is pending then). */
+  kvRecords(): Iterable<{ key: Buffer; value: Uint8Array }> {
+    assert(this.pending.size === 0, 'kv records read with writes pending');
+    return this.engine.records(Db.Key);
   }
 
   putKv(revKey: Buffer, value: Uint8Array): void {
     this.pending.set(revKey.toString('latin1'), value);
-    this.enqueue(revKey, value);
+    this.enqueue(Db.Key, revKey, value);
   }
 
   removeKv(revKey: Buffer): void {
-    this.enqueue(revKey, null);
+    this.enqueue(Db.Key, revKey, null);
   }
 
-  private enqueue(key: Buffer, value: Uint8Array | null): void {
-    this.queueKeys.push(key);
-    this.queueValues.push(value);
-    if (this.queueKeys.length >= this.batchLimit) this.flush();
-    else this.armTimer();
+  private enqueue(db: Db, key: Buffer, value: Uint8Array | null): void {
+    const q = this.queue;
+    q.dbs.push(db);
+    q.keys.push(key);
+    q.values.push(value);
+    this.queueBytes += key.length + (value === null ? 0 : value.length);
+    // Cut at the next endEntry() when full; the timer covers writes made outside entries
+    // (compaction sweeps, start-up).
+    this.armTimer();
   }
 
   private armTimer(): void {
-    if (this.timer === null) this.timer = setTimeout(this.flushBound, this.batchIntervalMs);
+    if (this.timer === null) this.timer = this.timers.setTimeout(this.flushBound, this.batchIntervalMs);
   }
 
-  /** Hands everything queued to LMDB as one transaction (lmdb-js: one event turn = one txn). */
-  flush(): void {
+  private disarmTimer(): void {
     if (this.timer !== null) {
-      clearTimeout(this.timer);
+      this.timers.clearTimeout(this.timer);
       this.timer = null;
     }
-    const keys = this.queueKeys;
-    const values = this.queueValues;
-    if (keys.length === 0 && this.metaQueue.size === 0 && this.leaseQueue.size === 0) return;
+  }
+
+  /** Hands everything queued to the engine as one transaction. Only between entries. */
+  flush(): void {
+    assert(!this.inEntry, 'backend transaction cut inside an entry');
+    this.disarmTimer();
+    if (this.inFlight !== null) {
+      this.flushWanted = true;
+      return;
+    }
+    this.flushWanted = false;
+    if (this.appliedDirty) {
+      this.metaQueue.set(schema.metaConsistentIndex, schema.u64Bytes(this.appliedIndex));
+      this.metaQueue.set(schema.metaCurrentRev, schema.u64Bytes(this.appliedRev));
+      this.appliedDirty = false;
+    }
+    if (this.queue.keys.length === 0 && this.metaQueue.size === 0 && this.leaseQueue.size === 0) return;
+    const w = this.queue;
+    this.queue = emptyWrites();
+    this.queueBytes = 0;
     for (const [k, v] of this.leaseQueue) {
-      const key = Buffer.from(k, 'latin1');
-      if (v === null) void this.lease.remove(key);
-      else void this.lease.put(key, v);
+      w.dbs.push(Db.Lease);
+      w.keys.push(Buffer.from(k, 'latin1'));
+      w.values.push(v);
     }
     this.leaseQueue.clear();
-    this.queueKeys = [];
-    this.queueValues = [];
-    for (let i = 0; i < keys.length; i++) {
-      const v = values[i]!;
-      if (v === null) void this.kv.remove(keys[i]!);
-      else void this.kv.put(keys[i]!, v as Buffer);
-    }
-    const metas = [...this.metaQueue];
-    for (const [name, v] of metas) {
-      void this.meta.put(name, v);
+    // Meta last: a reader of the engine (the watch worker) sees the revisions before the
+    // currentRev that covers them within the same transaction anyway.
+    for (const [name, v] of this.metaQueue) {
+      w.dbs.push(Db.Meta);
+      w.keys.push(name);
+      w.values.push(v);
       this.metaCommitting.set(name, v);
     }
     this.metaQueue.clear();
+    this.inFlight = w;
+    const commit = ++this.commitsStarted;
     const startedAt = performance.now();
-    void this.env.committed.then(() => {
-      if (this.commitObserver !== null) this.commitObserver((performance.now() - startedAt) / 1000, keys.length);
-      for (let i = 0; i < keys.length; i++) {
-        const v = values[i]!;
-        if (v === null) continue;
-        const k = keys[i]!.toString('latin1');
-        if (this.pending.get(k) === v) this.pending.delete(k); // unless written again since
-      }
-      for (const [name, v] of metas) if (this.metaCommitting.get(name) === v) this.metaCommitting.delete(name);
-      if (this.metaCommitObserver !== null) for (const [name, v] of metas) this.metaCommitObserver(name, v);
-    });
+    this.engine.commit(w, (err) => this.committed(w, commit, startedAt, err));
   }
 
-  // ---- leases (read from LMDB only at start: the lease store keeps them in memory) ----
+  private committed(w: EngineWrites, commit: number, startedAt: number, err: Error | null): void {
+    assert(this.inFlight === w, 'backend commits out of order');
+    this.inFlight = null;
+    if (err !== null) {
+      this.failed(w, err);
+      return;
+    }
+    this.commitsDurable = commit;
+    if (this.commitObserver !== null) this.commitObserver((performance.now() - startedAt) / 1000, w.keys.length);
+    const { dbs, keys, values } = w;
+    for (let i = 0; i < keys.length; i++) {
+      const v = values[i]!;
+      if (dbs[i] === Db.Key) {
+        if (v === null) continue;
+        const k = (keys[i] as Buffer).toString('latin1');
+        if (this.pending.get(k) === v) this.pending.delete(k); // unless written again since
+      } else if (dbs[i] === Db.Meta) {
+        const name = keys[i] as string;
+        if (this.metaCommitting.get(name) === v) this.metaCommitting.delete(name);
+        if (this.metaCommitObserver !== null) this.metaCommitObserver(name, v as Buffer);
+      }
+    }
+    if (this.noSpace) {
+      this.noSpace = false;
+      if (this.failureObserver !== null) this.failureObserver(null);
+    }
+    const waiters = this.durableWaiters;
+    let n = 0;
+    while (n < waiters.length && waiters[n]!.commit <= commit) waiters[n++]!.resolve();
+    if (n > 0) waiters.splice(0, n);
+    if (this.flushWanted) this.flush();
+  }
+
+  /** The transaction changed nothing: its writes go back in front, to be tried again. */
+  private failed(w: EngineWrites, err: Error): void {
+    const retry = emptyWrites();
+    for (let i = 0; i < w.keys.length; i++) {
+      const db = w.dbs[i]!;
+      if (db === Db.Lease) {
+        const k = (w.keys[i] as Buffer).toString('latin1');
+        if (!this.leaseQueue.has(k)) this.leaseQueue.set(k, w.values[i] as Buffer | null);
+      } else if (db === Db.Meta) {
+        const name = w.keys[i] as string;
+        if (this.metaCommitting.get(name) === w.values[i]) this.metaCommitting.delete(name);
+        if (!this.metaQueue.has(name)) this.metaQueue.set(name, w.values[i] as Buffer);
+      } else {
+        retry.dbs.push(db);
+        retry.keys.push(w.keys[i]!);
+        retry.values.push(w.values[i]!);
+        this.queueBytes += w.keys[i]!.length + (w.values[i]?.length ?? 0);
+      }
+    }
+    const q = this.queue;
+    for (let i = 0; i < q.keys.length; i++) {
+      retry.dbs.push(q.dbs[i]!);
+      retry.keys.push(q.keys[i]!);
+      retry.values.push(q.values[i]!);
+    }
+    this.queue = retry;
+    const first = !this.noSpace;
+    this.noSpace = true;
+    if (first && this.failureObserver !== null) this.failureObserver(err);
+    this.flushWanted = false;
+    this.disarmTimer();
+    this.timer = this.timers.setTimeout(this.flushBound, this.retryIntervalMs);
+  }
+
+  // ---- leases (read from the engine only at start: the lease store keeps them in memory) ----
 
   putLease(id: Buffer, record: Buffer | null): void {
     this.leaseQueue.set(id.toString('latin1'), record);
@@ -146,7 +306,7 @@ export class Backend {
   }
 
   *leaseRecords(): Generator<{ id: Buffer; record: Buffer }> {
-    for (const { key, value } of this.lease.getRange({})) yield { id: Buffer.from(key), record: Buffer.from(value) };
+    for (const { key, value } of this.engine.records(Db.Lease)) yield { id: Buffer.from(key), record: Buffer.from(value) };
   }
 
   // ---- meta ----
@@ -163,45 +323,57 @@ export class Backend {
   }
 
   getMetaBytes(name: string): Buffer | undefined {
-    // LMDB reads see committed transactions only: queued and committing values come first.
-    return this.metaQueue.get(name) ?? this.metaCommitting.get(name) ?? this.meta.getBinary(name);
+    // Engine reads see committed transactions only: queued and committing values come first.
+    const v = this.metaQueue.get(name) ?? this.metaCommitting.get(name) ?? this.engine.get(Db.Meta, name);
+    return v === undefined ? undefined : Buffer.from(v.buffer, v.byteOffset, v.length);
   }
 
   /** Meta records go with the next batch: the last value written wins. */
   putMetaBytes(name: string, value: Buffer): void {
+    assert(name !== schema.metaConsistentIndex && name !== schema.metaCurrentRev, 'applied index is set by endEntry');
     this.metaQueue.set(name, value);
     this.armTimer();
   }
 
   // ---- durability ----
 
-  /** Commits what is queued now; resolves when it is on disk. */
-  flushed(): Promise<boolean> {
+  /** Commits what is queued now; resolves when it (and everything before it) is durable. */
+  flushed(): Promise<void> {
     this.flush();
-    return this.env.flushed;
+    // Still queued (a transaction was in flight): the next one takes it.
+    const target = this.queue.keys.length > 0 || this.metaQueue.size > 0 || this.leaseQueue.size > 0 ||
+      this.appliedDirty ? this.commitsStarted + 1 : this.commitsStarted;
+    if (target <= this.commitsDurable) return Promise.resolve();
+    return new Promise((resolve) => this.durableWaiters.push({ commit: target, resolve }));
+  }
+
+  sizes(): { dbSize: number; dbSizeInUse: number } {
+    return this.engine.sizes();
   }
 
   /**
-   * dbSize: bytes of the data file up to LMDB's last allocated page (etcd: bbolt file size).
-   * dbSizeInUse: pages holding live data in our dbs, the rest being LMDB's free list.
+   * Forgets everything not yet handed to the engine, as a crash would (tests of recovery: the
+   * engine keeps what it committed). The backend must not be used afterwards.
    */
-  sizes(): { dbSize: number; dbSizeInUse: number } {
-    const stats = this.env.getStats() as Record<string, number>;
-    const pageSize = stats['pageSize']!;
-    const dbSize = (stats['lastPageNumber']! + 1) * pageSize;
-    let pages = 2 + pagesOf(stats); // two LMDB meta pages + the root (names) db
-    pages += pagesOf(this.kv.getStats() as Record<string, number>);
-    pages += pagesOf(this.meta.getStats() as Record<string, number>);
-    return { dbSize, dbSizeInUse: Math.min(dbSize, pages * pageSize) };
+  discardUncommitted(): void {
+    this.disarmTimer();
+    this.queue = emptyWrites();
+    this.queueBytes = 0;
+    this.leaseQueue.clear();
+    this.metaQueue.clear();
+    this.appliedDirty = false;
+    this.inEntry = false;
   }
 
+  /** Commits what is queued and closes the engine; gives up on a failing store (the WAL has it). */
   async close(): Promise<void> {
-    await this.flushed();
-    await this.env.close();
+    if (!this.noSpace) await this.flushed();
+    this.disarmTimer();
+    while (this.inFlight !== null) await new Promise((r) => setImmediate(r));
+    await this.engine.close();
   }
 }
 
-function pagesOf(stats: Record<string, number>): number {
-  return (stats['treeBranchPageCount'] ?? 0) + (stats['treeLeafPageCount'] ?? 0) +
-    (stats['overflowPages'] ?? 0);
+function emptyWrites(): EngineWrites {
+  return { dbs: [], keys: [], values: [] };
 }

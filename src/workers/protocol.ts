@@ -5,17 +5,21 @@
 // event-loop turn costs ~0.1-0.3 µs per request instead of ~4 µs for a message per request
 // (shared/reference/node-stack.md §4).
 //
+// Each message has ONE encoder and ONE decoder, below its layout; both threads and the tests
+// use them (issue #10: layouts written once).
+//
 // Layouts (little-endian; u53 = a safe integer stored as float64):
-//   Batch   main -> worker
+//   Batch   main -> worker                      encodeBatch / decodeBatch
 //     u8  type = Batch
-//     u8  hasHardState | [u53 term, u53 vote, u53 commit]
+//     u32 seq                         1, 2, 3, ...: Persisted names the last batch made durable
+//     u8  flags (BatchFlag)           | [u53 term, u53 vote, u53 commit] if HardState
 //     u53 raftTerm                    term to put in response headers
 //     u32 appendCount | appendCount x Entry     entries to make durable
 //     u32 applyCount  | applyCount  x Entry     committed entries to apply, in order
 //     u32 readCount   | readCount   x Read      reads to serve after the applies
 //   Entry  = u53 index, u53 term, u8 type, u32 dataLength, data
 //   Read   = u32 readId, u8 readKind, u8 linearizable, u32 length, request bytes
-//   Applied worker -> main
+//   Applied worker -> main                      AppliedWriter / decodeApplied
 //     u8  type = Applied
 //     u53 appliedIndex, u53 currentRev, u53 compactRev, u53 dbSize, u53 dbSizeInUse
 //     u32 resultCount | resultCount x Result    proposals answered (id = InternalRequest.id)
@@ -24,19 +28,32 @@
 //   Result     = u53 id, u8 errorCode (0 = ok), u32 length, response bytes
 //   ReadResult = u32 readId, u8 errorCode, u32 length, response bytes
 //   LeaseChange = u8 kind, u32 length, decimal int64 id (ascii), u53 ttl, u53 remaining
-//   Persisted worker -> main
-//     u8 type = Persisted, u53 index, u53 term     entries up to index are durable
-//   A batch's committed entries may include entries appended in the same batch: the worker
-//   applies an entry only once the WAL fsync covering it has returned.
-// Start-up and shutdown messages are plain objects (once per process).
+//   Persisted worker -> main                    encodePersisted / decodePersisted
+//     u8 type = Persisted, u32 seq, u53 index, u53 term
+//     every batch up to `seq` is durable: its entries (the last one is index/term; 0/0 when
+//     none were ever appended) and its hard state.
+//   Ready entries (start-up)                    encodeEntries / decodeEntries
+//     u32 count | count x Entry
+//
+// The durability contract (docs/architecture.md): the worker syncs the WAL for every batch whose
+// flags say MustSync (new entries, or a new term or vote) and sends Persisted{seq} only after
+// that sync returned; it applies an entry only once the WAL sync covering it has returned.
+// A batch's committed entries may include entries appended in the same batch.
+// Start-up, shutdown and alarm messages are plain objects (rare).
 import { assert } from '../util/assert';
-import type { Entry } from '../raft/types';
+import type { Entry, HardState } from '../raft/types';
 
 export const enum ReadKind {
   Range = 1,
   Status = 2,
   /** LeaseTimeToLiveRequest in; LeaseTimeToLiveResponse out with ID, grantedTTL, keys (no TTL). */
   LeaseTimeToLive = 3,
+}
+
+export const enum BatchFlag {
+  HardState = 1,
+  /** The WAL must be synced before Persisted: new entries, or a new term or vote. */
+  MustSync = 2,
 }
 
 export const enum WorkerMessageType {
@@ -48,6 +65,7 @@ export const enum WorkerMessageType {
   Persisted = 13,
   Closed = 14,
   Fatal = 15,
+  Alarm = 16,
 }
 
 export class PackWriter {
@@ -193,6 +211,8 @@ export interface WorkerInit {
   watchCompactRev: SharedArrayBuffer;
   /** etcd's minimum lease TTL in seconds (from the election timeout). */
   leaseTtlMin: number;
+  /** etcd's --unsafe-no-fsync: the WAL acknowledges writes without fdatasync. */
+  unsafeNoFsync: boolean;
 }
 
 /** A lease as the storage worker restored it (id as a decimal int64). */
@@ -222,5 +242,240 @@ export interface WorkerFatal {
   message: string;
 }
 
+/** Why the storage cannot take writes that grow it (NOSPACE), or that it can again. */
+export interface WorkerAlarm {
+  type: WorkerMessageType.Alarm;
+  /** Which store: the backend could not commit, or the WAL could not preallocate a segment. */
+  source: 'backend' | 'wal';
+  raised: boolean;
+  message: string;
+}
+
 export type ToWorker = WorkerInit | Uint8Array | { type: WorkerMessageType.Close };
-export type FromWorker = WorkerReady | Uint8Array | WorkerFatal | { type: WorkerMessageType.Closed };
+export type FromWorker = WorkerReady | Uint8Array | WorkerFatal | WorkerAlarm | { type: WorkerMessageType.Closed };
+
+// ---- Batch ----
+
+export interface ReadRequest {
+  id: number;
+  kind: ReadKind;
+  linearizable: boolean;
+  request: Uint8Array;
+}
+
+export interface BatchMessage {
+  seq: number;
+  /** Set when term, vote or commit changed. */
+  hardState: HardState | null;
+  /** Sync the WAL before Persisted (raft's Ready.mustSync). */
+  mustSync: boolean;
+  raftTerm: number;
+  append: Entry[];
+  apply: Entry[];
+  reads: ReadRequest[];
+}
+
+/** Writes a Batch into `w` (reset first) and returns a copy of the message. */
+export function encodeBatch(w: PackWriter, b: BatchMessage): Uint8Array {
+  w.reset();
+  w.u8(WorkerMessageType.Batch);
+  w.u32(b.seq);
+  w.u8((b.hardState !== null ? BatchFlag.HardState : 0) | (b.mustSync ? BatchFlag.MustSync : 0));
+  if (b.hardState !== null) {
+    w.u53(b.hardState.term);
+    w.u53(b.hardState.vote);
+    w.u53(b.hardState.commit);
+  }
+  w.u53(b.raftTerm);
+  w.u32(b.append.length);
+  for (const e of b.append) w.entry(e);
+  w.u32(b.apply.length);
+  for (const e of b.apply) w.entry(e);
+  w.u32(b.reads.length);
+  for (const rq of b.reads) {
+    w.u32(rq.id);
+    w.u8(rq.kind);
+    w.u8(rq.linearizable ? 1 : 0);
+    w.bytes(rq.request);
+  }
+  return w.finish();
+}
+
+/** Entry data and read requests are views into `data`. */
+export function decodeBatch(data: Uint8Array): BatchMessage {
+  const r = new PackReader(data);
+  assert(r.u8() === WorkerMessageType.Batch, 'not a Batch');
+  const seq = r.u32();
+  const flags = r.u8();
+  const hardState = (flags & BatchFlag.HardState) !== 0 ? { term: r.u53(), vote: r.u53(), commit: r.u53() } : null;
+  const raftTerm = r.u53();
+  const append: Entry[] = [];
+  for (let n = r.u32(); n > 0; n--) append.push(r.entry());
+  const apply: Entry[] = [];
+  for (let n = r.u32(); n > 0; n--) apply.push(r.entry());
+  const reads: ReadRequest[] = [];
+  for (let n = r.u32(); n > 0; n--) {
+    const id = r.u32();
+    const kind = r.u8() as ReadKind;
+    const linearizable = r.u8() === 1;
+    reads.push({ id, kind, linearizable, request: r.bytes() });
+  }
+  assert(r.done(), 'Batch has trailing bytes');
+  return { seq, hardState, mustSync: (flags & BatchFlag.MustSync) !== 0, raftTerm, append, apply, reads };
+}
+
+// ---- Applied ----
+
+export interface AppliedHeader {
+  appliedIndex: number;
+  currentRev: number;
+  compactRev: number;
+  dbSize: number;
+  dbSizeInUse: number;
+}
+
+/** What decodeApplied hands over, item by item (no array per message). */
+export interface AppliedVisitor {
+  result(id: number, code: number, response: Uint8Array): void;
+  read(readId: number, code: number, response: Uint8Array): void;
+  leaseChange(kind: number, id: string, ttl: number, remaining: number): void;
+}
+
+/** Collects the items of one Applied message as the worker produces them. */
+export class AppliedWriter {
+  private readonly results = new PackWriter(64 * 1024);
+  private readonly reads = new PackWriter(64 * 1024);
+  private readonly leases = new PackWriter(1024);
+  resultCount = 0;
+  readCount = 0;
+  leaseCount = 0;
+
+  result(id: number, code: number, response: Uint8Array): void {
+    this.results.u53(id);
+    this.results.u8(code);
+    this.results.bytes(response);
+    this.resultCount++;
+  }
+
+  read(readId: number, code: number, response: Uint8Array): void {
+    this.reads.u32(readId);
+    this.reads.u8(code);
+    this.reads.bytes(response);
+    this.readCount++;
+  }
+
+  /** `id` is the lease id as a decimal int64. */
+  leaseChange(kind: number, id: string, ttl: number, remaining: number): void {
+    this.leases.u8(kind);
+    this.leases.bytes(Buffer.from(id, 'latin1'));
+    this.leases.u53(ttl);
+    this.leases.u53(remaining);
+    this.leaseCount++;
+  }
+
+  isEmpty(): boolean {
+    return this.resultCount === 0 && this.readCount === 0 && this.leaseCount === 0;
+  }
+
+  /** The message, in its own buffer; the writer is empty afterwards. */
+  finish(h: AppliedHeader): Uint8Array {
+    const m = new Uint8Array(1 + 5 * 8 + 12 + this.results.length + this.reads.length + this.leases.length);
+    const b = Buffer.from(m.buffer);
+    let pos = 0;
+    b[pos++] = WorkerMessageType.Applied;
+    pos = b.writeDoubleLE(checkU53(h.appliedIndex), pos);
+    pos = b.writeDoubleLE(checkU53(h.currentRev), pos);
+    pos = b.writeDoubleLE(checkU53(h.compactRev), pos);
+    pos = b.writeDoubleLE(checkU53(h.dbSize), pos);
+    pos = b.writeDoubleLE(checkU53(h.dbSizeInUse), pos);
+    pos = b.writeUInt32LE(this.resultCount, pos);
+    pos += this.results.copyTo(m, pos);
+    pos = b.writeUInt32LE(this.readCount, pos);
+    pos += this.reads.copyTo(m, pos);
+    pos = b.writeUInt32LE(this.leaseCount, pos);
+    pos += this.leases.copyTo(m, pos);
+    assert(pos === m.length, 'applied message size');
+    this.results.reset();
+    this.reads.reset();
+    this.leases.reset();
+    this.resultCount = 0;
+    this.readCount = 0;
+    this.leaseCount = 0;
+    return m;
+  }
+}
+
+/** Hands every item to `v` in message order; returns the header. Responses are views. */
+export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeader {
+  const r = new PackReader(data);
+  assert(r.u8() === WorkerMessageType.Applied, 'not an Applied');
+  const h: AppliedHeader = {
+    appliedIndex: r.u53(), currentRev: r.u53(), compactRev: r.u53(), dbSize: r.u53(), dbSizeInUse: r.u53(),
+  };
+  for (let n = r.u32(); n > 0; n--) {
+    const id = r.u53();
+    const code = r.u8();
+    v.result(id, code, r.bytes());
+  }
+  for (let n = r.u32(); n > 0; n--) {
+    const id = r.u32();
+    const code = r.u8();
+    v.read(id, code, r.bytes());
+  }
+  for (let n = r.u32(); n > 0; n--) {
+    const kind = r.u8();
+    const id = Buffer.from(r.bytes()).toString('latin1');
+    const ttl = r.u53();
+    v.leaseChange(kind, id, ttl, r.u53());
+  }
+  assert(r.done(), 'Applied has trailing bytes');
+  return h;
+}
+
+// ---- Persisted ----
+
+export interface PersistedMessage {
+  seq: number;
+  index: number;
+  term: number;
+}
+
+export function encodePersisted(p: PersistedMessage): Uint8Array {
+  const m = new Uint8Array(1 + 4 + 16);
+  const b = Buffer.from(m.buffer);
+  b[0] = WorkerMessageType.Persisted;
+  b.writeUInt32LE(p.seq, 1);
+  b.writeDoubleLE(checkU53(p.index), 5);
+  b.writeDoubleLE(checkU53(p.term), 13);
+  return m;
+}
+
+export function decodePersisted(data: Uint8Array): PersistedMessage {
+  const r = new PackReader(data);
+  assert(r.u8() === WorkerMessageType.Persisted, 'not a Persisted');
+  const p = { seq: r.u32(), index: r.u53(), term: r.u53() };
+  assert(r.done(), 'Persisted has trailing bytes');
+  return p;
+}
+
+// ---- Ready entries ----
+
+export function encodeEntries(entries: readonly Entry[]): Uint8Array {
+  const w = new PackWriter(64 * 1024);
+  w.u32(entries.length);
+  for (const e of entries) w.entry(e);
+  return w.finish();
+}
+
+export function decodeEntries(data: Uint8Array): Entry[] {
+  const r = new PackReader(data);
+  const out: Entry[] = [];
+  for (let n = r.u32(); n > 0; n--) out.push(r.entry());
+  assert(r.done(), 'entries have trailing bytes');
+  return out;
+}
+
+function checkU53(v: number): number {
+  assert(Number.isSafeInteger(v), 'u53 value');
+  return v;
+}

@@ -8,6 +8,8 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
 import { Backend } from '../../src/storage/backend';
+import { Db } from '../../src/storage/engine';
+import { AssertionError } from '../../src/util/assert';
 import * as schema from '../../src/storage/schema';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-backend-'));
@@ -60,7 +62,7 @@ describe('Backend', () => {
     assert.equal(hex(b.getKv(k)), '7632', 'handed to LMDB, not committed');
     await b.flushed();
     assert.equal(hex(b.getKv(k)), '7632', 'committed');
-    assert.equal(hex(b.kv.getBinary(k)), '7632', 'in LMDB');
+    assert.equal(hex(b.engine.get(Db.Key, k)), '7632', 'in LMDB');
     b.removeKv(k);
     await b.flushed();
     assert.equal(b.getKv(k), undefined);
@@ -68,38 +70,52 @@ describe('Backend', () => {
 
   test('meta values are readable at once, during the commit and after it', async () => {
     const { b } = fresh();
-    assert.equal(b.getMetaU64(schema.metaCurrentRev), 0, 'absent = 0');
-    b.putMetaU64(schema.metaCurrentRev, 5);
-    assert.equal(b.getMetaU64(schema.metaCurrentRev), 5, 'queued');
+    const name = schema.metaScheduledCompact;
+    assert.equal(b.getMetaU64(name), 0, 'absent = 0');
+    b.putMetaU64(name, 5);
+    assert.equal(b.getMetaU64(name), 5, 'queued');
     b.flush();
-    assert.equal(b.getMetaU64(schema.metaCurrentRev), 5, 'handed to LMDB, not committed');
-    b.putMetaU64(schema.metaCurrentRev, 6);
+    assert.equal(b.getMetaU64(name), 5, 'handed to LMDB, not committed');
+    b.putMetaU64(name, 6);
     b.flush();
-    assert.equal(b.getMetaU64(schema.metaCurrentRev), 6, 'the newest value wins');
+    assert.equal(b.getMetaU64(name), 6, 'the newest value wins');
     await b.flushed();
-    assert.equal(b.getMetaU64(schema.metaCurrentRev), 6, 'committed');
+    assert.equal(b.getMetaU64(name), 6, 'committed');
     b.putMetaBytes(schema.metaClusterId, Buffer.from('0102030405060708', 'hex'));
     assert.equal(hex(b.getMetaBytes(schema.metaClusterId)), '0102030405060708');
   });
 
-  test('a batch limit hands writes to LMDB without waiting for the timer', async () => {
-    const { b } = fresh(3);
-    for (let i = 1; i <= 3; i++) b.putKv(schema.revKey(i, 0, false), Buffer.from([i]));
-    await b.env.committed;
-    assert.equal(hex(b.kv.getBinary(schema.revKey(3, 0, false))), '03', 'committed after the 3rd write');
+  test('a batch limit hands writes to LMDB at the end of the entry, not the timer', async () => {
+    const dir = path.join(root, 'db' + seq++);
+    fs.mkdirSync(dir);
+    const b = new Backend({ path: dir, mapSizeBytes: 32 * 1024 * 1024, batchIntervalMs: 60_000, batchLimit: 3 });
+    opened.push(b);
+    const committed = new Promise<number>((resolve) => {
+      b.commitObserver = (_s, writes) => resolve(writes);
+    });
+    b.beginEntry();
+    for (let i = 1; i <= 5; i++) b.putKv(schema.revKey(i, 0, false), Buffer.from([i]));
+    // Past the limit inside the entry: nothing is cut yet (finding 1 of issue #10).
+    assert.throws(() => b.flush(), AssertionError, 'no transaction is cut inside an entry');
+    b.endEntry(7, 5);
+    assert.equal(await committed, 5 + 2, 'five records and the applied index with its revision');
+    assert.equal(hex(b.engine.get(Db.Key, schema.revKey(5, 0, false))), '05');
+    assert.equal(schema.readU64(b.engine.get(Db.Meta, schema.metaConsistentIndex)!, 0), 7);
+    assert.equal(schema.readU64(b.engine.get(Db.Meta, schema.metaCurrentRev)!, 0), 5);
   });
 
   test('everything survives close and reopen', async () => {
     const { b, dir } = fresh();
     b.putKv(schema.revKey(2, 0, false), Buffer.from('a'));
     b.putKv(schema.revKey(3, 1, true), Buffer.from('t'));
-    b.putMetaU64(schema.metaConsistentIndex, 12);
+    b.beginEntry();
+    b.endEntry(12, 3);
     await close(b);
     const b2 = openAt(dir);
     assert.equal(hex(b2.getKv(schema.revKey(2, 0, false))), '61');
     assert.equal(hex(b2.getKv(schema.revKey(3, 1, true))), '74');
     assert.equal(b2.getMetaU64(schema.metaConsistentIndex), 12);
-    const keys = [...b2.kv.getKeys({})].map((k) => Buffer.from(k as Buffer).toString('hex'));
+    const keys = [...b2.kvRecords()].map((r) => r.key.toString('hex'));
     assert.deepEqual(keys, [schema.revKey(2, 0, false).toString('hex'), schema.revKey(3, 1, true).toString('hex')]);
     const sizes = b2.sizes();
     assert.ok(sizes.dbSize > 0 && sizes.dbSizeInUse > 0 && sizes.dbSizeInUse <= sizes.dbSize, JSON.stringify(sizes));

@@ -19,6 +19,7 @@ import { KVStore, RangeResult, toNumber } from '../../src/mvcc/kvstore';
 import { Backend } from '../../src/storage/backend';
 import * as schema from '../../src/storage/schema';
 import { errCompacted, errFutureRev } from '../../src/util/errors';
+import { StoreCorruptError } from '../../src/mvcc/kvstore';
 import { Prng } from '../../src/util/prng';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-kvstore-'));
@@ -304,7 +305,7 @@ function checkIndex(store: KVStore, m: Model, where: string): void {
 /** LMDB holds exactly the surviving revisions (call after backend.flushed()). */
 function checkBackendRecords(backend: Backend, m: Model, where: string): void {
   const got: string[] = [];
-  for (const { key } of backend.kv.getRange({})) {
+  for (const { key } of backend.kvRecords()) {
     const k = key as Buffer;
     got.push(`${schema.revKeyMain(k)}.${schema.revKeySub(k)}${schema.revKeyIsTombstone(k) ? 't' : ''}`);
   }
@@ -335,7 +336,22 @@ async function runModel(seed: number): Promise<void> {
   let backend = openBackend(dir);
   let store = new KVStore(backend);
   store.restore();
-  const persistMeta = (): void => backend.putMetaU64(schema.metaCurrentRev, store.currentRev);
+  // Each transaction is one raft entry, as the storage worker applies them: the backend commits
+  // whole entries with their applied index (storage/backend.ts).
+  let nextIndex = 1;
+  const asEntry = (fn: () => void): void => {
+    backend.beginEntry();
+    fn();
+    backend.endEntry(nextIndex++, store.currentRev);
+  };
+  const reopen = (): void => {
+    backend = openBackend(dir);
+    store = new KVStore(backend);
+    store.restore();
+    const applied = backend.getMetaU64(schema.metaConsistentIndex);
+    backend.restoreApplied(applied, store.currentRev);
+    nextIndex = applied + 1;
+  };
 
   for (let step = 0; step < 240; step++) {
     const where = `seed ${seed} step ${step}`;
@@ -356,8 +372,7 @@ async function runModel(seed: number): Promise<void> {
       assert.equal(backend.getMetaU64(schema.metaFinishedCompact), rev);
     }
     const ops = genTxn(g, m, step);
-    runTxn(store, m, ops, where);
-    persistMeta();
+    asEntry(() => runTxn(store, m, ops, where));
     for (let i = 0; i < 4; i++) checkQuery(store, m, g.query(m, m.cur), where);
   }
   checkAll(store, m, `seed ${seed} end`);
@@ -365,28 +380,24 @@ async function runModel(seed: number): Promise<void> {
 
   // Restore from the same storage: identical answers.
   await backend.close();
-  backend = openBackend(dir);
-  store = new KVStore(backend);
-  store.restore();
+  reopen();
   assert.equal(store.compactMainRev, m.compacted, `seed ${seed}: compact revision after restore`);
   checkAll(store, m, `seed ${seed} restored`);
   checkIndex(store, m, `seed ${seed} restored`);
 
-  // A partial apply batch: records reach LMDB but meta currentRev stays behind. Restore drops
-  // them, and applying the same transactions again gives the same revisions.
+  // A crash with applied entries not yet committed: restore finds the state of the last
+  // committed entry, and applying the same transactions again gives the same revisions.
+  await backend.flushed();
   const metaRev = store.currentRev;
-  persistMeta();
   const tail: Op[][] = [];
   for (let step = 0; step < 30; step++) {
     const ops = genTxn(g, m, 1000 + step);
     tail.push(ops);
-    runTxn(store, m, ops, `seed ${seed} tail ${step}`);
+    asEntry(() => runTxn(store, m, ops, `seed ${seed} tail ${step}`));
   }
   assert.ok(m.cur > metaRev, 'the tail wrote something');
-  await backend.close();
-  backend = openBackend(dir);
-  store = new KVStore(backend);
-  store.restore();
+  backend.discardUncommitted();
+  reopen();
   assert.equal(store.currentRev, metaRev, `seed ${seed}: restored revision is meta currentRev`);
   const full = m.cur;
   const truncated = new Model();
@@ -401,7 +412,7 @@ async function runModel(seed: number): Promise<void> {
   await backend.flushed();
   checkBackendRecords(backend, truncated, `seed ${seed} dropped tail`);
   // Apply the tail again, on the truncated model, which must end where the full one did.
-  for (const [i, ops] of tail.entries()) runTxn(store, truncated, ops, `seed ${seed} replayed tail ${i}`);
+  for (const [i, ops] of tail.entries()) asEntry(() => runTxn(store, truncated, ops, `seed ${seed} replayed tail ${i}`));
   assert.equal(truncated.cur, full);
   assert.deepEqual(truncated.hist, m.hist, `seed ${seed}: replayed history`);
   checkAll(store, m, `seed ${seed} replayed`);
@@ -576,13 +587,15 @@ describe('KVStore', () => {
       [['a', '1'], ['d', '1'], ['e', '1']]);
   });
 
-  test('restore: compact revision from meta, records above meta currentRev dropped', async () => {
+  test('restore: compact revision from meta; a record above meta currentRev is damage', async () => {
     const { store, backend, dir } = fresh();
+    backend.beginEntry();
     put(store, 'a', '1');
+    backend.endEntry(1, store.currentRev);
+    backend.beginEntry();
     put(store, 'b', '1');
-    backend.putMetaU64(schema.metaCurrentRev, store.currentRev);
     store.scheduleCompaction(2);
-    put(store, 'a', '2'); // rev 4, meta not updated
+    backend.endEntry(2, store.currentRev);
     await backend.close();
     stores.splice(stores.indexOf(backend), 1);
     const b2 = openBackend(dir);
@@ -592,10 +605,14 @@ describe('KVStore', () => {
     assert.equal(s2.currentRev, 3);
     assert.equal(s2.compactMainRev, 2);
     assert.deepEqual(get(s2, 'a').map((k) => [k.value, k.mod, k.version]), [['1', 2, 1]]);
-    assert.deepEqual(s2.index.get('a')!.mains, [2]);
+    // A record of revision 4 without the currentRev that covers it: the store was damaged (the
+    // backend never commits part of an entry), and restore refuses to guess.
+    b2.putKv(schema.revKey(4, 0, false), Buffer.from('x'));
     await b2.flushed();
-    assert.equal(b2.kv.getBinary(schema.revKey(4, 0, false)), undefined, 'dropped from LMDB');
-    assert.equal(put(s2, 'a', '3'), 4);
-    assert.deepEqual(get(s2, 'a').map((k) => [k.value, k.create, k.mod, k.version]), [['3', 2, 4, 2]]);
+    await b2.close();
+    stores.splice(stores.indexOf(b2), 1);
+    const b3 = openBackend(dir);
+    stores.push(b3);
+    assert.throws(() => new KVStore(b3).restore(), StoreCorruptError);
   });
 });

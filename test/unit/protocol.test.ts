@@ -1,15 +1,18 @@
 // Worker message layouts (src/workers/protocol.ts): PackWriter/PackReader primitives and round
-// trips of Batch, Applied, Persisted and the Ready entries, written and read the way
-// server/etcd_server.ts and workers/storage_worker.ts do.
+// trips of Batch, Applied, Persisted and the Ready entries through the one encoder and decoder
+// of each, which server/etcd_server.ts and workers/storage_core.ts use too.
 
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 
-import type { Entry, HardState } from '../../src/raft/types';
+import type { Entry } from '../../src/raft/types';
 import { AssertionError } from '../../src/util/assert';
-import { PackReader, PackWriter, ReadKind, WorkerMessageType } from '../../src/workers/protocol';
+import {
+  AppliedHeader, AppliedWriter, BatchMessage, decodeApplied, decodeBatch, decodeEntries, decodePersisted, encodeBatch,
+  encodeEntries, encodePersisted, PackReader, PackWriter, ReadKind, WorkerMessageType,
+} from '../../src/workers/protocol';
 
 const bytes = (...xs: number[]): Uint8Array => Uint8Array.from(xs);
 const hex = (u: Uint8Array): string => Buffer.from(u).toString('hex');
@@ -149,120 +152,28 @@ describe('PackWriter / PackReader', () => {
   });
 });
 
-// ---- the message layouts, as the two threads write and read them ----
+// ---- the message layouts, through the one encoder and decoder both threads use ----
 
-interface ReadReq { id: number; kind: ReadKind; linearizable: boolean; request: Uint8Array }
-interface Batch { hardState: HardState | null; raftTerm: number; append: Entry[]; apply: Entry[]; reads: ReadReq[] }
-
-/** etcd_server.runTurn */
-function writeBatch(w: PackWriter, b: Batch): Uint8Array {
-  w.reset();
-  w.u8(WorkerMessageType.Batch);
-  if (b.hardState !== null) {
-    w.u8(1);
-    w.u53(b.hardState.term);
-    w.u53(b.hardState.vote);
-    w.u53(b.hardState.commit);
-  } else {
-    w.u8(0);
-  }
-  w.u53(b.raftTerm);
-  w.u32(b.append.length);
-  for (const e of b.append) w.entry(e);
-  w.u32(b.apply.length);
-  for (const e of b.apply) w.entry(e);
-  const countAt = w.u32Placeholder();
-  for (const rq of b.reads) {
-    w.u32(rq.id);
-    w.u8(rq.kind);
-    w.u8(rq.linearizable ? 1 : 0);
-    w.bytes(rq.request);
-  }
-  w.patchU32(countAt, b.reads.length);
-  return w.finish();
+interface AppliedItems {
+  results: { id: number; code: number; response: string }[];
+  reads: { id: number; code: number; response: string }[];
+  leases: { kind: number; id: string; ttl: number; remaining: number }[];
 }
 
-/** storage_worker.batch */
-function readBatch(data: Uint8Array): Batch {
-  const r = new PackReader(data);
-  assert.equal(r.u8(), WorkerMessageType.Batch);
-  const hasHardState = r.u8() === 1;
-  const hardState = hasHardState ? { term: r.u53(), vote: r.u53(), commit: r.u53() } : null;
-  const raftTerm = r.u53();
-  const append: Entry[] = [];
-  for (let n = r.u32(); n > 0; n--) append.push(r.entry());
-  const apply: Entry[] = [];
-  for (let n = r.u32(); n > 0; n--) apply.push(r.entry());
-  const reads: ReadReq[] = [];
-  for (let n = r.u32(); n > 0; n--) {
-    const id = r.u32();
-    const kind = r.u8() as ReadKind;
-    const linearizable = r.u8() === 1;
-    reads.push({ id, kind, linearizable, request: r.bytes() });
-  }
-  assert.equal(r.done(), true, 'nothing left over');
-  return { hardState, raftTerm, append, apply, reads };
+/** Everything decodeApplied hands out, collected. */
+function collectApplied(data: Uint8Array): { header: AppliedHeader; items: AppliedItems } {
+  const items: AppliedItems = { results: [], reads: [], leases: [] };
+  const header = decodeApplied(data, {
+    result: (id, code, response) => items.results.push({ id, code, response: hex(response) }),
+    read: (id, code, response) => items.reads.push({ id, code, response: hex(response) }),
+    leaseChange: (kind, id, ttl, remaining) => items.leases.push({ kind, id, ttl, remaining }),
+  });
+  return { header, items };
 }
 
-interface Applied {
-  appliedIndex: number; currentRev: number; compactRev: number; dbSize: number; dbSizeInUse: number;
-  results: { id: number; code: number; response: Uint8Array }[];
-  reads: { id: number; code: number; response: Uint8Array }[];
-}
-
-/** storage_worker: addResult / serveRead / postApplied */
-function writeApplied(a: Applied): Uint8Array {
-  const results = new PackWriter(16);
-  for (const x of a.results) {
-    results.u53(x.id);
-    results.u8(x.code);
-    results.bytes(x.response);
-  }
-  const reads = new PackWriter(16);
-  for (const x of a.reads) {
-    reads.u32(x.id);
-    reads.u8(x.code);
-    reads.bytes(x.response);
-  }
-  const m = new Uint8Array(1 + 5 * 8 + 4 + results.length + 4 + reads.length);
-  const b = Buffer.from(m.buffer);
-  let pos = 0;
-  b[pos++] = WorkerMessageType.Applied;
-  pos = b.writeDoubleLE(a.appliedIndex, pos);
-  pos = b.writeDoubleLE(a.currentRev, pos);
-  pos = b.writeDoubleLE(a.compactRev, pos);
-  pos = b.writeDoubleLE(a.dbSize, pos);
-  pos = b.writeDoubleLE(a.dbSizeInUse, pos);
-  pos = b.writeUInt32LE(a.results.length, pos);
-  pos += results.copyTo(m, pos);
-  pos = b.writeUInt32LE(a.reads.length, pos);
-  pos += reads.copyTo(m, pos);
-  assert.equal(pos, m.length);
-  return m;
-}
-
-/** etcd_server.onApplied */
-function readApplied(data: Uint8Array): Applied {
-  const r = new PackReader(data);
-  assert.equal(r.u8(), WorkerMessageType.Applied);
-  const out: Applied = {
-    appliedIndex: r.u53(), currentRev: r.u53(), compactRev: r.u53(), dbSize: r.u53(), dbSizeInUse: r.u53(),
-    results: [], reads: [],
-  };
-  for (let n = r.u32(); n > 0; n--) out.results.push({ id: r.u53(), code: r.u8(), response: r.bytes() });
-  for (let n = r.u32(); n > 0; n--) out.reads.push({ id: r.u32(), code: r.u8(), response: r.bytes() });
-  assert.equal(r.done(), true, 'nothing left over');
-  return out;
-}
-
-const plainBatch = (b: Batch): unknown => ({
+const plainBatch = (b: BatchMessage): unknown => ({
   ...b, append: b.append.map(plainEntry), apply: b.apply.map(plainEntry),
   reads: b.reads.map((x) => ({ ...x, request: hex(x.request) })),
-});
-const plainApplied = (a: Applied): unknown => ({
-  ...a,
-  results: a.results.map((x) => ({ ...x, response: hex(x.response) })),
-  reads: a.reads.map((x) => ({ ...x, response: hex(x.response) })),
 });
 
 describe('worker message layouts', () => {
@@ -270,74 +181,89 @@ describe('worker message layouts', () => {
     const types = [
       WorkerMessageType.Init, WorkerMessageType.Batch, WorkerMessageType.Close, WorkerMessageType.Ready,
       WorkerMessageType.Applied, WorkerMessageType.Persisted, WorkerMessageType.Closed, WorkerMessageType.Fatal,
+      WorkerMessageType.Alarm,
     ];
     assert.equal(new Set(types).size, types.length);
-    assert.deepEqual([ReadKind.Range, ReadKind.Status], [1, 2]);
   });
 
   test('Batch with hard state, appends, applies (overlapping) and reads', () => {
     const e1 = entry(10, 3, bytes(0xaa, 0xbb));
     const e2 = entry(11, 3, new Uint8Array(0));
-    const batch: Batch = {
+    const batch: BatchMessage = {
+      seq: 0xffffffff,
       hardState: { term: 3, vote: 1, commit: 11 },
+      mustSync: true,
       raftTerm: 3,
       append: [e1, e2],
       apply: [entry(9, 2, bytes(1)), e1, e2], // committed entries may include this batch's appends
       reads: [
         { id: 1, kind: ReadKind.Range, linearizable: true, request: bytes(0x0a, 0x01, 0x61) },
         { id: 0xffffffff, kind: ReadKind.Status, linearizable: false, request: new Uint8Array(0) },
+        { id: 7, kind: ReadKind.LeaseTimeToLive, linearizable: true, request: bytes(8, 1) },
       ],
     };
     const w = new PackWriter(4);
-    const msg = writeBatch(w, batch);
+    const msg = encodeBatch(w, batch);
     assert.equal(msg[0], WorkerMessageType.Batch);
-    assert.deepEqual(plainBatch(readBatch(msg)), plainBatch(batch));
-    // the writer is reused turn after turn
-    const empty: Batch = { hardState: null, raftTerm: 4, append: [], apply: [], reads: [] };
-    const msg2 = writeBatch(w, empty);
-    assert.equal(msg2.length, 1 + 1 + 8 + 4 + 4 + 4);
-    assert.deepEqual(plainBatch(readBatch(msg2)), plainBatch(empty));
-    assert.deepEqual(plainBatch(readBatch(msg)), plainBatch(batch), 'an earlier message is unaffected');
+    assert.deepEqual(plainBatch(decodeBatch(msg)), plainBatch(batch));
+    // the writer is reused turn after turn; a hard-state-only batch that must be synced
+    const hsOnly: BatchMessage = { seq: 2, hardState: { term: 9, vote: 2, commit: 0 }, mustSync: true, raftTerm: 9, append: [], apply: [], reads: [] };
+    const msg2 = encodeBatch(w, hsOnly);
+    assert.equal(msg2.length, 1 + 4 + 1 + 24 + 8 + 4 + 4 + 4);
+    assert.deepEqual(plainBatch(decodeBatch(msg2)), plainBatch(hsOnly));
+    const empty: BatchMessage = { seq: 3, hardState: null, mustSync: false, raftTerm: 4, append: [], apply: [], reads: [] };
+    assert.deepEqual(plainBatch(decodeBatch(encodeBatch(w, empty))), plainBatch(empty));
+    assert.deepEqual(plainBatch(decodeBatch(msg)), plainBatch(batch), 'an earlier message is unaffected');
   });
 
-  test('Applied with results and reads', () => {
-    const a: Applied = {
-      appliedIndex: 123456789, currentRev: 2 ** 45, compactRev: 0, dbSize: 20480, dbSizeInUse: 16384,
-      results: [
-        { id: Date.now() * 1000, code: 0, response: bytes(0x0a, 0x02, 0x08, 0x05) },
-        { id: 1, code: 8, response: new Uint8Array(0) },
+  test('Applied with results, reads and lease changes; the writer is empty after finish', () => {
+    const w = new AppliedWriter();
+    assert.equal(w.isEmpty(), true);
+    const id = Date.now() * 1000;
+    w.result(id, 0, bytes(0x0a, 0x02, 0x08, 0x05));
+    w.read(42, 0, Buffer.alloc(1000, 7));
+    w.result(1, 8, new Uint8Array(0));
+    w.leaseChange(1, '-9223372036854775808', 60, 0);
+    w.read(43, 7, new Uint8Array(0));
+    w.leaseChange(3, '9223372036854775807', 2 ** 40, 59);
+    assert.equal(w.isEmpty(), false);
+    const header: AppliedHeader = { appliedIndex: 123456789, currentRev: 2 ** 45, compactRev: 0, dbSize: 20480, dbSizeInUse: 16384 };
+    const got = collectApplied(w.finish(header));
+    assert.deepEqual(got.header, header);
+    assert.deepEqual(got.items, {
+      results: [{ id, code: 0, response: '0a020805' }, { id: 1, code: 8, response: '' }],
+      reads: [{ id: 42, code: 0, response: '07'.repeat(1000) }, { id: 43, code: 7, response: '' }],
+      leases: [
+        { kind: 1, id: '-9223372036854775808', ttl: 60, remaining: 0 },
+        { kind: 3, id: '9223372036854775807', ttl: 2 ** 40, remaining: 59 },
       ],
-      reads: [{ id: 42, code: 0, response: Buffer.alloc(1000, 7) }, { id: 43, code: 7, response: new Uint8Array(0) }],
-    };
-    assert.deepEqual(plainApplied(readApplied(writeApplied(a))), plainApplied(a));
-    const none: Applied = { appliedIndex: 1, currentRev: 1, compactRev: 0, dbSize: 0, dbSizeInUse: 0, results: [], reads: [] };
-    const m = writeApplied(none);
-    assert.equal(m.length, 1 + 40 + 8);
-    assert.deepEqual(plainApplied(readApplied(m)), plainApplied(none));
+    });
+    assert.equal(w.isEmpty(), true);
+    const none = w.finish({ appliedIndex: 1, currentRev: 1, compactRev: 0, dbSize: 0, dbSizeInUse: 0 });
+    assert.equal(none.length, 1 + 40 + 12);
+    assert.deepEqual(collectApplied(none).items, { results: [], reads: [], leases: [] });
+    assert.throws(() => w.finish({ ...header, currentRev: 2 ** 53 }), AssertionError);
   });
 
-  test('Persisted: type, index, term in 17 bytes', () => {
-    // storage_worker.postPersisted
-    const m = new Uint8Array(17);
-    const b = Buffer.from(m.buffer);
-    b[0] = WorkerMessageType.Persisted;
-    b.writeDoubleLE(2 ** 40 + 1, 1);
-    b.writeDoubleLE(9, 9);
-    // etcd_server.onWorkerMessage reads it with plain offsets; PackReader reads the same
-    const r = new PackReader(m);
-    assert.deepEqual([r.u8(), r.u53(), r.u53()], [WorkerMessageType.Persisted, 2 ** 40 + 1, 9]);
-    assert.equal(r.done(), true);
+  test('Persisted: seq, index and term of the last durable entry', () => {
+    const m = encodePersisted({ seq: 0xfffffffe, index: 2 ** 40 + 1, term: 9 });
+    assert.equal(m[0], WorkerMessageType.Persisted);
+    assert.deepEqual(decodePersisted(m), { seq: 0xfffffffe, index: 2 ** 40 + 1, term: 9 });
+    assert.deepEqual(decodePersisted(encodePersisted({ seq: 1, index: 0, term: 0 })), { seq: 1, index: 0, term: 0 });
   });
 
-  test('Ready entries: count, then entries (storage_worker.ready -> EtcdServer)', () => {
+  test('Ready entries: count, then entries', () => {
     const es = Array.from({ length: 100 }, (_, i) => entry(50 + i, 1 + (i >> 4), Buffer.from(`put ${i}`)));
-    const w = new PackWriter(64);
-    w.u32(es.length);
-    for (const e of es) w.entry(e);
-    const r = new PackReader(w.finish());
-    const back: Entry[] = [];
-    for (let n = r.u32(); n > 0; n--) back.push(r.entry());
-    assert.equal(r.done(), true);
-    assert.deepEqual(back.map(plainEntry), es.map(plainEntry));
+    assert.deepEqual(decodeEntries(encodeEntries(es)).map(plainEntry), es.map(plainEntry));
+    assert.deepEqual(decodeEntries(encodeEntries([])), []);
+  });
+
+  test('a decoder refuses another message type and trailing bytes', () => {
+    const p = encodePersisted({ seq: 1, index: 1, term: 1 });
+    assert.throws(() => decodeBatch(p), AssertionError);
+    assert.throws(() => decodeApplied(p, { result() {}, read() {}, leaseChange() {} }), AssertionError);
+    const longer = new Uint8Array(p.length + 1);
+    longer.set(p);
+    assert.throws(() => decodePersisted(longer), AssertionError);
   });
 });

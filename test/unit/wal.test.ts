@@ -1,5 +1,6 @@
-// WAL: append, group-commit sync, replay, segment rollover, torn tails, CRC checks, releaseTo.
-// Each test works in its own directory under one temp root, removed at the end.
+// WAL: append, group-commit sync, replay, segment rollover, torn tails told from corruption
+// (issue #10, finding 2), repair, releaseTo. Each test works in its own directory under one temp
+// root, removed at the end. Record bodies start with u32 syncedThrough, then the kind byte.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -8,7 +9,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
 import type { Entry, HardState } from '../../src/raft/types';
-import { Wal, WalReplay } from '../../src/storage/wal';
+import { Wal, WalCorruptError, WalReplay } from '../../src/storage/wal';
 import { AssertionError } from '../../src/util/assert';
 import { crc32 } from '../../src/util/crc32';
 
@@ -61,7 +62,11 @@ function syncWal(w: Wal): Promise<void> {
 const segName = (seqNo: number, first: number): string =>
   seqNo.toString(16).padStart(16, '0') + '-' + first.toString(16).padStart(16, '0') + '.wal';
 
-/** Byte offsets of the records of a segment file: [start, payloadLength][]. */
+/** Offset of the kind byte and of an entry's index in a record starting at `at`. */
+const kindAt = (at: number): number => at + 8 + 4;
+const indexAt = (at: number): number => at + 8 + 5;
+
+/** Byte offsets of the records of a segment file: [start, bodyLength][]. */
 function records(file: string): [number, number][] {
   const data = fs.readFileSync(file);
   const out: [number, number][] = [];
@@ -74,6 +79,20 @@ function records(file: string): [number, number][] {
     pos += 8 + len;
   }
   return out;
+}
+
+/** A well-formed entry record: header and body with the given syncedThrough. */
+function rawEntryRecord(index: number, term: number, syncedThrough: number): Buffer {
+  const body = Buffer.alloc(22 + 4);
+  body.writeUInt32LE(syncedThrough, 0);
+  body[4] = 1;
+  body.writeDoubleLE(index, 5);
+  body.writeDoubleLE(term, 13);
+  body[21] = 0;
+  const hdr = Buffer.alloc(8);
+  hdr.writeUInt32LE(body.length, 0);
+  hdr.writeUInt32LE(crc32(body), 4);
+  return Buffer.concat([hdr, body]);
 }
 
 describe('Wal', () => {
@@ -217,10 +236,10 @@ describe('Wal', () => {
       const first = parseInt(name.slice(17, 33), 16);
       const data = fs.readFileSync(path.join(dir, name));
       const recs = records(path.join(dir, name));
-      assert.equal(data[recs[0]![0] + 8], 3, `${name} starts with a segment-start record`);
-      const firstEntry = recs.find(([at]) => data[at + 8] === 1);
+      assert.equal(data[kindAt(recs[0]![0])], 3, `${name} starts with a segment-start record`);
+      const firstEntry = recs.find(([at]) => data[kindAt(at)] === 1);
       assert.ok(firstEntry !== undefined);
-      assert.equal(data.readDoubleLE(firstEntry[0] + 9), first, `${name}: first entry index`);
+      assert.equal(data.readDoubleLE(indexAt(firstEntry[0])), first, `${name}: first entry index`);
     }
     // appends continue in the last segment
     w2.appendEntry(entry(201, 5, 100));
@@ -232,8 +251,8 @@ describe('Wal', () => {
   test('rollover triggered by a hard state record keeps that record', async () => {
     const dir = newDir();
     const { wal } = openWal(dir, 1024);
-    // segment start record (8 + 17) + entry (8 + 18 + 953) leaves 20 bytes: a hard state
-    // record (8 + 25) does not fit and opens the next segment
+    // segment start record (8 + 21) + entry (8 + 22 + 953) leaves 12 bytes: a hard state
+    // record (8 + 29) does not fit and opens the next segment
     wal.appendEntry(entry(1, 1, 953));
     assert.deepEqual(segments(dir), [segName(1, 1)]);
     wal.appendHardState({ term: 1, vote: 1, commit: 1 });
@@ -285,20 +304,24 @@ describe('Wal', () => {
       await checkRecovers(dir, 10, { term: 0, vote: 0, commit: 0 });
     });
 
-    test('last entry record with a corrupt payload byte: CRC mismatch ends the log', async () => {
-      const { dir, file } = await setup(10);
-      const recs = records(file);
-      const [hsAt] = recs[recs.length - 1]!;
-      const [at] = recs[recs.length - 2]!; // entry 10
+    test('last entry record with a sector never written (zeros): a torn write, repaired', async () => {
+      const dir = newDir();
+      const { wal } = openWal(dir, 64 * 1024);
+      for (let i = 1; i <= 5; i++) wal.appendEntry(entry(i, 1, 50));
+      await syncWal(wal);
+      // a large last record whose second sector never reached the disk
+      wal.appendEntry(entry(6, 1, 2000));
+      closeWal(wal);
+      const file = path.join(dir, segName(1, 1));
+      const [at] = records(file)[6]!;
+      const sector = (Math.floor(at / 512) + 2) * 512;
       const fd = fs.openSync(file, 'r+');
-      fs.writeSync(fd, Buffer.from([0xee]), 0, 1, at + 8 + 30);
+      fs.writeSync(fd, Buffer.alloc(512), 0, 512, sector);
       fs.closeSync(fd);
-      assert.ok(hsAt > at);
-      // entry 10 and the hard state after it are gone; entries 1..9 remain
-      await checkRecovers(dir, 9, { term: 0, vote: 0, commit: 0 });
+      await checkRecovers(dir, 5, { term: 0, vote: 0, commit: 0 });
     });
 
-    test('header never written (payload-first write order): zero length ends the log', async () => {
+    test('header never written (body-first write order): zero length ends the log', async () => {
       const { dir, file } = await setup(10);
       const recs = records(file);
       const [at] = recs[recs.length - 1]!;
@@ -308,38 +331,137 @@ describe('Wal', () => {
       await checkRecovers(dir, 10, { term: 0, vote: 0, commit: 0 });
     });
 
-    test('garbage after the last good record is zeroed, never read later', async () => {
+    test('unsynced leftovers after a torn record (written out of order) are zeroed, never read', async () => {
       const { dir, file } = await setup(5);
       const recs = records(file);
       const [at, len] = recs[recs.length - 1]!;
       const fd = fs.openSync(file, 'r+');
-      // a stale, valid-looking record far after the end (as an unsynced earlier write could leave)
-      const payload = Buffer.alloc(26);
-      payload[0] = 1;
-      payload.writeDoubleLE(99, 1);
-      payload.writeDoubleLE(1, 9);
-      const hdr = Buffer.alloc(8);
-      hdr.writeUInt32LE(payload.length, 0);
-      hdr.writeUInt32LE(crc32(payload), 4);
+      // a valid record far after the end whose syncedThrough does not reach the torn one: a
+      // later unsynced write that reached the disk before an earlier one (no sync covered either)
       fs.writeSync(fd, Buffer.from([1, 2, 3]), 0, 3, at + 8 + len + 4); // junk in the next header
-      fs.writeSync(fd, Buffer.concat([hdr, payload]), 0, 34, at + 8 + len + 500);
+      fs.writeSync(fd, rawEntryRecord(99, 1, at + 8 + len), 0, 8 + 22 + 4, at + 8 + len + 500);
       fs.closeSync(fd);
       await checkRecovers(dir, 5, { term: 1, vote: 1, commit: 5 });
     });
   });
 
-  test('a CRC mismatch in a sealed segment is corruption, not a torn tail', async () => {
-    const dir = newDir();
-    const { wal } = openWal(dir);
-    for (let i = 1; i <= 80; i++) wal.appendEntry(entry(i, 1, 100));
-    await syncWal(wal);
-    closeWal(wal);
-    const first = path.join(dir, segments(dir)[0]!);
-    const recs = records(first);
-    const fd = fs.openSync(first, 'r+');
-    fs.writeSync(fd, Buffer.from([0xff]), 0, 1, recs[3]![0] + 20);
-    fs.closeSync(fd);
-    assert.throws(() => Wal.open({ dir, segmentBytes: 4096 }), /corrupt record in a sealed segment/);
+  describe('corruption (refuses to open; repair cuts there)', () => {
+    /** Entries 1..10 synced one by one: each record's syncedThrough covers the one before it. */
+    async function synced(n: number): Promise<{ dir: string; file: string }> {
+      const dir = newDir();
+      const { wal } = openWal(dir, 64 * 1024);
+      for (let i = 1; i <= n; i++) {
+        wal.appendEntry(entry(i, 1, 50));
+        await syncWal(wal);
+      }
+      closeWal(wal);
+      return { dir, file: path.join(dir, segName(1, 1)) };
+    }
+
+    function poke(file: string, at: number, bytes: number[]): void {
+      const fd = fs.openSync(file, 'r+');
+      fs.writeSync(fd, Buffer.from(bytes), 0, bytes.length, at);
+      fs.closeSync(fd);
+    }
+
+    function openError(dir: string, segmentBytes = 64 * 1024): WalCorruptError {
+      try {
+        Wal.open({ dir, segmentBytes }).wal.close();
+      } catch (err) {
+        assert.ok(err instanceof WalCorruptError, String(err));
+        return err;
+      }
+      assert.fail('the WAL opened');
+    }
+
+    test('a flipped bit in a synced record followed by valid ones: refused, file and offset named', async () => {
+      const { dir, file } = await synced(10);
+      const [at] = records(file)[4]!; // entry 4
+      poke(file, at + 8 + 30, [0xee]);
+      const err = openError(dir);
+      assert.equal(err.file, file);
+      assert.equal(err.offset, at);
+      assert.match(err.message, /corrupt record in .*0000000000000001-0000000000000001\.wal at offset \d+/);
+      assert.match(err.message, /concordutl wal repair/);
+      // the bytes are left as they were: refusing changes nothing
+      assert.equal(fs.readFileSync(file)[at + 8 + 30], 0xee);
+    });
+
+    test('a zeroed sector inside synced records: proven synced by a later record, refused', async () => {
+      const { dir, file } = await synced(40);
+      const recs = records(file);
+      const [at] = recs[10]!;
+      // a whole sector lost (a lost write looks like a torn one) with synced records after it
+      const sector = (Math.floor(at / 512) + 1) * 512;
+      const fd = fs.openSync(file, 'r+');
+      fs.writeSync(fd, Buffer.alloc(512), 0, 512, sector);
+      fs.closeSync(fd);
+      const err = openError(dir);
+      assert.match(err.reason, /shows it had been synced/);
+    });
+
+    test('the last record with a flipped bit and no zeroed sector is corruption, not a torn write', async () => {
+      const { dir, file } = await synced(10);
+      const recs = records(file);
+      const [at] = recs[recs.length - 1]!;
+      poke(file, at + 8 + 20, [0x55]);
+      const err = openError(dir);
+      assert.equal(err.offset, at);
+      assert.match(err.reason, /not a torn write/);
+    });
+
+    test('a CRC mismatch in a sealed segment is corruption, not a torn tail', async () => {
+      const dir = newDir();
+      const { wal } = openWal(dir);
+      for (let i = 1; i <= 80; i++) wal.appendEntry(entry(i, 1, 100));
+      await syncWal(wal);
+      closeWal(wal);
+      const first = path.join(dir, segments(dir)[0]!);
+      const recs = records(first);
+      poke(first, recs[3]![0] + 20, [0xff]);
+      const err = openError(dir, 4096);
+      assert.equal(err.file, first);
+      assert.equal(err.offset, recs[3]![0]);
+    });
+
+    test('a missing segment in the middle is a gap, refused', async () => {
+      const dir = newDir();
+      const { wal } = openWal(dir);
+      for (let i = 1; i <= 120; i++) wal.appendEntry(entry(i, 1, 100));
+      await syncWal(wal);
+      closeWal(wal);
+      const segs = segments(dir);
+      assert.ok(segs.length >= 4);
+      fs.rmSync(path.join(dir, segs[2]!));
+      const err = openError(dir, 4096);
+      assert.match(err.reason, /the segment starts after index \d+ but the log before it ends at \d+/);
+    });
+
+    test('repair: cuts at the corrupt record, removes later segments, the WAL opens with what was before', async () => {
+      const dir = newDir();
+      const { wal } = openWal(dir);
+      for (let i = 1; i <= 120; i++) {
+        wal.appendEntry(entry(i, 1, 100));
+        if (i % 10 === 0) await syncWal(wal);
+      }
+      closeWal(wal);
+      const segs = segments(dir);
+      const second = path.join(dir, segs[1]!);
+      const recs = records(second);
+      const [at] = recs[5]!;
+      const data = fs.readFileSync(second);
+      const firstLost = data.readDoubleLE(indexAt(at));
+      poke(second, at + 8 + 40, [0x01]);
+      openError(dir, 4096);
+      const cut = Wal.repair({ dir, segmentBytes: 4096 });
+      assert.ok(cut !== null);
+      assert.equal(cut.file, second);
+      assert.equal(cut.offset, at);
+      assert.deepEqual(cut.removed, segs.slice(2));
+      const { replay } = openWal(dir, 4096);
+      assert.deepEqual(replay.entries.map((e) => e.index), Array.from({ length: firstLost - 1 }, (_, i) => i + 1));
+      assert.equal(Wal.repair({ dir, segmentBytes: 4096 }), null, 'nothing left to repair');
+    });
   });
 
   test('releaseTo deletes only segments whose entries are all covered; replay starts after them', async () => {
