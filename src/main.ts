@@ -12,6 +12,7 @@ import { ClientListener } from './api/listener';
 import { Metrics } from './metrics/metrics';
 import { Logger, isLogLevel, type LogLevel } from './util/log';
 import { setProtoDepthMax } from './util/proto_depth';
+import { activeFailpoints, failpointsEnabled } from './util/failpoints';
 import { concordVersion, etcdVersion } from './version';
 
 /** A log line as Logger writes it, for what is said before the Logger exists or after it failed. */
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
   const log = new Logger(isLogLevel(cfg.logLevel) ? cfg.logLevel : 'info');
   for (const n of parsed.notices) log.log(n.level, n.msg, n.fields);
   log.debug('configuration', { ...cfg });
+  if (failpointsEnabled) log.warn('test failpoints enabled (CONCORD_FAILPOINTS)', { failpoints: activeFailpoints() });
   fs.mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
   const unlockDataDir = lockDataDir(cfg.dataDir);
   process.on('exit', unlockDataDir);
@@ -113,9 +115,10 @@ async function main(): Promise<void> {
     recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes,
     txnOpsMax: cfg.maxTxnOps,
     maxConcurrentStreams: Math.min(cfg.maxConcurrentStreams, 0x7fffffff),
+    logger: log,
   });
   const metrics = new Metrics(server, api.callStats);
-  const gateway = new Gateway({ server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics });
+  const gateway = new Gateway({ server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics, logger: log });
   const httpServer = http.createServer({ keepAlive: true }, gateway.handle);
   repair = new AuthorityRepair(api.connectionSink());
   listener = new ClientListener(repair, httpServer);

@@ -12,6 +12,7 @@ import { concordpb, etcdserverpb } from '../gen/proto';
 import { Raft } from '../raft/raft';
 import { Entry } from '../raft/types';
 import { Prng } from '../util/prng';
+import { monotonicNowMs } from '../util/clock';
 import { assert } from '../util/assert';
 import { ErrorCode } from '../util/errors';
 import * as limits from '../config/limits';
@@ -162,7 +163,7 @@ export class EtcdServer {
     });
     this.sink = () => undefined;
     this.waits = new Map();
-    this.nextProposalId = Date.now() * 1000;
+    this.nextProposalId = Date.now() * 1000; // an id seed, not a duration (util/clock.ts)
     this.reads = new Map();
     this.pendingReads = [];
     this.nextReadId = 1;
@@ -174,7 +175,7 @@ export class EtcdServer {
     this.currentRev = ready.currentRev;
     this.compactRev = ready.compactRev;
     this.lessor = new Lessor({ checkpointIntervalMs: cfg.leaseCheckpointIntervalMs, revokeRetryMs: 3000 });
-    const now = Date.now();
+    const now = monotonicNowMs();
     for (const l of ready.leases) this.lessor.restore(Long.fromString(l.id), l.ttl, l.remaining, now);
     this.dbSize = 0;
     this.dbSizeInUse = 0;
@@ -456,7 +457,7 @@ export class EtcdServer {
   private onApplied(data: Uint8Array): void {
     // Entries replayed from the WAL at start-up restore leases as the restart found them.
     this.restoring = this.readyWaiters.length > 0;
-    this.leaseNow = Date.now();
+    this.leaseNow = monotonicNowMs();
     const h = decodeApplied(data, this.appliedVisitor);
     this.currentRev = h.currentRev;
     this.compactRev = h.compactRev;
@@ -504,7 +505,7 @@ export class EtcdServer {
    */
   private leaseTick(): void {
     if (this.stopped || !this.raft.isLeader()) return;
-    const now = Date.now();
+    const now = monotonicNowMs();
     for (const id of this.lessor.expired(now, leaseRevokesPerTick)) {
       this.propose({ lease_revoke: { ID: id } }, ignoreResult);
     }

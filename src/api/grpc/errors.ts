@@ -57,3 +57,14 @@ export function messageTooLarge(size: number, max: number): Partial<grpc.StatusO
 export function malformed(reason: string): Partial<grpc.StatusObject> {
   return { code: S.INTERNAL, details: 'grpc: error unmarshalling request: ' + reason };
 }
+
+/**
+ * A request whose handler threw: a bug, not an expected condition (those have codes above). The
+ * request fails with INTERNAL, as grpc-go's recovery interceptor answers a panicking handler, and
+ * the exception's message in etcd's form for an error without a code of its own (v3rpc/util.go
+ * togRPCError passes `err.Error()` through; etcd's errors read "etcdserver: ..."). The stack goes
+ * to the log, never to the client (api/grpc/server.ts guardHandlers).
+ */
+export function internalError(err: unknown): Partial<grpc.StatusObject> {
+  return { code: S.INTERNAL, details: 'etcdserver: ' + (err instanceof Error ? err.message : String(err)) };
+}

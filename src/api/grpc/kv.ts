@@ -5,11 +5,21 @@ import { etcdserverpb } from '../../gen/proto';
 import { EtcdServer } from '../../server/etcd_server';
 import { ReadKind } from '../../workers/protocol';
 import { ErrorCode } from '../../util/errors';
+import { FailpointError, failpointsEnabled, failpointValue } from '../../util/failpoints';
 import { grpcStatus } from './errors';
 import { checkDeleteRequest, checkIntervals, checkPutRequest, checkRangeRequest, checkTxnRequest } from './validate';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
+
+/** Failpoint kvPutThrow=<key> (util/failpoints.ts): a Put of that key throws, as a bug would. */
+function putFailpoint(r: etcdserverpb.PutRequest): void {
+  const key = failpointValue('kvPutThrow');
+  if (key === undefined || !r.key) return;
+  if (Buffer.from(r.key.buffer, r.key.byteOffset, r.key.length).toString('utf8') === key) {
+    throw new FailpointError('kvPutThrow');
+  }
+}
 
 export function kvHandlers(server: EtcdServer, txnOpsMax: number): grpc.UntypedServiceImplementation {
   return {
@@ -22,6 +32,7 @@ export function kvHandlers(server: EtcdServer, txnOpsMax: number): grpc.UntypedS
       if (code !== 0) callback(grpcStatus(code));
     },
     Put(call: Call<etcdserverpb.PutRequest>, callback: Callback): void {
+      if (failpointsEnabled) putFailpoint(call.request);
       const bad = checkPutRequest(call.request);
       if (bad !== 0) return callback(grpcStatus(bad));
       const code = server.propose({ put: call.request }, callback);

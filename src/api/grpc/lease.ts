@@ -9,6 +9,7 @@ import { EtcdServer, InternalWaiter } from '../../server/etcd_server';
 import { ReadKind } from '../../workers/protocol';
 import { ErrorCode } from '../../util/errors';
 import { grpcStatus } from './errors';
+import { monotonicNowMs } from '../../util/clock';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
@@ -33,7 +34,7 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
       const r = call.request;
       const id = Long.fromValue(r.ID ?? 0);
       const waiter = new InternalWaiter((code, response) => {
-        const remaining = server.lessor.remainingSeconds(id, Date.now());
+        const remaining = server.lessor.remainingSeconds(id, monotonicNowMs());
         if (code === ErrorCode.LeaseNotFound || (code === 0 && remaining === null)) {
           // etcd answers an unknown lease with TTL -1, not an error.
           callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: header(server), ID: id, TTL: -1 }).finish());
@@ -72,7 +73,7 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
         }
         // etcd: an unknown (or expired) lease is answered with TTL 0, not an error.
         const id = req.ID ?? 0;
-        const ttl = server.lessor.renew(id, Date.now());
+        const ttl = server.lessor.renew(id, monotonicNowMs());
         if (ttl === 0 || !server.lessor.needsCheckpointClear(id)) {
           call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
           return;

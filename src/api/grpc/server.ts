@@ -2,11 +2,13 @@
 // answered, the rest UNIMPLEMENTED. Definitions are wrapped once here so that
 //  - any method may answer with bytes encoded elsewhere (the storage worker),
 //  - a request over the size limit or that does not parse gets etcd's status and message,
-//    and never reaches a handler.
+//    and never reaches a handler,
+//  - an exception thrown by a handler fails its request (INTERNAL) and is logged, whichever way
+//    the request came (fast path, grpc-js, HTTP gateway): guardHandlers is the one place.
 import * as grpc from '@grpc/grpc-js';
 import { EtcdServer } from '../../server/etcd_server';
 import { services, serviceNames, unimplementedHandlers, ServiceName } from './services';
-import { grpcStatus, malformed, messageTooLarge } from './errors';
+import { grpcStatus, internalError, malformed, messageTooLarge } from './errors';
 import { kvHandlers } from './kv';
 import {
   canonical, CompactionRequestSpec, DeleteRangeRequestSpec, MessageSpec, PutRequestSpec, RangeRequestSpec,
@@ -15,18 +17,21 @@ import {
 import { txnNestingCap } from '../../config/limits';
 import { ErrorCode } from '../../util/errors';
 import { clusterHandlers, healthHandlers, maintenanceHandlers } from './maintenance';
-import { GrpcCallStats, type GrpcType, type MethodCallStats } from './call_stats';
+import { GrpcCallStats, MethodCallStats, type GrpcType } from './call_stats';
 import { UnaryFastPath, type DuplexRoute, type UnaryRoute } from './unary_fast_path';
 import { watchHandlers } from './watch';
 import { leaseHandlers } from './lease';
 import { lockHandlers } from '../../concurrency/lock';
 import { electionHandlers } from '../../concurrency/election';
+import type { Logger } from '../../util/log';
 
 export interface GrpcOptions {
   requestBytesMax: number;
   recvBytesMax: number;
   txnOpsMax: number;
   maxConcurrentStreams: number;
+  /** Where an exception thrown by a handler is reported (with its stack). */
+  logger: Logger;
 }
 
 /** What a deserializer hands a handler instead of a message when the request is refused. */
@@ -91,17 +96,42 @@ function grpcType(m: grpc.MethodDefinition<unknown, unknown>): GrpcType {
 
 interface StatusLike { code?: number }
 
+/** The log message of a request failed by an exception in its handler. */
+const handlerExceptionLogMessage = 'request failed: exception in its handler';
+
+function logHandlerException(logger: Logger, path: string, err: unknown): void {
+  logger.error(handlerExceptionLogMessage, {
+    method: path,
+    error: err instanceof Error ? err.message : String(err),
+    stack: err instanceof Error ? err.stack : undefined,
+  });
+}
+
+/** A unary call's answer: not yet, given by the handler, or INTERNAL given by the guard. */
+const enum Answer { Pending, Handler, Guard }
+
 /**
  * Refused requests are answered before the handler runs, for every kind of method; every call
- * is counted for /metrics (grpc_server_started_total, grpc_server_handled_total). Counting the
- * outcome of a unary call wraps its callback: one small closure per call, next to the dozens of
- * objects grpc-js allocates per call itself.
+ * is counted for /metrics (grpc_server_started_total, grpc_server_handled_total) when
+ * `callStats` is given (the HTTP gateway's copy is not counted). Counting the outcome of a unary
+ * call wraps its callback: one small closure per call, next to the dozens of objects grpc-js
+ * allocates per call itself.
+ *
+ * An exception thrown by a handler fails that call only: a unary call is answered INTERNAL
+ * (unless the handler answered before it threw; a late answer after the guard's is dropped), a
+ * streaming call ends with INTERNAL; the exception is logged once with its stack. Without this,
+ * a throw on the fast path reached node's http2 'stream' event and stopped the process, and
+ * grpc-js answered UNKNOWN "Unknown error" and logged nothing (test/api/handler_errors.test.ts).
+ * Only synchronous throws can be caught here: handlers that answer later catch their own.
  */
 function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation,
-  callStats: GrpcCallStats): grpc.UntypedServiceImplementation {
+  callStats: GrpcCallStats | null, logger: Logger): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(impl)) {
-    const stats: MethodCallStats = callStats.register(service, name, grpcType(def[name]!));
+    const m = def[name]!;
+    const path = m.path;
+    const stats = callStats !== null ? callStats.register(service, name, grpcType(m))
+      : new MethodCallStats(service, name, grpcType(m));
     const h = handler as (call: unknown, cb?: grpc.sendUnaryData<unknown>) => void;
     type AnyCall = { request?: unknown; emit(e: string, s: unknown): void; on(e: string, f: (x: StatusLike) => void): void };
     out[name] = ((call: AnyCall, cb?: grpc.sendUnaryData<unknown>) => {
@@ -114,19 +144,36 @@ function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.
       }
       if (cb !== undefined) {
         stats.received++;
-        h(call, (err, value) => {
-          if (err) stats.finish((err as StatusLike).code ?? grpc.status.UNKNOWN);
-          else {
-            stats.sent++;
-            stats.finish(grpc.status.OK);
-          }
-          cb(err, value);
-        });
+        let answer = Answer.Pending;
+        try {
+          h(call, (err, value) => {
+            if (answer === Answer.Guard) return;
+            answer = Answer.Handler;
+            if (err) stats.finish((err as StatusLike).code ?? grpc.status.UNKNOWN);
+            else {
+              stats.sent++;
+              stats.finish(grpc.status.OK);
+            }
+            cb(err, value);
+          });
+        } catch (err) {
+          logHandlerException(logger, path, err);
+          if (answer !== Answer.Pending) return;
+          answer = Answer.Guard;
+          const status = internalError(err);
+          stats.finish(grpc.status.INTERNAL);
+          cb(status);
+        }
         return;
       }
       call.on('error', (s) => stats.finish(s.code ?? grpc.status.UNKNOWN));
       call.on('finish', () => stats.finish(grpc.status.OK));
-      h(call);
+      try {
+        h(call);
+      } catch (err) {
+        logHandlerException(logger, path, err);
+        call.emit('error', internalError(err));
+      }
     }) as grpc.UntypedHandleCall;
   }
   return out;
@@ -137,7 +184,10 @@ const fastDuplexPaths = new Set(['/etcdserverpb.Watch/Watch', '/etcdserverpb.Lea
 
 export class GrpcApi {
   readonly grpcServer: grpc.Server;
-  /** service -> method -> handler, as registered (the HTTP gateway calls the same ones). */
+  /**
+   * service -> method -> the registered handler behind the same guard as gRPC's (refusals,
+   * exceptions), not counted as gRPC calls: what the HTTP gateway calls.
+   */
   readonly handlers = {} as Record<ServiceName, grpc.UntypedServiceImplementation>;
   readonly callStats = new GrpcCallStats();
   /** ':path' -> wrapped definition and guarded handler of every unary method (unary_fast_path.ts). */
@@ -171,9 +221,9 @@ export class GrpcApi {
     for (const name of serviceNames) {
       const def = services[name];
       const impl = { ...unimplementedHandlers(def), ...(implemented[name] ?? {}) };
-      this.handlers[name] = impl;
+      this.handlers[name] = guardHandlers(name, def, impl, null, options.logger);
       const wrapped = wrapDefinition(def, options.recvBytesMax, options.txnOpsMax);
-      const guarded = guardHandlers(name, def, impl, this.callStats);
+      const guarded = guardHandlers(name, def, impl, this.callStats, options.logger);
       this.grpcServer.addService(wrapped, guarded);
       for (const [method, m] of Object.entries(wrapped)) {
         if (fastDuplexPaths.has(m.path)) {

@@ -13,9 +13,10 @@ import type { EtcdServer } from '../../server/etcd_server';
 import { etcdserverpb } from '../../gen/proto';
 import { ReadKind } from '../../workers/protocol';
 import { services, type ServiceName } from '../grpc/services';
-import { messageTooLarge } from '../grpc/errors';
+import { internalError, messageTooLarge } from '../grpc/errors';
 import { bytesToJson, jsonToBytes, JsonRequestError, lookupService } from './jsonpb';
 import type { Metrics } from '../../metrics/metrics';
+import type { Logger } from '../../util/log';
 import { concordVersion, etcdClusterVersion, etcdVersion } from '../../version';
 
 interface Route { service: ServiceName; method: string }
@@ -107,10 +108,12 @@ type Handler = (call: unknown, callback?: grpc.sendUnaryData<unknown>) => void;
 
 export interface GatewayOptions {
   server: EtcdServer;
-  /** service -> method -> the handler the gRPC server runs. */
+  /** service -> method -> the handler the gRPC server runs, behind its guard (GrpcApi.handlers). */
   handlers: Record<ServiceName, grpc.UntypedServiceImplementation>;
   recvBytesMax: number;
   metrics: Metrics | null;
+  /** Where an exception in the gateway's own code is reported (handlers' are, by their guard). */
+  logger: Logger;
 }
 
 interface StatusLike { code?: number; details?: string; message?: string }
@@ -131,9 +134,23 @@ export class Gateway {
     }
   };
 
+  /**
+   * An exception in the gateway's own code (a handler's is answered by its guard): JSON nested
+   * past the stack is bad input; anything else fails the request like a handler's exception
+   * (500, INTERNAL) and is logged with its stack.
+   */
   private internalError(res: http.ServerResponse, err: unknown): void {
-    const message = err instanceof RangeError ? 'exceeded max depth' : `internal error: ${(err as Error)?.message ?? String(err)}`;
-    if (!res.headersSent) this.replyError(res, { code: err instanceof RangeError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL, details: message });
+    let status: StatusLike;
+    if (err instanceof RangeError) {
+      status = { code: grpc.status.INVALID_ARGUMENT, details: 'exceeded max depth' };
+    } else {
+      status = internalError(err);
+      this.opts.logger.error('request failed: exception in the HTTP gateway', {
+        error: err instanceof Error ? err.message : String(err),
+        stack: err instanceof Error ? err.stack : undefined,
+      });
+    }
+    if (!res.headersSent) this.replyError(res, status);
     else res.destroy();
   }
 
