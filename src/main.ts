@@ -105,6 +105,9 @@ async function main(): Promise<void> {
       log.log('fatal', 'storage failure, stopping', { error: message });
       process.exit(1);
     },
+    onAnswerError(err) {
+      log.error('request failed: exception while answering it', { error: String((err as Error)?.stack ?? err) });
+    },
     onStorageAlarm(alarm) {
       if (alarm.raised) log.log('error', 'storage cannot write: NOSPACE alarm raised, writes refused', { source: alarm.source, error: alarm.message });
       else log.info('storage writes again: NOSPACE alarm cleared', { source: alarm.source, detail: alarm.message });

@@ -65,6 +65,8 @@ export interface EtcdServerConfig {
   onFatal(message: string): void;
   /** The storage raised or cleared NOSPACE (a full disk, a failing store). */
   onStorageAlarm?(alarm: WorkerAlarm): void;
+  /** An exception while handing one answer over (logged; the others go on). */
+  onAnswerError?(err: unknown): void;
 }
 
 interface PendingRead {
@@ -517,8 +519,15 @@ export class EtcdServer {
 
   /** Hands an answer to whoever waits: a client (the result sink) or the server itself. */
   private answer(target: unknown, code: number, response: Uint8Array): void {
-    if (target instanceof InternalWaiter) target.done(code, response);
-    else this.sink(target, code, response);
+    // An exception while answering one request (a waiter's decode, a call the client left)
+    // must not stop the rest of this Applied message, nor the server (issue #10, finding 6).
+    try {
+      if (target instanceof InternalWaiter) target.done(code, response);
+      else this.sink(target, code, response);
+    } catch (err) {
+      if (this.cfg.onAnswerError === undefined) throw err;
+      this.cfg.onAnswerError(err);
+    }
   }
 
   /** Stops taking requests, fails what waits, flushes and closes storage. */

@@ -11,7 +11,12 @@
 // Segment file: <dir>/<seq:16 hex>-<firstIndex:16 hex>.wal, segmentBytes long, zero-filled
 // (Node has no fallocate, and blocks fallocate leaves unwritten would cost a journal commit on
 // the first flush of each anyway).
-// Record: u32 bodyLength | u32 crc32(body) | body                (little-endian)
+// Record: u32 bodyLength | u32 crc32(body) | u32 crc32(the 8 bytes before) | body  (little-endian)
+//   A header never crosses a 512-byte sector boundary: where fewer than 12 bytes are left in a
+//   sector, the record starts at the next one (the gap stays zero). A sector is written whole or
+//   not at all, so a header reads as written or as zeros, never half: one that fails its own
+//   checksum was damaged after it was written (a flipped length would otherwise pass for a
+//   torn write and silently cut the log).
 // Body:   u32 syncedThrough, u8 kind, then
 //   kind 1 entry:      u53 index, u53 term, u8 type, data...
 //   kind 2 hardState:  u53 term, u53 vote, u53 commit
@@ -22,14 +27,15 @@
 // deleting old segments (releaseTo) never loses the term and vote.
 //
 // Recovery rules (replay):
-//  - A record is *bad* when its length is zero or runs past the file, its checksum does not
-//    match, or its kind is unknown. The log ends at the first bad record.
+//  - The log ends at the first header that is all zeros (never written) or at the first *bad*
+//    record: a header that fails its checksum, a length that does not fit, a body whose
+//    checksum does not match, an unknown kind.
 //  - In the last segment a bad record is a *torn tail*, the remains of a write no fdatasync
 //    covered, and is repaired (zeroed with everything after it) unless something proves it was
-//    covered: a valid record after it whose syncedThrough lies beyond it, or a complete record
-//    whose checksum fails although no 512-byte sector of it is zero (a torn write leaves whole
-//    sectors unwritten; a flipped bit does not: etcd's isTornEntry). Records after a torn one
-//    were not covered by a sync either, so none of them was acknowledged.
+//    covered or damaged afterwards: a valid record after it whose syncedThrough lies beyond it;
+//    a damaged header; a body whose checksum fails although no 512-byte sector of it is zero (a
+//    torn write leaves whole sectors unwritten; a flipped bit does not: etcd's isTornEntry).
+//    Records after a torn one were not covered by a sync either, so none was acknowledged.
 //  - Anything else is corruption: in a sealed segment (it was synced whole before the next one
 //    began) any bad record followed by a valid one, or a gap between segments. The WAL then
 //    refuses to open with WalCorruptError, naming the file and offset; `Wal.repair` (the
@@ -44,7 +50,7 @@ import { FileIo, nodeFileIo } from './file_io';
 const kindEntry = 1;
 const kindHardState = 2;
 const kindSegStart = 3;
-const recordHeaderBytes = 8;
+const recordHeaderBytes = 12;
 /** syncedThrough + kind, before each record's own fields. */
 const bodyHeadBytes = 5;
 const segStartBodyBytes = bodyHeadBytes + 16;
@@ -54,6 +60,12 @@ const entryBodyHeadBytes = bodyHeadBytes + 17;
 const segmentHeadBytes = 2 * recordHeaderBytes + segStartBodyBytes + hardStateBodyBytes;
 /** etcd's torn-write granularity: a sector is written whole or not at all. */
 const sectorBytes = 512;
+
+/** Where a record written at `offset` starts: its header must not cross a sector boundary. */
+function recordStart(offset: number): number {
+  const inSector = offset % sectorBytes;
+  return inSector > sectorBytes - recordHeaderBytes ? offset - inSector + sectorBytes : offset;
+}
 /** After a failed spare preallocation, the next try waits until this share of a segment more
  * has been written (no clock here; a failing disk must not be retried on every write). */
 const spareRetryShare = 16;
@@ -110,6 +122,17 @@ export class WalWriteError extends Error {
 }
 
 interface Segment { seq: number; firstIndex: number; file: string; lastIndex: number }
+
+/** What Wal.repair cut. */
+export interface WalRepair {
+  file: string;
+  offset: number;
+  reason: string;
+  /** Later segments removed whole. */
+  removed: string[];
+  /** When the cut left the log behind the applied state: the index the log now starts after. */
+  restartedAfter: number;
+}
 
 function segmentName(seq: number, firstIndex: number): string {
   return seq.toString(16).padStart(16, '0') + '-' + firstIndex.toString(16).padStart(16, '0') + '.wal';
@@ -227,14 +250,23 @@ export class Wal {
    * corrupt one cannot be trusted to follow it). Returns what was cut, or null when the log
    * reads clean.
    */
-  static repair(opts: WalOptions): { file: string; offset: number; reason: string; removed: string[] } | null {
+  static repair(opts: WalOptions, appliedIndex: number): WalRepair | null {
     const io = opts.io ?? nodeFileIo;
-    let cut: { file: string; offset: number; reason: string; removed: string[] } | null = null;
+    let cut: WalRepair | null = null;
     // Each round cuts at the first damaged record that opening finds; opening after a cut
     // reads the same files minus what was cut, so the rounds end.
     for (;;) {
       try {
-        Wal.open(opts).wal.close();
+        const { wal, replay } = Wal.open(opts);
+        const last = replay.entries.length > 0 ? replay.entries[replay.entries.length - 1]!.index : replay.prevIndex;
+        if (last < appliedIndex) {
+          // The state machine holds entries the log lost (cut here, or lost before): start the
+          // log after them, so the WAL and the state agree again.
+          wal.restartAfter(appliedIndex, replay.hardState);
+          if (cut === null) cut = { file: '', offset: -1, reason: `the log ends at ${last}, before the applied index`, removed: [], restartedAfter: 0 };
+          cut.restartedAfter = appliedIndex;
+        }
+        wal.close();
         return cut;
       } catch (err) {
         if (!(err instanceof WalCorruptError)) throw err;
@@ -255,7 +287,7 @@ export class Wal {
           io.close(fd);
         }
         io.syncDir(opts.dir);
-        if (cut === null) cut = { file: err.file, offset: err.offset, reason: err.reason, removed };
+        if (cut === null) cut = { file: err.file, offset: err.offset, reason: err.reason, removed, restartedAfter: 0 };
         else cut.removed.push(...removed);
       }
     }
@@ -313,7 +345,12 @@ export class Wal {
     const zeros = Buffer.alloc(Math.min(1 << 20, Math.max(1, data.length - end)));
     for (let p = end; p < data.length; p += zeros.length) {
       const n = Math.min(zeros.length, data.length - p);
-      if (!isZero(data, p, p + n)) io.write(this.fd, zeros, 0, n, p);
+      if (isZero(data, p, p + n)) continue;
+      try {
+        io.write(this.fd, zeros, 0, n, p);
+      } catch (err) {
+        throw this.fail('write', file, err as NodeJS.ErrnoException);
+      }
     }
     if (end === 0) {
       // A crash after the segment was created and before its first record was written:
@@ -324,7 +361,7 @@ export class Wal {
       this.hardState = out.hardState;
       this.writeSegmentHead(firstIndex - 1, prevTerm);
     }
-    io.datasyncNow(this.fd);
+    this.datasyncOrFail(this.fd);
     this.syncedOffset = this.offset;
     this.dirty = false;
   }
@@ -340,16 +377,22 @@ export class Wal {
     let flipped = false;
     let segLast = parseInt(path.basename(file).slice(17, 33), 16) - 1;
     for (;;) {
-      if (pos + recordHeaderBytes > data.length) break;
-      const len = data.readUInt32LE(pos);
-      const start = pos + recordHeaderBytes;
-      if (len === 0) {
-        if (!isZero(data, pos, Math.min(data.length, start))) stop = 'a record header with zero length';
+      const at = recordStart(pos);
+      if (at + recordHeaderBytes > data.length) break;
+      if (isZero(data, at, at + recordHeaderBytes)) break; // never written
+      badRecord = true;
+      if (crc32(data, at, at + 8) !== data.readUInt32LE(at + 8)) {
+        stop = 'a damaged record header';
+        flipped = true;
+        pos = at;
         break;
       }
-      badRecord = true;
+      pos = at;
+      const len = data.readUInt32LE(pos);
+      const start = pos + recordHeaderBytes;
       if (len < bodyHeadBytes + 16 || start + len > data.length) {
         stop = `a record length of ${len} that does not fit`;
+        flipped = true;
         break;
       }
       if (crc32(data, start, start + len) !== data.readUInt32LE(pos + 4)) {
@@ -358,10 +401,10 @@ export class Wal {
         break;
       }
       const kind = data[start + 4]!;
-      const at = start + bodyHeadBytes;
+      const field = start + bodyHeadBytes;
       if (kind === kindEntry) {
-        const index = data.readDoubleLE(at);
-        const e: Entry = { index, term: data.readDoubleLE(at + 8), type: data[at + 16]!, data: Buffer.from(data.subarray(at + 17, start + len)) };
+        const index = data.readDoubleLE(field);
+        const e: Entry = { index, term: data.readDoubleLE(field + 8), type: data[field + 16]!, data: Buffer.from(data.subarray(field + 17, start + len)) };
         if (out !== null) {
           const entries = out.entries;
           while (entries.length > 0 && entries[entries.length - 1]!.index >= index) entries.pop();
@@ -371,11 +414,11 @@ export class Wal {
         }
         segLast = index;
       } else if (kind === kindHardState) {
-        if (out !== null) out.hardState = { term: data.readDoubleLE(at), vote: data.readDoubleLE(at + 8), commit: data.readDoubleLE(at + 16) };
+        if (out !== null) out.hardState = { term: data.readDoubleLE(field), vote: data.readDoubleLE(field + 8), commit: data.readDoubleLE(field + 16) };
       } else if (kind === kindSegStart) {
         if (out !== null && pos === 0 && out.entries.length === 0) {
-          out.prevIndex = data.readDoubleLE(at);
-          out.prevTerm = data.readDoubleLE(at + 8);
+          out.prevIndex = data.readDoubleLE(field);
+          out.prevTerm = data.readDoubleLE(field + 8);
         }
       } else {
         stop = `an unknown record kind ${kind}`;
@@ -480,17 +523,29 @@ export class Wal {
     });
   }
 
+  /**
+   * Tries again to preallocate the next segment after a failure (the server calls this on a
+   * timer while NOSPACE is raised: with writes refused the log may not grow to trigger it).
+   */
+  retrySpare(): void {
+    if (!this.spareFailed || this.failed !== null) return;
+    this.spareRetryOffset = 0;
+    this.prepareSpare();
+  }
+
   private writeRecord(body: Buffer, len: number): void {
     assert(this.failed === null, 'wal write after a failure');
-    if (this.offset + recordHeaderBytes + len > this.segmentBytes) {
+    if (recordStart(this.offset) + recordHeaderBytes + len > this.segmentBytes) {
       assert(segmentHeadBytes + recordHeaderBytes + len <= this.segmentBytes, 'wal record larger than a segment');
       const seg = this.segments[this.segments.length - 1]!;
       this.createSegment(seg.seq + 1, this.lastIndex + 1, this.lastIndex, this.lastTerm);
     }
+    this.offset = recordStart(this.offset);
     body.writeUInt32LE(this.syncedOffset, 0);
     const header = this.header;
     header.writeUInt32LE(len, 0);
     header.writeUInt32LE(crc32(body, 0, len), 4);
+    header.writeUInt32LE(crc32(header, 0, 8), 8);
     // Body first, then the header: a torn write leaves a zero length, not a half record.
     try {
       this.io.write(this.fd, body, 0, len, this.offset + recordHeaderBytes);
@@ -591,6 +646,25 @@ export class Wal {
     return seg !== undefined ? seg.file : this.dir;
   }
 
+  /**
+   * Replaces the whole log with an empty one that starts after `index` (repair: the state
+   * machine already holds everything up to it). The term of that point is not known any more;
+   * the hard state's term stands in for it (a lone member compares no logs; a cluster member
+   * that needed a repair is removed and added again).
+   */
+  restartAfter(index: number, hs: HardState): void {
+    assert(index > this.lastIndex, 'restart point inside the log');
+    const old = this.segments.slice();
+    const seq = old[old.length - 1]!.seq + 1;
+    this.hardState = { term: hs.term, vote: hs.vote, commit: Math.max(hs.commit, index) };
+    this.lastIndex = index;
+    this.lastTerm = hs.term;
+    this.createSegment(seq, index + 1, index, hs.term);
+    for (const seg of old) this.io.remove(seg.file);
+    this.segments = this.segments.filter((s) => !old.includes(s));
+    this.io.syncDir(this.dir);
+  }
+
   /** Deletes sealed segments whose entries are all <= index (covered by the durable state). */
   releaseTo(index: number): void {
     let removed = false;
@@ -660,8 +734,8 @@ function hasZeroSector(data: Buffer, start: number, end: number): boolean {
 }
 
 /**
- * The offset of the first well-formed record at or after `from` (length that fits, known
- * kind, matching checksum), or -1. Records start at any byte offset; zero words are skipped.
+ * The offset of the first well-formed record at or after `from` (header and body checksums
+ * match, the length fits, the kind is known), or -1. Zero words are skipped.
  */
 function findValidRecord(data: Buffer, from: number): number {
   const last = data.length - recordHeaderBytes - bodyHeadBytes;
@@ -674,12 +748,15 @@ function findValidRecord(data: Buffer, from: number): number {
       p = Math.max(from, q - 3);
       continue;
     }
-    const len = data.readUInt32LE(p);
-    if (len >= bodyHeadBytes + 16 && p + recordHeaderBytes + len <= data.length) {
-      const kind = data[p + recordHeaderBytes + 4];
-      if ((kind === kindEntry || kind === kindHardState || kind === kindSegStart) &&
-        crc32(data, p + recordHeaderBytes, p + recordHeaderBytes + len) === data.readUInt32LE(p + 4)) {
-        return p;
+    if (recordStart(p) === p && crc32(data, p, p + 8) === data.readUInt32LE(p + 8)) {
+      const len = data.readUInt32LE(p);
+      const body = p + recordHeaderBytes;
+      if (len >= bodyHeadBytes + 16 && body + len <= data.length) {
+        const kind = data[body + 4];
+        if ((kind === kindEntry || kind === kindHardState || kind === kindSegStart) &&
+          crc32(data, body, body + len) === data.readUInt32LE(p + 4)) {
+          return p;
+        }
       }
     }
     p++;

@@ -116,10 +116,14 @@ export class StorageCore {
   /** The storage failed: nothing more is written or answered. */
   private failed: boolean;
   private readonly compactionStepBound: () => void;
+  private spareRetryTimer: unknown;
+  private readonly retrySpareBound: () => void;
 
   constructor(init: WorkerInit, env: StorageCoreEnv) {
     this.env = env;
     this.failed = false;
+    this.spareRetryTimer = null;
+    this.retrySpareBound = this.retrySpare.bind(this);
     this.backend = new Backend({
       path: path.join(init.dataDir, schema.kvDir),
       mapSizeBytes: init.mapSizeBytes,
@@ -134,10 +138,7 @@ export class StorageCore {
       io: env.io,
       unsafeNoFsync: init.unsafeNoFsync,
       onFailure: (err) => this.fail(err),
-      onSpareFailure: (err) => env.alarm({
-        type: WorkerMessageType.Alarm, source: 'wal', raised: err !== null,
-        message: err === null ? 'wal: the next segment was preallocated' : `wal: cannot preallocate the next segment: ${err.code ?? ''} ${err.message}`,
-      }),
+      onSpareFailure: (err) => this.walSpareFailure(err),
     });
     this.wal = opened.wal;
     const stats = new WorkerStats(init.statsBuffer);
@@ -192,6 +193,21 @@ export class StorageCore {
     const scheduled = this.backend.getMetaU64(schema.metaScheduledCompact);
     const finished = this.backend.getMetaU64(schema.metaFinishedCompact);
     if (scheduled > finished) this.startCompaction(scheduled);
+  }
+
+  /** NOSPACE from the WAL: raised when the next segment cannot be made, retried every second. */
+  private walSpareFailure(err: NodeJS.ErrnoException | null): void {
+    this.env.alarm({
+      type: WorkerMessageType.Alarm, source: 'wal', raised: err !== null,
+      message: err === null ? 'wal: the next segment was preallocated' : `wal: cannot preallocate the next segment: ${err.code ?? ''} ${err.message}`,
+    });
+    if (err !== null && this.spareRetryTimer === null) this.spareRetryTimer = this.env.timers.setTimeout(this.retrySpareBound, walSpareRetryMs);
+  }
+
+  private retrySpare(): void {
+    this.spareRetryTimer = null;
+    if (this.failed) return;
+    this.wal.retrySpare();
   }
 
   private loadId(name: string): Long {
@@ -516,6 +532,8 @@ export class StorageCore {
 }
 
 const emptyResponse = new Uint8Array(0);
+/** How often the WAL tries again to preallocate its next segment while that fails. */
+const walSpareRetryMs = 1000;
 
 function varintSize(v: number): number {
   let n = 1;

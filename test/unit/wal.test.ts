@@ -62,21 +62,28 @@ function syncWal(w: Wal): Promise<void> {
 const segName = (seqNo: number, first: number): string =>
   seqNo.toString(16).padStart(16, '0') + '-' + first.toString(16).padStart(16, '0') + '.wal';
 
+/** Record header bytes: length, body checksum, header checksum. */
+const headerBytes = 12;
 /** Offset of the kind byte and of an entry's index in a record starting at `at`. */
-const kindAt = (at: number): number => at + 8 + 4;
-const indexAt = (at: number): number => at + 8 + 5;
+const kindAt = (at: number): number => at + headerBytes + 4;
+const indexAt = (at: number): number => at + headerBytes + 5;
+/** A header never crosses a 512-byte sector: the writer moves to the next one. */
+const recordStart = (pos: number): number => (pos % 512 > 512 - headerBytes ? pos - (pos % 512) + 512 : pos);
 
 /** Byte offsets of the records of a segment file: [start, bodyLength][]. */
 function records(file: string): [number, number][] {
   const data = fs.readFileSync(file);
   const out: [number, number][] = [];
   let pos = 0;
-  while (pos + 8 <= data.length) {
+  for (;;) {
+    pos = recordStart(pos);
+    if (pos + headerBytes > data.length) break;
     const len = data.readUInt32LE(pos);
-    if (len === 0 || pos + 8 + len > data.length) break;
-    if (crc32(data, pos + 8, pos + 8 + len) !== data.readUInt32LE(pos + 4)) break;
+    if (len === 0 || pos + headerBytes + len > data.length) break;
+    if (crc32(data, pos, pos + 8) !== data.readUInt32LE(pos + 8)) break;
+    if (crc32(data, pos + headerBytes, pos + headerBytes + len) !== data.readUInt32LE(pos + 4)) break;
     out.push([pos, len]);
-    pos += 8 + len;
+    pos += headerBytes + len;
   }
   return out;
 }
@@ -89,9 +96,10 @@ function rawEntryRecord(index: number, term: number, syncedThrough: number): Buf
   body.writeDoubleLE(index, 5);
   body.writeDoubleLE(term, 13);
   body[21] = 0;
-  const hdr = Buffer.alloc(8);
+  const hdr = Buffer.alloc(headerBytes);
   hdr.writeUInt32LE(body.length, 0);
   hdr.writeUInt32LE(crc32(body), 4);
+  hdr.writeUInt32LE(crc32(hdr, 0, 8), 8);
   return Buffer.concat([hdr, body]);
 }
 
@@ -251,8 +259,8 @@ describe('Wal', () => {
   test('rollover triggered by a hard state record keeps that record', async () => {
     const dir = newDir();
     const { wal } = openWal(dir, 1024);
-    // segment start record (8 + 21) + entry (8 + 22 + 953) leaves 12 bytes: a hard state
-    // record (8 + 29) does not fit and opens the next segment
+    // segment start record (12 + 21) + entry (12 + 22 + 953) leaves 4 bytes: a hard state
+    // record (12 + 29) does not fit and opens the next segment
     wal.appendEntry(entry(1, 1, 953));
     assert.deepEqual(segments(dir), [segName(1, 1)]);
     wal.appendHardState({ term: 1, vote: 1, commit: 1 });
@@ -285,7 +293,7 @@ describe('Wal', () => {
       const recs = records(file);
       const [at, len] = recs[recs.length - 1]!;
       const data = fs.readFileSync(file);
-      assert.ok(data.subarray(at + 8 + len).every((x) => x === 0), 'torn tail zeroed');
+      assert.ok(data.subarray(at + headerBytes + len).every((x) => x === 0), 'torn tail zeroed');
       // later appends work and replay
       wal.appendEntry(entry(wantLast + 1, 2, 50));
       wal.appendHardState({ term: 2, vote: 1, commit: wantLast + 1 });
@@ -295,14 +303,6 @@ describe('Wal', () => {
       assert.equal(r2.replay.entries[wantLast]!.term, 2);
       assert.deepEqual(r2.replay.hardState, { term: 2, vote: 1, commit: wantLast + 1 });
     }
-
-    test('last record cut short (file truncated inside it)', async () => {
-      const { dir, file } = await setup(10);
-      const recs = records(file);
-      const [at, len] = recs[recs.length - 1]!; // the hard state
-      fs.truncateSync(file, at + 8 + len - 3);
-      await checkRecovers(dir, 10, { term: 0, vote: 0, commit: 0 });
-    });
 
     test('last entry record with a sector never written (zeros): a torn write, repaired', async () => {
       const dir = newDir();
@@ -326,7 +326,7 @@ describe('Wal', () => {
       const recs = records(file);
       const [at] = recs[recs.length - 1]!;
       const fd = fs.openSync(file, 'r+');
-      fs.writeSync(fd, Buffer.alloc(8), 0, 8, at);
+      fs.writeSync(fd, Buffer.alloc(headerBytes), 0, headerBytes, at);
       fs.closeSync(fd);
       await checkRecovers(dir, 10, { term: 0, vote: 0, commit: 0 });
     });
@@ -338,8 +338,9 @@ describe('Wal', () => {
       const fd = fs.openSync(file, 'r+');
       // a valid record far after the end whose syncedThrough does not reach the torn one: a
       // later unsynced write that reached the disk before an earlier one (no sync covered either)
-      fs.writeSync(fd, Buffer.from([1, 2, 3]), 0, 3, at + 8 + len + 4); // junk in the next header
-      fs.writeSync(fd, rawEntryRecord(99, 1, at + 8 + len), 0, 8 + 22 + 4, at + 8 + len + 500);
+      // the body of the next record without its header (bodies are written first)
+      fs.writeSync(fd, Buffer.alloc(40, 0x5a), 0, 40, recordStart(at + headerBytes + len) + headerBytes);
+      fs.writeSync(fd, rawEntryRecord(99, 1, at + headerBytes + len), 0, headerBytes + 22 + 4, recordStart(at + headerBytes + len + 500));
       fs.closeSync(fd);
       await checkRecovers(dir, 5, { term: 1, vote: 1, commit: 5 });
     });
@@ -377,14 +378,14 @@ describe('Wal', () => {
     test('a flipped bit in a synced record followed by valid ones: refused, file and offset named', async () => {
       const { dir, file } = await synced(10);
       const [at] = records(file)[4]!; // entry 4
-      poke(file, at + 8 + 30, [0xee]);
+      poke(file, at + headerBytes + 30, [0xee]);
       const err = openError(dir);
       assert.equal(err.file, file);
       assert.equal(err.offset, at);
       assert.match(err.message, /corrupt record in .*0000000000000001-0000000000000001\.wal at offset \d+/);
       assert.match(err.message, /concordutl wal repair/);
       // the bytes are left as they were: refusing changes nothing
-      assert.equal(fs.readFileSync(file)[at + 8 + 30], 0xee);
+      assert.equal(fs.readFileSync(file)[at + headerBytes + 30], 0xee);
     });
 
     test('a zeroed sector inside synced records: proven synced by a later record, refused', async () => {
@@ -400,11 +401,32 @@ describe('Wal', () => {
       assert.match(err.reason, /shows it had been synced/);
     });
 
+    test('a file cut short inside its last record is damage, not a torn write (segments are preallocated)', async () => {
+      const { dir, file } = await synced(10);
+      const recs = records(file);
+      const [at, len] = recs[recs.length - 1]!;
+      fs.truncateSync(file, at + headerBytes + len - 3);
+      const err = openError(dir);
+      assert.equal(err.offset, at);
+      assert.match(err.reason, /does not fit/);
+    });
+
+    test('a flipped bit in the length of the last record is damage: the header has its own checksum', async () => {
+      const { dir, file } = await synced(10);
+      const recs = records(file);
+      const [at] = recs[recs.length - 1]!;
+      poke(file, at + 2, [0x01]); // the length grows past what was written: without the header
+      // checksum this read as a torn write and cut an acknowledged record silently
+      const err = openError(dir);
+      assert.equal(err.offset, at);
+      assert.match(err.reason, /damaged record header/);
+    });
+
     test('the last record with a flipped bit and no zeroed sector is corruption, not a torn write', async () => {
       const { dir, file } = await synced(10);
       const recs = records(file);
       const [at] = recs[recs.length - 1]!;
-      poke(file, at + 8 + 20, [0x55]);
+      poke(file, at + headerBytes + 20, [0x55]);
       const err = openError(dir);
       assert.equal(err.offset, at);
       assert.match(err.reason, /not a torn write/);
@@ -451,16 +473,16 @@ describe('Wal', () => {
       const [at] = recs[5]!;
       const data = fs.readFileSync(second);
       const firstLost = data.readDoubleLE(indexAt(at));
-      poke(second, at + 8 + 40, [0x01]);
+      poke(second, at + headerBytes + 40, [0x01]);
       openError(dir, 4096);
-      const cut = Wal.repair({ dir, segmentBytes: 4096 });
+      const cut = Wal.repair({ dir, segmentBytes: 4096 }, 0);
       assert.ok(cut !== null);
       assert.equal(cut.file, second);
       assert.equal(cut.offset, at);
       assert.deepEqual(cut.removed, segs.slice(2));
       const { replay } = openWal(dir, 4096);
       assert.deepEqual(replay.entries.map((e) => e.index), Array.from({ length: firstLost - 1 }, (_, i) => i + 1));
-      assert.equal(Wal.repair({ dir, segmentBytes: 4096 }), null, 'nothing left to repair');
+      assert.equal(Wal.repair({ dir, segmentBytes: 4096 }, 0), null, 'nothing left to repair');
     });
   });
 
