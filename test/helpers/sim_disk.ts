@@ -232,6 +232,13 @@ export class SimDisk implements FileIo {
     }
   }
 
+  /** A copy of what is on the disk now (durable contents only), on another scheduler. */
+  cloneDurable(sched: SimScheduler, prng: Prng): SimDisk {
+    const d = new SimDisk(sched, prng);
+    for (const [name, f] of this.files) d.files.set(name, { durable: Buffer.from(f.durable), current: Buffer.from(f.durable), dirty: new Set() });
+    return d;
+  }
+
   /** kill -9: the process dies, the page cache (everything written) survives. */
   kill(): void {
     this.epoch++;

@@ -14,6 +14,9 @@ export class SimStore {
   readonly dbs: Map<string, Uint8Array>[] = [new Map(), new Map(), new Map()];
   commits = 0;
 
+  /** Told after every commit that landed (tests look at each state a crash could leave). */
+  onCommit: ((store: SimStore) => void) | null = null;
+
   apply(w: EngineWrites): void {
     for (let i = 0; i < w.keys.length; i++) {
       const m = this.dbs[w.dbs[i]!]!;
@@ -23,9 +26,18 @@ export class SimStore {
       else m.set(k, Buffer.from(v));
     }
     this.commits++;
+    if (this.onCommit !== null) this.onCommit(this);
   }
 
-  /** A copy, for the clean reference runs. */
+  /** A copy of the data file as it is now. */
+  clone(): SimStore {
+    const c = new SimStore();
+    for (let i = 0; i < this.dbs.length; i++) for (const [k, v] of this.dbs[i]!) c.dbs[i]!.set(k, v);
+    c.commits = this.commits;
+    return c;
+  }
+
+  /** Bytes held, for sizes(). */
   bytes(): number {
     let n = 0;
     for (const m of this.dbs) for (const [k, v] of m) n += k.length + v.length + 16;
