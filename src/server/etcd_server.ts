@@ -361,7 +361,7 @@ export class EtcdServer {
 
   /** Bytes of proposals not yet applied, and of applied entries kept in the raft log. */
   logByteCounts(): { unapplied: number; retained: number } {
-    return { unapplied: this.logBytes.unappliedBytes, retained: this.logBytes.retainedBytes };
+    return { unapplied: this.logBytes.unappliedBytes + this.proposedBytes, retained: this.logBytes.retainedBytes };
   }
 
   /** Committed and applied raft indexes and the number of proposals awaiting their answer. */
