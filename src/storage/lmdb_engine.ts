@@ -79,6 +79,17 @@ export class LmdbEngine implements StoreEngine {
   }
 }
 
+/**
+ * lmdb-js also rejects a promise of its own on a failed commit, one no caller holds: the one
+ * it makes for the write that starts an event-turn batch (write.js, writeBatchStart; its "TODO:
+ * Don't reset these if this comes from the batch start operation"). The engine learns of the
+ * failure through the promises its puts return; the thread that uses the engine passes this
+ * duplicate over in its unhandled-rejection handler. Told by lmdb-js's `commitError` property.
+ */
+export function isUnclaimedCommitFailure(reason: unknown): boolean {
+  return reason instanceof Error && 'commitError' in reason;
+}
+
 /** The failure reaches `done` through the commit's last promise; earlier ones only need a catch. */
 function ignoreFailure(err: Error & { commitError?: Promise<unknown> }): void {
   const cause = err.commitError;

@@ -3,6 +3,7 @@
 import { parentPort } from 'node:worker_threads';
 import { protoDepthMax } from '../config/limits';
 import { nodeFileIo } from '../storage/file_io';
+import { isUnclaimedCommitFailure } from '../storage/lmdb_engine';
 import { setProtoDepthMax } from '../util/proto_depth';
 import { realTimers } from '../util/timers';
 import { assert } from '../util/assert';
@@ -20,6 +21,13 @@ function fatal(message: string): void {
 }
 
 let core: StorageCore | null = null;
+
+// Node's default for an unhandled rejection is to end the thread; keep that for everything but
+// lmdb-js's duplicate of a commit failure the backend already handles (lmdb_engine.ts).
+process.on('unhandledRejection', (reason) => {
+  if (isUnclaimedCommitFailure(reason)) return;
+  fatal('unhandled rejection in the storage worker: ' + String((reason as Error)?.stack ?? reason));
+});
 
 parentPort!.on('message', (msg: ToWorker) => {
   try {

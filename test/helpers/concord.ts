@@ -24,6 +24,11 @@ export interface StartConcordOptions {
   readyTimeoutMs?: number;
   /** Keep the data dir when stop() is called (default: remove it unless it was given). */
   keepDataDir?: boolean;
+  /**
+   * RLIMIT_FSIZE for the server (ulimit -f, SIGXFSZ ignored): a write past this many bytes in
+   * any file fails as on a full disk (EFBIG, or EIO through LMDB's short-write check).
+   */
+  fileSizeLimitBytes?: number;
 }
 
 export interface ConcordHandle {
@@ -87,7 +92,13 @@ async function launch(port: number, dataDir: string, removeDir: boolean,
     '--advertise-client-urls', endpoint,
     ...(opts.extraArgs ?? []),
   ];
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) } });
+  const env = { ...process.env, ...(opts.env ?? {}) };
+  const proc = opts.fileSizeLimitBytes === undefined
+    ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
+    // bash (ulimit -f counts KiB there) sets the limit and ignores SIGXFSZ (ignored signals stay ignored across exec),
+    // then becomes node: the pid is the server's.
+    : spawn('/bin/bash', ['-c', `trap '' XFSZ; ulimit -f ${Math.ceil(opts.fileSizeLimitBytes / 1024)}; exec "$0" "$@"`, process.execPath, ...args],
+      { stdio: ['ignore', 'pipe', 'pipe'], env });
   live.add(proc);
   proc.once('exit', () => live.delete(proc));
   const lines: string[] = [];
