@@ -2,8 +2,9 @@
 // 64-bit Long parts and bigints), field tags, and a cursor that walks the fields of a message
 // without decoding it. Every place that reads or writes protobuf bytes itself uses it: the watch
 // worker's WatchResponses (stored KeyValue bytes spliced in), the gogo-compatible request check
-// (api/grpc/wire_check.ts), the event ring's key lookup, the perf load generators and the storage
-// worker's RangeResponses. protobufjs stays the codec for everything that is not on a hot path.
+// (api/grpc/wire_check.ts), the event ring's key lookup and the perf load generators.
+// TODO(storage): the storage worker's RangeResponse splicing (its varintSize/writeVarint) too.
+// protobufjs stays the codec for everything that is not on a hot path.
 //
 // Varint (https://protobuf.dev/programming-guides/encoding/#varints): 7 bits per byte, low group
 // first, the high bit set on every byte but the last. A uint64 takes at most 10 bytes; a negative
