@@ -68,8 +68,8 @@ const safeMax = BigInt(Number.MAX_SAFE_INTEGER);
 export function readI64(r: PackReader): WatchId {
   const high = r.u32();
   const low = r.u32();
-  // Without a bigint when the value is a safe integer: |v| < 2^53 needs the top 11 bits of
-  // `high` all 0 (v >= 0) or all 1 (v < 0).
+  // Without a bigint when the value is a safe integer: |v| < 2^53 when the top 11 bits of
+  // `high` are all 0 (v >= 0), or all 1 with v > -2^53.
   if (high < 0x200000) return high * 0x100000000 + low;
   if (high > 0xffe00000) return (high - 0x100000000) * 0x100000000 + low; // small negatives
   const v = BigInt.asIntN(64, (BigInt(high) << 32n) | BigInt(low));
