@@ -22,11 +22,14 @@
 import * as hdr from 'hdr-histogram-js';
 import { grpcHeaderBlock, H2Connection } from './h2client';
 import { buildHistogram } from './loadgen';
-import { PbCursor } from './pbwalk';
 import { prefixEnd } from '../src/util/prefix_end';
+import { assert } from '../src/util/assert';
+import {
+  fieldTag, varintBytes, varintSize, WireCursor, WireType, writeVarint,
+} from '../src/util/protobuf_wire';
 
 /** The protobuf walkers below share one cursor (one thread, one message at a time). */
-const cur = new PbCursor();
+const cur = new WireCursor();
 
 export const LEASE_KEY_PREFIX = 'bench/lease/';
 const PUT_KEY_PREFIX = 'bench/lp/';
@@ -48,54 +51,58 @@ export function nowUs(): number {
 
 // ---- protobuf, by hand ------------------------------------------------------------------------
 
-function pushVarint(out: number[], v: number): void {
-  while (v >= 128) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
+/** Bytes of a length-delimited field. */
+function bytesFieldSize(value: Uint8Array): number {
+  return 1 + varintSize(value.length) + value.length;
 }
 
-function pushBytes(out: number[], field: number, bytes: Uint8Array): void {
-  out.push((field << 3) | 2);
-  pushVarint(out, bytes.length);
-  for (const b of bytes) out.push(b);
+/** Writes field `field` = `value` (length-delimited) at out[pos]; returns the position after it. */
+function writeBytesField(out: Buffer, pos: number, field: number, value: Uint8Array): number {
+  out[pos++] = fieldTag(field, WireType.Bytes);
+  pos = writeVarint(out, pos, value.length);
+  out.set(value, pos);
+  return pos + value.length;
 }
 
 /** LeaseGrantRequest{TTL}. */
 export function grantRequest(ttl: number): Buffer {
-  const out = [0x08];
-  pushVarint(out, ttl);
-  return Buffer.from(out);
+  return Buffer.concat([Buffer.from([fieldTag(1, WireType.Varint)]), varintBytes(ttl)]);
 }
 
 /** A message whose only field is field 1 = the lease id (LeaseKeepAlive/Revoke/TimeToLive requests). */
 export function idRequest(idVarint: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([0x08]), idVarint]);
+  return Buffer.concat([Buffer.from([fieldTag(1, WireType.Varint)]), idVarint]);
 }
 
 const enc = new TextEncoder();
 
 /** PutRequest{key, value, lease}. */
 export function putRequest(key: string, value: Uint8Array, leaseVarint: Buffer | null): Buffer {
-  const out: number[] = [];
-  pushBytes(out, 1, enc.encode(key));
-  pushBytes(out, 2, value);
+  const k = enc.encode(key);
+  const size = bytesFieldSize(k) + bytesFieldSize(value) + (leaseVarint === null ? 0 : 1 + leaseVarint.length);
+  const out = Buffer.allocUnsafe(size);
+  let pos = writeBytesField(out, 0, 1, k);
+  pos = writeBytesField(out, pos, 2, value);
   if (leaseVarint !== null) {
-    out.push(0x18);
-    for (const b of leaseVarint) out.push(b);
+    out[pos++] = fieldTag(3, WireType.Varint);
+    out.set(leaseVarint, pos);
+    pos += leaseVarint.length;
   }
-  return Buffer.from(out);
+  assert(pos === size, 'PutRequest size');
+  return out;
 }
 
 /** RangeRequest{key: prefix, range_end: prefix end, count_only: true}. */
 export function countRequest(prefix: string): Buffer {
   const p = enc.encode(prefix);
-  const out: number[] = [];
-  pushBytes(out, 1, p);
-  pushBytes(out, 2, prefixEnd(p));
-  out.push(0x48, 1); // count_only = 9
-  return Buffer.from(out);
+  const end = prefixEnd(p);
+  const out = Buffer.allocUnsafe(bytesFieldSize(p) + bytesFieldSize(end) + 2);
+  let pos = writeBytesField(out, 0, 1, p);
+  pos = writeBytesField(out, pos, 2, end);
+  out[pos++] = fieldTag(9, WireType.Varint); // count_only
+  out[pos++] = 1;
+  assert(pos === out.length, 'RangeRequest size');
+  return out;
 }
 
 /** What walkLease found: field 2 (ID) as its varint bytes b[idStart, idEnd), field 3 (TTL), field 4 (error). */
@@ -106,45 +113,45 @@ export function walkLease(b: Buffer, start: number, end: number, out: LeaseField
   out.idStart = out.idEnd = -1;
   out.ttl = 0;
   out.error = false;
-  cur.pos = start;
+  cur.reset(b, start, end);
   while (cur.pos < end) {
-    const tag = cur.varint(b);
+    const tag = cur.varint();
     if (tag === 0x10) {
       out.idStart = cur.pos;
-      cur.varint(b);
+      cur.varint();
       out.idEnd = cur.pos;
     } else if (tag === 0x18) {
       const at = cur.pos;
-      out.ttl = cur.varint(b);
+      out.ttl = cur.varint();
       if (cur.pos - at >= 10) out.ttl = -1; // a negative int64 (10-byte varint)
     } else if (tag === 0x22) {
-      const n = cur.varint(b);
+      const n = cur.length();
       if (n > 0) out.error = true;
       cur.pos += n;
-    } else cur.skip(b, tag & 7);
+    } else cur.skip(tag & 7);
   }
 }
 
 /** RangeResponse.count. */
 export function rangeCount(b: Buffer): number {
-  cur.pos = 0;
+  cur.reset(b);
   let count = 0;
   while (cur.pos < b.length) {
-    const tag = cur.varint(b);
-    if (tag === 0x20) count = cur.varint(b);
-    else cur.skip(b, tag & 7);
+    const tag = cur.varint();
+    if (tag === 0x20) count = cur.varint();
+    else cur.skip(tag & 7);
   }
   return count;
 }
 
 /** Number of LeaseStatus entries in a LeaseLeasesResponse. */
 export function leasesCount(b: Buffer): number {
-  cur.pos = 0;
+  cur.reset(b);
   let n = 0;
   while (cur.pos < b.length) {
-    const tag = cur.varint(b);
+    const tag = cur.varint();
     if (tag === 0x12) n++;
-    cur.skip(b, tag & 7);
+    cur.skip(tag & 7);
   }
   return n;
 }

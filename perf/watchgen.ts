@@ -26,11 +26,11 @@ import * as hdr from 'hdr-histogram-js';
 import { etcdserverpb } from '../src/gen/proto';
 import { grpcHeaderBlock, H2Connection, type StreamHandler } from './h2client';
 import { buildHistogram } from './loadgen';
-import { PbCursor } from './pbwalk';
 import { prefixEnd } from '../src/util/prefix_end';
+import { WireCursor } from '../src/util/protobuf_wire';
 
 /** The protobuf walkers below share one cursor (one thread, one message at a time). */
-const cur = new PbCursor();
+const cur = new WireCursor();
 
 export const WATCH_PREFIX = 'bench/w/';
 /** Distinct keys the writer cycles over (all under WATCH_PREFIX). */
@@ -147,41 +147,41 @@ export function decodeWatchResponse(b: Buffer, start: number, end: number, info:
   info.canceled = false;
   info.compactRevision = 0;
   info.events = 0;
-  cur.pos = start;
+  cur.reset(b, start, end);
   while (cur.pos < end) {
-    const tag = cur.varint(b);
+    const tag = cur.varint();
     const field = tag >>> 3;
     const wt = tag & 7;
     if (field === 2 && wt === 0) {
       if (info.events > 0) throw new Error('WatchResponse: watch_id after events');
-      info.watchId = cur.varint(b);
-    } else if (field === 3 && wt === 0) info.created = cur.varint(b) !== 0;
-    else if (field === 4 && wt === 0) info.canceled = cur.varint(b) !== 0;
-    else if (field === 5 && wt === 0) info.compactRevision = cur.varint(b);
+      info.watchId = cur.varint();
+    } else if (field === 3 && wt === 0) info.created = cur.varint() !== 0;
+    else if (field === 4 && wt === 0) info.canceled = cur.varint() !== 0;
+    else if (field === 5 && wt === 0) info.compactRevision = cur.varint();
     else if (field === 11 && wt === 2) {
-      const evEnd = cur.varint(b) + cur.pos;
+      const evEnd = cur.length() + cur.pos;
       let type = 0;
       let rev = -1;
       let stamp = NaN;
       while (cur.pos < evEnd) {
-        const t = cur.varint(b);
-        if (t === 0x08) type = cur.varint(b); // type
+        const t = cur.varint();
+        if (t === 0x08) type = cur.varint(); // type
         else if (t === 0x12) { // kv
-          const kvEnd = cur.varint(b) + cur.pos;
+          const kvEnd = cur.length() + cur.pos;
           while (cur.pos < kvEnd) {
-            const k = cur.varint(b);
-            if (k === 0x18) rev = cur.varint(b); // mod_revision
+            const k = cur.varint();
+            if (k === 0x18) rev = cur.varint(); // mod_revision
             else if (k === 0x2a) { // value
-              const n = cur.varint(b);
+              const n = cur.length();
               if (n >= 8) stamp = b.readDoubleLE(cur.pos);
               cur.pos += n;
-            } else cur.skip(b, k & 7);
+            } else cur.skip(k & 7);
           }
-        } else cur.skip(b, t & 7);
+        } else cur.skip(t & 7);
       }
       info.events++;
       onEvent(info.watchId, type, rev, stamp);
-    } else cur.skip(b, wt);
+    } else cur.skip(wt);
   }
   if (cur.pos !== end) throw new Error('WatchResponse: truncated');
 }

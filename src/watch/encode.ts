@@ -6,6 +6,30 @@
 //   Event:         1 type (PUT = 0 is the default, not written), 2 kv, 3 prev_kv
 //   ResponseHeader: 1 cluster_id, 2 member_id, 3 revision, 4 raft_term (uint64 / int64)
 import Long from 'long';
+import { assert } from '../util/assert';
+import {
+  varintSize, varintSizeBigInt, varintSizeLong, WireType, writeVarint, writeVarintBigInt,
+  writeVarintLong,
+} from '../util/protobuf_wire';
+
+/** Tags ((field << 3) | wire type) of the fields written here, one byte each. */
+const enum Tag {
+  Header = (1 << 3) | WireType.Bytes,
+  WatchId = (2 << 3) | WireType.Varint,
+  Created = (3 << 3) | WireType.Varint,
+  Canceled = (4 << 3) | WireType.Varint,
+  CompactRevision = (5 << 3) | WireType.Varint,
+  CancelReason = (6 << 3) | WireType.Bytes,
+  Fragment = (7 << 3) | WireType.Varint,
+  Events = (11 << 3) | WireType.Bytes,
+  EventType = (1 << 3) | WireType.Varint,
+  EventKv = (2 << 3) | WireType.Bytes,
+  EventPrevKv = (3 << 3) | WireType.Bytes,
+  HeaderClusterId = (1 << 3) | WireType.Varint,
+  HeaderMemberId = (2 << 3) | WireType.Varint,
+  HeaderRevision = (3 << 3) | WireType.Varint,
+  HeaderRaftTerm = (4 << 3) | WireType.Varint,
+}
 
 /** One event of a response: the stored KeyValue bytes, and the previous ones when asked. */
 export interface OutEvent {
@@ -25,16 +49,6 @@ export interface ResponseFields {
   compactRevision?: number;
   cancelReason?: string;
   fragment?: boolean;
-}
-
-export function varintSize(v: number): number {
-  if (v < 0) return 10; // int64 negatives take ten bytes
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
 }
 
 /**
@@ -77,9 +91,15 @@ export class WatchResponseEncoder {
   raftTerm: number;
 
   constructor(clusterId: string, memberId: string, raftTerm: number) {
-    const c = longVarint(Long.fromString(clusterId, true));
-    const m = longVarint(Long.fromString(memberId, true));
-    this.idFields = Buffer.concat([Buffer.from([0x08]), c, Buffer.from([0x10]), m]);
+    const c = Long.fromString(clusterId, true);
+    const m = Long.fromString(memberId, true);
+    this.idFields = Buffer.allocUnsafe(2 + varintSizeLong(c) + varintSizeLong(m));
+    let pos = 0;
+    this.idFields[pos++] = Tag.HeaderClusterId;
+    pos = writeVarintLong(this.idFields, pos, c);
+    this.idFields[pos++] = Tag.HeaderMemberId;
+    pos = writeVarintLong(this.idFields, pos, m);
+    assert(pos === this.idFields.length, 'header id fields size');
     this.raftTerm = raftTerm;
   }
 
@@ -99,7 +119,7 @@ export class WatchResponseEncoder {
   baseSize(f: ResponseFields): number {
     const h = this.headerSize(f.revision);
     let n = 1 + varintSize(h) + h;
-    if (f.watchId !== 0) n += 1 + (typeof f.watchId === 'bigint' ? bigVarint(f.watchId).length : varintSize(f.watchId));
+    if (f.watchId !== 0) n += 1 + (typeof f.watchId === 'bigint' ? varintSizeBigInt(f.watchId) : varintSize(f.watchId));
     if (f.created) n += 2;
     if (f.canceled) n += 2;
     if (f.compactRevision) n += 1 + varintSize(f.compactRevision);
@@ -174,44 +194,40 @@ export class WatchResponseEncoder {
 
   private writeBase(out: Buffer, f: ResponseFields, pos: number): number {
     const h = this.headerSize(f.revision);
-    out[pos++] = 0x0a;
-    pos = putVarint(out, pos, h);
+    out[pos++] = Tag.Header;
+    pos = writeVarint(out, pos, h);
     this.idFields.copy(out, pos);
     pos += this.idFields.length;
-    out[pos++] = 0x18;
-    pos = putVarint(out, pos, f.revision);
-    out[pos++] = 0x20;
-    pos = putVarint(out, pos, this.raftTerm);
+    out[pos++] = Tag.HeaderRevision;
+    pos = writeVarint(out, pos, f.revision);
+    out[pos++] = Tag.HeaderRaftTerm;
+    pos = writeVarint(out, pos, this.raftTerm);
     if (f.watchId !== 0) {
-      out[pos++] = 0x10;
-      if (typeof f.watchId === 'bigint') {
-        const b = bigVarint(f.watchId);
-        b.copy(out, pos);
-        pos += b.length;
-      } else {
-        pos = putVarint(out, pos, f.watchId);
-      }
+      out[pos++] = Tag.WatchId;
+      // int64: -1 (progress responses) takes ten bytes, as any negative int64
+      pos = typeof f.watchId === 'bigint' ? writeVarintBigInt(out, pos, f.watchId)
+        : writeVarint(out, pos, f.watchId);
     }
     if (f.created) {
-      out[pos++] = 0x18;
+      out[pos++] = Tag.Created;
       out[pos++] = 1;
     }
     if (f.canceled) {
-      out[pos++] = 0x20;
+      out[pos++] = Tag.Canceled;
       out[pos++] = 1;
     }
     if (f.compactRevision) {
-      out[pos++] = 0x28;
-      pos = putVarint(out, pos, f.compactRevision);
+      out[pos++] = Tag.CompactRevision;
+      pos = writeVarint(out, pos, f.compactRevision);
     }
     if (f.cancelReason) {
       const l = Buffer.byteLength(f.cancelReason);
-      out[pos++] = 0x32;
-      pos = putVarint(out, pos, l);
+      out[pos++] = Tag.CancelReason;
+      pos = writeVarint(out, pos, l);
       pos += out.write(f.cancelReason, pos);
     }
     if (f.fragment) {
-      out[pos++] = 0x38;
+      out[pos++] = Tag.Fragment;
       out[pos++] = 1;
     }
     return pos;
@@ -220,56 +236,23 @@ export class WatchResponseEncoder {
   private writeEvents(out: Buffer, pos: number, events: readonly OutEvent[], from: number, to: number): number {
     for (let i = from; i < to; i++) {
       const e = events[i]!;
-      out[pos++] = 0x5a;
-      pos = putVarint(out, pos, WatchResponseEncoder.eventSize(e));
+      out[pos++] = Tag.Events;
+      pos = writeVarint(out, pos, WatchResponseEncoder.eventSize(e));
       if (e.tombstone) {
-        out[pos++] = 0x08;
-        out[pos++] = 1;
+        out[pos++] = Tag.EventType;
+        out[pos++] = 1; // DELETE
       }
-      out[pos++] = 0x12;
-      pos = putVarint(out, pos, e.kv.length);
+      out[pos++] = Tag.EventKv;
+      pos = writeVarint(out, pos, e.kv.length);
       out.set(e.kv, pos);
       pos += e.kv.length;
       if (e.prevKv !== null) {
-        out[pos++] = 0x1a;
-        pos = putVarint(out, pos, e.prevKv.length);
+        out[pos++] = Tag.EventPrevKv;
+        pos = writeVarint(out, pos, e.prevKv.length);
         out.set(e.prevKv, pos);
         pos += e.prevKv.length;
       }
     }
     return pos;
   }
-}
-
-function putVarint(buf: Buffer, pos: number, v: number): number {
-  if (v < 0) {
-    // int64 two's complement, ten bytes (only watch_id -1 is negative here)
-    const l = Long.fromNumber(v);
-    const b = longVarint(l);
-    b.copy(buf, pos);
-    return pos + b.length;
-  }
-  while (v >= 0x80) {
-    buf[pos++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  buf[pos++] = v;
-  return pos;
-}
-
-function longVarint(v: Long): Buffer {
-  const bytes: number[] = [];
-  let lo = v.low >>> 0;
-  let hi = v.high >>> 0;
-  while (hi !== 0 || lo >= 0x80) {
-    bytes.push((lo & 0x7f) | 0x80);
-    lo = ((lo >>> 7) | (hi << 25)) >>> 0;
-    hi >>>= 7;
-  }
-  bytes.push(lo);
-  return Buffer.from(bytes);
-}
-
-function bigVarint(v: bigint): Buffer {
-  return longVarint(Long.fromString(BigInt.asIntN(64, v).toString()));
 }

@@ -20,6 +20,7 @@ import { FrameBuffer, OutEvent, ResponseFields, WatchId, WatchResponseEncoder } 
 import type { MvccReplica } from './replica';
 import { WatcherIndex } from './watcher_index';
 import { assert } from '../util/assert';
+import { varintSize } from '../util/protobuf_wire';
 
 /** etcd watchBatchMaxRevs: a history response carries events of at most this many revisions. */
 export const watchBatchRevsMax = 1000;
@@ -413,7 +414,7 @@ export class WatchEngine {
       let size = this.encoder.size(f, out, from, to);
       while (to < out.length) {
         const s = WatchResponseEncoder.eventSize(out[to]!);
-        const next = size + 1 + varintLen(s) + s;
+        const next = size + 1 + varintSize(s) + s;
         if (next >= max) break;
         size = next;
         to++;
@@ -471,13 +472,4 @@ export class WatchEngine {
       w.stream.unsynced--;
     }
   }
-}
-
-function varintLen(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
 }

@@ -17,6 +17,7 @@
 // overflow flag is set) and `seq` still advances, so the consumer sees the gap and catches up
 // from LMDB (watch/replica.ts) once the dropped revisions are committed there.
 import { RingProducer } from './ring';
+import { WireCursor, WireType } from '../util/protobuf_wire';
 import type { Change } from '../mvcc/kvstore';
 
 export const enum RecordKind {
@@ -154,41 +155,24 @@ export function decodeEventRecord(view: Uint8Array): EventRecord {
   }
 }
 
+/** Reads keyOfKeyValue's KeyValues (one thread, one at a time). */
+const kvCursor = new WireCursor();
+const keyValueKeyTag = (1 << 3) | WireType.Bytes; // mvccpb.KeyValue.key
+
 /**
  * The `key` field (1) of an encoded mvccpb.KeyValue, latin1, without decoding the rest. The
- * storage worker encodes the key first, but any field order is read correctly.
+ * storage worker encodes the key first, but any field order is read correctly. The bytes come
+ * from the storage worker: a malformed KeyValue is a bug (assertion).
  */
 export function keyOfKeyValue(kv: Uint8Array): string {
-  let pos = 0;
-  while (pos < kv.length) {
-    let tag = 0;
-    let shift = 0;
-    let b: number;
-    do {
-      b = kv[pos++]!;
-      tag += (b & 0x7f) * 2 ** shift;
-      shift += 7;
-    } while (b >= 0x80);
-    const wire = tag & 7;
-    if (wire === 0) {
-      while (kv[pos++]! >= 0x80);
-      continue;
+  const c = kvCursor.reset(kv, 0, kv.length);
+  while (c.pos < c.end) {
+    const tag = c.varint();
+    if (tag === keyValueKeyTag) {
+      const n = c.length();
+      return Buffer.from(kv.buffer, kv.byteOffset + c.pos, n).toString('latin1');
     }
-    if (wire === 2) {
-      let len = 0;
-      shift = 0;
-      do {
-        b = kv[pos++]!;
-        len += (b & 0x7f) * 2 ** shift;
-        shift += 7;
-      } while (b >= 0x80);
-      if (tag >>> 3 === 1) return Buffer.from(kv.buffer, kv.byteOffset + pos, len).toString('latin1');
-      pos += len;
-      continue;
-    }
-    if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else break;
+    c.skip(tag & 7);
   }
   return '';
 }

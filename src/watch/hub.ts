@@ -4,10 +4,10 @@
 import { Worker } from 'node:worker_threads';
 import * as path from 'node:path';
 import { etcdserverpb } from '../gen/proto';
-import { PackReader, PackWriter } from '../workers/protocol';
 import Long from 'long';
 import {
-  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
+  ControlWriter, CreateFlag, EndKind, FromWatchWorker, OutputVisitor, readOutput, ToWatchWorker,
+  WatchStat, WatchWorkerInit,
 } from './protocol';
 
 /** Where a stream's responses go (the gRPC call or the gateway's HTTP response). */
@@ -26,23 +26,21 @@ export interface WatchHubOptions extends Omit<WatchWorkerInit, 'type' | 'raftTer
 }
 
 const zeroKey = new Uint8Array([0]);
+const noEnd = new Uint8Array(0);
 const maxSafe = Long.fromNumber(Number.MAX_SAFE_INTEGER);
 const minSafe = Long.fromNumber(-Number.MAX_SAFE_INTEGER);
-
-function writeI64(w: PackWriter, v: Long): void {
-  w.u32(v.high >>> 0);
-  w.u32(v.low >>> 0);
-}
 
 export class WatchHub {
   private readonly worker: Worker;
   private readonly options: WatchHubOptions;
   private readonly streams = new Map<number, WatchStreamSink>();
   private nextStreamId = 1;
-  private readonly control = new PackWriter(4096);
-  private controlCount = 0;
+  /** The requests of this turn (watch/protocol.ts Control). */
+  private readonly control = new ControlWriter(4096);
   private flushScheduled = false;
   private readonly flushBound: () => void;
+  /** Hands each stream's part of an Output message to its sink. */
+  private readonly output: OutputVisitor;
   private closing: (() => void) | null = null;
   private readonly statsView: Float64Array;
 
@@ -50,6 +48,12 @@ export class WatchHub {
     this.worker = worker;
     this.options = options;
     this.flushBound = () => this.flush();
+    this.output = {
+      frames: (id: number, count: number, frames: Uint8Array): void => {
+        const sink = this.streams.get(id);
+        if (sink !== undefined) sink.writeFramed(frames, count);
+      },
+    };
     this.statsView = new Float64Array(options.stats);
   }
 
@@ -97,19 +101,21 @@ export class WatchHub {
   openStream(sink: WatchStreamSink): number {
     const id = this.nextStreamId++;
     this.streams.set(id, sink);
-    this.op(ControlOp.Open, id);
+    this.control.open(id);
+    this.scheduleFlush();
     return id;
   }
 
   closeStream(id: number): void {
     if (!this.streams.delete(id)) return;
-    this.op(ControlOp.Close, id);
+    this.control.close(id);
+    this.scheduleFlush();
   }
 
   create(id: number, req: etcdserverpb.IWatchCreateRequest): void {
     // etcd: an empty key is "\0", the smallest key.
     const key = req.key !== null && req.key !== undefined && req.key.length > 0 ? req.key : zeroKey;
-    const rangeEnd = req.range_end ?? new Uint8Array(0);
+    const rangeEnd = req.range_end ?? noEnd;
     let endKind = EndKind.Range;
     if (rangeEnd.length === 0) endKind = EndKind.Single;
     else if (rangeEnd.length === 1 && rangeEnd[0] === 0) endKind = EndKind.FromKey;
@@ -129,37 +135,30 @@ export class WatchHub {
       if (f === etcdserverpb.WatchCreateRequest.FilterType.NOPUT) flags |= CreateFlag.NoPut;
       else if (f === etcdserverpb.WatchCreateRequest.FilterType.NODELETE) flags |= CreateFlag.NoDelete;
     }
-    this.op(ControlOp.Create, id);
-    const w = this.control;
-    writeI64(w, Long.fromValue(req.watch_id ?? 0));
-    w.u53(storeRev);
-    w.u53(start);
-    w.u8(flags);
-    w.bytes(key);
-    w.u8(endKind);
-    w.bytes(endKind === EndKind.Range ? rangeEnd : new Uint8Array(0));
+    this.control.create(id, Long.fromValue(req.watch_id ?? 0), storeRev, start, flags, key, endKind,
+      endKind === EndKind.Range ? rangeEnd : noEnd);
+    this.scheduleFlush();
   }
 
   cancel(id: number, watchId: Long | number): void {
-    this.op(ControlOp.Cancel, id);
-    writeI64(this.control, Long.fromValue(watchId));
+    this.control.cancel(id, Long.fromValue(watchId));
+    this.scheduleFlush();
   }
 
   requestProgress(id: number): void {
-    this.op(ControlOp.Progress, id);
+    this.control.progress(id);
+    this.scheduleFlush();
   }
 
   /** `bytes` of this stream's responses were written out. */
   ack(id: number, bytes: number): void {
     if (!this.streams.has(id)) return;
-    this.op(ControlOp.Ack, id);
-    this.control.u53(bytes);
+    this.control.ack(id, bytes);
+    this.scheduleFlush();
   }
 
-  private op(op: ControlOp, streamId: number): void {
-    this.control.u8(op);
-    this.control.u32(streamId);
-    this.controlCount++;
+  /** One Control message per turn, however many requests the streams delivered. */
+  private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushBound);
@@ -168,28 +167,12 @@ export class WatchHub {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.controlCount === 0) return;
-    const head = new PackWriter(24);
-    head.u53(this.options.currentRaftTerm());
-    head.u53(this.options.storeRev());
-    head.u32(this.controlCount);
-    const m = new Uint8Array(head.length + this.control.length);
-    head.copyTo(m, 0);
-    this.control.copyTo(m, head.length);
-    this.control.reset();
-    this.controlCount = 0;
-    this.worker.postMessage(m);
+    if (this.control.opCount === 0) return;
+    this.worker.postMessage(this.control.finish(this.options.currentRaftTerm(), this.options.storeRev()));
   }
 
   private deliver(data: Uint8Array): void {
-    const r = new PackReader(data);
-    for (let n = r.u32(); n > 0; n--) {
-      const id = r.u32();
-      const count = r.u32();
-      const frames = r.bytes();
-      const sink = this.streams.get(id);
-      if (sink !== undefined) sink.writeFramed(frames, count);
-    }
+    readOutput(data, this.output);
   }
 
   private fatal(message: string): void {

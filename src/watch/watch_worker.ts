@@ -8,7 +8,6 @@
 // the dropped revisions (at most one backend batch interval later); until then the records read
 // after the gap wait here.
 import { parentPort } from 'node:worker_threads';
-import { PackReader, PackWriter } from '../workers/protocol';
 import { setProtoDepthMax } from '../util/proto_depth';
 import { protoDepthMax } from '../config/limits';
 import { decodeEventRecord, EventRecord, RecordKind } from './events';
@@ -17,7 +16,8 @@ import { MvccReplica } from './replica';
 import { WatchEngine } from './engine';
 import { FrameBuffer, WatchId, WatchResponseEncoder } from './encode';
 import {
-  ControlOp, CreateFlag, EndKind, FromWatchWorker, ToWatchWorker, WatchStat, WatchWorkerInit,
+  ControlVisitor, CreateFlag, EndKind, FromWatchWorker, OutputWriter, readControl, ToWatchWorker,
+  WatchStat, WatchWorkerInit,
 } from './protocol';
 import type { RangeEnd } from '../mvcc/index';
 
@@ -31,8 +31,9 @@ class WatchWorker {
   private readonly replica: MvccReplica;
   private readonly encoder: WatchResponseEncoder;
   private readonly engine: WatchEngine;
-  private readonly out: PackWriter;
-  private outCount: number;
+  /** Hands each op of a Control message to the engine. */
+  private readonly controlHandler: ControlHandler;
+  private readonly out: OutputWriter;
   /** Responses of this turn per stream, sent framed in one piece each (protocol.ts Output). */
   private readonly outByStream: Map<number, FrameBuffer>;
   private expectedSeq: number;
@@ -51,8 +52,7 @@ class WatchWorker {
     this.replica.restore();
     const compactView = new BigInt64Array(init.compactRev);
     this.encoder = new WatchResponseEncoder(init.clusterId, init.memberId, init.raftTerm);
-    this.out = new PackWriter(64 * 1024);
-    this.outCount = 0;
+    this.out = new OutputWriter(64 * 1024);
     this.outByStream = new Map();
     this.engine = new WatchEngine(this.replica, this.encoder, (streamId) => {
       let out = this.outByStream.get(streamId);
@@ -67,6 +67,7 @@ class WatchWorker {
       historyRevsPerRound: 10_000,
       compactRevNow: () => Number(Atomics.load(compactView, 0)),
     });
+    this.controlHandler = new ControlHandler(this.engine, this.encoder);
     this.expectedSeq = 0;
     this.stash = [];
     this.inGap = false;
@@ -179,20 +180,11 @@ class WatchWorker {
 
   private flushOut(): void {
     if (this.outByStream.size === 0) return;
-    const out = this.out;
     for (const [streamId, frames] of this.outByStream) {
-      out.u32(streamId);
-      out.u32(frames.count);
-      out.bytes(frames.buf.subarray(0, frames.pos));
-      this.outCount++;
+      this.out.stream(streamId, frames.count, frames.buf.subarray(0, frames.pos));
     }
     this.outByStream.clear();
-    const m = new Uint8Array(4 + this.out.length);
-    new DataView(m.buffer).setUint32(0, this.outCount, true);
-    this.out.copyTo(m, 4);
-    this.out.reset();
-    this.outCount = 0;
-    post(m);
+    post(this.out.finish());
   }
 
   onControl(data: Uint8Array): void {
@@ -200,50 +192,7 @@ class WatchWorker {
   }
 
   private control(data: Uint8Array): void {
-    const r = new PackReader(data);
-    this.encoder.raftTerm = r.u53();
-    const storeRev = r.u53();
-    for (let n = r.u32(); n > 0; n--) {
-      const op = r.u8() as ControlOp;
-      const streamId = r.u32();
-      switch (op) {
-        case ControlOp.Open:
-          this.engine.openStream(streamId);
-          break;
-        case ControlOp.Close:
-          this.engine.closeStream(streamId);
-          break;
-        case ControlOp.Progress:
-          this.engine.requestProgress(streamId, storeRev);
-          break;
-        case ControlOp.Ack:
-          this.engine.ack(streamId, r.u53());
-          break;
-        case ControlOp.Cancel:
-          this.engine.cancel(streamId, readI64(r), storeRev);
-          break;
-        case ControlOp.Create: {
-          const watchId = readI64(r);
-          const createdRev = r.u53();
-          const startRev = r.u53();
-          const flags = r.u8();
-          const key = Buffer.from(r.bytes()).toString('latin1');
-          const endKind = r.u8() as EndKind;
-          const endBytes = r.bytes();
-          const end: RangeEnd = endKind === EndKind.Single ? null
-            : endKind === EndKind.FromKey ? '' : Buffer.from(endBytes).toString('latin1');
-          this.engine.create(streamId, {
-            watchId, key, end, startRev,
-            prevKv: (flags & CreateFlag.PrevKv) !== 0,
-            progressNotify: (flags & CreateFlag.ProgressNotify) !== 0,
-            fragment: (flags & CreateFlag.Fragment) !== 0,
-            noPut: (flags & CreateFlag.NoPut) !== 0,
-            noDelete: (flags & CreateFlag.NoDelete) !== 0,
-          }, createdRev);
-          break;
-        }
-      }
-    }
+    readControl(data, this.controlHandler);
     // Requests are answered after the records already in the ring (a create at storeRev must
     // see the replica reach it before its history is read).
     if (!this.inGap) this.drain();
@@ -271,12 +220,61 @@ class WatchWorker {
   }
 }
 
-/** An int64 written as (u32 high, u32 low): a number when safe, else a bigint (encode.ts WatchId). */
-function readI64(r: PackReader): WatchId {
-  const hi = r.u32();
-  const lo = r.u32();
-  const v = BigInt.asIntN(64, (BigInt(hi) << 32n) | BigInt(lo));
-  return v >= -BigInt(Number.MAX_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+/** The watch engine's side of a Control message (watch/protocol.ts): one call per op. */
+class ControlHandler implements ControlVisitor {
+  private readonly engine: WatchEngine;
+  private readonly encoder: WatchResponseEncoder;
+  /** The revision applied when the main thread sent this message (progress, cancel). */
+  private storeRev: number;
+
+  constructor(engine: WatchEngine, encoder: WatchResponseEncoder) {
+    this.engine = engine;
+    this.encoder = encoder;
+    this.storeRev = 0;
+  }
+
+  turn(raftTerm: number, storeRev: number): void {
+    this.encoder.raftTerm = raftTerm;
+    this.storeRev = storeRev;
+  }
+
+  open(streamId: number): void {
+    this.engine.openStream(streamId);
+  }
+
+  close(streamId: number): void {
+    this.engine.closeStream(streamId);
+  }
+
+  progress(streamId: number): void {
+    this.engine.requestProgress(streamId, this.storeRev);
+  }
+
+  ack(streamId: number, bytes: number): void {
+    this.engine.ack(streamId, bytes);
+  }
+
+  cancel(streamId: number, watchId: WatchId): void {
+    this.engine.cancel(streamId, watchId, this.storeRev);
+  }
+
+  create(streamId: number, watchId: WatchId, createdRev: number, startRev: number, flags: number,
+    key: Uint8Array, endKind: EndKind, end: Uint8Array): void {
+    const range: RangeEnd = endKind === EndKind.Single ? null : endKind === EndKind.FromKey ? '' : latin1(end);
+    this.engine.create(streamId, {
+      watchId, key: latin1(key), end: range, startRev,
+      prevKv: (flags & CreateFlag.PrevKv) !== 0,
+      progressNotify: (flags & CreateFlag.ProgressNotify) !== 0,
+      fragment: (flags & CreateFlag.Fragment) !== 0,
+      noPut: (flags & CreateFlag.NoPut) !== 0,
+      noDelete: (flags & CreateFlag.NoDelete) !== 0,
+    }, createdRev);
+  }
+}
+
+/** Keys as the MVCC index holds them: latin1, one char per byte (no copy of the bytes). */
+function latin1(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
 }
 
 function post(msg: FromWatchWorker): void {

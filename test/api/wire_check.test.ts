@@ -68,4 +68,27 @@ describe('wire_check: gogo/protobuf Unmarshal errors', () => {
     const level3 = cut.success[0]!.request_txn!.success![0]!.request_txn!;
     assert.deepEqual(level3.success![0]!.request_txn!.success, [], 'level 4 is empty');
   });
+
+  test('overlong tags and lengths: read as gogo reads them, rewritten for protobufjs (5 bytes at most)', () => {
+    const range = (bytes: number[]): etcdserverpb.RangeRequest => {
+      const d = Uint8Array.from(bytes);
+      assert.equal(c.check(RangeRequestSpec, d, 129), true, Buffer.from(d).toString('hex'));
+      assert.equal(c.irregular, true, Buffer.from(d).toString('hex'));
+      return etcdserverpb.RangeRequest.decode(canonical(RangeRequestSpec, d, 129));
+    };
+    const key = (r: etcdserverpb.RangeRequest): string => Buffer.from(r.key).toString();
+    assert.equal(key(range([0x8a, 0x80, 0x80, 0x80, 0x80, 0x00, 0x02, 0x6b, 0x31])), 'k1', '6-byte tag');
+    assert.equal(key(range([0x0a, 0x82, 0x80, 0x80, 0x80, 0x80, 0x00, 0x6b, 0x31])), 'k1', '6-byte length');
+    assert.equal(key(range([0x0a, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x6b, 0x31])), 'k1');
+    // the 10th byte's bits past 64 are dropped: a length of 2
+    assert.equal(key(range([0x0a, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0x6b, 0x31])), 'k1');
+    // an unknown field with an overlong length, and one numbered 2^28 (its tag is 2^31)
+    assert.equal(key(range([0x0a, 0x02, 0x6b, 0x31, 0xa2, 0x06, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01])), 'k1');
+    assert.equal(key(range([0x0a, 0x02, 0x6b, 0x31, 0x80, 0x80, 0x80, 0x80, 0x08, 0x01])), 'k1');
+    // up to 5 bytes protobufjs reads itself
+    const five = Uint8Array.from([0x0a, 0x82, 0x80, 0x80, 0x80, 0x00, 0x6b, 0x31]);
+    assert.equal(c.check(RangeRequestSpec, five, 129), true);
+    assert.equal(c.irregular, false);
+    assert.equal(key(etcdserverpb.RangeRequest.decode(five)), 'k1');
+  });
 });

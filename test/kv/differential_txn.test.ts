@@ -11,6 +11,7 @@ import { prefixEnd } from '../helpers/grpc_client';
 import { b, DiffPair, expectError, okOf, revOf } from '../helpers/differential';
 import { protoDepthMax } from '../../src/config/limits';
 import { setProtoDepthMax } from '../../src/util/proto_depth';
+import { varintBytes } from '../../src/util/protobuf_wire';
 
 // This process encodes and decodes txns nested deeper than protobufjs' default limit.
 setProtoDepthMax(protoDepthMax);
@@ -390,13 +391,7 @@ describe('differential vs etcd: Txn operations', { skip: etcdSkipReason() }, () 
     shallowBad.success = [get(''), ...(shallowBad.success ?? [])];
     expectError(await d.kv('Txn', shallowBad), grpc.status.INVALID_ARGUMENT, 'etcdserver: key is not provided');
     // Deeper than any encoder here goes (protobufjs limits recursion): built by hand.
-    const varintBytes = (v: number): number[] => {
-      const out: number[] = [];
-      for (; v >= 0x80; v = Math.floor(v / 0x80)) out.push((v % 0x80) | 0x80);
-      out.push(v);
-      return out;
-    };
-    const ld = (tag: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([tag, ...varintBytes(body.length)]), body]);
+    const ld = (tag: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([tag]), varintBytes(body.length), body]);
     const leafOp = ld(0x0a, ld(0x0a, b('a'))); // RequestOp{request_range{key: 'a'}}
     for (const levels of [20_000, 100_000]) {
       // TxnRequest{success: [RequestOp{request_txn: ...}]}: tag and length prefixes, innermost first.

@@ -10,14 +10,14 @@
 // Go semantics reproduced: tags and lengths are uint64/int64 varints of at most 10 bytes (an 11th
 // byte is "integer overflow"), the field number is int32(tag >> 3), lengths are signed int64
 // ("negative length"), an unknown field is skipped with skipRpc (groups nest by depth only).
+// util/protobuf_wire.ts's WireCursor reads that way; this file adds gogo's messages and the specs.
+import { assert } from '../../util/assert';
+import {
+  fieldTag, varintBytes, WireCursor, WireError, WireType,
+} from '../../util/protobuf_wire';
 
-/** Wire types. */
-const VARINT = 0;
-const FIXED64 = 1;
-const BYTES = 2;
-const START_GROUP = 3;
-const END_GROUP = 4;
-const FIXED32 = 5;
+const VARINT = WireType.Varint;
+const BYTES = WireType.Bytes;
 
 interface FieldSpec {
   /** The Go field name, as gogo's "wrong wireType" message gives it. */
@@ -70,139 +70,23 @@ TxnRequestSpec.fields.get(1)!.message = CompareSpec;
 TxnRequestSpec.fields.get(2)!.message = RequestOpSpec;
 TxnRequestSpec.fields.get(3)!.message = RequestOpSpec;
 
-// gogo's error values (rpc.pb.go and io.ErrUnexpectedEOF).
-const errEof = 'unexpected EOF';
-const errOverflow = 'proto: integer overflow';
-const errInvalidLength = 'proto: negative length found during unmarshaling';
-const errEndOfGroup = 'proto: unexpected end of group';
+// protobufjs refuses a tag or a length of more than 5 bytes ("invalid tag encoding", "invalid
+// length encoding"; gogo reads up to 10) and a tag of 2^31 or more (its 5th byte above 7), where
+// gogo reads int32(tag >> 3) of any uint64 tag: such requests are irregular and rewritten.
+const protobufjsVarintBytesMax = 5;
+const protobufjsTagMin = 2 ** 31;
 
-// The varint just read: `varNum` is exact unless it took more than 7 bytes (49 bits), in which
-// case `varBig` holds the uint64 value (bits past 64 dropped, as Go's shifts drop them).
-let varNum = 0;
-let varBig: bigint | null = null;
-/** Error of the last failed readVarint. */
-let varErr = '';
-
-/** Reads a varint at `i` (< end); returns the index after it, or -1 with varErr set. */
-function readVarint(d: Uint8Array, i: number, end: number): number {
-  let n = 0;
-  let mul = 1;
-  for (let k = 0; ; k++) {
-    if (k >= 10) { // shift >= 64
-      varErr = errOverflow;
-      return -1;
-    }
-    if (i >= end) {
-      varErr = errEof;
-      return -1;
-    }
-    const b = d[i++]!;
-    if (k < 7) {
-      n += (b & 0x7f) * mul;
-      mul *= 128;
-    }
-    if (b < 0x80) {
-      if (k < 7) {
-        varNum = n;
-        varBig = null;
-      } else {
-        varBig = bigVarint(d, i - k - 1, k + 1);
-        varNum = Number(varBig);
-      }
-      return i;
-    }
+// gogo's error values (rpc.pb.go and io.ErrUnexpectedEOF), by the cursor's error.
+function wireErrorString(c: WireCursor): string {
+  switch (c.error) {
+    case WireError.Truncated: return 'unexpected EOF';
+    case WireError.Overflow: return 'proto: integer overflow';
+    case WireError.NegativeLength: return 'proto: negative length found during unmarshaling';
+    case WireError.EndOfGroup: return 'proto: unexpected end of group';
+    case WireError.IllegalWireType: return `proto: illegal wireType ${c.wireType}`;
+    case WireError.None: break;
   }
-}
-
-function bigVarint(d: Uint8Array, from: number, count: number): bigint {
-  let v = 0n;
-  for (let k = 0; k < count; k++) v |= BigInt(d[from + k]! & 0x7f) << BigInt(7 * k);
-  return BigInt.asUintN(64, v);
-}
-
-/**
- * For a length just read at index `i`: the end index it gives, or -1 with varErr set (gogo:
- * "negative length" when the int64 length or the int64 end is negative, EOF past `end`).
- */
-function lengthEnd(i: number, end: number): number {
-  if (varBig === null) {
-    const post = i + varNum;
-    if (post > end) {
-      varErr = errEof;
-      return -1;
-    }
-    return post;
-  }
-  const len = BigInt.asIntN(64, varBig);
-  if (len < 0n || BigInt.asIntN(64, BigInt(i) + len) < 0n) {
-    varErr = errInvalidLength;
-    return -1;
-  }
-  varErr = errEof; // a non-negative length of 2^49 or more is past any request
-  return -1;
-}
-
-/**
- * gogo skipRpc over the field starting at `start`: the index after it, or -1 with varErr set.
- * Like gogo, a group is skipped by depth, whatever field numbers its tags carry.
- */
-function skipField(d: Uint8Array, start: number, end: number): number {
-  let i = start;
-  let depth = 0;
-  while (i < end) {
-    i = readVarint(d, i, end);
-    if (i < 0) return -1;
-    const wireType = varBig === null ? varNum % 8 : Number(varBig & 7n);
-    switch (wireType) {
-      case VARINT:
-        i = readVarint(d, i, end);
-        if (i < 0) return -1;
-        break;
-      case FIXED64:
-        i += 8;
-        break;
-      case BYTES: {
-        i = readVarint(d, i, end);
-        if (i < 0) return -1;
-        if (varBig !== null) {
-          const len = BigInt.asIntN(64, varBig);
-          if (len < 0n || BigInt.asIntN(64, BigInt(i) + len) < 0n) {
-            varErr = errInvalidLength;
-            return -1;
-          }
-          varErr = errEof;
-          return -1;
-        }
-        i += varNum;
-        break;
-      }
-      case START_GROUP:
-        depth++;
-        break;
-      case END_GROUP:
-        if (depth === 0) {
-          varErr = errEndOfGroup;
-          return -1;
-        }
-        depth--;
-        break;
-      case FIXED32:
-        i += 4;
-        break;
-      default:
-        varErr = `proto: illegal wireType ${wireType}`;
-        return -1;
-    }
-    if (depth === 0) {
-      if (i > end) {
-        varErr = errEof;
-        return -1;
-      }
-      return i;
-    }
-  }
-  varErr = errEof;
-  return -1;
+  assert(false, 'wire_check: a failed read without an error');
 }
 
 /**
@@ -212,16 +96,18 @@ function skipField(d: Uint8Array, start: number, end: number): number {
  * After check():
  *  - `error` is gogo's error string when gogo would refuse the request, else null;
  *  - `irregular` is set when the request holds something protobufjs reads differently from gogo
- *    (an unknown group, whose end tag protobufjs matches against its start tag; a tag above 32
- *    bits, where protobufjs reads only the low 32 bits; a RequestOp with its oneof set twice,
- *    where gogo keeps the last message and protobufjs merges two of the same member); such
- *    requests are rewritten by canonical() before protobufjs decodes them;
+ *    (an unknown group, whose end tag protobufjs matches against its start tag; a tag of 2^31
+ *    or more, or a tag or length written in more than 5 bytes, which protobufjs refuses; a
+ *    RequestOp with its oneof set twice, where gogo keeps the last message and protobufjs merges
+ *    two of the same member); such requests are rewritten by canonical() before protobufjs
+ *    decodes them;
  *  - `tooDeep` is set when a txn nests more than `txnLevelsMax` levels (see canonical()).
  */
 export class WireChecker {
   error: string | null;
   irregular: boolean;
   tooDeep: boolean;
+  private readonly cursor: WireCursor;
   // The enclosing messages of the one being walked (parallel arrays: no allocation per message):
   // their spec, where they end, and their txn nesting level (1 for the request's TxnRequest).
   private readonly specs: MessageSpec[];
@@ -234,6 +120,7 @@ export class WireChecker {
     this.error = null;
     this.irregular = false;
     this.tooDeep = false;
+    this.cursor = new WireCursor();
     this.specs = [];
     this.ends = [];
     this.levels = [];
@@ -246,57 +133,53 @@ export class WireChecker {
     this.irregular = false;
     this.tooDeep = false;
     const { specs, ends, levels, oneofs } = this;
+    const c = this.cursor.reset(d, 0, d.length);
     let depth = 0; // enclosing messages
     let msg = spec;
-    let end = d.length;
     let txnLevel = spec === TxnRequestSpec ? 1 : 0;
     let oneofSet = false;
-    let i = 0;
     for (;;) {
-      if (i >= end) {
+      if (c.pos >= c.end) {
         if (depth === 0) return true;
-        i = end;
+        c.pos = c.end;
         depth--;
         msg = specs[depth]!;
-        end = ends[depth]!;
+        c.end = ends[depth]!;
         txnLevel = levels[depth]!;
         oneofSet = oneofs[depth]!;
         continue;
       }
-      const pre = i;
-      i = readVarint(d, i, end);
-      if (i < 0) return this.fail(varErr);
-      let fieldNum: number;
-      let wireType: number;
-      if (varBig === null) {
-        fieldNum = Math.floor(varNum / 8) | 0; // int32(wire >> 3)
-        wireType = varNum % 8;
-        if (varNum >= 0x100000000) this.irregular = true;
-      } else {
-        fieldNum = Number(BigInt.asIntN(32, varBig >> 3n));
-        wireType = Number(varBig & 7n);
-        this.irregular = true;
-      }
-      if (wireType === END_GROUP) return this.fail(`proto: ${msg.name}: wiretype end group for non-group`);
+      if (!c.readTag()) return this.fail(wireErrorString(c));
+      const fieldNum = c.fieldNumber;
+      const wireType = c.wireType;
+      if (c.pos - c.start > protobufjsVarintBytesMax || c.value >= protobufjsTagMin) this.irregular = true;
+      if (wireType === WireType.EndGroup) return this.fail(`proto: ${msg.name}: wiretype end group for non-group`);
       if (fieldNum <= 0) {
-        const wire = varBig === null ? String(varNum) : varBig.toString();
+        const wire = Number.isSafeInteger(c.value) ? String(c.value) : c.uint64().toString();
         return this.fail(`proto: ${msg.name}: illegal tag ${fieldNum} (wire type ${wire})`);
       }
       const field = msg.fields.get(fieldNum);
       if (field === undefined) {
-        if (wireType === START_GROUP) this.irregular = true;
-        i = skipField(d, pre, end);
-        if (i < 0) return this.fail(varErr);
+        if (wireType === WireType.Bytes) { // skipField's checks, and the length's byte count
+          if (!c.readLength()) return this.fail(wireErrorString(c));
+          if (c.pos - c.start > protobufjsVarintBytesMax) this.irregular = true;
+          c.pos += c.value;
+          continue;
+        }
+        if (wireType === WireType.StartGroup) this.irregular = true;
+        if (!c.skipField(wireType)) return this.fail(wireErrorString(c));
         continue;
       }
       if (wireType !== field.wire) return this.fail(`proto: wrong wireType = ${wireType} for field ${field.goName}`);
-      i = readVarint(d, i, end);
-      if (i < 0) return this.fail(varErr);
-      if (field.wire === VARINT) continue;
-      const post = lengthEnd(i, end);
-      if (post < 0) return this.fail(varErr);
+      if (field.wire === VARINT) {
+        if (!c.readVarint()) return this.fail(wireErrorString(c));
+        continue;
+      }
+      if (!c.readLength()) return this.fail(wireErrorString(c));
+      if (c.pos - c.start > protobufjsVarintBytesMax) this.irregular = true;
+      const post = c.pos + c.value;
       if (field.message === undefined) {
-        i = post;
+        c.pos = post;
         continue;
       }
       if (msg === RequestOpSpec) { // every field of RequestOp is a member of its oneof
@@ -304,13 +187,13 @@ export class WireChecker {
         oneofSet = true;
       }
       specs[depth] = msg;
-      ends[depth] = end;
+      ends[depth] = c.end;
       levels[depth] = txnLevel;
       oneofs[depth] = oneofSet;
       oneofSet = false;
       depth++;
       msg = field.message;
-      end = post;
+      c.end = post;
       if (msg === TxnRequestSpec && ++txnLevel > txnLevelsMax) this.tooDeep = true;
     }
   }
@@ -323,7 +206,7 @@ export class WireChecker {
 
 /**
  * Rewrites a request that check() accepted into the form protobufjs reads as gogo does: known
- * fields only (etcd ignores unknown ones), with canonical tags, a RequestOp with only the last
+ * fields only (etcd ignores unknown ones), with canonical tags and lengths, a RequestOp with only the last
  * of its oneof members; a txn nested deeper than
  * `txnLevelsMax` levels becomes an empty txn. That cut changes no answer when
  * txnLevelsMax >= --max-txn-ops + 1: each level of a txn takes at least one operation from what
@@ -336,47 +219,37 @@ export function canonical(spec: MessageSpec, d: Uint8Array, txnLevelsMax: number
   return Buffer.concat(parts);
 }
 
+/** Rare (irregular requests only), so a cursor per nested message is fine. */
 function writeCanonical(msg: MessageSpec, d: Uint8Array, start: number, end: number, txnLevel: number,
   txnLevelsMax: number, out: Uint8Array[]): void {
-  let i = start;
-  while (i < end) {
-    const pre = i;
-    i = readVarint(d, i, end);
-    const fieldNum = varBig === null ? Math.floor(varNum / 8) | 0 : Number(BigInt.asIntN(32, varBig >> 3n));
-    const field = msg.fields.get(fieldNum);
+  const c = new WireCursor(d, start, end);
+  while (c.pos < end) {
+    assert(c.readTag(), 'canonical: a request check() refused');
+    const field = msg.fields.get(c.fieldNumber);
     if (field === undefined) {
-      i = skipField(d, pre, end);
+      assert(c.skipField(c.wireType), 'canonical: a request check() refused');
       continue;
     }
-    const tag = encodeVarint(fieldNum * 8 + field.wire);
-    const valueStart = i;
-    i = readVarint(d, i, end);
+    const tag = varintBytes(fieldTag(c.fieldNumber, field.wire));
+    const valueStart = c.pos;
     if (field.wire === VARINT) {
-      out.push(tag, d.subarray(valueStart, i));
+      assert(c.readVarint(), 'canonical: a request check() refused');
+      out.push(tag, d.subarray(valueStart, c.pos));
       continue;
     }
-    const post = i + varNum; // checked: a length below 2^49
+    assert(c.readLength(), 'canonical: a request check() refused');
+    const post = c.pos + c.value;
     const nested = field.message;
     if (nested === undefined) {
-      out.push(tag, d.subarray(valueStart, post));
+      out.push(tag, varintBytes(c.value), d.subarray(c.pos, post));
     } else {
       const level = nested === TxnRequestSpec ? txnLevel + 1 : txnLevel;
       const inner: Uint8Array[] = [];
-      if (level <= txnLevelsMax) writeCanonical(nested, d, i, post, level, txnLevelsMax, inner);
+      if (level <= txnLevelsMax) writeCanonical(nested, d, c.pos, post, level, txnLevelsMax, inner);
       const body = Buffer.concat(inner);
       if (msg === RequestOpSpec) out.length = 0; // gogo: the last member set is the op
-      out.push(tag, encodeVarint(body.length), body);
+      out.push(tag, varintBytes(body.length), body);
     }
-    i = post;
+    c.pos = post;
   }
-}
-
-function encodeVarint(v: number): Uint8Array {
-  const out: number[] = [];
-  while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80);
-    v = Math.floor(v / 0x80);
-  }
-  out.push(v);
-  return Uint8Array.from(out);
 }
