@@ -2,8 +2,8 @@
 // 64-bit Long parts and bigints), field tags, and a cursor that walks the fields of a message
 // without decoding it. Every place that reads or writes protobuf bytes itself uses it: the watch
 // worker's WatchResponses (stored KeyValue bytes spliced in), the gogo-compatible request check
-// (api/grpc/wire_check.ts), the event ring's key lookup and the perf load generators.
-// TODO(storage): the storage worker's RangeResponse splicing (its varintSize/writeVarint) too.
+// (api/grpc/wire_check.ts), the event ring's key lookup, the storage worker's RangeResponse
+// splicing (workers/storage_core.ts) and the perf load generators.
 // protobufjs stays the codec for everything that is not on a hot path.
 //
 // Varint (https://protobuf.dev/programming-guides/encoding/#varints): 7 bits per byte, low group

@@ -36,6 +36,7 @@ import {
   backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries,
 } from '../config/limits';
 import { EventRingWriter } from '../watch/events';
+import { varintSize, writeVarint } from '../util/protobuf_wire';
 import { LeaseStore } from '../lease/lease_store';
 import type { Entry } from '../raft/types';
 import {
@@ -535,20 +536,3 @@ const emptyResponse = new Uint8Array(0);
 /** How often the WAL tries again to preallocate its next segment while that fails. */
 const walSpareRetryMs = 1000;
 
-function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
-function writeVarint(buf: Buffer, pos: number, v: number): number {
-  while (v >= 0x80) {
-    buf[pos++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  buf[pos++] = v;
-  return pos;
-}
