@@ -306,14 +306,13 @@ class StorageSim {
     }
     this.startAttempts = 0;
     this.proc = { core, epoch, fatal: null, waiting: new Map(), reads: new Map(), probes: new Map(), applied: ready.appliedIndex };
-    this.recover(ready.hardState, ready.snapshotIndex, ready.snapshotTerm, decodeEntries(ready.entries), ready.appliedIndex);
+    this.recover(ready.hardState, ready.snapshotIndex, decodeEntries(ready.entries), ready.appliedIndex);
   }
 
   /** Checks what the restart recovered against what was acknowledged, then campaigns. */
-  private recover(hs: HardState, prevIndex: number, prevTerm: number, entries: Entry[], applied: number): void {
+  private recover(hs: HardState, prevIndex: number, entries: Entry[], applied: number): void {
     const last = entries.length > 0 ? entries[entries.length - 1]!.index : prevIndex;
     this.note(`recovered: hard state ${JSON.stringify(hs)}, log (${prevIndex}, ${last}], applied ${applied}`);
-    void prevTerm;
     for (const e of entries) {
       const want = this.proposed.get(`${e.index}:${e.term}`);
       if (want === undefined || want !== hex(e.data)) this.violation(`entry ${e.index} (term ${e.term}) recovered but never appended with these bytes`);
