@@ -24,16 +24,4 @@ export const enum StateType {
   Leader = 2,
 }
 
-/** What the driver must do, in order: persist, send, apply; then call advance(). */
-export interface Ready {
-  /** Set when term/vote/commit changed; persist with `entries` before sending messages. */
-  hardState: HardState | null;
-  /** Entries to append to stable storage. */
-  entries: Entry[];
-  /** Entries committed and ready to apply, in log order. */
-  committedEntries: Entry[];
-  /** True when hardState or entries must reach disk (fsync) before anything else. */
-  mustSync: boolean;
-}
-
 export const emptyBytes = new Uint8Array(0);

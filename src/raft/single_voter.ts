@@ -1,5 +1,8 @@
-// The raft consensus core (after etcd-io/raft raft.go + rawnode.go), pure and deterministic:
-// no I/O, no clocks, no timers, no Promises. Inputs: tick(), campaign(), propose(),
+// The single-voter raft core concord ran on before the full core (raft.ts + raw_node.ts) existed.
+// It stays, unchanged in behaviour, until the server driver switches to RawNode; then it goes.
+//
+// Original header: the raft consensus core (after etcd-io/raft raft.go + rawnode.go), pure and
+// deterministic: no I/O, no clocks, no timers, no Promises. Inputs: tick(), campaign(), propose(),
 // storageAppended(), appliedTo();
 // output: ready() with entries to persist, committed entries to apply and (once peers exist)
 // messages to send; then advance(). Randomness comes from the injected Prng.
@@ -17,10 +20,142 @@
 // instead of two (persist, then apply).
 import { assert } from '../util/assert';
 import { Prng } from '../util/prng';
-import { RaftLog } from './log';
-import { Entry, EntryType, HardState, Ready, StateType, emptyBytes } from './types';
+import { Entry, EntryType, HardState, StateType, emptyBytes } from './types';
 
-export interface RaftConfig {
+/** What the driver must do, in order: persist, send, apply; then call advance(). */
+export interface SingleVoterReady {
+  /** Set when term/vote/commit changed; persist with `entries` before sending messages. */
+  hardState: HardState | null;
+  /** Entries to append to stable storage. */
+  entries: Entry[];
+  /** Entries committed and ready to apply, in log order. */
+  committedEntries: Entry[];
+  /** True when hardState or entries must reach disk (fsync) before anything else. */
+  mustSync: boolean;
+}
+
+// ---- the in-memory log (formerly log.ts) ----
+// The single voter's raft log held in memory (etcd-io/raft log.go + log_unstable.go +
+// MemoryStorage): the entries after the last compaction point, a prefix of which is stable.
+//
+//   firstIndex-1 = snapshot point (index, term known)
+//   [firstIndex .. stableIndex]      on disk
+//   (stableIndex .. lastIndex]       unstable: handed to the driver to persist
+// Invariant: applied <= committed <= lastIndex; stableIndex <= lastIndex.
+
+export class SingleVoterLog {
+  /** entries[i] has index offset + i. */
+  private entries: Entry[];
+  private offset: number;
+  private snapshotTerm: number;
+  /** Last index known to be on stable storage. */
+  stableIndex: number;
+  /** Last index handed out in a Ready for persisting (not yet acknowledged). */
+  persistingIndex: number;
+  committed: number;
+  /** Last index handed out in a Ready for applying. */
+  applying: number;
+  applied: number;
+
+  constructor(snapshotIndex: number, snapshotTerm: number, stable: Entry[], applied: number) {
+    this.offset = snapshotIndex + 1;
+    this.snapshotTerm = snapshotTerm;
+    this.entries = [];
+    for (const e of stable) this.appendOne(e);
+    this.stableIndex = this.lastIndex();
+    this.persistingIndex = this.stableIndex;
+    assert(applied >= snapshotIndex, 'applied before snapshot');
+    assert(applied <= this.lastIndex(), 'applied beyond log');
+    this.committed = applied;
+    this.applying = applied;
+    this.applied = applied;
+  }
+
+  firstIndex(): number {
+    return this.offset;
+  }
+
+  lastIndex(): number {
+    return this.offset + this.entries.length - 1;
+  }
+
+  lastTerm(): number {
+    return this.term(this.lastIndex());
+  }
+
+  term(index: number): number {
+    if (index === this.offset - 1) return this.snapshotTerm;
+    assert(index >= this.offset && index <= this.lastIndex(), 'term of unavailable index');
+    return this.entries[index - this.offset]!.term;
+  }
+
+  append(e: Entry): void {
+    assert(e.index === this.lastIndex() + 1, 'log gap');
+    this.appendOne(e);
+  }
+
+  private appendOne(e: Entry): void {
+    if (this.entries.length > 0) assert(e.index === this.lastIndex() + 1, 'log gap');
+    else assert(e.index === this.offset, 'first entry index');
+    this.entries.push(e);
+  }
+
+  /** Entries in (from, to], to <= lastIndex. */
+  slice(from: number, to: number): Entry[] {
+    if (to <= from) return [];
+    assert(from + 1 >= this.offset && to <= this.lastIndex(), 'slice bounds');
+    return this.entries.slice(from + 1 - this.offset, to + 1 - this.offset);
+  }
+
+  unstableToPersist(): Entry[] {
+    const out = this.slice(this.persistingIndex, this.lastIndex());
+    this.persistingIndex = this.lastIndex();
+    return out;
+  }
+
+  /** Storage acknowledged entries up to `index` with `term` (etcd stableTo). */
+  stableTo(index: number, term: number): boolean {
+    if (index <= this.stableIndex || index > this.lastIndex()) return false;
+    if (this.term(index) !== term) return false;
+    this.stableIndex = index;
+    return true;
+  }
+
+  commitTo(index: number): boolean {
+    if (index <= this.committed) return false;
+    assert(index <= this.lastIndex(), 'commit beyond log');
+    this.committed = index;
+    return true;
+  }
+
+  /** Committed entries not yet handed out for applying. */
+  nextCommitted(maxEntries: number): Entry[] {
+    const to = Math.min(this.committed, this.applying + maxEntries);
+    const out = this.slice(this.applying, to);
+    this.applying = to;
+    return out;
+  }
+
+  appliedTo(index: number): void {
+    assert(index <= this.applying, 'applied beyond applying');
+    if (index > this.applied) this.applied = index;
+  }
+
+  /** Drops entries up to `index` (they are covered by the state machine on disk). */
+  compactTo(index: number): void {
+    if (index < this.offset) return;
+    assert(index <= this.applied, 'compact beyond applied');
+    const term = this.term(index);
+    this.entries = this.entries.slice(index + 1 - this.offset);
+    this.offset = index + 1;
+    this.snapshotTerm = term;
+  }
+}
+
+// ---- the core (formerly raft.ts) ----
+
+
+export interface SingleVoterConfig {
   id: number;
   voters: number[];
   electionTicks: number;
@@ -36,17 +171,17 @@ export interface RaftConfig {
   applyBatchMax: number;
 }
 
-export class ProposalDroppedError extends Error {
+export class SingleVoterDroppedError extends Error {
   constructor() {
     super('raft proposal dropped');
-    this.name = 'ProposalDroppedError';
+    this.name = 'SingleVoterDroppedError';
   }
 }
 
-export class Raft {
+export class SingleVoterRaft {
   readonly id: number;
   readonly voters: number[];
-  readonly log: RaftLog;
+  readonly log: SingleVoterLog;
   state: StateType;
   term: number;
   vote: number;
@@ -60,13 +195,13 @@ export class Raft {
   private readonly match: Map<number, number>;
   private prevHardState: HardState;
 
-  constructor(cfg: RaftConfig) {
+  constructor(cfg: SingleVoterConfig) {
     assert(cfg.voters.includes(cfg.id), 'self must be a voter');
     assert(cfg.voters.length === 1, 'multi-voter raft arrives with replication');
     assert(cfg.electionTicks > cfg.heartbeatTicks, 'election ticks > heartbeat ticks');
     this.id = cfg.id;
     this.voters = cfg.voters.slice();
-    this.log = new RaftLog(cfg.snapshotIndex, cfg.snapshotTerm, cfg.entries, cfg.applied);
+    this.log = new SingleVoterLog(cfg.snapshotIndex, cfg.snapshotTerm, cfg.entries, cfg.applied);
     this.state = StateType.Follower;
     this.term = cfg.hardState.term;
     this.vote = cfg.hardState.vote;
@@ -115,7 +250,7 @@ export class Raft {
 
   /** Appends a normal entry; returns its index. Only a leader accepts proposals. */
   propose(data: Uint8Array): number {
-    if (this.state !== StateType.Leader) throw new ProposalDroppedError();
+    if (this.state !== StateType.Leader) throw new SingleVoterDroppedError();
     return this.appendEntry(data);
   }
 
@@ -144,7 +279,7 @@ export class Raft {
   }
 
   /** Collects the work for the driver. Entries handed out are not handed out again. */
-  ready(): Ready {
+  ready(): SingleVoterReady {
     const prev = this.prevHardState;
     const hs = this.hardState();
     const hsChanged = !sameHardState(prev, hs);
