@@ -11,7 +11,7 @@
 // One change at a time moves at most one voter, so every majority of the old voters overlaps
 // every majority of the new ones (raft thesis §4.1). A change takes effect when applied.
 import { assert } from '../util/assert';
-import { ConfChange, ConfChangeType, ConfState } from './types';
+import { ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState } from './types';
 
 const tagId = 0x08;
 const tagType = 0x10;
@@ -136,4 +136,22 @@ function sameIds(a: number[], b: number[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * The durable start of a new cluster's log (etcd raft.Bootstrap): entries 1..n add the voters,
+ * at term 1, committed. Every initial member starts with these entries, this hard state and an
+ * empty configuration, and applies them like any committed entries; a member added later starts
+ * empty and learns the whole configuration from the leader's log or snapshot.
+ */
+export function bootstrapLog(voters: number[]): { entries: Entry[]; hardState: HardState } {
+  assert(voters.length > 0, 'bootstrap without voters');
+  const ids = voters.slice().sort(ascending);
+  const entries: Entry[] = ids.map((nodeId, i) => ({
+    term: 1,
+    index: i + 1,
+    type: EntryType.ConfChange,
+    data: encodeConfChange({ id: 0, type: ConfChangeType.AddNode, nodeId, context: new Uint8Array(0) }),
+  }));
+  return { entries, hardState: { term: 1, vote: 0, commit: entries.length } };
 }

@@ -124,6 +124,11 @@ export class Raft {
   configIndex: number;
   /** Payload bytes of the leader's uncommitted tail (etcd uncommittedSize). */
   uncommittedBytes: number;
+  /**
+   * The highest index RawNode.commitIndexIfLocalDurable() reported in this term: the driver may
+   * already have acknowledged entries up to it to clients, so reads must not be served below it.
+   */
+  commitPromised: number;
   private readonly readOnly: ReadOnly;
   /** MsgReadIndex held until the leader commits an entry of its term. */
   private pendingReadIndexMessages: Message[];
@@ -158,6 +163,7 @@ export class Raft {
     this.pendingConfIndex = 0;
     this.configIndex = c.applied;
     this.uncommittedBytes = 0;
+    this.commitPromised = 0;
     this.readOnly = new ReadOnly();
     this.pendingReadIndexMessages = [];
     this.electionElapsed = 0;
@@ -305,6 +311,7 @@ export class Raft {
     }
     this.pendingConfIndex = 0;
     this.uncommittedBytes = 0;
+    this.commitPromised = 0;
     this.readOnly.reset();
     this.pendingReadIndexMessages = [];
   }
@@ -730,12 +737,14 @@ export class Raft {
   }
 
   private readIndexAtCommit(m: Message): void {
+    // A write the driver acknowledged early (commitIndexIfLocalDurable) must be visible too.
+    const index = Math.max(this.log.committed, this.commitPromised);
     const singleVoter = this.trk.isSingleton() && this.trk.isVoter(this.id);
     if (singleVoter || this.bugs.readIndexWithoutQuorum === true) {
-      this.respondReadIndex(m.from, m.context, this.log.committed);
+      this.respondReadIndex(m.from, m.context, index);
       return;
     }
-    const round = this.readOnly.add(m.from, m.context, this.log.committed);
+    const round = this.readOnly.add(m.from, m.context, index);
     const ctx = encodeRound(round);
     for (const id of this.trk.members()) if (id !== this.id) this.sendHeartbeat(id, ctx);
   }

@@ -31,6 +31,8 @@
 //    them). Storage may apply the Normal entries up to it right after the fsync, before
 //    persisted() reaches the core; they come back in committedEntries later and the driver
 //    skips them (it reports them with appliedTo as usual). ConfChange entries must wait.
+//    Reads answered after that call are served at or above the reported index, so a write
+//    acknowledged early is never missed by a linearizable read.
 // 4. rd.persist.snapshot (a follower catching up from the leader's snapshot): when storage makes
 //    that batch durable the state machine must hold the snapshot's state (concord streams the
 //    leader's LMDB state out of band before stepping the MsgSnap) and every stored entry is
@@ -116,7 +118,10 @@ export class RawNode {
   /** A message from a peer. */
   step(m: Message): void {
     assert(m.to === this.raft.id, 'message for another node');
-    assert(m.from !== this.raft.id, 'message from self over the network');
+    // A forwarded proposal or read keeps its origin and may come back to it (A -> B -> A when
+    // leadership moved); a MsgTransferLeader comes "from" its target.
+    assert(m.from !== this.raft.id || m.type === MessageType.Prop || m.type === MessageType.ReadIndex ||
+      m.type === MessageType.TransferLeader, 'message from self over the network');
     this.raft.step(m);
   }
 
@@ -272,6 +277,8 @@ export class RawNode {
       }
       const q = quorumIndex(matches);
       if (q > c && log.termOrZero(q) === r.term) c = q;
+      // Reads from now on are served at or above it (the driver may acknowledge up to it).
+      if (c > r.commitPromised) r.commitPromised = c;
     }
     assert(c <= log.lastIndex(), 'commit beyond the log');
     return c;
