@@ -6,11 +6,7 @@ export class SimRandom {
   private readonly prng: Prng;
 
   constructor(seed: number) {
-    // splitmix32-style scrambling: neighbouring seeds give unrelated streams.
-    let z = (seed + 0x9e3779b9) >>> 0;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    this.prng = new Prng((z ^ (z >>> 16)) >>> 0 || 1);
+    this.prng = new Prng(scramble(seed));
   }
 
   u32(): number {
@@ -45,8 +41,21 @@ export class SimRandom {
     return this.chance(pZero) ? 0 : this.float() * max;
   }
 
-  /** A seed for a component's own Prng (e.g. a raft node's election jitter). */
+  /**
+   * A Prng for a component (e.g. a raft node's election jitter). Its seed is scrambled: a raw
+   * draw would start the child inside our own xorshift stream, and two children forked one draw
+   * apart would then produce the same sequence shifted by one — in lockstep once they have drawn
+   * a different number of values (two nodes campaigning at the same tick forever).
+   */
   fork(): Prng {
-    return new Prng(this.u32() || 1);
+    return new Prng(scramble(this.u32()));
   }
+}
+
+/** murmur3's 32-bit finalizer: neighbouring inputs give unrelated outputs. */
+function scramble(seed: number): number {
+  let z = (seed + 0x9e3779b9) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0 || 1;
 }

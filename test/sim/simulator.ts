@@ -118,6 +118,9 @@ class Simulator {
   private livenessStart = 0;
   private probe: { node: number; term: number; seq: number } | null = null;
   private probeSeq = 0;
+  private livenessBound = 0;
+  /** Nodes whose removal some node applied (so it committed): never members again. */
+  private readonly removed = new Set<number>();
   private done = false;
 
   constructor(seed: number, opts: SimOptions) {
@@ -271,6 +274,10 @@ class Simulator {
     if (this.linkBlocked(m.from, m.to)) {
       this.trace.add(this.now, () => `drop (partition) ${formatMessage(m)}`);
       this.maybeUnreachable(m);
+      // The transport always reports a snapshot's outcome (raw_node contract, item 7).
+      if (m.type === MessageType.Snap) {
+        this.queue.push(this.now + 1, EventKind.SnapReport, m.from, this.nodes.get(m.from)!.inc, null, m.to, false);
+      }
       return;
     }
     this.stats.delivered++;
@@ -390,6 +397,7 @@ class Simulator {
       this.stats.confChanges++;
       this.trace.add(this.now, () => `${n.id} applies conf change ${e.index}: ${ccName(cc.type)} ${cc.nodeId} ` +
         `-> voters [${sm.confState.voters.join(',')}] learners [${sm.confState.learners.join(',')}]`);
+      if (cc.type === ConfChangeType.RemoveNode) this.removed.add(cc.nodeId);
       if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === n.id) this.decommission(n);
       return;
     }
@@ -525,6 +533,7 @@ class Simulator {
   // ---- clients ----
 
   private clientsTick(): void {
+    if (this.liveness) return; // a fixed backlog: the liveness bound depends on it
     for (let c = 0; c < this.clients.length; c++) {
       const cl = this.clients[c]!;
       if (cl.op !== null) {
@@ -718,17 +727,31 @@ class Simulator {
   private startLiveness(): void {
     this.liveness = true;
     this.livenessStart = this.tickNo;
+    // The bound grows with the backlog still to replicate (no new client writes from now on):
+    // each entry may take a disk write of its own on a follower.
+    let backlog = 0;
+    for (const n of this.nodes.values()) {
+      if (n.up) backlog = Math.max(backlog, n.rn.raft.log.lastIndex() - n.rn.committed);
+    }
+    this.livenessBound = this.s.livenessTicks +
+      backlog * (Math.ceil((2 * this.s.diskLatencyMax + this.s.delayMax) / unitsPerTick) + 1);
     this.partitions = [];
     this.blocked.clear();
-    this.trace.add(this.now, 'liveness phase: faults stop, crashed nodes restart');
+    this.trace.add(this.now, 'liveness phase: faults stop, crashed nodes restart, removed nodes stop');
     for (const n of this.nodes.values()) {
-      if (!n.up && !n.decommissioned) this.restart(n);
+      // A removed node that never learned it may keep disrupting elections without pre-vote and
+      // check-quorum (thesis §4.2.3): the operator stops it, as etcd's server stops itself.
+      if (this.removed.has(n.id)) {
+        if (!n.decommissioned) this.decommission(n);
+      } else if (!n.up && !n.decommissioned) {
+        this.restart(n);
+      }
     }
   }
 
   private driveLiveness(): void {
-    if (this.tickNo - this.livenessStart > this.s.livenessTicks) {
-      throw new Violation('liveness', `no leader with a committed proposal ${this.s.livenessTicks} ticks ` +
+    if (this.tickNo - this.livenessStart > this.livenessBound) {
+      throw new Violation('liveness', `no leader with a committed proposal ${this.livenessBound} ticks ` +
         `after faults stopped`);
     }
     const l = this.leader();
