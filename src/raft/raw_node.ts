@@ -256,7 +256,10 @@ export class RawNode {
     const h = this.held.shift()!;
     for (const m of h.messages) {
       if (m.to === r.id) r.step(m); // our own vote or append acknowledgement
-      else this.outbox.push(m);
+      else if (m.term >= r.term || m.type === MessageType.PreVoteResp) this.outbox.push(m);
+      // else: a response of a term we have left. It vouched for state that a later write may
+      // have replaced (a new leader truncating the tail it acknowledged); its leader or
+      // candidate is superseded anyway, so it is dropped rather than sent stale.
     }
   }
 

@@ -9,6 +9,7 @@ export const enum EventKind {
   Notify = 4,
   SnapReport = 5,
   Restart = 6,
+  LeaderFault = 7,
 }
 
 export interface SimEvent {

@@ -40,6 +40,12 @@ export interface Scenario {
   earlyApply: boolean;
   /** Per tick per node. */
   crashRate: number;
+  /**
+   * Chance that a new leader crashes or is cut off within a few time units of its election
+   * (FoundationDB BUGGIFY-style aim at the interesting moment: entries written by a leader that
+   * never replicated them, the ground of Figure 8 of the raft paper).
+   */
+  leaderFaultRate: number;
   tornWriteRate: number;
   restartTicksMax: number;
   /** Compact when this many applied entries are in the log; keep `snapshotKeep` of them. */
@@ -98,6 +104,7 @@ export function drawScenario(seed: number, rnd: SimRandom, opts: ScenarioOptions
     notifyDelayMax: rnd.pick([0, 0, 2, 10]),
     earlyApply: rnd.chance(0.5),
     crashRate: rnd.rate(0.01),
+    leaderFaultRate: rnd.rate(0.5, 0.5),
     tornWriteRate: rnd.rate(0.5),
     restartTicksMax: rnd.pick([5, 20, 60]),
     snapshotThreshold: rnd.pick([5, 10, 20, 50, 1000]),
@@ -128,7 +135,7 @@ export function describeScenario(s: Scenario): string {
     `inflight=${s.inflightMsgsMax}/${s.inflightBytesMax}B delay=${s.delayMin}-${s.delayMax} ` +
     `drop=${s.dropRate.toFixed(3)} dup=${s.dupRate.toFixed(3)} part=${s.partitionRate.toFixed(3)} ` +
     `disk<=${s.diskLatencyMax} notify<=${s.notifyDelayMax} early=${s.earlyApply} ` +
-    `crash=${s.crashRate.toFixed(4)} torn=${s.tornWriteRate.toFixed(2)} ` +
+    `crash=${s.crashRate.toFixed(4)} leaderFault=${s.leaderFaultRate.toFixed(2)} torn=${s.tornWriteRate.toFixed(2)} ` +
     `snap=${s.snapshotThreshold}/${s.snapshotKeep} snapFail=${s.snapshotFailRate.toFixed(2)} ` +
     `clients=${s.clients} ops=${s.opRate} conf=${s.confChangeRate.toFixed(3)} ` +
     `transfer=${s.transferRate.toFixed(3)} faultTicks=${s.faultTicks}` +

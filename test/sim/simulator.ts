@@ -231,7 +231,10 @@ class Simulator {
       if (!n.up && !n.decommissioned && ev.inc === n.inc) this.restart(n);
       return;
     }
-    if (!n.up) return;
+    if (!n.up) {
+      if (ev.kind === EventKind.Deliver && ev.msg!.type === MessageType.Snap) this.snapshotLost(ev.msg!);
+      return;
+    }
     // Messages reach whatever incarnation is up; storage events belong to the one that wrote.
     if (ev.kind !== EventKind.Deliver && ev.inc !== n.inc) return;
     switch (ev.kind) {
@@ -242,6 +245,9 @@ class Simulator {
         this.trace.add(this.now, () => `${n.id} persisted seq=${ev.arg}`);
         n.rn.persisted(ev.arg);
         this.process(n);
+        break;
+      case EventKind.LeaderFault:
+        if (!this.liveness) this.leaderFault(n);
         break;
       case EventKind.SnapReport:
         this.trace.add(this.now, () => `${n.id} reportSnapshot(${ev.arg}, ${ev.ok})`);
@@ -274,10 +280,7 @@ class Simulator {
     if (this.linkBlocked(m.from, m.to)) {
       this.trace.add(this.now, () => `drop (partition) ${formatMessage(m)}`);
       this.maybeUnreachable(m);
-      // The transport always reports a snapshot's outcome (raw_node contract, item 7).
-      if (m.type === MessageType.Snap) {
-        this.queue.push(this.now + 1, EventKind.SnapReport, m.from, this.nodes.get(m.from)!.inc, null, m.to, false);
-      }
+      if (m.type === MessageType.Snap) this.snapshotLost(m);
       return;
     }
     this.stats.delivered++;
@@ -456,6 +459,11 @@ class Simulator {
     this.schedule(merged, true, this.rnd.range(5, 50));
   }
 
+  /** The transport always reports a snapshot's outcome (raw_node contract, item 7). */
+  private snapshotLost(m: Message): void {
+    this.queue.push(this.now + 1, EventKind.SnapReport, m.from, this.nodes.get(m.from)!.inc, null, m.to, false);
+  }
+
   private schedule(m: Message, ok: boolean, extra = 0): void {
     const to = this.nodes.get(m.to);
     if (to === undefined) return;
@@ -476,7 +484,12 @@ class Simulator {
       const ss = rd.softState;
       const term = n.rn.term;
       this.trace.add(this.now, () => `${n.id} ${stateName(ss.state)} term=${term} lead=${ss.lead}`);
-      if (ss.state === StateType.Leader) this.stats.leaders++;
+      if (ss.state === StateType.Leader) {
+        this.stats.leaders++;
+        if (!this.liveness && this.rnd.chance(this.s.leaderFaultRate)) {
+          this.queue.push(this.now + this.rnd.range(0, 20), EventKind.LeaderFault, n.id, n.inc);
+        }
+      }
     }
     const p = rd.persist;
     if (p !== null) {
@@ -619,6 +632,20 @@ class Simulator {
     this.down(n);
     this.queue.push(this.now + this.rnd.range(1, this.s.restartTicksMax) * unitsPerTick, EventKind.Restart,
       n.id, n.inc);
+  }
+
+  /** A just-elected leader crashes (if crashes are on) or is cut off from everyone for a while. */
+  private leaderFault(n: SimNode): void {
+    if (this.s.crashRate > 0 && this.rnd.chance(0.5)) {
+      this.crash(n);
+      return;
+    }
+    const links: number[] = [];
+    for (const b of this.nodes.keys()) if (b !== n.id) links.push(n.id * 1024 + b, b * 1024 + n.id);
+    for (const l of links) this.blocked.set(l, (this.blocked.get(l) ?? 0) + 1);
+    const until = this.tickNo + this.rnd.range(1, this.s.partitionTicksMax);
+    this.partitions.push({ links, untilTick: until });
+    this.trace.add(this.now, `leader ${n.id} cut off until tick ${until}`);
   }
 
   private down(n: SimNode): void {
