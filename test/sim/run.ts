@@ -3,11 +3,13 @@
 //   --seed S      run one seed; on failure print the trace of its last steps
 //   --trace       with --seed: print every step as it happens
 //   --bug NAME    plant a test bug (see RaftConfig.testBugs), e.g. --bug voteWithoutLogCheck
+//   --profile P   aim the faults with a named profile (profiles.ts), e.g. --profile figure8
 // Every failure prints its seed, the git commit and how to replay it. Exit status 1 on failure.
-import { execSync } from 'node:child_process';
 import { TestBugs } from '../../src/raft/raft';
+import { profiles } from './profiles';
+import { gitCommit, reportFailure } from './report';
 import { describeScenario } from './scenario';
-import { SimResult, runSeed } from './simulator';
+import { runSeed } from './simulator';
 
 interface Args {
   seeds: number;
@@ -15,11 +17,12 @@ interface Args {
   seed: number | null;
   trace: boolean;
   bugs: TestBugs;
+  profile: string;
   quiet: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seeds: 100, start: 0, seed: null, trace: false, bugs: {}, quiet: false };
+  const a: Args = { seeds: 100, start: 0, seed: null, trace: false, bugs: {}, profile: '', quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = (): string => {
@@ -33,35 +36,20 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--trace') a.trace = true;
     else if (k === '--quiet') a.quiet = true;
     else if (k === '--bug') (a.bugs as Record<string, boolean>)[v()] = true;
+    else if (k === '--profile') a.profile = v();
     else throw new Error(`unknown argument ${k}`);
   }
   return a;
 }
 
-export function gitCommit(): string {
-  try {
-    return execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
-  } catch {
-    return 'unknown';
-  }
-}
-
-export function reportFailure(r: SimResult, bugArgs = ''): string {
-  const lines = [
-    `FAIL seed ${r.seed} (commit ${gitCommit()}): ${r.failure}`,
-    `  scenario: ${describeScenario(r.scenario)}`,
-    `  replay:   npm run sim -- --seed ${r.seed}${bugArgs} --trace`,
-    `  last ${r.trace.length} steps:`,
-    ...r.trace.map((l) => `    ${l}`),
-  ];
-  return lines.join('\n');
-}
-
 function main(): void {
   const a = parseArgs(process.argv.slice(2));
-  const bugArgs = Object.keys(a.bugs).map((b) => ` --bug ${b}`).join('');
+  if (a.profile !== '' && profiles[a.profile] === undefined) throw new Error(`unknown profile ${a.profile}`);
+  const overrides = a.profile === '' ? {} : profiles[a.profile];
+  const bugArgs = Object.keys(a.bugs).map((b) => ` --bug ${b}`).join('') +
+    (a.profile === '' ? '' : ` --profile ${a.profile}`);
   if (a.seed !== null) {
-    const r = runSeed(a.seed, { bugs: a.bugs, traceLive: a.trace });
+    const r = runSeed(a.seed, { bugs: a.bugs, overrides, traceLive: a.trace });
     console.log(`seed ${a.seed}: ${describeScenario(r.scenario)}`);
     if (!r.ok) {
       console.log(reportFailure(r, bugArgs));
@@ -73,9 +61,11 @@ function main(): void {
   const t0 = Date.now();
   let ticks = 0;
   let failed = 0;
+  const totals: Record<string, number> = {};
   for (let s = a.start; s < a.start + a.seeds; s++) {
-    const r = runSeed(s, { bugs: a.bugs });
+    const r = runSeed(s, { bugs: a.bugs, overrides });
     ticks += r.stats.ticks;
+    for (const [k, v] of Object.entries(r.stats)) totals[k] = (totals[k] ?? 0) + v;
     if (!r.ok) {
       failed++;
       console.log(reportFailure(r, bugArgs));
@@ -89,6 +79,7 @@ function main(): void {
   console.log(`seeds ${a.start}..${a.start + a.seeds - 1}: ${a.seeds - failed} passed, ${failed} failed; ` +
     `simulated ${ticks} ticks (${(ticks / 36000).toFixed(1)} h at 100 ms a tick) in ${secs.toFixed(1)} s ` +
     `(commit ${gitCommit()})`);
+  console.log(`totals: ${JSON.stringify(totals)}`);
   if (failed > 0) process.exitCode = 1;
 }
 

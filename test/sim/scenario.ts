@@ -122,6 +122,8 @@ export function drawScenario(seed: number, rnd: SimRandom, opts: ScenarioOptions
     bugs: opts.bugs ?? {},
     ...opts.overrides,
   };
+  // Limits drawn relative to others are made consistent again after overrides.
+  s.inflightBytesMax = Math.max(s.inflightBytesMax, s.msgBytesMax);
   // Once faults stop: elections take up to 2 election timeouts each (a few may split), then the
   // no-op and the probe commit, after catch-up by snapshot if needed.
   if (opts.overrides?.livenessTicks === undefined) s.livenessTicks = 30 * s.electionTicks + 100;

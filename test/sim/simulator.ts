@@ -487,7 +487,9 @@ class Simulator {
       if (ss.state === StateType.Leader) {
         this.stats.leaders++;
         if (!this.liveness && this.rnd.chance(this.s.leaderFaultRate)) {
-          this.queue.push(this.now + this.rnd.range(0, 20), EventKind.LeaderFault, n.id, n.inc);
+          // Right away (its first entries never leave it) or a few round trips later (some did).
+          const delay = this.rnd.chance(0.5) ? this.rnd.range(0, 5) : this.rnd.range(5, 10 * this.s.delayMax);
+          this.queue.push(this.now + delay, EventKind.LeaderFault, n.id, n.inc);
         }
       }
     }
