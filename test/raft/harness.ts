@@ -5,7 +5,7 @@ import { ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Mes
   Ready, Snapshot, StateType, messageTypeName } from '../../src/raft/types';
 import { RaftConfig } from '../../src/raft/raft';
 import { RawNode } from '../../src/raft/raw_node';
-import { decodeConfChange } from '../../src/raft/confchange';
+import { bootstrapLog, decodeConfChange } from '../../src/raft/confchange';
 import { Prng } from '../../src/util/prng';
 
 export const enc = (s: string): Uint8Array => Buffer.from(s);
@@ -60,6 +60,17 @@ export function config(id: number, voters: number[], over: Partial<RaftConfig> =
     confState: { voters, learners: [] },
     ...over,
   };
+}
+
+/** Config overrides for an initial member of a bootstrapped cluster (etcd raft.Bootstrap). */
+export function bootstrapped(voters: number[], over: Partial<RaftConfig> = {}): Partial<RaftConfig> {
+  const boot = bootstrapLog(voters);
+  return { entries: boot.entries, hardState: boot.hardState, confState: { voters: [], learners: [] }, ...over };
+}
+
+/** A member added later: empty log, empty configuration (it learns both from the leader). */
+export function joiner(id: number, over: Partial<RaftConfig> = {}): RaftConfig {
+  return config(id, [], over);
 }
 
 /**

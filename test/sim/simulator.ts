@@ -13,7 +13,7 @@ import { bootstrapLog, decodeConfChange } from '../../src/raft/confchange';
 import { RaftConfig } from '../../src/raft/raft';
 import { RawNode } from '../../src/raft/raw_node';
 import {
-  ConfChangeType, Entry, EntryType, Message, MessageType, Ready, StateType, stateName,
+  ConfChangeType, Entry, EntryType, Message, MessageType, Ready, StateType, entryOverheadBytes, stateName,
 } from '../../src/raft/types';
 import { Checker, CheckedNode, Violation } from './checker';
 import { SimDisk } from './disk';
@@ -47,8 +47,8 @@ class SimNode implements CheckedNode {
   seenCommit = 0;
   seenState = StateType.Follower;
   seenTerm = 0;
-  /** When the disk finishes its last queued write (writes complete in order). */
-  diskFreeAt = 0;
+  /** A sync is in flight: it covers every write handed out before it started (group commit). */
+  syncing = false;
   /** Completions not yet told to the core, and when the last one will be (in order too). */
   notifyPending = 0;
   notifyAt = 0;
@@ -208,7 +208,7 @@ class Simulator {
     n.seenCommit = 0;
     n.seenState = StateType.Follower;
     n.seenTerm = n.rn.term;
-    n.diskFreeAt = this.now;
+    n.syncing = false;
     n.notifyPending = 0;
     n.notifyAt = this.now;
     if (n.rn.committed < d.durableCommitMax) {
@@ -292,7 +292,26 @@ class Simulator {
     }
   }
 
-  private diskDone(n: SimNode, seq: number): void {
+  /**
+   * A sync finished: every write up to `lastSeq` is durable. Like concord's WAL, one fdatasync at a
+   * time covers every write issued before it started; writes issued meanwhile wait for the next.
+   */
+  private diskDone(n: SimNode, lastSeq: number): void {
+    while (n.up && n.disk.pending.length > 0 && n.disk.pending[0]!.batch.seq <= lastSeq) {
+      this.writeDone(n, n.disk.pending[0]!.batch.seq);
+    }
+    n.syncing = false;
+    if (n.up && n.disk.pending.length > 0) this.startSync(n);
+  }
+
+  private startSync(n: SimNode): void {
+    const p = n.disk.pending;
+    n.syncing = true;
+    this.queue.push(this.now + this.rnd.range(1, this.diskLatencyMax()), EventKind.DiskDone, n.id, n.inc, null,
+      p[p.length - 1]!.batch.seq);
+  }
+
+  private writeDone(n: SimNode, seq: number): void {
     const d = n.disk;
     const before = d.durableCommitMax;
     const w = d.completeOldest(seq);
@@ -369,9 +388,7 @@ class Simulator {
       if (early > r.log.committed) voters = r.trk.voters.slice();
     }
     n.disk.enqueue({ batch: b, earlyApplyIndex: early, earlyVoters: voters, earlyTerm: r.term });
-    const latency = this.rnd.range(1, this.s.diskLatencyMax);
-    n.diskFreeAt = Math.max(n.diskFreeAt, this.now) + latency;
-    this.queue.push(n.diskFreeAt, EventKind.DiskDone, n.id, n.inc, null, b.seq);
+    if (!n.syncing) this.startSync(n);
   }
 
   private applyCommitted(n: SimNode, ents: Entry[]): void {
@@ -459,6 +476,23 @@ class Simulator {
     this.schedule(merged, true, this.rnd.range(5, 50));
   }
 
+  /**
+   * Raft is live only while broadcast time << election timeout (§5.6). Slow disks and networks
+   * are faults: once faults stop, a round trip (two delays and two syncs) fits in half an
+   * election timeout.
+   */
+  private delayMax(): number {
+    return this.liveness ? Math.min(this.s.delayMax, this.timingCap()) : this.s.delayMax;
+  }
+
+  private diskLatencyMax(): number {
+    return this.liveness ? Math.min(this.s.diskLatencyMax, this.timingCap()) : this.s.diskLatencyMax;
+  }
+
+  private timingCap(): number {
+    return Math.max(1, Math.floor((this.s.electionTicks * unitsPerTick) / 8));
+  }
+
   /** The transport always reports a snapshot's outcome (raw_node contract, item 7). */
   private snapshotLost(m: Message): void {
     this.queue.push(this.now + 1, EventKind.SnapReport, m.from, this.nodes.get(m.from)!.inc, null, m.to, false);
@@ -467,7 +501,7 @@ class Simulator {
   private schedule(m: Message, ok: boolean, extra = 0): void {
     const to = this.nodes.get(m.to);
     if (to === undefined) return;
-    let delay = this.rnd.range(this.s.delayMin, this.s.delayMax) + extra;
+    let delay = this.rnd.range(this.s.delayMin, this.delayMax()) + extra;
     if (!this.liveness && this.rnd.chance(this.s.delayLongRate)) delay += this.rnd.range(50, 500);
     // Delivered to whatever incarnation is up then (a restarted node gets stale messages too).
     this.queue.push(this.now + delay, EventKind.Deliver, m.to, -1, m, 0, ok);
@@ -756,14 +790,21 @@ class Simulator {
   private startLiveness(): void {
     this.liveness = true;
     this.livenessStart = this.tickNo;
-    // The bound grows with the backlog still to replicate (no new client writes from now on):
-    // each entry may take a disk write of its own on a follower.
-    let backlog = 0;
+    // The bound grows with the backlog still to replicate (no new client writes from now on): the
+    // most lagging node may be needed for a quorum, and flow control (message size, window) sets
+    // how many entries travel per round trip (a round trip: two delays, two syncs, a notify).
+    let last = 0;
+    let lowest = Infinity;
     for (const n of this.nodes.values()) {
-      if (n.up) backlog = Math.max(backlog, n.rn.raft.log.lastIndex() - n.rn.committed);
+      if (n.decommissioned) continue;
+      last = Math.max(last, n.disk.lastIndex() + 1, n.up ? n.rn.raft.log.lastIndex() : 0);
+      lowest = Math.min(lowest, n.disk.sm.index);
     }
-    this.livenessBound = this.s.livenessTicks +
-      backlog * (Math.ceil((2 * this.s.diskLatencyMax + this.s.delayMax) / unitsPerTick) + 1);
+    const window = Math.min(this.s.msgBytesMax * this.s.inflightMsgsMax, this.s.inflightBytesMax);
+    const perRoundTrip = Math.max(1, Math.floor(window / (entryOverheadBytes + 24)));
+    const roundTrip = Math.ceil((2 * this.delayMax() + 2 * this.diskLatencyMax() + this.s.notifyDelayMax) /
+      unitsPerTick) + 1;
+    this.livenessBound = this.s.livenessTicks + Math.ceil((last - lowest) / perRoundTrip) * roundTrip;
     this.partitions = [];
     this.blocked.clear();
     this.trace.add(this.now, 'liveness phase: faults stop, crashed nodes restart, removed nodes stop');
