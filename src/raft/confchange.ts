@@ -40,7 +40,9 @@ export function encodeConfChange(cc: ConfChange): Uint8Array {
 
 /** Decodes an entry's payload; the bytes came from encodeConfChange, so anything else is a bug. */
 export function decodeConfChange(data: Uint8Array): ConfChange {
-  const cc: ConfChange = { id: 0, type: ConfChangeType.AddNode, nodeId: 0, context: new Uint8Array(0) };
+  const cc: ConfChange = {
+    id: 0, type: ConfChangeType.AddNode, nodeId: 0, context: new Uint8Array(0),
+  };
   const pos = { at: 0 };
   while (pos.at < data.length) {
     const tag = data[pos.at++]!;
@@ -108,7 +110,8 @@ export function applyChange(cs: ConfState, cc: ConfChange): ConfState | null {
     case ConfChangeType.AddNode: voters.push(cc.nodeId); break;
     case ConfChangeType.AddLearnerNode: learners.push(cc.nodeId); break;
     case ConfChangeType.RemoveNode: break;
-    case ConfChangeType.UpdateNode: return { voters: cs.voters.slice(), learners: cs.learners.slice() };
+    case ConfChangeType.UpdateNode:
+      return { voters: cs.voters.slice(), learners: cs.learners.slice() };
   }
   if (voters.length === 0) return null;
   voters.sort(ascending);
@@ -151,7 +154,9 @@ export function bootstrapLog(voters: number[]): { entries: Entry[]; hardState: H
     term: 1,
     index: i + 1,
     type: EntryType.ConfChange,
-    data: encodeConfChange({ id: 0, type: ConfChangeType.AddNode, nodeId, context: new Uint8Array(0) }),
+    data: encodeConfChange({
+      id: 0, type: ConfChangeType.AddNode, nodeId, context: new Uint8Array(0),
+    }),
   }));
   return { entries, hardState: { term: 1, vote: 0, commit: entries.length } };
 }

@@ -2,8 +2,9 @@
 // preallocated ConcordError: returned, never thrown, on the proposal path.
 //
 // etcd's raft returns one ErrProposalDropped for all of them; concord keeps the reason so that the
-// server can answer as etcd's server does: NoLeader -> "etcdserver: no leader" (ErrorCode.NoLeader),
-// the others -> ErrorCode.ProposalDropped ("raft proposal dropped"), or a retry by the server.
+// server can answer as etcd's server does: NoLeader -> "etcdserver: no leader"
+// (ErrorCode.NoLeader), the others -> ErrorCode.ProposalDropped ("raft proposal dropped"), or a
+// retry by the server.
 import { ConcordError, ErrorCode } from '../util/errors';
 
 export const enum DropReason {
@@ -11,7 +12,7 @@ export const enum DropReason {
   NoLeader = 1,
   /** A leadership transfer is in progress (thesis §3.10: the old leader stops taking requests). */
   LeaderTransferring,
-  /** The leader's uncommitted tail would exceed uncommittedBytesMax (etcd MaxUncommittedEntriesSize). */
+  /** The uncommitted tail would exceed uncommittedBytesMax (etcd MaxUncommittedEntriesSize). */
   UncommittedBytesMax,
   /** This node is leader but no longer in the configuration (removed while leading). */
   NotInConfig,

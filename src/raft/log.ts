@@ -250,7 +250,7 @@ export class RaftLog {
   /** Hands out the unstable entries and snapshot as write `seq`. */
   takeUnstable(seq: number): { entries: Entry[]; snapshot: Snapshot | null } {
     assert(seq > this.lastWriteSeq(), 'write seqs increase');
-    const snapshot = this.pendingSnapshot !== null && !this.snapshotInProgress ? this.pendingSnapshot : null;
+    const snapshot = this.snapshotInProgress ? null : this.pendingSnapshot;
     const entries = this.slice(this.persistingIndex + 1, this.lastIndex() + 1);
     this.persistingIndex = this.lastIndex();
     if (snapshot !== null) this.snapshotInProgress = true;

@@ -153,7 +153,8 @@ export class Raft {
     this.vote = 0;
     this.lead = 0;
     this.state = StateType.Follower;
-    this.log = new RaftLog(c.snapshotIndex, c.snapshotTerm, c.entries, c.hardState.commit, c.applied);
+    this.log = new RaftLog(c.snapshotIndex, c.snapshotTerm, c.entries, c.hardState.commit,
+      c.applied);
     this.trk = new ProgressTracker(c.inflightMsgsMax ?? raftDefaults.inflightMsgsMax,
       c.inflightBytesMax ?? raftDefaults.inflightBytesMax);
     this.msgs = [];
@@ -452,7 +453,8 @@ export class Raft {
     // A repeat of our vote, or no vote and no leader this term, or a pre-vote for a later term.
     const canVote = this.vote === m.from || (this.vote === 0 && this.lead === 0) ||
       (preVote && m.term > this.term);
-    const upToDate = this.bugs.voteWithoutLogCheck === true || this.log.isUpToDate(m.index, m.logTerm);
+    const upToDate = this.bugs.voteWithoutLogCheck === true ||
+      this.log.isUpToDate(m.index, m.logTerm);
     // Learners vote when asked: a promoted learner may not know it yet (etcd raft.go, #7625).
     if (canVote && upToDate) {
       // The reply carries the request's term: a pre-vote's term is ahead of ours.
@@ -496,7 +498,8 @@ export class Raft {
       const force = m.context.length === 1 && m.context[0] === campaignTransferContext[0];
       // Lease rule (thesis §4.2.3): within an election timeout of hearing from a leader, a vote
       // request neither moves our term nor gets a vote, unless it is a transfer campaign.
-      const inLease = this.checkQuorum && this.lead !== 0 && this.electionElapsed < this.electionTicks;
+      const inLease = this.checkQuorum && this.lead !== 0 &&
+        this.electionElapsed < this.electionTicks;
       if (!force && inLease) return false;
     }
     if (m.type === MessageType.PreVote) return true; // never change term for a pre-vote
@@ -563,7 +566,9 @@ export class Raft {
     // The fix for the 2015 single-server change bug (Ongaro, raft-dev): no configuration entry
     // before an entry of this leader's term is committed.
     if (!this.committedEntryInCurrentTerm()) return dropped(DropReason.ConfChangeTooEarly);
-    if (applyChange(this.trk.confState(), cc) === null) return dropped(DropReason.ConfChangeInvalid);
+    if (applyChange(this.trk.confState(), cc) === null) {
+      return dropped(DropReason.ConfChangeInvalid);
+    }
     return null;
   }
 
@@ -595,9 +600,8 @@ export class Raft {
     let s = 0;
     for (const e of ents) s += e.data.length;
     // An empty tail accepts any proposal; empty entries are always accepted (etcd).
-    if (this.uncommittedBytes > 0 && s > 0 && this.uncommittedBytes + s > this.uncommittedBytesMax) {
-      return false;
-    }
+    const over = this.uncommittedBytes + s > this.uncommittedBytesMax;
+    if (this.uncommittedBytes > 0 && s > 0 && over) return false;
     this.uncommittedBytes += s;
     return true;
   }
@@ -631,7 +635,9 @@ export class Raft {
       this.leaderAppReject(m, pr);
       return;
     }
-    if (m.from === this.id) assert(m.index <= this.log.stableIndex, 'self ack of a non-durable entry');
+    if (m.from === this.id) {
+      assert(m.index <= this.log.stableIndex, 'self ack of a non-durable entry');
+    }
     // A probing follower that acks its match again goes back to replicating.
     if (!pr.maybeUpdate(m.index) && !(pr.match === m.index && pr.state === ProgressState.Probe)) {
       return;
@@ -676,7 +682,9 @@ export class Raft {
     pr.recentActive = true;
     pr.msgAppFlowPaused = false;
     // Probe again or catch up; with a full window this is the empty MsgApp that unsticks it.
-    if (pr.match < this.log.lastIndex() || pr.state === ProgressState.Probe) this.sendAppend(m.from);
+    if (pr.match < this.log.lastIndex() || pr.state === ProgressState.Probe) {
+      this.sendAppend(m.from);
+    }
     const round = decodeRound(m.context);
     if (round === 0) return;
     this.readOnly.recvAck(m.from, round);
@@ -702,7 +710,7 @@ export class Raft {
     }
   }
 
-  /** The leader reports unreachable or snapshot outcomes for `to` (etcd MsgUnreachable/SnapStatus). */
+  /** The transport could not reach `to` (etcd MsgUnreachable). */
   reportUnreachable(to: number): void {
     if (this.state !== StateType.Leader) return;
     const pr = this.trk.progress.get(to);
@@ -724,7 +732,8 @@ export class Raft {
   // ---- reads ----
 
   private leaderReadIndex(m: Message): ProposalDroppedError | null {
-    if (this.readOnly.pendingCount() + this.pendingReadIndexMessages.length >= this.readIndexPendingMax) {
+    const pending = this.readOnly.pendingCount() + this.pendingReadIndexMessages.length;
+    if (pending >= this.readIndexPendingMax) {
       return dropped(DropReason.ReadIndexPendingMax);
     }
     // Until an entry of our term commits, our commit index may be behind the last leader's.
@@ -770,7 +779,8 @@ export class Raft {
   // ---- candidates and followers ----
 
   private stepCandidate(m: Message): ProposalDroppedError | null {
-    const myVoteResp = this.state === StateType.PreCandidate ? MessageType.PreVoteResp : MessageType.VoteResp;
+    const myVoteResp = this.state === StateType.PreCandidate ? MessageType.PreVoteResp :
+      MessageType.VoteResp;
     switch (m.type) {
       case MessageType.Prop:
       case MessageType.ReadIndex:
@@ -817,13 +827,15 @@ export class Raft {
       case MessageType.Snap: this.heardFromLeader(m); this.handleSnapshot(m); return null;
       // A transfer campaign skips pre-vote and overrides the lease rule.
       case MessageType.TimeoutNow: this.hup(CampaignType.Transfer); return null;
-      case MessageType.ReadIndexResp: this.readStates.push({ index: m.index, context: m.context }); return null;
+      case MessageType.ReadIndexResp:
+        this.readStates.push({ index: m.index, context: m.context });
+        return null;
       default: return null;
     }
   }
 
   private forward(m: Message): null {
-    // A forwarded request keeps its origin (for a transfer: the target, as etcd's MsgTransferLeader).
+    // A forwarded request keeps its origin (a transfer: its target, as etcd's MsgTransferLeader).
     const f = newMessage(m.type, this.lead, m.from, 0);
     f.entries = m.entries;
     f.context = m.context;
@@ -851,7 +863,8 @@ export class Raft {
     }
     // Mismatch at m.index: hint the largest (index, term) of ours with term <= m.logTerm, so the
     // leader skips our whole divergent tail of later terms at once.
-    const [hintIndex, hintTerm] = this.log.findConflictByTerm(Math.min(m.index, this.log.lastIndex()), m.logTerm);
+    const [hintIndex, hintTerm] =
+      this.log.findConflictByTerm(Math.min(m.index, this.log.lastIndex()), m.logTerm);
     resp.index = m.index;
     resp.reject = true;
     resp.rejectHint = hintIndex;
@@ -938,7 +951,9 @@ export class Raft {
       for (const id of this.trk.members()) if (id !== this.id) this.maybeSendAppend(id, false);
     }
     // A transfer to a member that left or is now a learner cannot finish (etcd #11326).
-    if (this.leadTransferee !== 0 && !this.trk.isVoter(this.leadTransferee)) this.leadTransferee = 0;
+    if (this.leadTransferee !== 0 && !this.trk.isVoter(this.leadTransferee)) {
+      this.leadTransferee = 0;
+    }
   }
 }
 
@@ -955,11 +970,12 @@ function validateConfig(c: RaftConfig): void {
   assert(msgBytes > 0, 'msgBytesMax > 0');
   assert((c.inflightMsgsMax ?? raftDefaults.inflightMsgsMax) > 0, 'inflightMsgsMax > 0');
   // A window smaller than one message could never send a full message.
-  assert((c.inflightBytesMax ?? raftDefaults.inflightBytesMax) >= msgBytes, 'inflightBytesMax >= msgBytesMax');
-  assert((c.uncommittedBytesMax ?? raftDefaults.uncommittedBytesMax) > 0, 'uncommittedBytesMax > 0');
-  assert((c.committedEntriesMax ?? raftDefaults.committedEntriesMax) > 0, 'committedEntriesMax > 0');
+  const d = raftDefaults;
+  assert((c.inflightBytesMax ?? d.inflightBytesMax) >= msgBytes, 'inflightBytesMax >= msgBytesMax');
+  assert((c.uncommittedBytesMax ?? d.uncommittedBytesMax) > 0, 'uncommittedBytesMax > 0');
+  assert((c.committedEntriesMax ?? d.committedEntriesMax) > 0, 'committedEntriesMax > 0');
   assert((c.committedBytesMax ?? raftDefaults.committedBytesMax) > 0, 'committedBytesMax > 0');
-  assert((c.readIndexPendingMax ?? raftDefaults.readIndexPendingMax) > 0, 'readIndexPendingMax > 0');
+  assert((c.readIndexPendingMax ?? d.readIndexPendingMax) > 0, 'readIndexPendingMax > 0');
   const hs = c.hardState;
   assert(Number.isSafeInteger(hs.term) && hs.term >= 0, 'hard state term');
   assert(Number.isSafeInteger(hs.vote) && hs.vote >= 0, 'hard state vote');

@@ -110,7 +110,7 @@ export class RawNode {
     this.raft.tick();
   }
 
-  /** Starts an election now (etcd Campaign), subject to the usual rules (member, no pending change). */
+  /** Starts an election now (etcd Campaign), if a voter with no unapplied conf change. */
   campaign(): void {
     this.raft.campaignNow();
   }
@@ -120,8 +120,10 @@ export class RawNode {
     assert(m.to === this.raft.id, 'message for another node');
     // A forwarded proposal or read keeps its origin and may come back to it (A -> B -> A when
     // leadership moved); a MsgTransferLeader comes "from" its target.
-    assert(m.from !== this.raft.id || m.type === MessageType.Prop || m.type === MessageType.ReadIndex ||
-      m.type === MessageType.TransferLeader, 'message from self over the network');
+    const t = m.type;
+    const forwarded = t === MessageType.Prop || t === MessageType.ReadIndex ||
+      t === MessageType.TransferLeader;
+    assert(m.from !== this.raft.id || forwarded, 'message from self over the network');
     this.raft.step(m);
   }
 
@@ -133,7 +135,8 @@ export class RawNode {
   /** Proposes one membership change; it takes effect when applied (applyConfChange). */
   proposeConfChange(cc: ConfChange): ProposalDroppedError | null {
     const data = encodeConfChange(cc);
-    return this.stepLocal(MessageType.Prop, [{ term: 0, index: 0, type: EntryType.ConfChange, data }]);
+    const e = { term: 0, index: 0, type: EntryType.ConfChange, data };
+    return this.stepLocal(MessageType.Prop, [e]);
   }
 
   /** Asks for a linearizable read point; the answer comes as a ReadState with `context`. */
@@ -196,7 +199,8 @@ export class RawNode {
   ready(): Ready {
     const r = this.raft;
     const ss = this.softState();
-    const softChanged = ss.lead !== this.prevSoftState.lead || ss.state !== this.prevSoftState.state;
+    const prev = this.prevSoftState;
+    const softChanged = ss.lead !== prev.lead || ss.state !== prev.state;
     this.prevSoftState = ss;
     const persist = this.takePersist();
     const messages = this.outbox.length === 0 ? r.msgs : this.outbox.concat(r.msgs);

@@ -12,7 +12,7 @@ import { assert } from '../util/assert';
 import { ProgressTracker } from './tracker/tracker';
 
 export interface ReadRequest {
-  /** Who asked: the leader itself (answered in Ready.readStates) or a follower (MsgReadIndexResp). */
+  /** Who asked: the leader itself (answer in Ready.readStates) or a follower (MsgReadIndexResp). */
   from: number;
   /** The driver's opaque context, returned with the answer. */
   context: Uint8Array;

@@ -137,7 +137,7 @@ export interface SoftState {
  */
 export interface PersistBatch {
   seq: number;
-  /** Install first when set: the state machine takes the snapshot's state, every stored entry goes. */
+  /** Install first when set: the state machine takes its state, every stored entry goes. */
   snapshot: Snapshot | null;
   /** Append; writing index i first discards every stored entry >= i (a conflicting tail). */
   entries: Entry[];

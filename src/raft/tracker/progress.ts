@@ -131,5 +131,6 @@ export class Progress {
 }
 
 export function progressStateName(s: ProgressState): string {
-  return s === ProgressState.Probe ? 'probe' : s === ProgressState.Replicate ? 'replicate' : 'snapshot';
+  if (s === ProgressState.Probe) return 'probe';
+  return s === ProgressState.Replicate ? 'replicate' : 'snapshot';
 }

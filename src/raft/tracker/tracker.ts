@@ -52,7 +52,8 @@ export class ProgressTracker {
   }
 
   newProgress(next: number, isLearner: boolean): Progress {
-    return new Progress(next, new Inflights(this.inflightMsgsMax, this.inflightBytesMax), isLearner);
+    const inflights = new Inflights(this.inflightMsgsMax, this.inflightBytesMax);
+    return new Progress(next, inflights, isLearner);
   }
 
   /** The highest index durable on a quorum of voters (etcd Committed). */
