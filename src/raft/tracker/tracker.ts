@@ -17,8 +17,10 @@ export class ProgressTracker {
   readonly votes: Map<number, boolean>;
   readonly inflightMsgsMax: number;
   readonly inflightBytesMax: number;
-  /** Reused by committed() and quorumAcked(): no allocation per acknowledgement. */
+  /** Reused by committed() and quorumOf(): no allocation per acknowledgement. */
   private readonly scratch: number[];
+  /** voters then learners, rebuilt by setConfig (members() is called per broadcast). */
+  private memberIds: number[];
 
   constructor(inflightMsgsMax: number, inflightBytesMax: number) {
     this.voters = [];
@@ -28,6 +30,7 @@ export class ProgressTracker {
     this.inflightMsgsMax = inflightMsgsMax;
     this.inflightBytesMax = inflightBytesMax;
     this.scratch = [];
+    this.memberIds = [];
   }
 
   confState(): ConfState {
@@ -47,8 +50,8 @@ export class ProgressTracker {
   }
 
   /** Every member, voters first, each group ascending: a deterministic broadcast order. */
-  members(): number[] {
-    return this.voters.concat(this.learners);
+  members(): readonly number[] {
+    return this.memberIds;
   }
 
   newProgress(next: number, isLearner: boolean): Progress {
@@ -105,6 +108,7 @@ export class ProgressTracker {
     for (const id of cs.learners) assert(!cs.voters.includes(id), 'voter and learner at once');
     this.voters = cs.voters.slice();
     this.learners = cs.learners.slice();
+    this.memberIds = this.voters.concat(this.learners);
     for (const id of [...this.progress.keys()]) {
       if (!this.voters.includes(id) && !this.learners.includes(id)) this.progress.delete(id);
     }
