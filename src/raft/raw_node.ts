@@ -57,10 +57,36 @@ import { encodeConfChange } from './confchange';
 import { ProposalDroppedError } from './errors';
 import { quorumIndex } from './quorum';
 import { Raft, RaftConfig, raftDefaults } from './raft';
+import { ProgressState } from './tracker/progress';
 import {
   ConfChange, ConfState, EntryType, HardState, Message, MessageType, PersistBatch, Ready,
   SoftState, StateType, newMessage, sameHardState,
 } from './types';
+
+/** A follower's replication state as the leader sees it (etcd raft.Status Progress). */
+export interface ProgressStatus {
+  match: number;
+  next: number;
+  state: ProgressState;
+  recentActive: boolean;
+  isLearner: boolean;
+  inflight: number;
+}
+
+/** A snapshot of the core's state for status pages and metrics (etcd raft.Status). */
+export interface RaftStatus {
+  id: number;
+  term: number;
+  vote: number;
+  commit: number;
+  applied: number;
+  lead: number;
+  state: StateType;
+  leadTransferee: number;
+  configuration: ConfState;
+  /** Per member; only on the leader (empty elsewhere). */
+  progress: Map<number, ProgressStatus>;
+}
 
 interface HeldMessages {
   seq: number;
@@ -102,6 +128,24 @@ export class RawNode {
 
   softState(): SoftState {
     return { lead: this.raft.lead, state: this.raft.state };
+  }
+
+  status(): RaftStatus {
+    const r = this.raft;
+    const progress = new Map<number, ProgressStatus>();
+    if (r.state === StateType.Leader) {
+      for (const [id, pr] of r.trk.progress) {
+        progress.set(id, {
+          match: pr.match, next: pr.next, state: pr.state, recentActive: pr.recentActive,
+          isLearner: pr.isLearner, inflight: pr.inflights.count(),
+        });
+      }
+    }
+    return {
+      id: r.id, term: r.term, vote: r.vote, commit: r.log.committed, applied: r.log.applied,
+      lead: r.lead, state: r.state, leadTransferee: r.leadTransferee,
+      configuration: r.trk.confState(), progress,
+    };
   }
 
   // ---- inputs ----

@@ -141,6 +141,20 @@ describe('candidates and leaders', () => {
     assert.equal(n.committed, 1);
   });
 
+  test('status() reports the leader\'s view of every member', () => {
+    const n = new RawNode(config(1, [1, 2, 3], { preVote: false }));
+    n.campaign();
+    n.persisted(n.ready().persist!.seq);
+    n.step(msg(MessageType.VoteResp, 2, 1, 1));
+    drain(n);
+    n.step(msg(MessageType.AppResp, 2, 1, 1, { index: 1 }));
+    const st = n.status();
+    assert.equal(st.state, StateType.Leader);
+    assert.deepEqual(st.configuration, { voters: [1, 2, 3], learners: [] });
+    assert.deepEqual([...st.progress.keys()], [1, 2, 3]);
+    assert.equal(st.progress.get(2)!.match, 1);
+  });
+
   test('a follower forwards proposals; without a leader they are refused with NoLeader', () => {
     const n = new RawNode(config(2, [1, 2, 3]));
     assert.equal(n.propose(enc('x'))?.reason, DropReason.NoLeader);
