@@ -115,7 +115,9 @@ export class Checker {
   observeCommit(n: CheckedNode): void {
     const r = n.rn.raft;
     const c = r.log.committed;
-    if (c < n.seenCommit) throw new Violation('commit monotonic', `node ${n.id}: ${n.seenCommit} -> ${c}`);
+    if (c < n.seenCommit) {
+      throw new Violation('commit monotonic', `node ${n.id}: ${n.seenCommit} -> ${c}`);
+    }
     if (c === n.seenCommit) return;
     const from = Math.max(n.seenCommit + 1, r.log.firstIndex());
     const leader = r.state === StateType.Leader;
@@ -140,12 +142,13 @@ export class Checker {
   }
 
   /** Entry (i, term) must be durable on a quorum of `voters` (their simulated disks). */
-  checkDurableOnQuorum(n: CheckedNode, i: number, term: number, voters: number[], what: string): void {
+  checkDurableOnQuorum(n: CheckedNode, i: number, term: number, voters: number[],
+    what: string): void {
     let durable = 0;
     for (const v of voters) if (this.disks.get(v)?.holds(i, term) === true) durable++;
     if (durable < quorumSize(voters.length)) {
-      throw new Violation('durability', `node ${n.id}: entry (${i}, ${term}) ${what} but durable on ` +
-        `${durable} of voters [${voters.join(',')}]`);
+      throw new Violation('durability', `node ${n.id}: entry (${i}, ${term}) ${what} but ` +
+        `durable on ${durable} of voters [${voters.join(',')}]`);
     }
   }
 
@@ -170,7 +173,8 @@ export class Checker {
       this.appliedKey[e.index] = key;
       this.appliedHash[e.index] = hashAfter;
     } else if (seen !== key || this.appliedHash[e.index] !== hashAfter) {
-      throw new Violation('state machine safety', `node ${n.id} applies another entry at ${e.index}`);
+      throw new Violation('state machine safety',
+        `node ${n.id} applies another entry at ${e.index}`);
     }
   }
 
@@ -182,7 +186,8 @@ export class Checker {
   observeSnapshotInstalled(id: number, index: number, hash: number): void {
     const h = this.appliedHash[index];
     if (h !== undefined && h !== hash) {
-      throw new Violation('state machine safety', `node ${id} installs a different state at ${index}`);
+      throw new Violation('state machine safety',
+        `node ${id} installs a different state at ${index}`);
     }
   }
 
@@ -193,15 +198,15 @@ export class Checker {
     const d = n.disk;
     if (m.type === MessageType.AppResp) {
       if (d.hardState.term < m.term) {
-        throw new Violation('durability contract', `node ${n.id} sends MsgAppResp at term ${m.term}, ` +
-          `durable term ${d.hardState.term}`);
+        throw new Violation('durability contract',
+          `node ${n.id} sends MsgAppResp at term ${m.term}, durable term ${d.hardState.term}`);
       }
       if (m.reject) return;
       // The entries up to m.index must be on disk. (Their terms may differ from the log's by now:
       // a later write in flight may overwrite an uncommitted tail; the message predates it.)
       if (d.termAt(m.index) === 0) {
-        throw new Violation('durability contract', `node ${n.id} acks index ${m.index}, durable up ` +
-          `to ${d.lastIndex()}`);
+        throw new Violation('durability contract',
+          `node ${n.id} acks index ${m.index}, durable up to ${d.lastIndex()}`);
       }
     } else if (m.type === MessageType.VoteResp && !m.reject) {
       const hs = d.hardState;
@@ -218,7 +223,8 @@ export class Checker {
   observeWriteAck(id: number, key: string, index: number, entryKeyStr: string): void {
     const c = this.committed[index];
     if (c === undefined || c.key !== entryKeyStr) {
-      throw new Violation('durability', `node ${id} acknowledges a write at ${index} that is not committed`);
+      throw new Violation('durability',
+        `node ${id} acknowledges a write at ${index} that is not committed`);
     }
     if (index > this.ackedIndexMax) this.ackedIndexMax = index;
     if (index > (this.ackedPerKey.get(key) ?? 0)) this.ackedPerKey.set(key, index);

@@ -81,7 +81,7 @@ export class SimDisk {
     }
   }
 
-  /** A crash: pending writes are lost; with `tornEntries` >= 0 the first keeps that many entries. */
+  /** A crash: pending writes are lost; with tornEntries >= 0 the first keeps that many entries. */
   crash(tornEntries: number, keepSnapshot: boolean): void {
     const first = this.pending[0];
     this.pending = [];

@@ -5,7 +5,8 @@ import { SimResult } from './simulator';
 
 export function gitCommit(): string {
   try {
-    return execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    const out = execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] });
+    return out.toString().trim();
   } catch {
     return 'unknown';
   }

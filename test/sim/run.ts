@@ -22,7 +22,9 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seeds: 100, start: 0, seed: null, trace: false, bugs: {}, profile: '', quiet: false };
+  const a: Args = {
+    seeds: 100, start: 0, seed: null, trace: false, bugs: {}, profile: '', quiet: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = (): string => {
@@ -44,7 +46,9 @@ function parseArgs(argv: string[]): Args {
 
 function main(): void {
   const a = parseArgs(process.argv.slice(2));
-  if (a.profile !== '' && profiles[a.profile] === undefined) throw new Error(`unknown profile ${a.profile}`);
+  if (a.profile !== '' && profiles[a.profile] === undefined) {
+    throw new Error(`unknown profile ${a.profile}`);
+  }
   const overrides = a.profile === '' ? {} : profiles[a.profile];
   const bugArgs = Object.keys(a.bugs).map((b) => ` --bug ${b}`).join('') +
     (a.profile === '' ? '' : ` --profile ${a.profile}`);
@@ -72,12 +76,14 @@ function main(): void {
     }
     const done = s - a.start + 1;
     if (!a.quiet && done % 1000 === 0) {
-      console.log(`  ${done} seeds, ${failed} failed, ${ticks} ticks, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      const secs = ((Date.now() - t0) / 1000).toFixed(1);
+      console.log(`  ${done} seeds, ${failed} failed, ${ticks} ticks, ${secs} s`);
     }
   }
   const secs = (Date.now() - t0) / 1000;
-  console.log(`seeds ${a.start}..${a.start + a.seeds - 1}: ${a.seeds - failed} passed, ${failed} failed; ` +
-    `simulated ${ticks} ticks (${(ticks / 36000).toFixed(1)} h at 100 ms a tick) in ${secs.toFixed(1)} s ` +
+  console.log(`seeds ${a.start}..${a.start + a.seeds - 1}: ${a.seeds - failed} passed, ` +
+    `${failed} failed; simulated ${ticks} ticks (${(ticks / 36000).toFixed(1)} h at 100 ms a ` +
+    `tick) in ${secs.toFixed(1)} s ` +
     `(commit ${gitCommit()})`);
   console.log(`totals: ${JSON.stringify(totals)}`);
   if (failed > 0) process.exitCode = 1;

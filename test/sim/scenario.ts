@@ -132,14 +132,18 @@ export function drawScenario(seed: number, rnd: SimRandom, opts: ScenarioOptions
 
 export function describeScenario(s: Scenario): string {
   const bugs = Object.keys(s.bugs).filter((k) => s.bugs[k as keyof TestBugs] === true);
-  return `voters=${s.voters} ids<=${s.nodeIdMax} election=${s.electionTicks} hb=${s.heartbeatTicks} ` +
-    `preVote=${s.preVote} checkQuorum=${s.checkQuorum} msgBytes=${s.msgBytesMax} ` +
-    `inflight=${s.inflightMsgsMax}/${s.inflightBytesMax}B delay=${s.delayMin}-${s.delayMax} ` +
-    `drop=${s.dropRate.toFixed(3)} dup=${s.dupRate.toFixed(3)} part=${s.partitionRate.toFixed(3)} ` +
-    `disk<=${s.diskLatencyMax} notify<=${s.notifyDelayMax} early=${s.earlyApply} ` +
-    `crash=${s.crashRate.toFixed(4)} leaderFault=${s.leaderFaultRate.toFixed(2)} torn=${s.tornWriteRate.toFixed(2)} ` +
-    `snap=${s.snapshotThreshold}/${s.snapshotKeep} snapFail=${s.snapshotFailRate.toFixed(2)} ` +
-    `clients=${s.clients} ops=${s.opRate} conf=${s.confChangeRate.toFixed(3)} ` +
-    `transfer=${s.transferRate.toFixed(3)} faultTicks=${s.faultTicks}` +
-    (bugs.length > 0 ? ` bugs=${bugs.join(',')}` : '');
+  const f = (x: number, d: number): string => x.toFixed(d);
+  return [
+    `voters=${s.voters} ids<=${s.nodeIdMax} election=${s.electionTicks} hb=${s.heartbeatTicks}`,
+    `preVote=${s.preVote} checkQuorum=${s.checkQuorum} msgBytes=${s.msgBytesMax}`,
+    `inflight=${s.inflightMsgsMax}/${s.inflightBytesMax}B delay=${s.delayMin}-${s.delayMax}`,
+    `drop=${f(s.dropRate, 3)} dup=${f(s.dupRate, 3)} part=${f(s.partitionRate, 3)}`,
+    `disk<=${s.diskLatencyMax} notify<=${s.notifyDelayMax} early=${s.earlyApply}`,
+    `crash=${f(s.crashRate, 4)} leaderFault=${f(s.leaderFaultRate, 2)}`,
+    `torn=${f(s.tornWriteRate, 2)}`,
+    `snap=${s.snapshotThreshold}/${s.snapshotKeep} snapFail=${f(s.snapshotFailRate, 2)}`,
+    `clients=${s.clients} ops=${s.opRate} conf=${f(s.confChangeRate, 3)}`,
+    `transfer=${f(s.transferRate, 3)} faultTicks=${s.faultTicks}`,
+    ...(bugs.length > 0 ? [`bugs=${bugs.join(',')}`] : []),
+  ].join(' ');
 }

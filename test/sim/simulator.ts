@@ -13,7 +13,8 @@ import { bootstrapLog, decodeConfChange } from '../../src/raft/confchange';
 import { RaftConfig } from '../../src/raft/raft';
 import { RawNode } from '../../src/raft/raw_node';
 import {
-  ConfChangeType, Entry, EntryType, Message, MessageType, Ready, StateType, entryOverheadBytes, stateName,
+  ConfChangeType, Entry, EntryType, Message, MessageType, Ready, StateType, entryOverheadBytes,
+  stateName,
 } from '../../src/raft/types';
 import { Checker, CheckedNode, Violation } from './checker';
 import { SimDisk } from './disk';
@@ -126,7 +127,8 @@ class Simulator {
   constructor(seed: number, opts: SimOptions) {
     this.rnd = new SimRandom(seed);
     this.s = drawScenario(seed, this.rnd, opts);
-    this.trace = new Trace(opts.traceRing ?? 400, opts.traceLive === true, opts.traceOut ?? console.log);
+    const out = opts.traceOut ?? console.log;
+    this.trace = new Trace(opts.traceRing ?? 400, opts.traceLive === true, out);
     this.stats = {
       ticks: 0, events: 0, delivered: 0, commitIndex: 0, leaders: 0, crashes: 0,
       snapshotsInstalled: 0, confChanges: 0, transfers: 0, writesAcked: 0, readsServed: 0,
@@ -192,7 +194,9 @@ class Simulator {
       snapshotTerm: d.logStartTerm,
       entries: d.entries.slice(),
       applied: d.sm.index,
-      confState: { voters: d.sm.confState.voters.slice(), learners: d.sm.confState.learners.slice() },
+      confState: {
+        voters: d.sm.confState.voters.slice(), learners: d.sm.confState.learners.slice(),
+      },
       preVote: this.s.preVote,
       checkQuorum: this.s.checkQuorum,
       msgBytesMax: this.s.msgBytesMax,
@@ -232,7 +236,8 @@ class Simulator {
       return;
     }
     if (!n.up) {
-      if (ev.kind === EventKind.Deliver && ev.msg!.type === MessageType.Snap) this.snapshotLost(ev.msg!);
+      const m = ev.msg;
+      if (ev.kind === EventKind.Deliver && m!.type === MessageType.Snap) this.snapshotLost(m!);
       return;
     }
     // Messages reach whatever incarnation is up; storage events belong to the one that wrote.
@@ -288,7 +293,8 @@ class Simulator {
     n.rn.step(m);
     this.process(n);
     if (m.type === MessageType.Snap && snapOk) {
-      this.queue.push(this.now + 1, EventKind.SnapReport, m.from, this.nodes.get(m.from)!.inc, null, m.to, true);
+      const from = this.nodes.get(m.from)!;
+      this.queue.push(this.now + 1, EventKind.SnapReport, m.from, from.inc, null, m.to, true);
     }
   }
 
@@ -307,8 +313,8 @@ class Simulator {
   private startSync(n: SimNode): void {
     const p = n.disk.pending;
     n.syncing = true;
-    this.queue.push(this.now + this.rnd.range(1, this.diskLatencyMax()), EventKind.DiskDone, n.id, n.inc, null,
-      p[p.length - 1]!.batch.seq);
+    const at = this.now + this.rnd.range(1, this.diskLatencyMax());
+    this.queue.push(at, EventKind.DiskDone, n.id, n.inc, null, p[p.length - 1]!.batch.seq);
   }
 
   private writeDone(n: SimNode, seq: number): void {
@@ -316,8 +322,8 @@ class Simulator {
     const before = d.durableCommitMax;
     const w = d.completeOldest(seq);
     if (w.batch.hardState !== null && w.batch.hardState.commit < before) {
-      throw new Violation('commit monotonic', `node ${n.id} writes commit ${w.batch.hardState.commit} ` +
-        `after ${before}`);
+      throw new Violation('commit monotonic',
+        `node ${n.id} writes commit ${w.batch.hardState.commit} after ${before}`);
     }
     this.trace.add(this.now, () => `${n.id} disk done seq=${seq}` +
       (w.batch.snapshot !== null ? ` snapshot=${w.batch.snapshot.metadata.index}` : ''));
@@ -326,7 +332,9 @@ class Simulator {
       this.checker.observeSnapshotInstalled(n.id, d.sm.index, d.sm.hash);
       this.serveReads(n);
     }
-    if (w.earlyApplyIndex > d.sm.index) this.applyEarly(n, w.earlyApplyIndex, w.earlyVoters, w.earlyTerm);
+    if (w.earlyApplyIndex > d.sm.index) {
+      this.applyEarly(n, w.earlyApplyIndex, w.earlyVoters, w.earlyTerm);
+    }
     const delay = this.s.notifyDelayMax === 0 ? 0 : this.rnd.range(0, this.s.notifyDelayMax);
     if (delay === 0 && n.notifyPending === 0) {
       n.rn.persisted(seq);
@@ -348,7 +356,9 @@ class Simulator {
     for (let i = d.sm.index + 1; i <= last; i++) {
       const e = d.entries[i - d.logStartIndex - 1]!;
       if (e.type === EntryType.ConfChange) break;
-      if (voters.length > 0 && e.term === term) this.checker.checkDurableOnQuorum(n, i, e.term, voters, 'applied early');
+      if (voters.length > 0 && e.term === term) {
+        this.checker.checkDurableOnQuorum(n, i, e.term, voters, 'applied early');
+      }
       this.trace.add(this.now, () => `${n.id} applies ${i} early`);
       this.applyEntry(n, e, true);
     }
@@ -368,7 +378,9 @@ class Simulator {
       if (rd.persist !== null) this.persist(n, rd);
       for (const m of rd.messages) this.send(n, m);
       this.applyCommitted(n, rd.committedEntries);
-      for (const rs of rd.readStates) this.readState(n, Buffer.from(rs.context).toString(), rs.index);
+      for (const rs of rd.readStates) {
+        this.readState(n, Buffer.from(rs.context).toString(), rs.index);
+      }
       this.serveReads(n);
       this.maybeCompact(n);
     }
@@ -397,7 +409,8 @@ class Simulator {
       if (e.index <= n.disk.sm.index) {
         // Applied early at fsync time: it must be the very entry the core now hands out.
         if (this.checker.appliedKeyAt(e.index) !== entryKey(e)) {
-          throw new Violation('state machine safety', `node ${n.id} applied early another entry at ${e.index}`);
+          throw new Violation('state machine safety',
+            `node ${n.id} applied early another entry at ${e.index}`);
         }
         continue;
       }
@@ -415,8 +428,9 @@ class Simulator {
       const cc = decodeConfChange(e.data);
       sm.confState = n.rn.applyConfChange(e.index, cc);
       this.stats.confChanges++;
-      this.trace.add(this.now, () => `${n.id} applies conf change ${e.index}: ${ccName(cc.type)} ${cc.nodeId} ` +
-        `-> voters [${sm.confState.voters.join(',')}] learners [${sm.confState.learners.join(',')}]`);
+      const cs = sm.confState;
+      this.trace.add(this.now, () => `${n.id} applies conf change ${e.index}: ${ccName(cc.type)} ` +
+        `${cc.nodeId} -> voters [${cs.voters.join(',')}] learners [${cs.learners.join(',')}]`);
       if (cc.type === ConfChangeType.RemoveNode) this.removed.add(cc.nodeId);
       if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === n.id) this.decommission(n);
       return;
@@ -470,7 +484,8 @@ class Simulator {
     const fail = !this.liveness && this.rnd.chance(this.s.snapshotFailRate);
     if (fail || this.linkBlocked(m.from, m.to)) {
       this.trace.add(this.now, () => `snapshot transfer fails ${formatMessage(merged)}`);
-      this.queue.push(this.now + this.rnd.range(1, 30), EventKind.SnapReport, n.id, n.inc, null, m.to, false);
+      const at = this.now + this.rnd.range(1, 30);
+      this.queue.push(at, EventKind.SnapReport, n.id, n.inc, null, m.to, false);
       return;
     }
     this.schedule(merged, true, this.rnd.range(5, 50));
@@ -486,7 +501,8 @@ class Simulator {
   }
 
   private diskLatencyMax(): number {
-    return this.liveness ? Math.min(this.s.diskLatencyMax, this.timingCap()) : this.s.diskLatencyMax;
+    const max = this.s.diskLatencyMax;
+    return this.liveness ? Math.min(max, this.timingCap()) : max;
   }
 
   private timingCap(): number {
@@ -495,7 +511,8 @@ class Simulator {
 
   /** The transport always reports a snapshot's outcome (raw_node contract, item 7). */
   private snapshotLost(m: Message): void {
-    this.queue.push(this.now + 1, EventKind.SnapReport, m.from, this.nodes.get(m.from)!.inc, null, m.to, false);
+    const from = this.nodes.get(m.from)!;
+    this.queue.push(this.now + 1, EventKind.SnapReport, m.from, from.inc, null, m.to, false);
   }
 
   private schedule(m: Message, ok: boolean, extra = 0): void {
@@ -522,7 +539,8 @@ class Simulator {
         this.stats.leaders++;
         if (!this.liveness && this.rnd.chance(this.s.leaderFaultRate)) {
           // Right away (its first entries never leave it) or a few round trips later (some did).
-          const delay = this.rnd.chance(0.5) ? this.rnd.range(0, 5) : this.rnd.range(5, 10 * this.s.delayMax);
+          const delay = this.rnd.chance(0.5) ? this.rnd.range(0, 5) :
+            this.rnd.range(5, 10 * this.s.delayMax);
           this.queue.push(this.now + delay, EventKind.LeaderFault, n.id, n.inc);
         }
       }
@@ -531,12 +549,15 @@ class Simulator {
     if (p !== null) {
       this.trace.add(this.now, () => `${n.id} persist seq=${p.seq}` +
         (p.snapshot !== null ? ` snapshot=${p.snapshot.metadata.index}` : '') +
-        (p.entries.length > 0 ? ` entries=${p.entries[0]!.index}..${p.entries[p.entries.length - 1]!.index}` +
-          `@${p.entries[p.entries.length - 1]!.term}` : '') +
-        (p.hardState !== null ? ` hs=(${p.hardState.term},${p.hardState.vote},${p.hardState.commit})` : ''));
+        (p.entries.length > 0 ? ` entries=${p.entries[0]!.index}..${p.entries.at(-1)!.index}` +
+          `@${p.entries.at(-1)!.term}` : '') +
+        (p.hardState !== null ?
+          ` hs=(${p.hardState.term},${p.hardState.vote},${p.hardState.commit})` : ''));
     }
     const c = rd.committedEntries;
-    if (c.length > 0) this.trace.add(this.now, () => `${n.id} apply ${c[0]!.index}..${c[c.length - 1]!.index}`);
+    if (c.length > 0) {
+      this.trace.add(this.now, () => `${n.id} apply ${c[0]!.index}..${c[c.length - 1]!.index}`);
+    }
   }
 
   private maybeCompact(n: SimNode): void {
@@ -600,20 +621,21 @@ class Simulator {
     const cl = this.clients[c]!;
     const op: ClientOp = {
       client: c, seq: ++cl.seq, write: !this.rnd.chance(this.s.readRatio),
-      key: `k${this.rnd.int(this.s.keys)}`, node: n.id, deadlineTick: this.tickNo + this.s.opTimeoutTicks,
+      key: `k${this.rnd.int(this.s.keys)}`, node: n.id,
+      deadlineTick: this.tickNo + this.s.opTimeoutTicks,
       ackedAtStart: this.checker.ackedIndexMax, perKeyAtStart: new Map(this.checker.ackedPerKey),
       readIndex: 0,
     };
     const id = `${c}.${op.seq}`;
     if (op.write) {
       const err = n.rn.propose(encodeWrite(c, op.seq, op.key));
-      this.trace.add(this.now, () => `client ${id} write ${op.key} at ${n.id}${err !== null ? `: ${err.message}` : ''}`);
+      this.trace.add(this.now, () => `client ${id} write ${op.key} at ${n.id}${why(err)}`);
       if (err !== null) return;
       n.writes.set(id, op);
     } else {
       const ctx = `r ${id}`;
       const err = n.rn.readIndex(Buffer.from(ctx));
-      this.trace.add(this.now, () => `client ${id} read at ${n.id}${err !== null ? `: ${err.message}` : ''}`);
+      this.trace.add(this.now, () => `client ${id} read at ${n.id}${why(err)}`);
       if (err !== null) return;
       n.reads.set(ctx, op);
     }
@@ -659,15 +681,16 @@ class Simulator {
     const keep = torn && first !== undefined ? this.rnd.range(0, first.batch.entries.length) : -1;
     const keepSnapshot = this.rnd.chance(0.5);
     this.trace.add(this.now, () => `${n.id} CRASH (${n.disk.pending.length} writes lost` +
-      (keep >= 0 ? `, torn write keeps ${keep} entries${keepSnapshot ? ' and its snapshot' : ''}` : '') + ')');
+      (keep >= 0 ? `, torn write keeps ${keep} entries` : '') +
+      (keep >= 0 && keepSnapshot ? ' and its snapshot' : '') + ')');
     n.disk.crash(keep, keepSnapshot);
     if (keep >= 0 && keepSnapshot && first!.batch.snapshot !== null) {
       this.checker.observeSnapshotInstalled(n.id, n.disk.sm.index, n.disk.sm.hash);
     }
     this.stats.crashes++;
     this.down(n);
-    this.queue.push(this.now + this.rnd.range(1, this.s.restartTicksMax) * unitsPerTick, EventKind.Restart,
-      n.id, n.inc);
+    const at = this.now + this.rnd.range(1, this.s.restartTicksMax) * unitsPerTick;
+    this.queue.push(at, EventKind.Restart, n.id, n.inc);
   }
 
   /** A just-elected leader crashes (if crashes are on) or is cut off from everyone for a while. */
@@ -693,8 +716,9 @@ class Simulator {
   }
 
   private restart(n: SimNode): void {
-    this.trace.add(this.now, () => `${n.id} restart (term ${n.disk.hardState.term}, applied ${n.disk.sm.index}, ` +
-      `log ${n.disk.logStartIndex}..${n.disk.lastIndex()})`);
+    const d = n.disk;
+    this.trace.add(this.now, () => `${n.id} restart (term ${d.hardState.term}, applied ` +
+      `${d.sm.index}, log ${d.logStartIndex}..${d.lastIndex()})`);
     this.boot(n);
   }
 
@@ -713,7 +737,9 @@ class Simulator {
       // Symmetric: a random side against the rest.
       const side = new Set(ids.filter(() => this.rnd.chance(0.5)));
       if (side.size === 0 || side.size === ids.length) side.clear(), side.add(this.rnd.pick(ids));
-      for (const a of side) for (const b of ids) if (!side.has(b)) links.push(a * 1024 + b, b * 1024 + a);
+      for (const a of side) {
+        for (const b of ids) if (!side.has(b)) links.push(a * 1024 + b, b * 1024 + a);
+      }
       what = `symmetric [${[...side].join(',')}] | rest`;
     } else {
       // One-way clogging: a few directed links.
@@ -752,17 +778,21 @@ class Simulator {
     const learners = trk.learners;
     const fresh = this.nextNodeId <= this.s.nodeIdMax ? this.nextNodeId : 0;
     const options: [ConfChangeType, number][] = [];
-    if (fresh > 0) options.push([ConfChangeType.AddLearnerNode, fresh], [ConfChangeType.AddNode, fresh]);
+    if (fresh > 0) {
+      options.push([ConfChangeType.AddLearnerNode, fresh], [ConfChangeType.AddNode, fresh]);
+    }
     if (voters.length < 5) for (const id of learners) options.push([ConfChangeType.AddNode, id]);
     for (const id of learners) options.push([ConfChangeType.RemoveNode, id]);
     // Never below two voters: removing from two can wedge the cluster (etcd raft README).
     if (voters.length >= 3) {
-      for (const id of voters) options.push([ConfChangeType.RemoveNode, id], [ConfChangeType.AddLearnerNode, id]);
+      for (const id of voters) {
+        options.push([ConfChangeType.RemoveNode, id], [ConfChangeType.AddLearnerNode, id]);
+      }
     }
     if (options.length === 0) return;
     const [type, id] = this.rnd.pick(options);
     const err = l.rn.proposeConfChange({ id: 0, type, nodeId: id, context: new Uint8Array(0) });
-    this.trace.add(this.now, () => `conf change at ${l.id}: ${ccName(type)} ${id}${err !== null ? `: ${err.message}` : ''}`);
+    this.trace.add(this.now, () => `conf change at ${l.id}: ${ccName(type)} ${id}${why(err)}`);
     if (err === null && id === fresh) {
       this.nextNodeId++;
       const n = new SimNode(id);
@@ -781,7 +811,7 @@ class Simulator {
     const t = this.rnd.pick(targets);
     const err = l.rn.transferLeader(t);
     this.stats.transfers++;
-    this.trace.add(this.now, () => `transfer leadership ${l.id} -> ${t}${err !== null ? `: ${err.message}` : ''}`);
+    this.trace.add(this.now, () => `transfer leadership ${l.id} -> ${t}${why(err)}`);
     this.process(l);
   }
 
@@ -802,12 +832,13 @@ class Simulator {
     }
     const window = Math.min(this.s.msgBytesMax * this.s.inflightMsgsMax, this.s.inflightBytesMax);
     const perRoundTrip = Math.max(1, Math.floor(window / (entryOverheadBytes + 24)));
-    const roundTrip = Math.ceil((2 * this.delayMax() + 2 * this.diskLatencyMax() + this.s.notifyDelayMax) /
-      unitsPerTick) + 1;
-    this.livenessBound = this.s.livenessTicks + Math.ceil((last - lowest) / perRoundTrip) * roundTrip;
+    const units = 2 * this.delayMax() + 2 * this.diskLatencyMax() + this.s.notifyDelayMax;
+    const roundTrip = Math.ceil(units / unitsPerTick) + 1;
+    const trips = Math.ceil((last - lowest) / perRoundTrip);
+    this.livenessBound = this.s.livenessTicks + trips * roundTrip;
     this.partitions = [];
     this.blocked.clear();
-    this.trace.add(this.now, 'liveness phase: faults stop, crashed nodes restart, removed nodes stop');
+    this.trace.add(this.now, 'liveness phase: faults stop, crashed nodes restart, removed stop');
     for (const n of this.nodes.values()) {
       // A removed node that never learned it may keep disrupting elections without pre-vote and
       // check-quorum (thesis §4.2.3): the operator stops it, as etcd's server stops itself.
@@ -821,15 +852,15 @@ class Simulator {
 
   private driveLiveness(): void {
     if (this.tickNo - this.livenessStart > this.livenessBound) {
-      throw new Violation('liveness', `no leader with a committed proposal ${this.livenessBound} ticks ` +
-        `after faults stopped`);
+      throw new Violation('liveness',
+        `no leader with a committed proposal ${this.livenessBound} ticks after faults stopped`);
     }
     const l = this.leader();
     if (l === null) return;
     if (this.probe !== null && this.probe.node === l.id && this.probe.term === l.rn.term) return;
     const seq = ++this.probeSeq;
     const err = l.rn.propose(Buffer.from(`probe ${seq}`));
-    this.trace.add(this.now, () => `liveness: probe ${seq} at ${l.id}${err !== null ? `: ${err.message}` : ''}`);
+    this.trace.add(this.now, () => `liveness: probe ${seq} at ${l.id}${why(err)}`);
     if (err === null) this.probe = { node: l.id, term: l.rn.term, seq };
     this.process(l);
   }
@@ -841,4 +872,8 @@ function isProbe(e: Entry, seq: number): boolean {
 
 function ccName(t: ConfChangeType): string {
   return ['AddNode', 'RemoveNode', 'UpdateNode', 'AddLearnerNode'][t] ?? `type${t}`;
+}
+
+function why(err: Error | null): string {
+  return err === null ? '' : `: ${err.message}`;
 }

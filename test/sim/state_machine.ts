@@ -33,13 +33,15 @@ export class StateMachine {
     s.term = this.term;
     s.hash = this.hash;
     s.kv = new Map(this.kv);
-    s.confState = { voters: this.confState.voters.slice(), learners: this.confState.learners.slice() };
+    const cs = this.confState;
+    s.confState = { voters: cs.voters.slice(), learners: cs.learners.slice() };
     return s;
   }
 
   encode(): Uint8Array {
     return Buffer.from(JSON.stringify({
-      index: this.index, term: this.term, hash: this.hash, kv: [...this.kv], confState: this.confState,
+      index: this.index, term: this.term, hash: this.hash, kv: [...this.kv],
+      confState: this.confState,
     }));
   }
 

@@ -47,11 +47,11 @@ export function formatMessage(m: Message): string {
   let s = `${messageTypeName(m.type)} ${m.from}->${m.to} term=${m.term}`;
   switch (m.type) {
     case MessageType.App:
-      s += ` prev=(${m.index},${m.logTerm}) entries=${m.entries.length > 0 ?
-        `${m.entries[0]!.index}..${m.entries[m.entries.length - 1]!.index}` : '-'} commit=${m.commit}`;
+      s += ` prev=(${m.index},${m.logTerm}) entries=${range(m)} commit=${m.commit}`;
       break;
     case MessageType.AppResp:
-      s += m.reject ? ` reject index=${m.index} hint=(${m.rejectHint},${m.logTerm})` : ` index=${m.index}`;
+      s += m.reject ? ` reject index=${m.index} hint=(${m.rejectHint},${m.logTerm})` :
+        ` index=${m.index}`;
       break;
     case MessageType.Vote:
     case MessageType.PreVote:
@@ -79,4 +79,9 @@ export function formatMessage(m: Message): string {
       break;
   }
   return s;
+}
+
+function range(m: Message): string {
+  const es = m.entries;
+  return es.length === 0 ? '-' : `${es[0]!.index}..${es[es.length - 1]!.index}`;
 }
