@@ -590,6 +590,15 @@ export class Raft {
     }
     // Our own acknowledgement comes back once the entries are durable (thesis §10.2.1: the
     // leader writes in parallel with replicating, but counts itself only when durable).
+    // Proposals between two Readys share one: the newest index covers the earlier ones.
+    const held = this.msgsAfterAppend;
+    const prev = held.length > 0 ? held[held.length - 1]! : null;
+    if (prev !== null && prev.type === MessageType.AppResp && prev.to === this.id &&
+      prev.term === this.term) {
+      assert(prev.index < last, 'own acknowledgements increase');
+      prev.index = last;
+      return true;
+    }
     const ack = newMessage(MessageType.AppResp, this.id, this.id, 0);
     ack.index = last;
     this.send(ack);
