@@ -60,7 +60,7 @@ import { Raft, RaftConfig, raftDefaults } from './raft';
 import { ProgressState } from './tracker/progress';
 import {
   ConfChange, ConfState, EntryType, HardState, Message, MessageType, PersistBatch, Ready,
-  SoftState, StateType, newMessage, sameHardState,
+  SoftState, StateType, newMessage,
 } from './types';
 
 /** A follower's replication state as the leader sees it (etcd raft.Status Progress). */
@@ -231,7 +231,7 @@ export class RawNode {
   hasReady(): boolean {
     const r = this.raft;
     if (this.outbox.length > 0 || r.msgs.length > 0 || r.readStates.length > 0) return true;
-    if (r.log.hasUnstable() || !sameHardState(r.hardState(), this.prevHardState)) return true;
+    if (r.log.hasUnstable() || this.hardStateChanged()) return true;
     // Held messages with no write in flight are releasable now.
     if (r.msgsAfterAppend.length > 0 && r.log.writesInFlight() === 0) return true;
     const ss = this.prevSoftState;
@@ -239,13 +239,22 @@ export class RawNode {
     return r.log.hasNextCommitted();
   }
 
+  /** Compared field by field: hasReady() runs every turn and should not allocate. */
+  private hardStateChanged(): boolean {
+    const r = this.raft;
+    const p = this.prevHardState;
+    return r.term !== p.term || r.vote !== p.vote || r.log.committed !== p.commit;
+  }
+
   /** Hands out everything ready (see the contract above). */
   ready(): Ready {
     const r = this.raft;
-    const ss = this.softState();
     const prev = this.prevSoftState;
-    const softChanged = ss.lead !== prev.lead || ss.state !== prev.state;
-    this.prevSoftState = ss;
+    let softState: SoftState | null = null;
+    if (prev.lead !== r.lead || prev.state !== r.state) {
+      softState = this.softState();
+      this.prevSoftState = softState;
+    }
     const persist = this.takePersist();
     const messages = this.outbox.length === 0 ? r.msgs : this.outbox.concat(r.msgs);
     this.outbox = [];
@@ -254,18 +263,18 @@ export class RawNode {
     if (committedEntries.length > 0) r.reduceUncommittedBytes(committedEntries);
     const readStates = r.readStates;
     r.readStates = [];
-    return { softState: softChanged ? ss : null, persist, messages, committedEntries, readStates };
+    return { softState, persist, messages, committedEntries, readStates };
   }
 
   /** The next write, if anything is unstable; held messages ride on the newest write. */
   private takePersist(): PersistBatch | null {
     const r = this.raft;
-    const hs = r.hardState();
-    const hsChanged = !sameHardState(hs, this.prevHardState);
+    const hsChanged = this.hardStateChanged();
     if (!r.log.hasUnstable() && !hsChanged) {
       this.attachHeld();
       return null;
     }
+    const hs = r.hardState();
     const seq = ++this.lastSeq;
     const { entries, snapshot } = r.log.takeUnstable(seq);
     const prev = this.prevHardState;
