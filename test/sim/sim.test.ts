@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { gitCommit, reportFailure } from './report';
 import { runSeed } from './simulator';
 
-const seeds = Number(process.env.CONCORD_SIM_SEEDS ?? 3000);
+const seeds = Number(process.env.CONCORD_SIM_SEEDS ?? 4000);
 
 test(`simulator: ${seeds} seeds with faults, every invariant checked at every step`, () => {
   const t0 = Date.now();
