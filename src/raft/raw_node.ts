@@ -22,6 +22,7 @@
 //    core and attached to the newest write (etcd msgsAfterAppend); persisted(seq) releases them
 //    into a later Ready (self-addressed ones are stepped at once). So a node never tells anyone
 //    about a vote or an entry its disk does not hold, even while several writes are in flight.
+//    A held response of a term the node has left by the time it is released is dropped.
 // 3. rd.committedEntries are committed (on a quorum's disks) and durable here: apply them in
 //    order, call applyConfChange(index, cc) for each EntryType.ConfChange entry when applying
 //    it (membership changes take effect when applied, etcd 3.4 semantics), then appliedTo(last).
@@ -50,6 +51,8 @@
 //    (index <= applied); how long a tail to keep for lagging followers is the driver's policy
 //    (etcd keeps 5,000 entries). Followers behind the first index get a snapshot.
 //
+// Start: a new cluster's members start from bootstrapLog(voters) (confchange.ts), written to
+// storage first; a member added later starts empty (no entries, empty configuration).
 // Restart: build a new RawNode from what storage holds durably (hard state, snapshot point,
 // entries, the state machine's applied index and the configuration as of it).
 import { assert } from '../util/assert';
