@@ -517,9 +517,14 @@ export class Raft {
       (m.type === MessageType.Heartbeat || m.type === MessageType.App)) {
       // A leader of an old term: tell it our term, else with check-quorum it never learns it.
       this.send(newMessage(MessageType.AppResp, m.from, this.id, 0));
-    } else if (m.type === MessageType.PreVote) {
-      // Reject explicitly, or a pre-candidate with a lower term could wait forever (#8243).
-      const r = voteMessage(MessageType.PreVoteResp, m.from, this.term);
+    } else if (m.type === MessageType.PreVote || m.type === MessageType.Vote) {
+      // Reject explicitly with our term, or a candidate of a lower term could wait forever
+      // (etcd #8243 for pre-votes). Deviation: etcd ignores a lower-term MsgVote; the raft paper
+      // answers it with the current term, and so do we. The simulator found the case: without
+      // pre-vote, a voter lagging in applying conf changes campaigned in its stale
+      // configuration (which left the up-to-date candidate out), so its term kept ahead of the
+      // only candidate that could win, which never heard of it.
+      const r = voteMessage(voteRespType(m.type), m.from, this.term);
       r.reject = true;
       this.send(r);
     }

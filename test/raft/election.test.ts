@@ -55,6 +55,19 @@ describe('pre-vote', () => {
     assert.deepEqual(r.map((m) => [m.to, m.term, m.reject]), [[2, 5, true]]);
   });
 
+  test('a vote request of a lower term is rejected with our term (the paper; etcd ignores it)', () => {
+    const n = new RawNode(config(1, [1, 2, 3], { preVote: false, hardState: { term: 5, vote: 0, commit: 0 } }));
+    n.step(msg(MessageType.Vote, 2, 1, 3, { index: 9, logTerm: 3 }));
+    const r = drain(n).filter((m) => m.type === MessageType.VoteResp);
+    assert.deepEqual(r.map((m) => [m.to, m.term, m.reject]), [[2, 5, true]]);
+    const c = new RawNode(config(2, [1, 2, 3], { preVote: false, hardState: { term: 2, vote: 0, commit: 0 } }));
+    c.campaign();
+    drain(c);
+    c.step(r[0]!);
+    assert.equal(c.term, 5, 'the candidate learns the higher term and campaigns above it next');
+    assert.equal(c.state, StateType.Follower);
+  });
+
   test('a pre-candidate keeps term and vote and forgets its leader (etcd PR #8334)', () => {
     const n = new RawNode(config(1, [1, 2, 3], { hardState: { term: 2, vote: 2, commit: 0 } }));
     n.step(msg(MessageType.Heartbeat, 2, 1, 2));
