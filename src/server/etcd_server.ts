@@ -9,7 +9,7 @@
 // One Batch per event-loop turn carries everything that turn produced.
 import Long from 'long';
 import { concordpb, etcdserverpb } from '../gen/proto';
-import { Raft } from '../raft/raft';
+import { SingleVoterRaft as Raft } from '../raft/single_voter';
 import { Entry } from '../raft/types';
 import { Prng } from '../util/prng';
 import { monotonicNowMs } from '../util/clock';

@@ -24,6 +24,8 @@ export const enum ErrorCode {
   InvalidSortOption,
   LeaseExist,
   LeaseTtlTooLarge,
+  /** raft refused a proposal (etcd raft.ErrProposalDropped); src/raft/errors.ts says why. */
+  ProposalDropped,
 }
 
 export class ConcordError extends Error {

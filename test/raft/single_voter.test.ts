@@ -1,4 +1,5 @@
-// The pure raft core (src/raft): single voter, commit on append. Election on tick/campaign,
+// The single-voter raft core (src/raft/single_voter.ts, the server's core until it moves to
+// RawNode): commit on append. Election on tick/campaign,
 // proposals, Ready contents (entries to persist, committed entries, hard state, mustSync),
 // storage acknowledgements, applied tracking, restart from a persisted log and hard state, the
 // in-memory log's bounds, and determinism under a seeded Prng.
@@ -6,9 +7,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { RaftLog } from '../../src/raft/log';
-import { ProposalDroppedError, Raft, RaftConfig } from '../../src/raft/raft';
-import { Entry, EntryType, HardState, Ready, StateType } from '../../src/raft/types';
+import {
+  SingleVoterConfig as RaftConfig, SingleVoterDroppedError as ProposalDroppedError,
+  SingleVoterLog as RaftLog, SingleVoterRaft as Raft, SingleVoterReady as Ready,
+} from '../../src/raft/single_voter';
+import { Entry, EntryType, HardState, StateType } from '../../src/raft/types';
 import { AssertionError } from '../../src/util/assert';
 import { Prng } from '../../src/util/prng';
 
