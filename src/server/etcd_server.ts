@@ -1,16 +1,24 @@
 // The main-thread driver (etcd: etcdserver/server.go + raft.go): turns client requests into
-// raft proposals, runs the raft core, and hands its Ready to the storage worker in batches.
+// raft proposals, runs the raft core (src/raft/raw_node.ts: its contract is in the header
+// there) and hands its Ready to the storage worker in batches.
 //
-// Write path:  propose -> raft log (a lone voter commits at once) -> Batch to worker: append,
-//              and apply once the WAL fsync returns -> Applied -> answer the client.
-// Read path:   serializable reads go into the next Batch at once; linearizable reads wait until
-//              every entry committed when they arrived has been handed to the worker (the
+// Write path:  propose -> RawNode -> Ready.persist -> Batch{seq, append} -> WAL fsync ->
+//              Persisted{seq} -> rn.persisted(seq) -> committed -> apply -> Applied -> answer.
+//              Latency (the contract's item 3): entries that commit as soon as the local write
+//              is durable (all of a lone voter's) go to the worker for apply in the same Batch
+//              as their append; the worker applies them right after the fsync. Raft hands them
+//              out as committed later and they are not sent again.
+// Read path:   serializable reads go into the next Batch at once; linearizable reads get a read
+//              index from raft (ReadIndex: at once for a lone voter, a heartbeat round with
+//              peers) and go to the worker once every entry up to it was sent for apply (the
 //              worker answers them after applying those entries).
 // One Batch per event-loop turn carries everything that turn produced.
 import Long from 'long';
 import { concordpb, etcdserverpb } from '../gen/proto';
-import { SingleVoterRaft as Raft } from '../raft/single_voter';
-import { Entry } from '../raft/types';
+import { RawNode } from '../raft/raw_node';
+import { bootstrapLog, decodeConfChange } from '../raft/confchange';
+import { ConfState, Entry, EntryType, Ready, StateType } from '../raft/types';
+import { LogBytes } from './log_bytes';
 import { Prng } from '../util/prng';
 import { monotonicNowMs } from '../util/clock';
 import { assert } from '../util/assert';
@@ -74,9 +82,18 @@ interface PendingRead {
   kind: ReadKind;
   request: Uint8Array;
   linearizable: boolean;
-  /** Committed index the read must observe (0 for serializable reads, which may be stale). */
+  /**
+   * Every entry up to this index must be applied before the read: 0 for a serializable read
+   * (it may be stale), raft's read index for a linearizable one (-1 until raft gave it).
+   */
   readIndex: number;
   target: unknown;
+}
+
+/** The raft id of a member: its 64-bit id cut to 53 bits (JS numbers), never 0. */
+export function raftIdOf(memberId: Long): number {
+  const id = (memberId.high & 0x1fffff) * 0x100000000 + (memberId.low >>> 0);
+  return id === 0 ? 1 : id;
 }
 
 /** etcd lessor: expiry is checked every 500 ms; leaseRevokeRate 1000/s. */
@@ -97,12 +114,30 @@ export class EtcdServer {
   /** The leader's lease clock. */
   readonly lessor: Lessor;
   private leaseTicker: NodeJS.Timeout | null = null;
-  private readonly raft: Raft;
+  private readonly rn: RawNode;
+  /** This member's raft id. */
+  private readonly selfId: number;
+  /** Write seqs handed to the worker and not yet reported Persisted, oldest first. */
+  private readonly persisting: number[];
+  /** The highest index sent to the worker for applying (committed, or early: see the header). */
+  private applySent: number;
+  /** The highest committed index raft handed out. Invariant: rn.applied <= handedOut. */
+  private handedOut: number;
+  /** The worker's applied index, from its last Applied message. */
+  private workerApplied: number;
+  /** ConfChange entries handed out for apply that the worker has not reported applied yet. */
+  private readonly confChanges: Entry[];
+  /** Linearizable reads not yet given to raft for a read index. */
+  private readsUnconfirmed: PendingRead[];
+  /** Reads given to raft, by the context of their ReadIndex round. */
+  private readonly readRounds: Map<string, PendingRead[]>;
+  private readRound: number;
   private sink: ResultSink;
   /** proposal id -> whoever waits for its answer. */
   private readonly waits: Map<number, unknown>;
   private nextProposalId: number;
   private readonly reads: Map<number, unknown>;
+  /** Reads with their index known (or serializable), waiting for it to be sent for apply. */
   private pendingReads: PendingRead[];
   private nextReadId: number;
   private turnScheduled: boolean;
@@ -116,18 +151,16 @@ export class EtcdServer {
   dbSize: number;
   dbSizeInUse: number;
   private readyWaiters: (() => void)[];
-  private startCommit: number;
+  /** The commit index found at start: serving waits until it is applied. */
+  private readonly startCommit: number;
   /** The storage worker's counters and histograms (shared memory, read by /metrics). */
   readonly workerStats: WorkerStats;
   /** Proposals refused or failed before they reached the log (etcd_server_proposals_failed_total). */
   proposalsFailed: number;
   /** Times this member saw the leader change (etcd_server_leader_changes_seen_total). */
   leaderChanges: number;
-  private lastLead: number;
   /** Hand-offs to the storage worker and what they carried (concord_worker_batch_*). */
   readonly batchStats = { batches: 0, appendEntries: 0, applyEntries: 0, reads: 0 };
-  /** Number of the last Batch sent; the worker's Persisted names the last one made durable. */
-  private batchSeq: number;
   /** Sizes of the entries in the raft log, for the byte bounds (limits.unappliedBytesMax, ...). */
   private readonly logBytes: LogBytes;
   /** Bytes proposed this turn, not yet handed out by raft (and counted by logBytes). */
@@ -139,30 +172,39 @@ export class EtcdServer {
   private restoring: boolean;
   private leaseNow: number;
 
-  private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady, stats: WorkerStats) {
+  private constructor(cfg: EtcdServerConfig, worker: StorageWorkerHandle, ready: WorkerReady,
+    boot: { entries: Entry[]; hardState: WorkerReady['hardState'] } | null, stats: WorkerStats) {
     this.cfg = cfg;
     this.workerStats = stats;
     this.proposalsFailed = 0;
     this.leaderChanges = 0;
-    this.lastLead = 0;
     this.worker = worker;
     this.clusterId = Long.fromString(ready.clusterId, true);
     this.memberId = Long.fromString(ready.memberId, true);
-    const entries: Entry[] = decodeEntries(ready.entries);
-    const idNum = 1; // raft ids are local to the core; the wire member id is `memberId`
-    this.raft = new Raft({
-      id: idNum,
-      voters: [idNum],
+    this.selfId = raftIdOf(this.memberId);
+    const entries: Entry[] = boot !== null ? boot.entries : decodeEntries(ready.entries);
+    const hardState = boot !== null ? boot.hardState : ready.hardState;
+    this.rn = new RawNode({
+      id: this.selfId,
       electionTicks: Math.max(2, Math.round(cfg.electionMs / cfg.heartbeatMs)),
       heartbeatTicks: 1,
       prng: new Prng(Number(this.memberId.low >>> 0) || 1),
-      hardState: ready.hardState,
+      hardState,
       snapshotIndex: ready.snapshotIndex,
       snapshotTerm: ready.snapshotTerm,
       entries,
       applied: ready.appliedIndex,
-      applyBatchMax: limits.batchEntriesMax,
+      confState: configuration(ready, this.selfId),
+      committedEntriesMax: limits.batchEntriesMax,
     });
+    this.persisting = [];
+    this.applySent = ready.appliedIndex;
+    this.handedOut = ready.appliedIndex;
+    this.workerApplied = ready.appliedIndex;
+    this.confChanges = [];
+    this.readsUnconfirmed = [];
+    this.readRounds = new Map();
+    this.readRound = 0;
     this.sink = () => undefined;
     this.waits = new Map();
     this.nextProposalId = Date.now() * 1000; // an id seed, not a duration (util/clock.ts)
@@ -182,8 +224,7 @@ export class EtcdServer {
     this.dbSize = 0;
     this.dbSizeInUse = 0;
     this.readyWaiters = [];
-    this.startCommit = ready.hardState.commit;
-    this.batchSeq = 0;
+    this.startCommit = hardState.commit;
     this.proposedBytes = 0;
     this.logBytes = new LogBytes(ready.snapshotIndex + 1);
     for (const e of entries) this.logBytes.push(e.index, e.data.length);
@@ -218,7 +259,14 @@ export class EtcdServer {
       leaseTtlMin: leaseTtlMinSeconds(cfg.electionMs, cfg.heartbeatMs),
       unsafeNoFsync: cfg.unsafeNoFsync,
     });
-    const server = new EtcdServer(cfg, handle, ready, new WorkerStats(statsBuffer));
+    let server: EtcdServer;
+    try {
+      const boot = isNewMember(ready) ? await bootstrap(handle, raftIdOf(Long.fromString(ready.memberId, true))) : null;
+      server = new EtcdServer(cfg, handle, ready, boot, new WorkerStats(statsBuffer));
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
     // After the storage worker: it creates the LMDB databases the watch worker opens. Entries
     // replayed from the WAL below reach the watch worker through the ring.
     try {
@@ -235,7 +283,7 @@ export class EtcdServer {
         progressNotifyIntervalMs: cfg.watchProgressNotifyIntervalMs,
         stats: newWatchStatsBuffer(),
         storeRev: () => server.currentRev,
-        currentRaftTerm: () => server.raft.term,
+        currentRaftTerm: () => server.rn.term,
         onFatal: (message) => cfg.onFatal(message),
       });
     } catch (err) {
@@ -244,8 +292,7 @@ export class EtcdServer {
     }
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
     server.leaseTicker = setInterval(() => server.leaseTick(), leaseTickMs);
-    // A lone voter need not wait an election timeout to find out nobody else is there.
-    server.raft.campaign();
+    server.campaignIfAlone();
     server.scheduleTurn();
     await server.whenCaughtUp();
     return server;
@@ -265,19 +312,30 @@ export class EtcdServer {
 
   private checkCaughtUp(): void {
     if (this.readyWaiters.length === 0) return;
-    if (!this.raft.isLeader()) return;
-    if (this.raft.log.applied < Math.max(this.startCommit, this.raft.log.committed)) return;
-    if (this.raft.log.committed < this.raft.log.lastIndex()) return;
+    const rn = this.rn;
+    if (!rn.isLeader()) return;
+    if (rn.applied < Math.max(this.startCommit, rn.committed)) return;
+    if (rn.committed < rn.raft.log.lastIndex()) return;
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
     for (const w of waiters) w();
   }
 
+  /** A lone voter need not wait an election timeout to find out nobody else is there. */
+  private campaignIfAlone(): void {
+    const cs = this.rn.raft.trk.confState();
+    if (cs.voters.length === 1 && cs.voters[0] === this.selfId && !this.rn.isLeader() &&
+      this.rn.state !== StateType.Candidate && this.rn.state !== StateType.PreCandidate) {
+      this.rn.campaign();
+      this.scheduleTurn();
+    }
+  }
+
   // ---- requests ----
 
   /**
-   * Proposes a write. `build` fills the InternalRequest; the answer reaches the result sink with
-   * `target`. Returns an error code when the proposal is refused up front (0 when accepted).
+   * Proposes a write; the answer reaches the result sink with `target`. Returns an error code
+   * when the proposal is refused up front (0 when accepted).
    */
   propose(req: concordpb.InternalRequest.$Properties, target: unknown): number {
     const code = this.proposeOrRefuse(req, target);
@@ -287,8 +345,8 @@ export class EtcdServer {
 
   private proposeOrRefuse(req: concordpb.InternalRequest.$Properties, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
-    if (!this.raft.isLeader()) return ErrorCode.NoLeader;
-    if (this.raft.log.committed - this.raft.log.applied > limits.commitApplyGapMax ||
+    if (!this.rn.isLeader()) return ErrorCode.NoLeader;
+    if (this.rn.committed - this.rn.applied > limits.commitApplyGapMax ||
       this.waits.size >= limits.proposalsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
@@ -301,26 +359,26 @@ export class EtcdServer {
     // Memory bounded in bytes too: one large proposal passes when nothing waits.
     const unapplied = this.logBytes.unappliedBytes + this.proposedBytes;
     if (unapplied > 0 && unapplied + data.length > limits.unappliedBytesMax) return ErrorCode.TooManyRequests;
-    this.raft.propose(data);
+    const dropped = this.rn.propose(data);
+    if (dropped !== null) return dropped.code;
     this.proposedBytes += data.length;
     this.waits.set(id, target);
     this.scheduleTurn();
     return 0;
   }
 
-  /** Queues a read; linearizable reads observe every write committed before they arrived. */
+  /** Queues a read; linearizable reads observe every write acknowledged before they arrived. */
   read(kind: ReadKind, request: Uint8Array, serializable: boolean, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
-    if (!serializable && !this.raft.isLeader()) return ErrorCode.NoLeader;
-    if (this.pendingReads.length + this.reads.size >= limits.readsPendingMax) {
+    if (!serializable && !this.rn.isLeader()) return ErrorCode.NoLeader;
+    if (this.pendingReads.length + this.readsUnconfirmed.length + this.reads.size >= limits.readsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
     const id = this.nextReadId++;
     if (this.nextReadId > 0xffffffff) this.nextReadId = 1;
-    this.pendingReads.push({
-      id, kind, request, linearizable: !serializable,
-      readIndex: serializable ? 0 : this.raft.log.committed, target,
-    });
+    const rq: PendingRead = { id, kind, request, linearizable: !serializable, readIndex: serializable ? 0 : -1, target };
+    if (serializable) this.pendingReads.push(rq);
+    else this.readsUnconfirmed.push(rq);
     this.scheduleTurn();
     return 0;
   }
@@ -328,15 +386,16 @@ export class EtcdServer {
   /** Maintenance.Status: raft facts from here, sizes and revision from the worker. */
   status(target: unknown): number {
     const errors: string[] = [];
-    if (!this.raft.isLeader() && this.raft.lead === 0) errors.push('etcdserver: no leader');
+    const lead = this.rn.lead;
+    if (lead === 0) errors.push('etcdserver: no leader');
     // etcd lists alarms as AlarmMember.String(): "memberID:<id> alarm:NOSPACE ".
     if (this.hasNoSpaceAlarm()) errors.push(`memberID:${this.memberId.toString()} alarm:NOSPACE `);
     const template = etcdserverpb.StatusResponse.encode({
       version: etcdVersion,
-      leader: this.raft.lead !== 0 ? this.memberId : 0,
-      raftIndex: this.raft.log.committed,
-      raftTerm: this.raft.term,
-      raftAppliedIndex: this.raft.log.applied,
+      leader: this.leaderId(),
+      raftIndex: this.rn.committed,
+      raftTerm: this.rn.term,
+      raftAppliedIndex: this.rn.applied,
       errors,
       isLearner: false,
     }).finish();
@@ -344,11 +403,11 @@ export class EtcdServer {
   }
 
   raftTerm(): number {
-    return this.raft.term;
+    return this.rn.term;
   }
 
   isLeader(): boolean {
-    return this.raft.isLeader();
+    return this.rn.isLeader();
   }
 
   /**
@@ -366,11 +425,12 @@ export class EtcdServer {
 
   /** Committed and applied raft indexes and the number of proposals awaiting their answer. */
   proposalCounts(): { committed: number; applied: number; pending: number } {
-    return { committed: this.raft.log.committed, applied: this.raft.log.applied, pending: this.waits.size };
+    return { committed: this.rn.committed, applied: this.rn.applied, pending: this.waits.size };
   }
 
+  /** The leader's member id, 0 when there is none (a lone member: itself once elected). */
   leaderId(): Long | number {
-    return this.raft.lead !== 0 ? this.memberId : 0;
+    return this.rn.lead === this.selfId ? this.memberId : 0;
   }
 
   // ---- the loop ----
@@ -382,57 +442,113 @@ export class EtcdServer {
   }
 
   private tick(): void {
-    this.raft.tick();
-    if (this.raft.lead !== this.lastLead) {
-      if (this.raft.lead !== 0) this.leaderChanges++;
-      this.lastLead = this.raft.lead;
-    }
+    this.rn.tick();
     this.scheduleTurn();
   }
 
   private runTurn(): void {
     this.turnScheduled = false;
     if (this.stopped) return;
-    const hasReady = this.raft.hasReady();
-    if (!hasReady && this.pendingReads.length === 0) return;
-    const rd = this.raft.ready();
-    for (const e of rd.entries) this.logBytes.push(e.index, e.data.length);
-    // ready() hands out every unstable entry: this turn's proposals are counted above now.
-    this.proposedBytes = 0;
-    const applying = this.raft.log.applying;
+    this.askReadIndex();
+    if (!this.rn.hasReady() && this.pendingReads.length === 0) return;
+    const rd = this.rn.ready();
+    if (rd.softState !== null && rd.softState.lead !== 0) this.leaderChanges++;
+    const batch = this.batchOf(rd);
+    if (batch.append.length === 0 && batch.apply.length === 0 && batch.reads.length === 0 &&
+      batch.hardState === null && rd.persist === null) {
+      return;
+    }
+    this.worker.send(encodeBatch(this.batch, batch));
+    const bs = this.batchStats;
+    bs.batches++;
+    bs.appendEntries += batch.append.length;
+    bs.applyEntries += batch.apply.length;
+    bs.reads += batch.reads.length;
+    if (this.rn.hasReady() || this.pendingReads.length > 0) this.scheduleTurn();
+  }
+
+  /** One ReadIndex round for every linearizable read that arrived since the last one. */
+  private askReadIndex(): void {
+    if (this.readsUnconfirmed.length === 0) return;
+    const reads = this.readsUnconfirmed;
+    this.readsUnconfirmed = [];
+    const ctx = Buffer.allocUnsafe(8);
+    ctx.writeDoubleLE(++this.readRound, 0);
+    const dropped = this.rn.readIndex(ctx);
+    if (dropped !== null) {
+      const empty = new Uint8Array(0);
+      for (const rq of reads) this.answer(rq.target, dropped.code, empty);
+      return;
+    }
+    this.readRounds.set(ctx.toString('latin1'), reads);
+  }
+
+  /** The Batch for a Ready: its write, what to apply, and the reads that may be served. */
+  private batchOf(rd: Ready): BatchMessage {
+    const persist = rd.persist;
+    if (persist !== null) {
+      assert(persist.snapshot === null, 'snapshots arrive with peers');
+      this.persisting.push(persist.seq);
+      for (const e of persist.entries) this.logBytes.push(e.index, e.data.length);
+      // ready() hands out every unstable entry: this turn's proposals are counted above now.
+      this.proposedBytes = 0;
+    }
+    const apply: Entry[] = [];
+    for (const e of rd.committedEntries) {
+      this.handedOut = e.index;
+      if (e.type === EntryType.ConfChange) this.confChanges.push(e);
+      if (e.index > this.applySent) {
+        apply.push(e);
+        this.applySent = e.index;
+      }
+    }
+    // Entries that commit once this write is durable: applied right after its fsync.
+    const early = this.rn.commitIndexIfLocalDurable();
+    if (early > this.applySent) {
+      for (const e of this.rn.raft.log.slice(this.applySent + 1, early + 1)) {
+        if (e.type !== EntryType.Normal) break; // a membership change waits to be committed
+        apply.push(e);
+        this.applySent = e.index;
+      }
+    }
+    this.reportApplied();
+    for (const rs of rd.readStates) {
+      const key = Buffer.from(rs.context).toString('latin1');
+      const reads = this.readRounds.get(key);
+      if (reads === undefined) continue; // a round this member gave up on (leader change)
+      this.readRounds.delete(key);
+      for (const rq of reads) {
+        rq.readIndex = rs.index;
+        this.pendingReads.push(rq);
+      }
+    }
+    return {
+      seq: persist !== null ? persist.seq : 0,
+      hardState: persist !== null ? persist.hardState : null,
+      mustSync: persist !== null && persist.mustSync,
+      raftTerm: this.rn.term,
+      append: persist !== null ? persist.entries : [],
+      apply,
+      reads: this.readsToServe(),
+    };
+  }
+
+  /** Reads whose index was sent for apply: the worker serves them after those applies. */
+  private readsToServe(): ReadRequest[] {
     const pending = this.pendingReads;
-    const reads: ReadRequest[] = [];
+    const out: ReadRequest[] = [];
     let kept = 0;
     for (let i = 0; i < pending.length; i++) {
       const rq = pending[i]!;
-      if (rq.readIndex <= applying && reads.length < limits.batchReadsMax) {
-        reads.push(rq);
+      if (rq.readIndex <= this.applySent && out.length < limits.batchReadsMax) {
+        out.push(rq);
         this.reads.set(rq.id, rq.target);
       } else {
         pending[kept++] = rq;
       }
     }
     pending.length = kept;
-    if (rd.entries.length === 0 && rd.committedEntries.length === 0 && reads.length === 0 &&
-      rd.hardState === null) {
-      return;
-    }
-    const batch: BatchMessage = {
-      seq: ++this.batchSeq,
-      hardState: rd.hardState,
-      mustSync: rd.mustSync,
-      raftTerm: this.raft.term,
-      append: rd.entries,
-      apply: rd.committedEntries,
-      reads,
-    };
-    this.worker.send(encodeBatch(this.batch, batch));
-    const bs = this.batchStats;
-    bs.batches++;
-    bs.appendEntries += rd.entries.length;
-    bs.applyEntries += rd.committedEntries.length;
-    bs.reads += reads.length;
-    if (this.raft.hasReady() || kept > 0) this.scheduleTurn();
+    return out;
   }
 
   private onWorkerMessage(msg: FromWorker): void {
@@ -443,7 +559,8 @@ export class EtcdServer {
     }
     if (msg[0] === WorkerMessageType.Persisted) {
       const p = decodePersisted(msg);
-      if (p.index > 0) this.raft.storageAppended(p.index, p.term);
+      // One sync acknowledges every write before it, in seq order.
+      while (this.persisting.length > 0 && this.persisting[0]! <= p.seq) this.rn.persisted(this.persisting.shift()!);
       this.scheduleTurn();
       return;
     }
@@ -465,22 +582,46 @@ export class EtcdServer {
     this.compactRev = h.compactRev;
     this.dbSize = h.dbSize;
     this.dbSizeInUse = h.dbSizeInUse;
-    this.raft.appliedTo(h.appliedIndex);
-    this.logBytes.appliedTo(h.appliedIndex);
-    // Applied entries are in the state machine (and the WAL): keep only the tail a lagging
-    // follower may still need, bounded in entries and bytes. Trimming in steps keeps the copy
-    // amortized.
-    const log = this.raft.log;
-    const retained = log.applied - log.firstIndex() + 1;
-    if (retained >= 2 * limits.logRetainEntries || this.logBytes.retainedBytes >= 2 * limits.logRetainBytesMax) {
-      const to = this.logBytes.trimPoint(log.applied, limits.logRetainEntries, limits.logRetainBytesMax);
-      if (to >= log.firstIndex()) {
-        log.compactTo(to);
-        this.logBytes.compactTo(to);
-      }
+    if (h.appliedIndex > this.workerApplied) this.workerApplied = h.appliedIndex;
+    this.reportApplied();
+    this.logBytes.appliedTo(this.workerApplied);
+    this.trimLog();
+    if (this.pendingReads.length > 0 || this.rn.hasReady()) this.scheduleTurn();
+  }
+
+  /**
+   * Tells raft what the worker applied: membership changes first (they take effect when
+   * applied), then the applied index, never beyond what raft handed out (entries applied early
+   * count once raft hands them out as committed).
+   */
+  private reportApplied(): void {
+    const applied = Math.min(this.workerApplied, this.handedOut);
+    let changed = false;
+    while (this.confChanges.length > 0 && this.confChanges[0]!.index <= applied) {
+      const e = this.confChanges.shift()!;
+      this.rn.applyConfChange(e.index, decodeConfChange(e.data));
+      changed = true;
     }
+    if (applied > this.rn.applied) this.rn.appliedTo(applied);
+    if (changed) this.campaignIfAlone();
     this.checkCaughtUp();
-    if (this.pendingReads.length > 0 || this.raft.hasReady()) this.scheduleTurn();
+  }
+
+  /**
+   * Applied entries are in the state machine (and the WAL): keep only the tail a lagging
+   * follower may still need, bounded in entries and bytes. Trimming in steps keeps the copy
+   * amortized.
+   */
+  private trimLog(): void {
+    const applied = this.rn.applied;
+    const log = this.rn.raft.log;
+    const retained = applied - log.firstIndex() + 1;
+    if (retained < 2 * limits.logRetainEntries && this.logBytes.retainedBytes < 2 * limits.logRetainBytesMax) return;
+    const to = this.logBytes.trimPoint(applied, limits.logRetainEntries, limits.logRetainBytesMax);
+    if (to >= log.firstIndex()) {
+      this.rn.compact(to);
+      this.logBytes.compactTo(to);
+    }
   }
 
   private onResult(id: number, code: number, response: Uint8Array): void {
@@ -506,7 +647,7 @@ export class EtcdServer {
    * lessor runLoop: every 500 ms, at most leaseRevokeRate / 2 revokes per round).
    */
   private leaseTick(): void {
-    if (this.stopped || !this.raft.isLeader()) return;
+    if (this.stopped || !this.rn.isLeader()) return;
     const now = monotonicNowMs();
     for (const id of this.lessor.expired(now, leaseRevokesPerTick)) {
       this.propose({ lease_revoke: { ID: id } }, ignoreResult);
@@ -543,82 +684,53 @@ export class EtcdServer {
     this.reads.clear();
     for (const rq of this.pendingReads) this.answer(rq.target, ErrorCode.Stopped, empty);
     this.pendingReads = [];
+    for (const rq of this.readsUnconfirmed) this.answer(rq.target, ErrorCode.Stopped, empty);
+    this.readsUnconfirmed = [];
+    for (const reads of this.readRounds.values()) for (const rq of reads) this.answer(rq.target, ErrorCode.Stopped, empty);
+    this.readRounds.clear();
     await this.watch.close();
     await this.worker.close();
   }
 }
 
+/** Nothing on disk yet: a member starting for the first time. */
+function isNewMember(ready: WorkerReady): boolean {
+  const hs = ready.hardState;
+  return hs.term === 0 && hs.vote === 0 && hs.commit === 0 && ready.appliedIndex === 0 &&
+    ready.snapshotIndex === 0 && decodeEntries(ready.entries).length === 0;
+}
+
 /**
- * Sizes of the entries in the in-memory raft log, in index order, for the byte bounds: bytes
- * proposed but not applied (limits.unappliedBytesMax) and bytes of applied entries kept for
- * catching up (limits.logRetainBytesMax). Invariant: base <= applied + 1 <= base + count.
+ * The start of a new single-member cluster's log (etcd raft.Bootstrap): the configuration
+ * entry that makes this member its voter, durable before raft starts (raw_node.ts, "Start").
  */
-export class LogBytes {
-  /** Index of sizes[head]. */
-  private base: number;
-  private sizes: number[];
-  private head: number;
-  private applied: number;
-  unappliedBytes: number;
-  retainedBytes: number;
+async function bootstrap(worker: StorageWorkerHandle, selfId: number): Promise<{ entries: Entry[]; hardState: WorkerReady['hardState'] }> {
+  const boot = bootstrapLog([selfId]);
+  await new Promise<void>((resolve, reject) => {
+    worker.listen({
+      onMessage: (msg) => {
+        if (msg instanceof Uint8Array && msg[0] === WorkerMessageType.Persisted) resolve();
+      },
+      onFatal: (message) => reject(new Error(message)),
+    });
+    // seq 1, before raft exists: raft numbers its own writes from 1 again, and this one is
+    // acknowledged (and consumed here) before the first of them is sent.
+    worker.send(encodeBatch(new PackWriter(1024), {
+      seq: 1, hardState: boot.hardState, mustSync: true, raftTerm: boot.hardState.term,
+      append: boot.entries, apply: [], reads: [],
+    }));
+  });
+  return boot;
+}
 
-  constructor(firstIndex: number) {
-    this.base = firstIndex;
-    this.sizes = [];
-    this.head = 0;
-    this.applied = firstIndex - 1;
-    this.unappliedBytes = 0;
-    this.retainedBytes = 0;
+/**
+ * The configuration as of the applied index. A data dir written before configurations were kept
+ * (applied > 0, none stored) was a lone member's: it is its own voter.
+ */
+function configuration(ready: WorkerReady, selfId: number): ConfState {
+  const cs = ready.confState;
+  if (cs.voters.length === 0 && cs.learners.length === 0 && ready.appliedIndex > 0) {
+    return { voters: [selfId], learners: [] };
   }
-
-  /** The entry at `index` holds `bytes`; an index already known replaces it and what follows. */
-  push(index: number, bytes: number): void {
-    const next = this.base + this.sizes.length - this.head;
-    assert(index <= next && index > this.applied, 'log bytes: index out of order');
-    while (this.base + this.sizes.length - this.head > index) this.unappliedBytes -= this.sizes.pop()!;
-    this.sizes.push(bytes);
-    if (index > this.applied) this.unappliedBytes += bytes;
-    else this.retainedBytes += bytes;
-  }
-
-  appliedTo(index: number): void {
-    const last = this.base + this.sizes.length - this.head - 1;
-    const to = Math.min(index, last);
-    for (let i = this.applied + 1; i <= to; i++) {
-      const b = this.sizes[this.head + i - this.base]!;
-      this.unappliedBytes -= b;
-      this.retainedBytes += b;
-    }
-    if (index > this.applied) this.applied = index;
-  }
-
-  /**
-   * The index to compact the log to so that at most `entriesMax` applied entries and
-   * `bytesMax` bytes of them stay (never beyond `applied`).
-   */
-  trimPoint(applied: number, entriesMax: number, bytesMax: number): number {
-    let to = Math.max(this.base - 1, applied - entriesMax);
-    let bytes = 0;
-    for (let i = this.base; i <= to; i++) bytes += this.sizes[this.head + i - this.base]!;
-    let kept = this.retainedBytes - bytes;
-    while (kept > bytesMax && to < applied) {
-      to++;
-      kept -= this.sizes[this.head + to - this.base]!;
-    }
-    return to;
-  }
-
-  /** Entries up to `index` left the log. */
-  compactTo(index: number): void {
-    while (this.base <= index && this.head < this.sizes.length) {
-      const b = this.sizes[this.head++]!;
-      if (this.base <= this.applied) this.retainedBytes -= b;
-      else this.unappliedBytes -= b;
-      this.base++;
-    }
-    if (this.head > 1024 && this.head * 2 > this.sizes.length) {
-      this.sizes = this.sizes.slice(this.head);
-      this.head = 0;
-    }
-  }
+  return cs;
 }

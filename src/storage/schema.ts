@@ -19,6 +19,8 @@ export const metaScheduledCompact = 'scheduledCompactRev'; // u64
 export const metaFinishedCompact = 'finishedCompactRev'; //   u64
 export const metaClusterId = 'clusterId'; //   u64
 export const metaMemberId = 'memberId'; //     u64
+/** The raft configuration as of consistentIndex: u32 voters, u32 learners, then u53 ids (f64 LE). */
+export const metaConfState = 'confState';
 
 export const revBytesLen = 16;
 export const revTombstoneLen = 17;
@@ -70,3 +72,25 @@ export function revKeyIsTombstone(key: Uint8Array): boolean {
 
 export const walDir = 'member/wal';
 export const kvDir = 'member/kv';
+
+/** metaConfState's layout. */
+export function encodeConfState(cs: { voters: number[]; learners: number[] }): Buffer {
+  const b = Buffer.allocUnsafe(8 + 8 * (cs.voters.length + cs.learners.length));
+  b.writeUInt32LE(cs.voters.length, 0);
+  b.writeUInt32LE(cs.learners.length, 4);
+  let at = 8;
+  for (const id of [...cs.voters, ...cs.learners]) {
+    assert(Number.isSafeInteger(id) && id > 0, 'raft id');
+    at = b.writeDoubleLE(id, at);
+  }
+  return b;
+}
+
+export function decodeConfState(b: Buffer): { voters: number[]; learners: number[] } {
+  const nv = b.readUInt32LE(0);
+  const nl = b.readUInt32LE(4);
+  assert(b.length === 8 + 8 * (nv + nl), 'conf state length');
+  const ids: number[] = [];
+  for (let i = 0; i < nv + nl; i++) ids.push(b.readDoubleLE(8 + 8 * i));
+  return { voters: ids.slice(0, nv), learners: ids.slice(nv) };
+}

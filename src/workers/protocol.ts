@@ -11,7 +11,8 @@
 // Layouts (little-endian; u53 = a safe integer stored as float64):
 //   Batch   main -> worker                      encodeBatch / decodeBatch
 //     u8  type = Batch
-//     u32 seq                         1, 2, 3, ...: Persisted names the last batch made durable
+//     u32 seq                         1, 2, 3, ...: Persisted names the last batch made durable;
+//                                     0: the batch writes nothing (applies and reads only)
 //     u8  flags (BatchFlag)           | [u53 term, u53 vote, u53 commit] if HardState
 //     u53 raftTerm                    term to put in response headers
 //     u32 appendCount | appendCount x Entry     entries to make durable
@@ -31,7 +32,8 @@
 //   Persisted worker -> main                    encodePersisted / decodePersisted
 //     u8 type = Persisted, u32 seq, u53 index, u53 term
 //     every batch up to `seq` is durable: its entries (the last one is index/term; 0/0 when
-//     none were ever appended) and its hard state.
+//     none were ever appended) and its hard state. A batch without MustSync is acknowledged
+//     with the next sync, or at once when no sync is pending (it needed none).
 //   Ready entries (start-up)                    encodeEntries / decodeEntries
 //     u32 count | count x Entry
 //
@@ -235,6 +237,8 @@ export interface WorkerReady {
   currentRev: number;
   compactRev: number;
   leases: LeaseInfo[];
+  /** The raft configuration as of appliedIndex (empty for a member that never applied one). */
+  confState: { voters: number[]; learners: number[] };
 }
 
 export interface WorkerFatal {

@@ -38,7 +38,8 @@ import {
 import { EventRingWriter } from '../watch/events';
 import { varintSize, writeVarint } from '../util/protobuf_wire';
 import { LeaseStore } from '../lease/lease_store';
-import type { Entry } from '../raft/types';
+import { EntryType, type ConfState, type Entry } from '../raft/types';
+import { applyChange, decodeConfChange } from '../raft/confchange';
 import {
   AppliedWriter, decodeBatch, encodeEntries, encodePersisted, ReadKind, WorkerAlarm, WorkerInit,
   WorkerMessageType, WorkerReady,
@@ -114,6 +115,13 @@ export class StorageCore {
   private readonly events: EventRingWriter;
   /** The compaction revision for the watch worker, visible before the sweep removes anything. */
   private readonly compactRevShared: BigInt64Array;
+  /** The raft configuration as of appliedIndex, kept with the state (meta confState). */
+  private confState: ConfState;
+  /**
+   * The WAL syncs asked for and not yet returned, oldest first: each acknowledges batches up to
+   * its seq; a batch that needs no sync rides on the newest (or is acknowledged at once).
+   */
+  private readonly syncsPending: { seq: number }[];
   /** The storage failed: nothing more is written or answered. */
   private failed: boolean;
   private readonly compactionStepBound: () => void;
@@ -123,6 +131,7 @@ export class StorageCore {
   constructor(init: WorkerInit, env: StorageCoreEnv) {
     this.env = env;
     this.failed = false;
+    this.syncsPending = [];
     this.spareRetryTimer = null;
     this.retrySpareBound = this.retrySpare.bind(this);
     this.backend = new Backend({
@@ -174,6 +183,8 @@ export class StorageCore {
     this.memberId = this.loadId(schema.metaMemberId);
     this.backend.flush(); // new ids go to disk with the first commit, not 100 ms later
     this.appliedIndex = this.backend.getMetaU64(schema.metaConsistentIndex);
+    const cs = this.backend.getMetaBytes(schema.metaConfState);
+    this.confState = cs === undefined ? { voters: [], learners: [] } : schema.decodeConfState(cs);
     this.backend.restoreApplied(this.appliedIndex, this.store.currentRev);
     const replayed = opened.replay.entries;
     this.durableIndex = replayed.length > 0 ? replayed[replayed.length - 1]!.index : opened.replay.prevIndex;
@@ -241,6 +252,7 @@ export class StorageCore {
       currentRev: this.store.currentRev,
       compactRev: this.store.compactMainRev,
       leases: [...this.leases.all()].map((l) => ({ id: l.id.toString(), ttl: l.ttl, remaining: l.remaining })),
+      confState: { voters: this.confState.voters.slice(), learners: this.confState.learners.slice() },
     };
     this.walReplay = null; // the main thread owns the in-memory log from here on
     return ready;
@@ -276,21 +288,42 @@ export class StorageCore {
         this.serveRead(rq.id, rq.kind, rq.request);
       }
     }
-    this.applyDurable();
+    const applied = this.applyDurable();
     this.events.flush();
-    if (!this.out.isEmpty()) this.postApplied();
-    if (b.mustSync) {
-      const seq = b.seq;
+    // Entries that answer nobody (a membership change, a leader's empty entry) still move the
+    // applied index the main thread waits for.
+    if (applied > 0 || !this.out.isEmpty()) this.postApplied();
+    if (b.seq !== 0) this.acknowledge(b.seq, b.mustSync);
+    else assert(b.append.length === 0 && b.hardState === null, 'a write without a seq');
+  }
+
+  /**
+   * Persisted{seq} once the batch is durable: a MustSync batch after its own fdatasync; any other
+   * with the sync in flight before it, or at once when none is (it wrote nothing that needed one).
+   */
+  private acknowledge(seq: number, mustSync: boolean): void {
+    if (mustSync) {
+      const pending = { seq };
+      this.syncsPending.push(pending);
       const index = this.writtenIndex;
       const term = this.writtenTerm;
-      this.wal.sync(() => this.onWalSynced(seq, index, term));
+      this.wal.sync(() => this.onWalSynced(pending, index, term));
+    } else if (this.syncsPending.length > 0) {
+      const last = this.syncsPending[this.syncsPending.length - 1]!;
+      assert(seq > last.seq, 'batch seqs grow');
+      last.seq = seq;
+    } else {
+      assert(this.durableIndex === this.writtenIndex, 'entries written without a sync');
+      this.env.post(encodePersisted({ seq, index: this.writtenIndex, term: this.writtenTerm }));
     }
   }
 
-  private onWalSynced(seq: number, index: number, term: number): void {
+  private onWalSynced(pending: { seq: number }, index: number, term: number): void {
     if (this.failed) return;
+    assert(this.syncsPending[0] === pending, 'wal syncs return in order');
+    this.syncsPending.shift();
     if (index > this.durableIndex) this.durableIndex = index;
-    this.env.post(encodePersisted({ seq, index, term }));
+    this.env.post(encodePersisted({ seq: pending.seq, index, term }));
     const applied = this.applyDurable();
     this.events.flush();
     if (applied > 0 || !this.out.isEmpty()) this.postApplied();
@@ -317,7 +350,8 @@ export class StorageCore {
       if (e.index > this.durableIndex) break;
       assert(e.index === this.appliedIndex + 1, 'apply gap');
       this.backend.beginEntry();
-      this.applyEntry(e.data);
+      if (e.type === EntryType.ConfChange) this.applyConfChange(e.data);
+      else this.applyEntry(e.data);
       this.backend.endEntry(e.index, this.store.currentRev);
       this.appliedIndex = e.index;
       this.applyQueueHead++;
@@ -356,6 +390,18 @@ export class StorageCore {
 
   private header(revision: number): Header {
     return { cluster_id: this.clusterId, member_id: this.memberId, revision, raft_term: this.raftTerm };
+  }
+
+  /**
+   * A membership change, applied with the entry: the configuration kept with the state moves
+   * (raft's own copy moves when the main thread learns the entry applied). A change raft
+   * refuses to make (no voter left) changes nothing here either.
+   */
+  private applyConfChange(data: Uint8Array): void {
+    const next = applyChange(this.confState, decodeConfChange(data));
+    if (next === null) return;
+    this.confState = next;
+    this.backend.putMetaBytes(schema.metaConfState, schema.encodeConfState(next));
   }
 
   private applyEntry(data: Uint8Array): void {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { LogBytes } from '../../src/server/etcd_server';
+import { LogBytes } from '../../src/server/log_bytes';
 import { AssertionError } from '../../src/util/assert';
 
 describe('LogBytes', () => {

@@ -30,6 +30,8 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.NotCapable, { code: S.UNAVAILABLE, message: 'etcdserver: not capable' }],
   [ErrorCode.Stopped, { code: S.UNAVAILABLE, message: 'etcdserver: server stopped' }],
   [ErrorCode.Timeout, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out' }],
+  // etcd passes raft's ErrProposalDropped through untranslated (codes.Unknown).
+  [ErrorCode.ProposalDropped, { code: S.UNKNOWN, message: 'raft proposal dropped' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
 ]);
 
