@@ -25,9 +25,14 @@
 // head-of-line blocking the separate connections below exist to avoid), and its 64 KiB default
 // windows would need tuning for snapshots (grpc-node#2429). HTTP's one advantage, reusing the
 // listener with other HTTP handlers, concord does not need: the peer port is the peer protocol's.
+// The transport itself, both ends on one thread (so CPU is sender + receiver), same box: 64
+// heartbeats per turn ~0.93-0.97 M msg/s at ~1.0 µs per message; 64 appends of 256 B per turn
+// ~0.28-0.32 M msg/s at 3.2-3.8 µs (two table CRC-32s of ~300 B and the decode copy); one
+// heartbeat per turn 100-200 k msg/s at 5-13 µs (a write, a read and a setImmediate each).
 //
 // ---- Connections (frame layouts: frame.ts; message layout: message_codec.ts) ----
-// The SENDER dials and writes; the receiver answers only Hello, Ping and SnapshotStatus. (etcd's
+// The SENDER dials and writes; the receiver only answers Hello (HelloAck) and Ping (Pong) and ends
+// a snapshot with SnapshotStatus. (etcd's
 // streams are receiver-initiated; sender-initiated ones make "bytes from a to b" flow on the
 // connections a opened, which is all the FaultProxy Partitioner needs, and let the dialler own
 // backoff, queue and liveness in one place.) Per ordered pair of members:
@@ -41,7 +46,9 @@
 // ---- Sending ----
 // send() sorts messages by msg.to into the peer's stream queues (bounded: 4096 messages and
 // peerQueueBytesMax, per stream). At the end of the event-loop turn (one setImmediate for the
-// whole transport) each stream with something queued writes it in ONE socket write. A full
+// whole transport) each stream with something queued writes it in ONE socket write. Order: a
+// peer receives the messages of one stream in the order they were sent; the two streams are not
+// ordered with respect to each other (as etcd's message and msgappv2 streams). A full
 // queue, a peer in backoff, or a lost connection drops the messages and calls onUnreachable(to)
 // (once per peer per turn, after the turn's writes: never re-entering the driver inside send()).
 // Liveness: a Ping every pingIntervalMs on each stream (its Pong is the RTT sample, etcd's

@@ -350,7 +350,7 @@ describe('snapshot transfer', () => {
       assert.ok(a.logger.records.some((r) => r.msg === 'failed to send database snapshot' &&
         /over the limit/.test(String(r.fields['reason']))));
       // Busy: a second transfer to the same peer while one runs fails at once; the first is fine.
-      let releaseFirst: () => void = () => undefined;
+      let releaseFirst: (() => void) | null = null;
       async function* slow(): AsyncGenerator<Buffer> {
         yield chunkAt(0, MiB);
         await new Promise<void>((r) => { releaseFirst = r; });
@@ -359,7 +359,8 @@ describe('snapshot transfer', () => {
       a.transport.sendSnapshot(snapMsg(1, 2, 5), slow(), 2 * MiB);
       a.transport.sendSnapshot(snapMsg(1, 2, 6), payload(MiB, MiB), MiB);
       assert.deepEqual(await status(5), [2, false]);
-      releaseFirst();
+      await until(() => releaseFirst !== null, 'first transfer half-way');
+      releaseFirst!();
       assert.deepEqual(await status(6), [2, true]);
       assert.equal(delivered, 1);
       await until(() => sinks.filter((s) => s.state === 'open').length === 0, 'sinks settled');
@@ -378,10 +379,16 @@ describe('snapshot transfer', () => {
 
   test('flow control: a stalled sink stops the sender pulling from its source', async () => {
     let release: () => void = () => undefined;
+    let releaseSet = false;
     let stalled = true;
     class StallingSink extends MemorySink {
       override async write(chunk: Buffer): Promise<void> {
-        if (stalled) await new Promise<void>((r) => { release = r; });
+        if (stalled) {
+          await new Promise<void>((r) => {
+            release = r;
+            releaseSet = true;
+          });
+        }
         await super.write(chunk);
       }
     }
@@ -395,7 +402,7 @@ describe('snapshot transfer', () => {
       let pulled = 0;
       const source = payload(total, MiB, (off) => { pulled = off + MiB; });
       a.transport.sendSnapshot(snapMsg(1, 2, 1), source, total);
-      await until(() => sinks.length === 1 && sinks[0]!.writes === 0 && pulled > 0, 'sink stalled');
+      await until(() => releaseSet, 'the sink\'s first write is stalled');
       // Wait until the sender stops pulling: 40 polls in a row without progress.
       let last = -1;
       let still = 0;
