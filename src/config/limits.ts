@@ -74,6 +74,33 @@ export const watchProgressNotifyIntervalMsDefault = 10 * 60 * 1000;
 /** etcd MaxLeaseTTL. */
 export const leaseTtlMaxSeconds = 9_000_000_000;
 
+// ---- Peer transport (src/transport/) ----
+/**
+ * Largest encoded raft message a member sends or accepts by default: raft's 1 MiB MsgApp budget
+ * plus one entry as large as a request (a MsgApp carries at least one entry whatever its size)
+ * plus the grpc overhead: 3 MiB. The server passes its own bound when --max-request-bytes is
+ * raised. (etcd's rafthttp reads messages up to 512 MB; concord bounds what raft can produce.)
+ */
+export const peerMessageBytesDefault = 1024 * 1024 + requestBytesDefault + grpcOverheadBytes;
+/** Messages queued per peer connection, not yet written (etcd rafthttp streamBufSize 4096). */
+export const peerQueueMessagesMax = 4096;
+/**
+ * ... and bytes (etcd bounds the count only, so 4096 appends of 1 MiB could wait: 4 GiB). 16
+ * max-size appends; at 100 MB/s a full queue is 170 ms of sending.
+ */
+export const peerQueueBytesMax = 16 * 1024 * 1024;
+/** Bytes a peer socket may hold unsent before its queue stops draining into it. */
+export const peerSocketBufferedBytesMax = 4 * 1024 * 1024;
+/** Snapshot payload bytes per frame (a caller's larger chunk is cut; smaller go as they are). */
+export const peerSnapshotFrameBytesMax = 1024 * 1024;
+/** Received snapshot bytes waiting for the sink before the socket is paused (flow control). */
+export const peerSnapshotSinkPendingBytesMax = 8 * 1024 * 1024;
+/** Inbound peer connections that have not sent their Hello yet; beyond it new ones are reset. */
+export const peerInboundHandshakesMax = 64;
+assert(peerMessageBytesDefault >= requestBytesDefault, 'peer message vs request size');
+assert(peerQueueBytesMax >= 2 * peerMessageBytesDefault, 'peer queue vs message size');
+assert(peerSnapshotFrameBytesMax <= peerMessageBytesDefault, 'snapshot frame vs message size');
+
 assert(grpcOverheadBytes > 0, 'grpcOverheadBytes');
 assert(batchEntriesMax > 0 && batchReadsMax > 0, 'batch limits');
 assert(commitApplyGapMax < proposalsPendingMax, 'gap vs pending');
