@@ -513,9 +513,12 @@ export class Raft {
 
   /** etcd Step, m.Term < r.Term: mostly ignored, with two replies that unstick peers. */
   private stepLowerTerm(m: Message): void {
-    if ((this.checkQuorum || this.preVote) &&
-      (m.type === MessageType.Heartbeat || m.type === MessageType.App)) {
-      // A leader of an old term: tell it our term, else with check-quorum it never learns it.
+    if (m.type === MessageType.Heartbeat || m.type === MessageType.App) {
+      // A leader of an old term: tell it our term (it steps down), else it may never learn it.
+      // Deviation: etcd answers only with check-quorum or pre-vote on, counting on our own
+      // campaign to spread the term otherwise; but a node that believes it is a learner (a
+      // promotion it has not applied) never campaigns, and the simulator found that cluster
+      // stuck: a leader sending to a higher-term voter forever. The raft paper always answers.
       this.send(newMessage(MessageType.AppResp, m.from, this.id, 0));
     } else if (m.type === MessageType.PreVote || m.type === MessageType.Vote) {
       // Reject explicitly with our term, or a candidate of a lower term could wait forever

@@ -57,12 +57,14 @@ describe('§5.1 terms', () => {
     });
   }
 
-  test('a message of a stale term is ignored', () => {
+  test('a request of a stale term is rejected: nothing changes, the sender learns our term', () => {
     const n = node(1, [1, 2, 3], { hardState: { term: 3, vote: 0, commit: 0 } });
     n.step(msg(MessageType.App, 2, 1, 2, { index: 0, logTerm: 0, entries: [ent(1, 2)] }));
     assert.equal(n.term, 3);
     assert.equal(n.raft.log.lastIndex(), 0);
-    assert.deepEqual(drain(n), []);
+    assert.deepEqual(drain(n).map((m) => [m.type, m.to, m.term]), [[MessageType.AppResp, 2, 3]]);
+    n.step(msg(MessageType.AppResp, 2, 1, 2, { index: 5 }));
+    assert.deepEqual(drain(n), [], 'a stale response is ignored');
   });
 
   test('nodes start as followers', () => {
