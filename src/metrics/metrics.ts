@@ -39,7 +39,7 @@ export class Metrics {
       }));
     };
 
-    gauge('etcd_server_has_leader', 'Whether or not a leader exists. 1 is existence, 0 is not.', () => (s.isLeader() ? 1 : 0));
+    gauge('etcd_server_has_leader', 'Whether or not a leader exists. 1 is existence, 0 is not.', () => (s.hasLeader() ? 1 : 0));
     gauge('etcd_server_is_leader', 'Whether or not this member is a leader. 1 if is, 0 otherwise.', () => (s.isLeader() ? 1 : 0));
     counter('etcd_server_leader_changes_seen_total', 'The number of leader changes seen.', () => s.leaderChanges);
     gauge('etcd_server_proposals_committed_total', 'The total number of consensus proposals committed.', () => s.proposalCounts().committed);

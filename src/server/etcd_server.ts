@@ -16,8 +16,10 @@
 import Long from 'long';
 import { concordpb, etcdserverpb } from '../gen/proto';
 import { RawNode } from '../raft/raw_node';
-import { bootstrapLog, decodeConfChange } from '../raft/confchange';
-import { ConfState, Entry, EntryType, Ready, StateType } from '../raft/types';
+import { decodeConfChange, encodeConfChange } from '../raft/confchange';
+import { ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Ready, StateType } from '../raft/types';
+import { encodeMemberContext, Member, Membership, raftIdOf } from '../membership/membership';
+import { PeerTransport } from '../transport/peer_transport';
 import { LogBytes } from './log_bytes';
 import { Prng } from '../util/prng';
 import { monotonicNowMs } from '../util/clock';
@@ -75,6 +77,18 @@ export interface EtcdServerConfig {
   onStorageAlarm?(alarm: WorkerAlarm): void;
   /** An exception while handing one answer over (logged; the others go on). */
   onAnswerError?(err: unknown): void;
+  /** The peer listener (the first --listen-peer-urls); null: no peers (a lone member's tests). */
+  peerListen?: { host: string; port: number } | null;
+  /**
+   * A member starting for the first time: its id, the cluster id and the initial members (all of
+   * them voters, this one included), as derived from --initial-cluster and the token. Absent: a
+   * lone member with random ids. Ignored when the data dir has state (etcd does the same).
+   */
+  bootstrap?: { memberId: Long; clusterId: Long; members: InitialMember[] } | null;
+  /** etcd's request timeout: 5 s + 2 x the election timeout. */
+  requestTimeoutMs?: number;
+  /** Told about peers refusing us or transport trouble (logged). */
+  onPeerEvent?(msg: string, fields: Record<string, unknown>): void;
 }
 
 interface PendingRead {
@@ -90,10 +104,11 @@ interface PendingRead {
   target: unknown;
 }
 
-/** The raft id of a member: its 64-bit id cut to 53 bits (JS numbers), never 0. */
-export function raftIdOf(memberId: Long): number {
-  const id = (memberId.high & 0x1fffff) * 0x100000000 + (memberId.low >>> 0);
-  return id === 0 ? 1 : id;
+/** A member of the initial cluster (--initial-cluster), with its derived id. */
+export interface InitialMember {
+  id: Long;
+  name: string;
+  peerUrls: string[];
 }
 
 /** etcd lessor: expiry is checked every 500 ms; leaseRevokeRate 1000/s. */
@@ -117,6 +132,16 @@ export class EtcdServer {
   private readonly rn: RawNode;
   /** This member's raft id. */
   private readonly selfId: number;
+  /** The members as of the worker's applied index (copies from its Applied messages). */
+  private membership: Membership;
+  /** Peer connections; null for a member without a peer listener. */
+  private transport: PeerTransport | null;
+  /** Proposal ids in proposal order with their deadlines (etcd's request timeout). */
+  private readonly waitDeadlines: { id: number; at: number }[];
+  private waitDeadlinesHead: number;
+  private readonly requestTimeoutMs: number;
+  /** This member's name and client URLs are in the replicated membership. */
+  private published: boolean;
   /** Write seqs handed to the worker and not yet reported Persisted, oldest first. */
   private readonly persisting: number[];
   /** The highest index sent to the worker for applying (committed, or early: see the header). */
@@ -197,6 +222,12 @@ export class EtcdServer {
       confState: configuration(ready, this.selfId),
       committedEntriesMax: limits.batchEntriesMax,
     });
+    this.membership = Membership.decode(ready.membership);
+    this.transport = null;
+    this.waitDeadlines = [];
+    this.waitDeadlinesHead = 0;
+    this.requestTimeoutMs = cfg.requestTimeoutMs ?? 5000 + 2 * cfg.electionMs;
+    this.published = false;
     this.persisting = [];
     this.applySent = ready.appliedIndex;
     this.handedOut = ready.appliedIndex;
@@ -207,7 +238,9 @@ export class EtcdServer {
     this.readRound = 0;
     this.sink = () => undefined;
     this.waits = new Map();
-    this.nextProposalId = Date.now() * 1000; // an id seed, not a duration (util/clock.ts)
+    // An id seed, not a duration (util/clock.ts); ids need only be unique per proposer: the
+    // entry names its proposer and only that member answers it.
+    this.nextProposalId = Date.now() * 1000;
     this.reads = new Map();
     this.pendingReads = [];
     this.nextReadId = 1;
@@ -258,11 +291,19 @@ export class EtcdServer {
       watchCompactRev,
       leaseTtlMin: leaseTtlMinSeconds(cfg.electionMs, cfg.heartbeatMs),
       unsafeNoFsync: cfg.unsafeNoFsync,
+      newMemberId: cfg.bootstrap?.memberId.toString(),
+      newClusterId: cfg.bootstrap?.clusterId.toString(),
     });
     let server: EtcdServer;
     try {
-      const boot = isNewMember(ready) ? await bootstrap(handle, raftIdOf(Long.fromString(ready.memberId, true))) : null;
+      let boot = null;
+      if (isNewMember(ready)) {
+        const self = Long.fromString(ready.memberId, true);
+        const members = cfg.bootstrap?.members ?? [{ id: self, name: cfg.name, peerUrls: cfg.peerUrls }];
+        boot = await bootstrap(handle, members);
+      }
       server = new EtcdServer(cfg, handle, ready, boot, new WorkerStats(statsBuffer));
+      if (cfg.peerListen) await server.startTransport(cfg.peerListen);
     } catch (err) {
       await handle.close();
       throw err;
@@ -287,6 +328,7 @@ export class EtcdServer {
         onFatal: (message) => cfg.onFatal(message),
       });
     } catch (err) {
+      await server.transport?.close();
       await handle.close();
       throw err;
     }
@@ -302,6 +344,56 @@ export class EtcdServer {
     this.sink = sink;
   }
 
+  /** Listens for peers and connects to every member of the configuration. */
+  private async startTransport(listen: { host: string; port: number }): Promise<void> {
+    const t = await PeerTransport.listen({
+      host: listen.host,
+      port: listen.port,
+      clusterId: BigInt(this.clusterId.toString()),
+      memberId: BigInt(this.memberId.toString()),
+      raftId: this.selfId,
+      messageBytesMax: this.cfg.requestBytesMax + limits.grpcOverheadBytes + 1024 * 1024,
+    });
+    t.onMessage = (m) => {
+      if (this.stopped) return;
+      this.rn.step(m);
+      this.scheduleTurn();
+    };
+    t.onUnreachable = (id) => this.rn.reportUnreachable(id);
+    t.onSnapshotStatus = (id, ok) => this.rn.reportSnapshot(id, ok);
+    t.onSnapshot = (m) => {
+      // State transfer comes with snapshots of the LMDB state (not built yet): refuse it.
+      this.peerEvent('snapshot received but state transfer is not supported yet', { from: m.from });
+    };
+    t.onRefused = (id, reason) => this.peerEvent('peer refused the connection', { peer: id, reason });
+    this.transport = t;
+    this.syncPeers();
+  }
+
+  /** The transport knows exactly the other members of the membership. */
+  private syncPeers(): void {
+    const t = this.transport;
+    if (t === null) return;
+    const want = new Set<number>();
+    for (const m of this.membership.list()) {
+      const id = raftIdOf(m.id);
+      if (id === this.selfId) continue;
+      want.add(id);
+      if (!t.hasPeer(id)) t.addPeer(id, BigInt(m.id.toString()), m.peerUrls);
+      else t.updatePeer(id, m.peerUrls);
+    }
+    for (const id of t.peerIds()) if (!want.has(id)) t.removePeer(id);
+  }
+
+  private peerEvent(msg: string, fields: Record<string, unknown>): void {
+    if (this.cfg.onPeerEvent !== undefined) this.cfg.onPeerEvent(msg, fields);
+  }
+
+  /** The members, as of the last applied entry. */
+  members(): Member[] {
+    return this.membership.list();
+  }
+
   /** Resolves once this member leads and has applied everything committed before the start. */
   private whenCaughtUp(): Promise<void> {
     return new Promise((resolve) => {
@@ -313,18 +405,32 @@ export class EtcdServer {
   private checkCaughtUp(): void {
     if (this.readyWaiters.length === 0) return;
     const rn = this.rn;
-    if (!rn.isLeader()) return;
-    if (rn.applied < Math.max(this.startCommit, rn.committed)) return;
-    if (rn.committed < rn.raft.log.lastIndex()) return;
+    if (rn.applied < this.startCommit) return;
+    // A lone voter waits to lead and to have applied its own term's entry; a member with peers
+    // serves once it has applied what was committed before it stopped (requests then find the
+    // leader or answer "no leader", as etcd's do).
+    if (this.isLoneVoter()) {
+      if (!rn.isLeader()) return;
+      if (rn.applied < rn.committed || rn.committed < rn.raft.log.lastIndex()) return;
+    }
+    // As etcd's ReadyNotify: serving starts once this member's attributes are published.
+    if (!this.published) {
+      this.publish(monotonicNowMs());
+      if (!this.published) return;
+    }
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
     for (const w of waiters) w();
   }
 
+  private isLoneVoter(): boolean {
+    const cs = this.rn.raft.trk.confState();
+    return cs.voters.length === 1 && cs.voters[0] === this.selfId;
+  }
+
   /** A lone voter need not wait an election timeout to find out nobody else is there. */
   private campaignIfAlone(): void {
-    const cs = this.rn.raft.trk.confState();
-    if (cs.voters.length === 1 && cs.voters[0] === this.selfId && !this.rn.isLeader() &&
+    if (this.isLoneVoter() && !this.rn.isLeader() &&
       this.rn.state !== StateType.Candidate && this.rn.state !== StateType.PreCandidate) {
       this.rn.campaign();
       this.scheduleTurn();
@@ -345,7 +451,7 @@ export class EtcdServer {
 
   private proposeOrRefuse(req: concordpb.InternalRequest.$Properties, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
-    if (!this.rn.isLeader()) return ErrorCode.NoLeader;
+    if (this.rn.lead === 0) return ErrorCode.NoLeader;
     if (this.rn.committed - this.rn.applied > limits.commitApplyGapMax ||
       this.waits.size >= limits.proposalsPendingMax) {
       return ErrorCode.TooManyRequests;
@@ -354,6 +460,7 @@ export class EtcdServer {
     if ((req.put || req.txn || req.lease_grant) && this.hasNoSpaceAlarm()) return ErrorCode.NoSpace;
     const id = this.nextProposalId++;
     req.id = id;
+    req.member_id = this.memberId;
     const data = concordpb.InternalRequest.encode(req).finish();
     if (data.length > this.cfg.requestBytesMax) return ErrorCode.RequestTooLarge;
     // Memory bounded in bytes too: one large proposal passes when nothing waits.
@@ -363,14 +470,36 @@ export class EtcdServer {
     if (dropped !== null) return dropped.code;
     this.proposedBytes += data.length;
     this.waits.set(id, target);
+    this.waitDeadlines.push({ id, at: monotonicNowMs() + this.requestTimeoutMs });
     this.scheduleTurn();
     return 0;
+  }
+
+  /**
+   * Fails proposals not answered within the request timeout (a forwarded proposal lost with a
+   * leader change never comes back): etcd's "request timed out". Deadlines are in proposal
+   * order, so the sweep looks at the oldest only.
+   */
+  private expireWaits(now: number): void {
+    const q = this.waitDeadlines;
+    const empty = new Uint8Array(0);
+    while (this.waitDeadlinesHead < q.length && q[this.waitDeadlinesHead]!.at <= now) {
+      const { id } = q[this.waitDeadlinesHead++]!;
+      const target = this.waits.get(id);
+      if (target === undefined) continue;
+      this.waits.delete(id);
+      this.answer(target, ErrorCode.Timeout, empty);
+    }
+    if (this.waitDeadlinesHead > 1024 && this.waitDeadlinesHead * 2 > q.length) {
+      q.splice(0, this.waitDeadlinesHead);
+      this.waitDeadlinesHead = 0;
+    }
   }
 
   /** Queues a read; linearizable reads observe every write acknowledged before they arrived. */
   read(kind: ReadKind, request: Uint8Array, serializable: boolean, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
-    if (!serializable && !this.rn.isLeader()) return ErrorCode.NoLeader;
+    if (!serializable && this.rn.lead === 0) return ErrorCode.NoLeader;
     if (this.pendingReads.length + this.readsUnconfirmed.length + this.reads.size >= limits.readsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
@@ -397,7 +526,7 @@ export class EtcdServer {
       raftTerm: this.rn.term,
       raftAppliedIndex: this.rn.applied,
       errors,
-      isLearner: false,
+      isLearner: this.membership.get(this.memberId)?.isLearner ?? false,
     }).finish();
     return this.read(ReadKind.Status, template, true, target);
   }
@@ -428,9 +557,17 @@ export class EtcdServer {
     return { committed: this.rn.committed, applied: this.rn.applied, pending: this.waits.size };
   }
 
-  /** The leader's member id, 0 when there is none (a lone member: itself once elected). */
+  /** The leader's member id, 0 when there is none. */
   leaderId(): Long | number {
-    return this.rn.lead === this.selfId ? this.memberId : 0;
+    const lead = this.rn.lead;
+    if (lead === 0) return 0;
+    if (lead === this.selfId) return this.memberId;
+    return this.membership.byRaftId(lead)?.id ?? 0;
+  }
+
+  /** A leader is known (etcd_server_has_leader). */
+  hasLeader(): boolean {
+    return this.rn.lead !== 0;
   }
 
   // ---- the loop ----
@@ -443,7 +580,27 @@ export class EtcdServer {
 
   private tick(): void {
     this.rn.tick();
+    const now = monotonicNowMs();
+    this.expireWaits(now);
+    if (!this.published) this.publish(now);
     this.scheduleTurn();
+  }
+
+  private publishAtMs = 0;
+
+  /**
+   * Puts this member's name and client URLs into the replicated membership (etcd publish),
+   * through the log, retried every second until the membership shows them.
+   */
+  private publish(now: number): void {
+    const self = this.membership.get(this.memberId);
+    if (self !== undefined && self.name === this.cfg.name && sameUrls(self.clientUrls, this.cfg.clientUrls)) {
+      this.published = true;
+      return;
+    }
+    if (now < this.publishAtMs || this.rn.lead === 0) return;
+    this.publishAtMs = now + 1000;
+    this.propose({ member_attr_set: { member_id: this.memberId, name: this.cfg.name, client_urls: this.cfg.clientUrls } }, ignoreResult);
   }
 
   private runTurn(): void {
@@ -452,7 +609,8 @@ export class EtcdServer {
     this.askReadIndex();
     if (!this.rn.hasReady() && this.pendingReads.length === 0) return;
     const rd = this.rn.ready();
-    if (rd.softState !== null && rd.softState.lead !== 0) this.leaderChanges++;
+    if (rd.softState !== null) this.onSoftState(rd.softState.lead);
+    if (rd.messages.length > 0) this.send(rd.messages);
     const batch = this.batchOf(rd);
     if (batch.append.length === 0 && batch.apply.length === 0 && batch.reads.length === 0 &&
       batch.hardState === null && rd.persist === null) {
@@ -465,6 +623,40 @@ export class EtcdServer {
     bs.applyEntries += batch.apply.length;
     bs.reads += batch.reads.length;
     if (this.rn.hasReady() || this.pendingReads.length > 0) this.scheduleTurn();
+  }
+
+  private lastLead = 0;
+
+  /**
+   * The leader changed. Reads waiting for a read index from the old one will not get it (raft
+   * drops them): they ask again. Proposals forwarded to it may be lost: the request timeout
+   * answers them.
+   */
+  private onSoftState(lead: number): void {
+    if (lead === this.lastLead) return;
+    this.lastLead = lead;
+    if (lead !== 0) this.leaderChanges++;
+    for (const reads of this.readRounds.values()) for (const rq of reads) this.readsUnconfirmed.push(rq);
+    this.readRounds.clear();
+  }
+
+  /** Raft messages to peers; a snapshot for a follower needs state transfer (not built yet). */
+  private send(messages: Message[]): void {
+    const t = this.transport;
+    if (t === null) return;
+    let out = messages;
+    if (messages.some((m) => m.type === MessageType.Snap)) {
+      out = [];
+      for (const m of messages) {
+        if (m.type !== MessageType.Snap) {
+          out.push(m);
+          continue;
+        }
+        this.peerEvent('a follower needs a snapshot: state transfer is not supported yet', { to: m.to });
+        this.rn.reportSnapshot(m.to, false);
+      }
+    }
+    t.send(out);
   }
 
   /** One ReadIndex round for every linearizable read that arrived since the last one. */
@@ -583,6 +775,10 @@ export class EtcdServer {
     this.dbSize = h.dbSize;
     this.dbSizeInUse = h.dbSizeInUse;
     if (h.appliedIndex > this.workerApplied) this.workerApplied = h.appliedIndex;
+    if (h.membership !== null) {
+      this.membership = Membership.decode(Uint8Array.from(h.membership));
+      this.syncPeers();
+    }
     this.reportApplied();
     this.logBytes.appliedTo(this.workerApplied);
     this.trimLog();
@@ -688,9 +884,14 @@ export class EtcdServer {
     this.readsUnconfirmed = [];
     for (const reads of this.readRounds.values()) for (const rq of reads) this.answer(rq.target, ErrorCode.Stopped, empty);
     this.readRounds.clear();
+    await this.transport?.close();
     await this.watch.close();
     await this.worker.close();
   }
+}
+
+function sameUrls(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((u, i) => u === b[i]);
 }
 
 /** Nothing on disk yet: a member starting for the first time. */
@@ -701,11 +902,22 @@ function isNewMember(ready: WorkerReady): boolean {
 }
 
 /**
- * The start of a new single-member cluster's log (etcd raft.Bootstrap): the configuration
- * entry that makes this member its voter, durable before raft starts (raw_node.ts, "Start").
+ * The start of a new cluster's log (etcd raft.Bootstrap): one configuration entry per initial
+ * member, in raft-id order, at term 1, committed, each carrying the member (id and peer URLs),
+ * the same on every initial member; durable before raft starts (raw_node.ts, "Start").
  */
-async function bootstrap(worker: StorageWorkerHandle, selfId: number): Promise<{ entries: Entry[]; hardState: WorkerReady['hardState'] }> {
-  const boot = bootstrapLog([selfId]);
+async function bootstrap(worker: StorageWorkerHandle, members: InitialMember[]): Promise<{ entries: Entry[]; hardState: WorkerReady['hardState'] }> {
+  const sorted = members.slice().sort((a, b) => raftIdOf(a.id) - raftIdOf(b.id));
+  const entries: Entry[] = sorted.map((m, i) => ({
+    term: 1,
+    index: i + 1,
+    type: EntryType.ConfChange,
+    data: encodeConfChange({
+      id: 0, type: ConfChangeType.AddNode, nodeId: raftIdOf(m.id),
+      context: encodeMemberContext({ id: m.id, peerUrls: m.peerUrls, isLearner: false }),
+    }),
+  }));
+  const hardState = { term: 1, vote: 0, commit: entries.length };
   await new Promise<void>((resolve, reject) => {
     worker.listen({
       onMessage: (msg) => {
@@ -716,11 +928,10 @@ async function bootstrap(worker: StorageWorkerHandle, selfId: number): Promise<{
     // seq 1, before raft exists: raft numbers its own writes from 1 again, and this one is
     // acknowledged (and consumed here) before the first of them is sent.
     worker.send(encodeBatch(new PackWriter(1024), {
-      seq: 1, hardState: boot.hardState, mustSync: true, raftTerm: boot.hardState.term,
-      append: boot.entries, apply: [], reads: [],
+      seq: 1, hardState, mustSync: true, raftTerm: 1, append: entries, apply: [], reads: [],
     }));
   });
-  return boot;
+  return { entries, hardState };
 }
 
 /**

@@ -21,6 +21,8 @@ export const metaClusterId = 'clusterId'; //   u64
 export const metaMemberId = 'memberId'; //     u64
 /** The raft configuration as of consistentIndex: u32 voters, u32 learners, then u53 ids (f64 LE). */
 export const metaConfState = 'confState';
+/** The cluster's members (membership/membership.ts encoding) as of consistentIndex. */
+export const metaMembership = 'membership';
 
 export const revBytesLen = 16;
 export const revTombstoneLen = 17;

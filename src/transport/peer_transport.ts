@@ -368,6 +368,11 @@ export class PeerTransport implements TransportContext {
     return this.peersByRaftId.has(raftId);
   }
 
+  /** The raft ids of the peers added (and not removed). */
+  peerIds(): number[] {
+    return [...this.peersByRaftId.keys()];
+  }
+
   /** Clock ms since when the peer is connected, 0 if it is not (etcd ActiveSince). */
   activeSince(raftId: number): number {
     return this.peersByRaftId.get(raftId)?.message.activeSinceMs ?? 0;

@@ -26,6 +26,7 @@
 //     u32 resultCount | resultCount x Result    proposals answered (id = InternalRequest.id)
 //     u32 readCount   | readCount   x ReadResult
 //     u32 leaseCount  | leaseCount  x LeaseChange   lease/lease_store.ts changes, apply order
+//     u32 length | membership (membership/membership.ts encoding) when it changed, else length 0
 //   Result     = u53 id, u8 errorCode (0 = ok), u32 length, response bytes
 //   ReadResult = u32 readId, u8 errorCode, u32 length, response bytes
 //   LeaseChange = u8 kind, u32 length, decimal int64 id (ascii), u53 ttl, u53 remaining
@@ -215,6 +216,12 @@ export interface WorkerInit {
   leaseTtlMin: number;
   /** etcd's --unsafe-no-fsync: the WAL acknowledges writes without fdatasync. */
   unsafeNoFsync: boolean;
+  /**
+   * The ids a member starting for the first time takes (decimal unsigned 64-bit, derived from
+   * its flags as etcd derives them); random when absent. A data dir that has ids keeps them.
+   */
+  newMemberId?: string;
+  newClusterId?: string;
 }
 
 /** A lease as the storage worker restored it (id as a decimal int64). */
@@ -239,6 +246,8 @@ export interface WorkerReady {
   leases: LeaseInfo[];
   /** The raft configuration as of appliedIndex (empty for a member that never applied one). */
   confState: { voters: number[]; learners: number[] };
+  /** The membership as of appliedIndex (membership/membership.ts encoding). */
+  membership: Uint8Array;
 }
 
 export interface WorkerFatal {
@@ -336,6 +345,8 @@ export interface AppliedHeader {
   compactRev: number;
   dbSize: number;
   dbSizeInUse: number;
+  /** The membership after these applies, when they changed it (a view into the message). */
+  membership: Uint8Array | null;
 }
 
 /** What decodeApplied hands over, item by item (no array per message). */
@@ -383,7 +394,8 @@ export class AppliedWriter {
 
   /** The message, in its own buffer; the writer is empty afterwards. */
   finish(h: AppliedHeader): Uint8Array {
-    const m = new Uint8Array(1 + 5 * 8 + 12 + this.results.length + this.reads.length + this.leases.length);
+    const membership = h.membership ?? emptyBytes;
+    const m = new Uint8Array(1 + 5 * 8 + 16 + this.results.length + this.reads.length + this.leases.length + membership.length);
     const b = Buffer.from(m.buffer);
     let pos = 0;
     b[pos++] = WorkerMessageType.Applied;
@@ -398,6 +410,9 @@ export class AppliedWriter {
     pos += this.reads.copyTo(m, pos);
     pos = b.writeUInt32LE(this.leaseCount, pos);
     pos += this.leases.copyTo(m, pos);
+    pos = b.writeUInt32LE(membership.length, pos);
+    m.set(membership, pos);
+    pos += membership.length;
     assert(pos === m.length, 'applied message size');
     this.results.reset();
     this.reads.reset();
@@ -415,6 +430,7 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
   assert(r.u8() === WorkerMessageType.Applied, 'not an Applied');
   const h: AppliedHeader = {
     appliedIndex: r.u53(), currentRev: r.u53(), compactRev: r.u53(), dbSize: r.u53(), dbSizeInUse: r.u53(),
+    membership: null,
   };
   for (let n = r.u32(); n > 0; n--) {
     const id = r.u53();
@@ -432,6 +448,8 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
     const ttl = r.u53();
     v.leaseChange(kind, id, ttl, r.u53());
   }
+  const membership = r.bytes();
+  if (membership.length > 0) h.membership = membership;
   assert(r.done(), 'Applied has trailing bytes');
   return h;
 }
@@ -478,6 +496,8 @@ export function decodeEntries(data: Uint8Array): Entry[] {
   assert(r.done(), 'entries have trailing bytes');
   return out;
 }
+
+const emptyBytes = new Uint8Array(0);
 
 function checkU53(v: number): number {
   assert(Number.isSafeInteger(v), 'u53 value');

@@ -40,6 +40,7 @@ import { varintSize, writeVarint } from '../util/protobuf_wire';
 import { LeaseStore } from '../lease/lease_store';
 import { EntryType, type ConfState, type Entry } from '../raft/types';
 import { applyChange, decodeConfChange } from '../raft/confchange';
+import { Membership } from '../membership/membership';
 import {
   AppliedWriter, decodeBatch, encodeEntries, encodePersisted, ReadKind, WorkerAlarm, WorkerInit,
   WorkerMessageType, WorkerReady,
@@ -117,6 +118,9 @@ export class StorageCore {
   private readonly compactRevShared: BigInt64Array;
   /** The raft configuration as of appliedIndex, kept with the state (meta confState). */
   private confState: ConfState;
+  /** The members as of appliedIndex (meta membership); `membershipChanged` until posted. */
+  private readonly membership: Membership;
+  private membershipChanged: boolean;
   /**
    * The WAL syncs asked for and not yet returned, oldest first: each acknowledges batches up to
    * its seq; a batch that needs no sync rides on the newest (or is acknowledged at once).
@@ -179,12 +183,15 @@ export class StorageCore {
     };
     this.applier = new Applier(this.store);
     this.applier.useLeases(this.leases);
-    this.clusterId = this.loadId(schema.metaClusterId);
-    this.memberId = this.loadId(schema.metaMemberId);
+    this.clusterId = this.loadId(schema.metaClusterId, init.newClusterId);
+    this.memberId = this.loadId(schema.metaMemberId, init.newMemberId);
     this.backend.flush(); // new ids go to disk with the first commit, not 100 ms later
     this.appliedIndex = this.backend.getMetaU64(schema.metaConsistentIndex);
     const cs = this.backend.getMetaBytes(schema.metaConfState);
     this.confState = cs === undefined ? { voters: [], learners: [] } : schema.decodeConfState(cs);
+    const ms = this.backend.getMetaBytes(schema.metaMembership);
+    this.membership = ms === undefined ? Membership.empty() : Membership.decode(ms);
+    this.membershipChanged = false;
     this.backend.restoreApplied(this.appliedIndex, this.store.currentRev);
     const replayed = opened.replay.entries;
     this.durableIndex = replayed.length > 0 ? replayed[replayed.length - 1]!.index : opened.replay.prevIndex;
@@ -222,11 +229,19 @@ export class StorageCore {
     this.wal.retrySpare();
   }
 
-  private loadId(name: string): Long {
+  /** The id kept in meta `name`; a new data dir takes `fresh` (or a random one) and keeps it. */
+  private loadId(name: string, fresh: string | undefined): Long {
     let b = this.backend.getMetaBytes(name);
     if (b === undefined) {
-      b = randomBytes(8);
-      b[0]! &= 0x7f; // keep it positive as int64 too
+      if (fresh !== undefined) {
+        const id = Long.fromString(fresh, true);
+        b = Buffer.allocUnsafe(8);
+        b.writeUInt32BE(id.high >>> 0, 0);
+        b.writeUInt32BE(id.low >>> 0, 4);
+      } else {
+        b = randomBytes(8);
+        b[0]! &= 0x7f; // keep it positive as int64 too
+      }
       this.backend.putMetaBytes(name, b);
     }
     return Long.fromBits(b.readUInt32BE(4), b.readUInt32BE(0), true);
@@ -253,6 +268,7 @@ export class StorageCore {
       compactRev: this.store.compactMainRev,
       leases: [...this.leases.all()].map((l) => ({ id: l.id.toString(), ttl: l.ttl, remaining: l.remaining })),
       confState: { voters: this.confState.voters.slice(), learners: this.confState.learners.slice() },
+      membership: this.membership.encode(),
     };
     this.walReplay = null; // the main thread owns the in-memory log from here on
     return ready;
@@ -398,16 +414,28 @@ export class StorageCore {
    * refuses to make (no voter left) changes nothing here either.
    */
   private applyConfChange(data: Uint8Array): void {
-    const next = applyChange(this.confState, decodeConfChange(data));
+    const cc = decodeConfChange(data);
+    const next = applyChange(this.confState, cc);
     if (next === null) return;
     this.confState = next;
     this.backend.putMetaBytes(schema.metaConfState, schema.encodeConfState(next));
+    if (this.membership.applyConfChange(cc)) this.persistMembership();
+  }
+
+  private persistMembership(): void {
+    this.backend.putMetaBytes(schema.metaMembership, Buffer.from(this.membership.encode()));
+    this.membershipChanged = true;
   }
 
   private applyEntry(data: Uint8Array): void {
     if (data.length === 0) return; // leader's empty entry of a new term
     const req = concordpb.InternalRequest.decode(data);
     const id = toNumber(req.id);
+    // Only the member that proposed it waits for the answer (0: proposed before members had
+    // ids in their proposals, by this lone member).
+    const proposer = req.member_id;
+    const mine = proposer === null || proposer === undefined || Long.fromValue(proposer).isZero() ||
+      Long.fromValue(proposer).toUnsigned().equals(this.memberId);
     try {
       let response: Uint8Array;
       if (req.put) {
@@ -437,6 +465,11 @@ export class StorageCore {
         const resp = this.applier.leaseCheckpoint(req.lease_checkpoint);
         resp.header = this.header(this.store.currentRev);
         response = etcdserverpb.LeaseCheckpointResponse.encode(resp).finish();
+      } else if (req.member_attr_set) {
+        const a = req.member_attr_set;
+        const changed = this.membership.setAttributes(Long.fromValue(a.member_id ?? 0).toUnsigned(), a.name ?? '', a.client_urls ?? []);
+        if (changed) this.persistMembership();
+        response = emptyResponse;
       } else if (req.compaction) {
         const rev = this.applier.compaction(req.compaction);
         response = etcdserverpb.CompactionResponse.encode({ header: this.header(rev) }).finish();
@@ -444,16 +477,16 @@ export class StorageCore {
         this.events.compact(this.store.compactMainRev, this.store.currentRev);
         this.startCompaction(this.store.compactMainRev);
         if (req.compaction.physical) {
-          this.compaction!.waiters.push({ id, response });
+          if (mine) this.compaction!.waiters.push({ id, response });
           return;
         }
       } else {
         assert(false, 'unknown internal request');
       }
-      this.out.result(id, 0, response);
+      if (mine) this.out.result(id, 0, response);
     } catch (err) {
       if (!(err instanceof ConcordError)) throw err;
-      this.out.result(id, err.code, emptyResponse);
+      if (mine) this.out.result(id, err.code, emptyResponse);
     }
   }
 
@@ -522,7 +555,9 @@ export class StorageCore {
       compactRev: Math.max(this.store.compactMainRev, 0),
       dbSize: this.sizes.dbSize,
       dbSizeInUse: this.sizes.dbSizeInUse,
+      membership: this.membershipChanged ? this.membership.encode() : null,
     }));
+    this.membershipChanged = false;
   }
 
   private refreshSizes(force: boolean): void {

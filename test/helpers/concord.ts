@@ -29,6 +29,8 @@ export interface StartConcordOptions {
    * any file fails as on a full disk (EFBIG, or EIO through LMDB's short-write check).
    */
   fileSizeLimitBytes?: number;
+  /** The client port to listen on (a cluster's members know each other's URLs in advance). */
+  fixedPort?: number;
 }
 
 export interface ConcordHandle {
@@ -69,7 +71,7 @@ export async function startConcord(opts: StartConcordOptions = {}): Promise<Conc
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'concord-test-'));
   let lastErr: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+    const port = opts.fixedPort ?? await freePort();
     try {
       return await launch(port, dataDir, ownDir && !opts.keepDataDir, opts);
     } catch (err) {

@@ -19,13 +19,6 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
 export function clusterHandlers(server: EtcdServer): grpc.UntypedServiceImplementation {
   return {
     MemberList(_call: grpc.ServerUnaryCall<unknown, Uint8Array>, callback: Callback): void {
-      const self = {
-        ID: server.memberId,
-        name: server.cfg.name,
-        peerURLs: server.cfg.peerUrls,
-        clientURLs: server.cfg.clientUrls,
-        isLearner: false,
-      };
       const resp = etcdserverpb.MemberListResponse.encode({
         // etcd's cluster service header carries no revision (v3rpc/member.go: header()).
         header: {
@@ -33,7 +26,9 @@ export function clusterHandlers(server: EtcdServer): grpc.UntypedServiceImplemen
           member_id: server.memberId,
           raft_term: server.raftTerm(),
         },
-        members: [self],
+        members: server.members().map((m) => ({
+          ID: m.id, name: m.name, peerURLs: m.peerUrls, clientURLs: m.clientUrls, isLearner: m.isLearner,
+        })),
       }).finish();
       callback(null, resp);
     },

@@ -1,0 +1,150 @@
+// Test helpers: a throw-away cluster of concord member processes on free loopback ports, started
+// with etcd's cluster flags (--initial-cluster, --initial-advertise-peer-urls, ...).
+//
+//   const c = await startCluster({ size: 3 });
+//   t.after(() => c.stop());                       // every member stopped, data dirs removed
+//   await c.kill(1); await c.restart(1);           // kill -9 a member, start it again
+//   const leader = await c.leader();               // index of the member that leads
+//
+// Members: name m0..m{n-1}; client URL http://127.0.0.1:<c>; peer URL http://127.0.0.1:<p>.
+// `peerDial` (a FaultProxy Partitioner's routes per member) reroutes where each member dials its
+// peers (CONCORD_TEST_PEER_DIAL), so faults can sit between members.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConcordHandle, startConcord } from './concord';
+import { freePort } from './etcd';
+import { connect, unary } from './grpc_client';
+
+export interface ClusterOptions {
+  size: number;
+  token?: string;
+  extraArgs?: string[];
+  env?: Record<string, string>;
+  /** Per member: CONCORD_TEST_PEER_DIAL value (see src/transport/peer_transport.ts). */
+  peerDial?: (member: number) => string;
+}
+
+export interface MemberInfo {
+  name: string;
+  clientPort: number;
+  peerPort: number;
+  clientUrl: string;
+  peerUrl: string;
+  dataDir: string;
+}
+
+export interface ClusterHandle {
+  members: MemberInfo[];
+  /** Running processes, null where a member is stopped or killed. */
+  procs: (ConcordHandle | null)[];
+  endpoints(): string[];
+  kill(i: number): Promise<void>;
+  stopMember(i: number): Promise<void>;
+  restart(i: number): Promise<void>;
+  /** The index of the member that says it leads (Status), waiting up to `timeoutMs`. */
+  leader(timeoutMs?: number): Promise<number>;
+  logs(i: number): string;
+  stop(): Promise<void>;
+}
+
+export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-cluster-'));
+  const members: MemberInfo[] = [];
+  for (let i = 0; i < opts.size; i++) {
+    const clientPort = await freePort();
+    const peerPort = await freePort();
+    members.push({
+      name: `m${i}`, clientPort, peerPort,
+      clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `http://127.0.0.1:${peerPort}`,
+      dataDir: path.join(root, `m${i}`),
+    });
+  }
+  const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
+  const procs: (ConcordHandle | null)[] = members.map(() => null);
+  const logsOf: string[] = members.map(() => '');
+  const launch = (i: number): Promise<ConcordHandle> => {
+    const m = members[i]!;
+    return startConcord({
+      dataDir: m.dataDir,
+      name: m.name,
+      keepDataDir: true,
+      fixedPort: m.clientPort,
+      readyTimeoutMs: 30_000,
+      extraArgs: [
+        '--listen-peer-urls', m.peerUrl,
+        '--initial-advertise-peer-urls', m.peerUrl,
+        '--initial-cluster', initialCluster,
+        '--initial-cluster-state', 'new',
+        '--initial-cluster-token', opts.token ?? 'concord-test',
+        ...(opts.extraArgs ?? []),
+      ],
+      env: { ...(opts.env ?? {}), ...(opts.peerDial ? { CONCORD_TEST_PEER_DIAL: opts.peerDial(i) } : {}) },
+    });
+  };
+  const handle: ClusterHandle = {
+    members,
+    procs,
+    endpoints: () => members.map((m) => m.clientUrl),
+    async kill(i) {
+      const p = procs[i];
+      if (p === null || p === undefined) return;
+      logsOf[i] += p.logs() + '\n';
+      await p.kill();
+      procs[i] = null;
+    },
+    async stopMember(i) {
+      const p = procs[i];
+      if (p === null || p === undefined) return;
+      logsOf[i] += p.logs() + '\n';
+      await p.stop();
+      procs[i] = null;
+    },
+    async restart(i) {
+      if (procs[i] !== null) await handle.kill(i);
+      procs[i] = await launch(i);
+    },
+    async leader(timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        for (let i = 0; i < members.length; i++) {
+          if (procs[i] === null) continue;
+          const c = connect('etcdserverpb.Maintenance', members[i]!.clientUrl);
+          try {
+            const st = await unary(c, 'Status', {}, { timeoutMs: 1000 });
+            if (String(st.leader) === String(st.header?.member_id) && String(st.leader) !== '0') return i;
+          } catch {
+            // not up, or no answer: try the next
+          } finally {
+            c.close();
+          }
+        }
+        if (Date.now() > deadline) throw new Error('no leader');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    logs: (i) => logsOf[i] + (procs[i]?.logs() ?? ''),
+    async stop() {
+      await Promise.all(procs.map(async (p, i) => {
+        if (p !== null) {
+          logsOf[i] += p.logs();
+          await p.stop();
+        }
+      }));
+      fs.rmSync(root, { recursive: true, force: true });
+    },
+  };
+  // All at once: a new cluster's members wait for each other to elect a leader.
+  const started = await Promise.allSettled(members.map((_, i) => launch(i)));
+  let failure: unknown = null;
+  for (let i = 0; i < started.length; i++) {
+    const r = started[i]!;
+    if (r.status === 'fulfilled') procs[i] = r.value;
+    else failure ??= r.reason;
+  }
+  if (failure !== null) {
+    await handle.stop();
+    throw failure;
+  }
+  return handle;
+}
