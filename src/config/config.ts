@@ -491,12 +491,13 @@ function validate(c: Config): void {
 }
 
 /**
- * True when the data dir already holds a member: its WAL has been written (etcd
- * wal.Exist(<data-dir>/member/wal), the test etcd makes before it reads --initial-cluster).
+ * True when the data dir already holds a member: its WAL has a segment (etcd
+ * wal.Exist(<data-dir>/member/wal): a *.wal file; storage/wal.ts names segments so, and leaves
+ * only *.tmp files behind a crash before the first one).
  */
 export function dataDirInitialized(dataDir: string): boolean {
   try {
-    return fs.readdirSync(path.join(dataDir, schema.walDir)).length > 0;
+    return fs.readdirSync(path.join(dataDir, schema.walDir)).some((f) => f.endsWith('.wal'));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;

@@ -479,7 +479,13 @@ export function joinExisting(cluster: InitialCluster, token: string, localName: 
     }
   }
   const localId = assigned.get(localName);
-  assert(localId !== undefined, 'joinExisting: local name not in the cluster (verifyBootstrapFlags first)');
+  assert(memberByName(cluster, localName) !== undefined, 'joinExisting: local name not in the cluster (verifyBootstrapFlags first)');
+  // Only a peer reporting two members with one id or one URL list (etcd never lets either
+  // happen) leaves a name unmatched; etcd would start with the token's id then.
+  const duplicateIds = existing.some((m, i) => i > 0 && existing[i - 1]!.id === m.id);
+  if (localId === undefined || duplicateIds) {
+    throw new BootstrapError('cluster-mismatch', `the cluster reported by the peers is inconsistent: ${goClusterString(remote)}`);
+  }
   const membership: Membership = { clusterId: remote.clusterId, localId, members: existing.map((m) => ({ ...m })) };
   checkMembership(membership);
   return membership;

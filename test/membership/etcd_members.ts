@@ -36,7 +36,7 @@ export function flagsToArgs(f: MemberFlags): string[] {
 
 /** Starts one member (waits until healthy: for a cluster, start the members together). */
 export function startMember(f: MemberFlags): Promise<EtcdHandle> {
-  return startEtcd({ name: f.name, extraArgs: flagsToArgs(f), readyTimeoutMs: 30_000 });
+  return startEtcd({ name: f.name, extraArgs: ['--logger', 'zap', ...flagsToArgs(f)], readyTimeoutMs: 30_000 });
 }
 
 /** `n` loopback peer URLs on free ports. */

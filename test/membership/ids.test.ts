@@ -99,11 +99,14 @@ describe('ids: equal to real etcd 3.4', { skip: etcdSkipReason() }, () => {
       { what: 'empty token', token: '', listen: [u1!], advertise: [u1!], cluster: [u1!] },
       // Advertised in one order, listed in --initial-cluster in the other.
       { what: 'two peer URLs', token: 'two-urls', listen: [u2!, u3!], advertise: [u3!, u2!], cluster: [u2!, u3!] },
-      // Go's url.String(): the scheme lower-cased, a lone '?' kept, %41 in the user name decoded,
-      // a valid %-escape in the fragment kept as typed. Advertised only (nobody dials them).
+      // Go's url.String(): the scheme lower-cased, a lone '?' kept, %41 in the user name decoded
+      // and %3a re-escaped as %3A, a valid %-escape in a fragment kept as typed and a space in one
+      // escaped, a non-ASCII host %-escaped, IPv6 with a zone. Advertised only (nobody dials them).
       {
         what: 'URLs Go normalizes', token: 'norm', listen: [u4!], cluster: [],
-        advertise: [`HTTP://${u5!.slice('http://'.length)}?`, `http://u%41:p@${u6!.slice('http://'.length)}#fr%41g`],
+        advertise: [`HTTP://${u5!.slice('http://'.length)}?`, `http://u%41:p@${u6!.slice('http://'.length)}#fr%41g`,
+          'http://[::1]:1?x=1&y', 'http://hé:2', 'http://h%C3%A9:3', 'http://a:4#a b', 'https://[fe80::1%25en0]:5',
+          'HTTPS://User%3a@a:6', 'unix://sock:7', 'http://a:8#'],
       },
     ];
     for (const c of configs) {
