@@ -79,7 +79,7 @@ const flags: Record<string, FlagSpec> = {
   'metrics': { key: null, kind: 'string', def: 'basic', help: 'Accepted for etcd compatibility; concord exports one set of metrics.' },
   'listen-peer-urls': { key: 'listenPeerUrls', kind: 'peerUrls', def: 'http://localhost:2380', help: 'List of URLs to listen on for peer traffic.' },
   'initial-advertise-peer-urls': { key: 'initialAdvertisePeerUrls', kind: 'peerUrls', def: 'http://localhost:2380', help: "List of this member's peer URLs to advertise to the rest of the cluster." },
-  'initial-cluster': { key: 'initialCluster', kind: 'string', def: initialClusterDefault, help: 'Initial cluster configuration for bootstrapping: name=peer-url,... (a name repeats for several URLs). Defaults to <name>=<initial-advertise-peer-urls> when --name is set.' },
+  'initial-cluster': { key: 'initialCluster', kind: 'string', def: initialClusterDefault, help: 'Initial cluster configuration for bootstrapping: name=peer-url,... (a name repeats for several URLs). Not given: <name>=<initial-advertise-peer-urls> (etcd derives it only for a --name other than default).' },
   'initial-cluster-state': { key: 'initialClusterState', kind: 'clusterState', def: 'new', help: "Initial cluster state ('new' or 'existing'). Ignored, as the other --initial-* flags, once the data dir holds a member." },
   'initial-cluster-token': { key: 'initialClusterToken', kind: 'string', def: 'etcd-cluster', help: 'Initial cluster token for the cluster during bootstrap: member and cluster ids derive from it, so distinct clusters never mistake each other.' },
   'heartbeat-interval': { key: 'heartbeatIntervalMs', kind: 'uint', def: '100', help: 'Time (in milliseconds) of a heartbeat interval.' },
@@ -352,6 +352,14 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
   for (const [name, spec] of Object.entries(flags)) if (spec.key !== null) config[spec.key] = values.get(name);
   config['initialClusterMembers'] = null;
   const c = config as unknown as Config;
+  applyDerivedDefaults(c, set, notices);
+  validate(c);
+  verifyBootstrap(c);
+  return { config: c, help, version, notices };
+}
+
+/** Defaults that depend on other flags, as etcd derives them. `set`: the flags given a value. */
+function applyDerivedDefaults(c: Config, set: Set<string>, notices: Notice[]): void {
   if (c.dataDir === '') c.dataDir = `${c.name}.concord`;
   // etcd UpdateDefaultClusterFromName: 'etcd --name abc' bootstraps abc=<advertised peer URLs>
   // (when --initial-cluster keeps its default text). Concord also does so for the name
@@ -371,9 +379,6 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
     });
     c.snapshotCount = snapshotCountDefault;
   }
-  validate(c);
-  verifyBootstrap(c);
-  return { config: c, help, version, notices };
 }
 
 /**
@@ -531,10 +536,16 @@ function verifyBootstrap(c: Config): void {
   }
 }
 
+/** How the usage names each kind of value. */
+const kindShown: Record<Kind, string> = {
+  string: 'string', int: 'int', uint: 'uint', urls: 'urls', peerUrls: 'urls', bool: 'bool', duration: 'duration',
+  clusterState: 'new|existing',
+};
+
 export function usage(): string {
   const lines = ['Usage: concord [flags]', '', 'Flags (etcd names):'];
   for (const [name, spec] of Object.entries(flags)) {
-    lines.push(`  --${name}${spec.kind === 'bool' ? '' : ' <' + spec.kind + '>'}`);
+    lines.push(`  --${name}${spec.kind === 'bool' ? '' : ' <' + kindShown[spec.kind] + '>'}`);
     lines.push(`      ${spec.help}${spec.def === '' ? '' : ` (default ${JSON.stringify(spec.def)})`}`);
   }
   lines.push('  --config-file <path>', '      Path to a YAML configuration file with etcd flag names as keys.');

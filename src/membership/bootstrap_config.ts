@@ -25,7 +25,9 @@
 //   {"level":"fatal","msg":"discovery failed","error":<message>}   and exits 1.
 import { assert } from '../util/assert';
 import { clusterIdOf, compareGoStrings, formatId, memberIdOf, type ClusterId, type MemberId } from './ids';
-import { UrlError, goQuote, goQuoteList, hostOfUrl, isGoIp, parseGoUrl, parsePeerUrls, splitHostPort } from './urls';
+import {
+  UrlError, goQuote, goQuoteList, hostOfUrl, isGoIp, parseGoUrl, parsePeerUrls, splitHostPort,
+} from './urls';
 
 /** One name of --initial-cluster with its peer URLs (as etcd holds them: normalized, sorted). */
 export interface InitialClusterMember {
@@ -222,7 +224,8 @@ function resolveUrl(url: string, resolved: ResolvedHosts | undefined): string {
  * etcd netutil.URLStringsEqual (3.4.23): equal as sorted lists once host names are resolved;
  * otherwise the reason, in etcd's words.
  */
-export function urlListsDiffer(a: readonly string[], b: readonly string[], resolved?: ResolvedHosts): string | null {
+export function urlListsDiffer(a: readonly string[], b: readonly string[],
+  resolved?: ResolvedHosts): string | null {
   if (a.length !== b.length) return `len(${goQuoteList(a)}) != len(${goQuoteList(b)})`;
   const ra = a.map((u) => resolveUrl(u, resolved)).sort(compareGoStrings);
   const rb = b.map((u) => resolveUrl(u, resolved)).sort(compareGoStrings);
@@ -247,7 +250,8 @@ function checkLocalMember(cluster: InitialCluster, name: string): InitialCluster
 }
 
 /** etcd advertiseMatchesCluster: --initial-advertise-peer-urls must be this name's URLs. */
-function checkAdvertiseMatches(local: InitialClusterMember, advertised: readonly string[], resolved?: ResolvedHosts): void {
+function checkAdvertiseMatches(local: InitialClusterMember, advertised: readonly string[],
+  resolved?: ResolvedHosts): void {
   const apurls = [...advertised].sort(compareGoStrings);
   const reason = urlListsDiffer(apurls, local.peerUrls, resolved);
   if (reason === null) return;
@@ -258,13 +262,15 @@ function checkAdvertiseMatches(local: InitialClusterMember, advertised: readonly
   if (missingFromAp.length > 0) {
     const m = missingFromAp.map((u) => `${local.name}=${u}`).join(',');
     throw new BootstrapError('advertise-mismatch',
-      `--initial-cluster has ${m} but missing from --initial-advertise-peer-urls=${apurls.join(',')} (${reason})`);
+      `--initial-cluster has ${m} but missing from ` +
+      `--initial-advertise-peer-urls=${apurls.join(',')} (${reason})`);
   }
   const apAsCluster = formatInitialCluster([{ name: local.name, peerUrls: apurls }]);
   const missingFromInit = [...apSet].filter((u) => !initSet.has(u)).sort(compareGoStrings);
   if (missingFromInit.length > 0) {
     throw new BootstrapError('advertise-mismatch',
-      `--initial-advertise-peer-urls has ${missingFromInit.join(',')} but missing from --initial-cluster=${apAsCluster}`);
+      `--initial-advertise-peer-urls has ${missingFromInit.join(',')} but missing from ` +
+      `--initial-cluster=${apAsCluster}`);
   }
   throw new BootstrapError('advertise-mismatch',
     `failed to resolve ${apurls.join(',')} to match --initial-cluster=${apAsCluster} (${reason})`);
@@ -276,7 +282,8 @@ function checkDuplicateUrls(cluster: InitialCluster): void {
   for (const m of cluster) {
     for (const u of m.peerUrls) {
       if (seen.has(u)) {
-        throw new BootstrapError('duplicate-url', `initial cluster ${formatInitialCluster(cluster)} has duplicate url`);
+        throw new BootstrapError('duplicate-url',
+          `initial cluster ${formatInitialCluster(cluster)} has duplicate url`);
       }
       seen.add(u);
     }
@@ -307,7 +314,9 @@ export interface BootstrapFlags {
 export function verifyBootstrapFlags(flags: BootstrapFlags, resolved?: ResolvedHosts): InitialCluster {
   const cluster = parseInitialCluster(flags.initialCluster);
   const local = checkLocalMember(cluster, flags.name);
-  if (flags.initialClusterState === 'new') checkAdvertiseMatches(local, flags.initialAdvertisePeerUrls, resolved);
+  if (flags.initialClusterState === 'new') {
+    checkAdvertiseMatches(local, flags.initialAdvertisePeerUrls, resolved);
+  }
   checkDuplicateUrls(cluster);
   return cluster;
 }
@@ -335,7 +344,7 @@ export function initialMembership(cluster: InitialCluster, token: string, localN
   }
   members.sort(compareIds);
   const local = members.find((m) => m.name === localName);
-  assert(local !== undefined, 'initialMembership: local name not in the cluster (verifyBootstrapFlags first)');
+  assert(local !== undefined, 'initialMembership: local name not in the cluster');
   return { clusterId: clusterIdOf(members.map((m) => m.id)), localId: local.id, members };
 }
 
@@ -364,21 +373,26 @@ export type BootstrapPlan =
  * What a member does at start-up. `dataDir` is what an initialized data dir holds (null when it
  * holds nothing yet: etcd looks for a WAL). Throws BootstrapError with etcd's message.
  */
-export function planBootstrap(flags: BootstrapFlags, dataDir: Membership | null, resolved?: ResolvedHosts): BootstrapPlan {
+export function planBootstrap(flags: BootstrapFlags, dataDir: Membership | null,
+  resolved?: ResolvedHosts): BootstrapPlan {
   if (dataDir !== null) return planRestart(flags, dataDir);
   const cluster = verifyBootstrapFlags(flags, resolved);
   const remotes = remotePeerUrls(cluster, flags.name);
   if (flags.initialClusterState === 'existing') {
     return { kind: 'join', initialCluster: cluster, remotePeerUrls: remotes, notices: [] };
   }
-  return { kind: 'new', membership: initialMembership(cluster, flags.initialClusterToken, flags.name), remotePeerUrls: remotes, notices: [] };
+  const membership = initialMembership(cluster, flags.initialClusterToken, flags.name);
+  return { kind: 'new', membership, remotePeerUrls: remotes, notices: [] };
 }
 
 function planRestart(flags: BootstrapFlags, dataDir: Membership): BootstrapPlan {
   checkMembership(dataDir);
   const notices: BootstrapNotice[] = [
     // etcd: etcdmain/etcd.go, before anything else.
-    { level: 'info', msg: 'server has been already initialized', fields: { 'data-dir': flags.dataDir, 'dir-type': 'member' } },
+    {
+      level: 'info', msg: 'server has been already initialized',
+      fields: { 'data-dir': flags.dataDir, 'dir-type': 'member' },
+    },
   ];
   // Beyond etcd, which says nothing more: when the flags describe a new cluster other than the
   // one in the data dir, say that they are ignored (the usual mistake: a member left with its old
@@ -395,7 +409,8 @@ function planRestart(flags: BootstrapFlags, dataDir: Membership): BootstrapPlan 
     if (flagsClusterId !== dataDir.clusterId) {
       notices.push({
         level: 'warn',
-        msg: 'ignoring --initial-cluster, --initial-cluster-token and --initial-advertise-peer-urls: the data dir already belongs to a cluster',
+        msg: 'ignoring --initial-cluster, --initial-cluster-token and --initial-advertise-peer-urls: ' +
+          'the data dir already belongs to a cluster',
         fields: {
           'data-dir': flags.dataDir,
           'cluster-id': formatId(dataDir.clusterId),
@@ -410,7 +425,9 @@ function planRestart(flags: BootstrapFlags, dataDir: Membership): BootstrapPlan 
 
 /** Asserts the Membership invariants (a data dir or a peer that says otherwise is a bug). */
 export function checkMembership(m: Membership): void {
-  for (let i = 1; i < m.members.length; i++) assert(m.members[i - 1]!.id < m.members[i]!.id, 'membership: members not sorted by id');
+  for (let i = 1; i < m.members.length; i++) {
+    assert(m.members[i - 1]!.id < m.members[i]!.id, 'membership: members not sorted by id');
+  }
   assert(m.members.some((x) => x.id === m.localId), 'membership: local member not a member');
 }
 
@@ -423,7 +440,8 @@ export function checkNotBootstrapped(membership: Membership, remote: RemoteClust
   if (remote === null) return;
   const m = remote.members.find((x) => x.id === membership.localId);
   if (m !== undefined && m.clientUrls.length > 0) {
-    throw new BootstrapError('already-bootstrapped', `member ${formatId(membership.localId)} has already been bootstrapped`);
+    throw new BootstrapError('already-bootstrapped',
+      `member ${formatId(membership.localId)} has already been bootstrapped`);
   }
 }
 
@@ -458,7 +476,8 @@ export function joinExisting(cluster: InitialCluster, token: string, localName: 
     new BootstrapError('cluster-mismatch', `error validating peerURLs ${goClusterString(remote)}: ${reason}`);
   const existing = [...remote.members].sort(compareIds);
   // The local side as etcd builds it: ids from the token, sorted by them.
-  const local = cluster.map((m) => ({ id: memberIdOf(m.peerUrls, token), name: m.name, peerUrls: m.peerUrls }))
+  const local = cluster
+    .map((m) => ({ id: memberIdOf(m.peerUrls, token), name: m.name, peerUrls: m.peerUrls }))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   if (existing.length !== local.length) throw fail('member count is unequal');
   const assigned = new Map<string, MemberId>();
@@ -474,19 +493,22 @@ export function joinExisting(cluster: InitialCluster, token: string, localName: 
       }
     }
     if (!matched) {
-      throw fail(`PeerURLs: no match found for existing member (${formatId(e.id)}, [${e.peerUrls.join(' ')}]), ` +
+      throw fail('PeerURLs: no match found for existing member ' +
+        `(${formatId(e.id)}, [${e.peerUrls.join(' ')}]), ` +
         `last resolver error (${reason})`);
     }
   }
   const localId = assigned.get(localName);
-  assert(memberByName(cluster, localName) !== undefined, 'joinExisting: local name not in the cluster (verifyBootstrapFlags first)');
+  assert(memberByName(cluster, localName) !== undefined, 'joinExisting: local name not in the cluster');
   // Only a peer reporting two members with one id or one URL list (etcd never lets either
   // happen) leaves a name unmatched; etcd would start with the token's id then.
   const duplicateIds = existing.some((m, i) => i > 0 && existing[i - 1]!.id === m.id);
   if (localId === undefined || duplicateIds) {
-    throw new BootstrapError('cluster-mismatch', `the cluster reported by the peers is inconsistent: ${goClusterString(remote)}`);
+    throw new BootstrapError('cluster-mismatch',
+      `the cluster reported by the peers is inconsistent: ${goClusterString(remote)}`);
   }
-  const membership: Membership = { clusterId: remote.clusterId, localId, members: existing.map((m) => ({ ...m })) };
+  const members = existing.map((m) => ({ ...m }));
+  const membership: Membership = { clusterId: remote.clusterId, localId, members };
   checkMembership(membership);
   return membership;
 }

@@ -10,7 +10,8 @@ import { after, before, describe, test } from 'node:test';
 
 import {
   BootstrapError, checkNotBootstrapped, errCannotFetchCluster, fetchFailed, formatInitialCluster, goClusterString,
-  hostsToResolve, initialClusterFromName, initialMembership, joinExisting, parseInitialCluster, planBootstrap,
+  hostsToResolve, initialClusterFromName, initialMembership, joinExisting, parseInitialCluster, peerClusterIdMismatch,
+  peerClusterIdMismatchFields, planBootstrap,
   remotePeerUrls, urlListsDiffer, verifyBootstrapFlags, type BootstrapFlags, type Membership, type RemoteCluster,
 } from '../../src/membership/bootstrap_config';
 import { clusterIdOf, formatId, memberIdOf } from '../../src/membership/ids';
@@ -251,6 +252,48 @@ describe('against real etcd 3.4: restarts, lost data, joins', { skip: etcdSkipRe
     }), concord.membership);
     assert.equal(restart.kind, 'restart');
     assert.equal(restart.notices[0]!.msg, 'server has been already initialized');
+  });
+
+  test('a member restarted on the data of another cluster starts anyway (flags ignored); its peers refuse it: "cluster ID mismatch"', async (t) => {
+    const urls = await loopbackUrls(3);
+    const aDir = tmpDataDir();
+    dirs.push(aDir);
+    const cluster = `a=${urls[0]!},b=${urls[1]!},c=${urls[2]!}`;
+    const mk = (name: string, i: number, token: string, dataDir?: string): MemberFlags =>
+      ({ name, listenPeerUrls: [urls[i]!], advertisePeerUrls: [urls[i]!], initialCluster: cluster, token, ...(dataDir ? { dataDir } : {}) });
+    const first = await Promise.all([mk('a', 0, 'old', aDir), mk('b', 1, 'old'), mk('c', 2, 'old')].map(startMember));
+    const old = await memberList(first[0]!.endpoint);
+    await Promise.all(first.map((h) => h.stop())); // b and c lose their data dirs
+    const fresh = await Promise.all([mk('b', 1, 'new'), mk('c', 2, 'new')].map(startMember));
+    running.push(...fresh);
+    const now = await memberList(fresh[0]!.endpoint);
+    assert.notEqual(now.clusterId, old.clusterId);
+
+    // a restarts on its old data with the flags of the new cluster.
+    const a = await runUntilRefused(mk('a', 0, 'new', aDir), 20_000, /cluster ID mismatch/);
+    assert.equal(a.error, null, `etcd does not refuse to start:\n${a.output.slice(-3000)}`);
+    const aOld = old.members.find((m) => m.name === 'a')!.id;
+    assert.match(a.output, new RegExp(`"msg":"restarting local member","cluster-id":"${formatId(old.clusterId)}","local-member-id":"${formatId(aOld)}"`));
+    // Its peers refuse what it sends, and say so.
+    const refusedBy = fresh.flatMap((h) => h.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((r) => r.msg === peerClusterIdMismatch.receiverMsg));
+    assert.ok(refusedBy.length > 0, fresh.map((h) => h.logs()).join('\n').slice(-3000));
+    const rec = refusedBy[0]!;
+    const receiver = now.members.find((m) => formatId(m.id) === rec['local-member-id'])!;
+    for (const [k, v] of Object.entries(peerClusterIdMismatchFields(receiver.id, now.clusterId, aOld, old.clusterId))) assert.equal(rec[k], v, k);
+    assert.match(a.output, new RegExp(`"msg":"${peerClusterIdMismatch.senderMsg}".*"error":"${peerClusterIdMismatch.error}"`));
+    t.diagnostic(`${rec.msg}: ${JSON.stringify(peerClusterIdMismatchFields(receiver.id, now.clusterId, aOld, old.clusterId))}`);
+
+    // Concord: the same restart (the data dir's ids), and a warning naming both clusters.
+    const dataDir: Membership = {
+      clusterId: old.clusterId, localId: aOld,
+      members: [...old.members].sort((x, y) => (x.id < y.id ? -1 : 1)),
+    };
+    const plan = planBootstrap(flags({ name: 'a', dataDir: aDir, initialCluster: cluster, initialAdvertisePeerUrls: [urls[0]!], initialClusterToken: 'new' }), dataDir);
+    assert.ok(plan.kind === 'restart');
+    assert.equal(plan.membership.clusterId, old.clusterId);
+    assert.equal(plan.notices[1]!.fields['cluster-id'], formatId(old.clusterId));
+    assert.equal(plan.notices[1]!.fields['initial-cluster-id'], formatId(now.clusterId), 'the flags name the cluster b and c formed');
   });
 
   describe('a running 3-member cluster; member c loses its data', () => {

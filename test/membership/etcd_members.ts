@@ -104,10 +104,11 @@ export interface RefusedStart {
 }
 
 /**
- * Runs etcd with `f` (and free client ports) until it exits by itself; resolves with its exit
- * code and the error it logged. Killed after `timeoutMs` (then error is null).
+ * Runs etcd with `f` (and free client ports) until it exits by itself, or its output matches
+ * `until` (then it is killed); resolves with its exit code and the error it logged. Killed after
+ * `timeoutMs` (then error is null).
  */
-export async function runUntilRefused(f: MemberFlags, timeoutMs = 20_000): Promise<RefusedStart> {
+export async function runUntilRefused(f: MemberFlags, timeoutMs = 20_000, until?: RegExp): Promise<RefusedStart> {
   const [clientPort] = await freePorts(1);
   const client = `http://127.0.0.1:${clientPort}`;
   const ownDataDir = f.dataDir === undefined ? tmpDataDir() : null;
@@ -117,8 +118,12 @@ export async function runUntilRefused(f: MemberFlags, timeoutMs = 20_000): Promi
     return await new Promise((resolve, reject) => {
       const proc = spawn(ETCD_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
-      proc.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
-      proc.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
+      const onData = (c: Buffer): void => {
+        output += c.toString('utf8');
+        if (until !== undefined && until.test(output)) proc.kill('SIGKILL');
+      };
+      proc.stdout.on('data', onData);
+      proc.stderr.on('data', onData);
       const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
       proc.on('error', reject);
       proc.on('close', (code) => {
