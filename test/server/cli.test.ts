@@ -9,8 +9,9 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 
+import { ConfigError, parseArgs } from '../../src/config/config';
 import { CONCORD_MAIN, startConcord, type ConcordHandle } from '../helpers/concord';
-import { ETCD_BIN, etcdSkipReason, freePort, startEtcd, type EtcdHandle } from '../helpers/etcd';
+import { ETCD_BIN, etcdSkipReason, freePort, freePorts, startEtcd, type EtcdHandle } from '../helpers/etcd';
 import { bytes, connect, str, unary } from '../helpers/grpc_client';
 
 const procs = new Set<ChildProcess>();
@@ -193,6 +194,31 @@ function logRecords(stderr: string): Record<string, unknown>[] {
   });
 }
 
+/**
+ * The error etcd gave for a refused start: the "error" of its 'failed to verify flags' or
+ * 'failed to start etcd' log line (zap), or of its capnslog 'error verifying flags, <error>. See
+ * 'etcd --help'.' line (ETCD_* variables are read before the logger exists).
+ */
+function etcdError(stderr: string): string | null {
+  for (const line of stderr.split('\n')) {
+    if (line.startsWith('{')) {
+      const rec = JSON.parse(line) as { msg?: string; error?: string };
+      if ((rec.msg === 'failed to verify flags' || rec.msg === 'failed to start etcd') && typeof rec.error === 'string') return rec.error;
+    }
+    const m = /error verifying flags, (.*)\. See 'etcd --help'\.$/.exec(line);
+    if (m) return m[1]!;
+  }
+  return null;
+}
+
+/** Loopback URLs on free ports, for an etcd that gets as far as binding its listeners. */
+async function etcdListenArgs(): Promise<string[]> {
+  const [c, p] = await freePorts(2);
+  const client = `http://127.0.0.1:${c}`;
+  return ['--data-dir', path.join(tmpDir(), 'etcd'), '--listen-client-urls', client, '--advertise-client-urls', client,
+    '--listen-peer-urls', `http://127.0.0.1:${p}`];
+}
+
 const TOO_MANY_OPS = 'INVALID_ARGUMENT: etcdserver: too many operations in txn request';
 
 describe('concord command line', () => {
@@ -248,6 +274,159 @@ describe('concord command line', () => {
         assert.equal(e.code, 1, `etcd ${c.args.join(' ')}: ${e.stderr}`);
         assert.match(e.stderr, /failed to verify flags|error verifying flags/, `etcd ${c.args.join(' ')}`);
       }
+    }
+  });
+
+  test('cluster flags that do not parse: exit 2 and the Go flag-package message, as etcd', async () => {
+    const cases: [string[], string][] = [
+      [['--initial-cluster-state', 'bogus'], 'invalid value "bogus" for flag -initial-cluster-state: invalid value'],
+      [['--pre-vote=maybe'], 'invalid boolean value "maybe" for -pre-vote: parse error'],
+      [['--strict-reconfig-check=2'], 'invalid boolean value "2" for -strict-reconfig-check: parse error'],
+      [['--snapshot-count', '-1'], 'invalid value "-1" for flag -snapshot-count: parse error'],
+      [['--snapshot-count', '99999999999999999999'], 'invalid value "99999999999999999999" for flag -snapshot-count: value out of range'],
+      [['--heartbeat-interval', '-1'], 'invalid value "-1" for flag -heartbeat-interval: parse error'],
+      [['--election-timeout', '1.5'], 'invalid value "1.5" for flag -election-timeout: parse error'],
+      [['--initial-advertise-peer-urls', 'foo'], 'invalid value "foo" for flag -initial-advertise-peer-urls: URL scheme must be http, https, unix, or unixs: foo'],
+      [['--initial-advertise-peer-urls', 'http://127.0.0.1:7,'], 'invalid value "http://127.0.0.1:7," for flag -initial-advertise-peer-urls: URL scheme must be http, https, unix, or unixs: '],
+      [['--initial-advertise-peer-urls', 'http://127.0.0.1:7/x'], 'invalid value "http://127.0.0.1:7/x" for flag -initial-advertise-peer-urls: URL must not contain a path: http://127.0.0.1:7/x'],
+      [['--listen-peer-urls', 'http://127.0.0.1'], 'invalid value "http://127.0.0.1" for flag -listen-peer-urls: URL address does not have the form "host:port": http://127.0.0.1'],
+      [['--listen-peer-urls', 'http://127.0.0.1:%zz'], 'invalid value "http://127.0.0.1:%zz" for flag -listen-peer-urls: parse "http://127.0.0.1:%zz": invalid port ":%zz" after host'],
+      [['--initial-cluster-token'], 'flag needs an argument: -initial-cluster-token'],
+    ];
+    for (const [args, first] of cases) {
+      const c = await concordToExit(args);
+      assert.equal(c.code, 2, `concord ${args.join(' ')}: ${c.stderr}`);
+      assert.equal(c.stderr.split('\n')[0], first);
+      if (!etcdSkipReason()) {
+        const e = await runToExit(ETCD_BIN, args);
+        assert.equal(e.code, 2, `etcd ${args.join(' ')}`);
+        assert.equal(e.stderr.split('\n')[0], first, `etcd ${args.join(' ')}`);
+      }
+    }
+  });
+
+  test('cluster values refused once parsed, and --initial-cluster refused at bootstrap: exit 1 with etcd\'s error text', async () => {
+    const [p1, p2] = (await freePorts(2)).map((p) => `http://127.0.0.1:${p}`) as [string, string];
+    // etcd checks these while verifying the flags ('failed to verify flags')...
+    const verify: { args: string[]; env?: Record<string, string>; error: string }[] = [
+      { args: ['--heartbeat-interval', '0'], error: '--heartbeat-interval must be >0 (set to 0ms)' },
+      { args: ['--election-timeout', '0'], error: '--election-timeout must be >0 (set to 0ms)' },
+      { args: ['--election-timeout', '50001'], error: '--election-timeout[50001ms] is too long, and should be set less than 50000ms' },
+      { args: ['--initial-advertise-peer-urls', 'http://:7'], error: '--initial-advertise-peer-urls "http://:7" must be "host:port" (unexpected empty host (http://:7))' },
+      { args: ['--listen-peer-urls', 'http://example.com:7'], error: 'expected IP in URL for binding (http://example.com:7)' },
+      { args: [], env: { ETCD_INITIAL_CLUSTER_STATE: 'bogus' }, error: 'invalid value "bogus" for ETCD_INITIAL_CLUSTER_STATE: invalid value' },
+      { args: [], env: { ETCD_PRE_VOTE: 'maybe' }, error: 'invalid value "maybe" for ETCD_PRE_VOTE: parse error' },
+      { args: [], env: { ETCD_INITIAL_ADVERTISE_PEER_URLS: 'foo' }, error: 'invalid value "foo" for ETCD_INITIAL_ADVERTISE_PEER_URLS: URL scheme must be http, https, unix, or unixs: foo' },
+    ];
+    // ...and these only when it bootstraps a member without data ('discovery failed').
+    const bootstrap: { args: string[]; env?: Record<string, string>; error: string }[] = [
+      { args: ['--initial-cluster', 'a', '--initial-advertise-peer-urls', p1], error: 'error setting up initial cluster: URL scheme must be http, https, unix, or unixs: ' },
+      { args: ['--initial-cluster', 'default=%zz'], error: 'error setting up initial cluster: parse "%zz": invalid URL escape "%zz"' },
+      { args: ['--name', 'x', '--initial-cluster', `default=${p1},y=${p2}`, '--initial-advertise-peer-urls', p1], error: 'couldn\'t find local name "x" in the initial cluster configuration' },
+      { args: ['--initial-cluster', `default=${p1}`, '--initial-advertise-peer-urls', p2], error: `--initial-cluster has default=${p1} but missing from --initial-advertise-peer-urls=${p2} (resolved urls: "${p2}" != "${p1}")` },
+      // --initial-cluster given, --initial-advertise-peer-urls left at http://localhost:2380.
+      { args: ['--initial-cluster', `default=${p1}`], error: `--initial-cluster has default=${p1} but missing from --initial-advertise-peer-urls=http://localhost:2380 (resolved urls: "http://localhost:2380" != "${p1}")` },
+      { args: ['--initial-cluster', `default=${p1}`, '--initial-advertise-peer-urls', `${p2},${p1}`], error: `--initial-advertise-peer-urls has ${p2} but missing from --initial-cluster=${[`default=${p1}`, `default=${p2}`].sort().join(',')}` },
+      { args: ['--initial-cluster', `default=${p1},b=${p1}`, '--initial-advertise-peer-urls', p1], error: `initial cluster b=${p1},default=${p1} has duplicate url` },
+      { args: ['--initial-cluster-state', 'existing', '--initial-cluster', `default=${p1},b=${p1}`], error: `initial cluster b=${p1},default=${p1} has duplicate url` },
+    ];
+    for (const c of [...verify, ...bootstrap]) {
+      const r = await concordToExit(c.args, { env: cleanEnv(c.env) });
+      assert.equal(r.code, 1, `concord ${c.args.join(' ')}: ${r.stderr}`);
+      const recs = logRecords(r.stderr);
+      assert.equal(recs.length, 1, r.stderr);
+      // etcd logs bootstrap refusals as 'discovery failed'; concord's ConfigError.logMsg says so.
+      assert.ok(recs[0]!.msg === 'failed to verify flags' || recs[0]!.msg === 'discovery failed', String(recs[0]!.msg));
+      assert.equal(recs[0]!.error, c.error, `concord ${c.args.join(' ')}`);
+      if (!etcdSkipReason()) {
+        const e = await runToExit(ETCD_BIN, ['--logger', 'zap', ...await etcdListenArgs(), ...c.args], { env: cleanEnv(c.env), timeoutMs: 10_000 });
+        assert.equal(e.code, 1, `etcd ${c.args.join(' ')}: ${e.stderr}`);
+        assert.equal(etcdError(e.stderr), c.error, `etcd ${c.args.join(' ')}`);
+      }
+    }
+  });
+
+  test('cluster keys of a --config-file refused with etcd\'s words', async () => {
+    const dir = tmpDir();
+    const cases: [string, string][] = [
+      ['initial-cluster-state: bogus', 'unexpected clusterState "bogus"'],
+      ['initial-advertise-peer-urls: foo', 'unexpected error setting up initial-advertise-peer-urls: URL scheme must be http, https, unix, or unixs: foo'],
+    ];
+    for (const [line, error] of cases) {
+      const file = path.join(dir, 'c.yml');
+      const listen = await etcdListenArgs();
+      fs.writeFileSync(file, [`data-dir: ${listen[1]}`, `listen-client-urls: ${listen[3]}`, `advertise-client-urls: ${listen[5]}`,
+        `listen-peer-urls: ${listen[7]}`, line, ''].join('\n'));
+      const r = await concordToExit(['--config-file', file]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(logRecords(r.stderr)[0]!.error, error);
+      if (!etcdSkipReason()) {
+        const e = await runToExit(ETCD_BIN, ['--config-file', file], { timeoutMs: 10_000 });
+        assert.equal(e.code, 1, e.stderr);
+        assert.ok(etcdError(e.stderr) === error || e.stderr.split('\n').includes(error), e.stderr);
+      }
+    }
+  });
+
+  test('integer cluster flags take Go\'s integer syntax, as etcd reads them (values checked in etcd\'s start-up log)', () => {
+    const env = cleanEnv();
+    const read = (v: string): number => parseArgs(['--data-dir', path.join(tmpDir(), 'd'), '--snapshot-count', v], env).config.snapshotCount;
+    for (const [v, n] of [['010', 8], ['0x10', 16], ['1_000', 1000], ['0b11', 3], ['0o17', 15], ['0', 100_000]] as const) assert.equal(read(v), n, v);
+    for (const v of ['+5', '_1', '0x', '1__0', '1_', '08', '']) {
+      assert.throws(() => read(v), (err: unknown) => err instanceof ConfigError && err.exitCode === 2 &&
+        err.message === `invalid value "${v}" for flag -snapshot-count: parse error`, v);
+    }
+    const learners = (v: string): number => parseArgs(['--data-dir', path.join(tmpDir(), 'd'), '--experimental-max-learners', v], env).config.maxLearners;
+    assert.equal(learners('+2'), 2);
+    assert.throws(() => learners('-1'), /--experimental-max-learners must be >=0 \(set to -1\)/);
+  });
+
+  test('cluster flags in the usage, with their defaults (--pre-vote true as etcd 3.5)', async () => {
+    const r = await concordToExit(['--help']);
+    assert.equal(r.code, 0);
+    const defaults: [string, string | null][] = [
+      ['--listen-peer-urls', '"http://localhost:2380"'], ['--initial-advertise-peer-urls', '"http://localhost:2380"'],
+      ['--initial-cluster', '"default=http://localhost:2380"'], ['--initial-cluster-state', '"new"'],
+      ['--initial-cluster-token', '"etcd-cluster"'], ['--heartbeat-interval', '"100"'], ['--election-timeout', '"1000"'],
+      ['--snapshot-count', '"100000"'], ['--pre-vote', '"true"'], ['--strict-reconfig-check', '"true"'],
+      ['--experimental-max-learners', '"1"'], ['--experimental-auto-promote-learners', '"false"'],
+    ];
+    const lines = r.stdout.split('\n');
+    for (const [flag, def] of defaults) {
+      const i = lines.findIndex((l) => l === `  ${flag}` || l.startsWith(`  ${flag} `));
+      assert.ok(i >= 0, `${flag} in usage`);
+      assert.ok(lines[i + 1]!.endsWith(`(default ${def})`), `${flag}: ${lines[i + 1]}`);
+    }
+    assert.match(r.stdout, /--experimental-auto-promote-learners\n.*caught up/);
+  });
+
+  test('--initial-* flags are ignored once the data dir holds a member (as etcd); the advertised URLs alone make a one-member cluster (etcd refuses)', async () => {
+    const dataDir = path.join(tmpDir(), 'data');
+    const [peer] = (await freePorts(1)).map((p) => `http://127.0.0.1:${p}`) as [string];
+    const a = await endpointAndArgs(dataDir);
+    // First start: --initial-advertise-peer-urls without --initial-cluster (etcd: "--initial-cluster
+    // has default=http://localhost:2380 but missing from --initial-advertise-peer-urls=...").
+    const s1 = await launch([...a.args, '--initial-advertise-peer-urls', peer], a.endpoint);
+    const c1 = connect('etcdserverpb.Cluster', a.endpoint);
+    const before = (await unary(c1, 'MemberList', {})) as { header: { cluster_id: { toString(): string } }; members: { ID: { toString(): string } }[] };
+    c1.close();
+    assert.equal(await s1.stop(), 0);
+    if (!etcdSkipReason()) {
+      const e = await runToExit(ETCD_BIN, ['--logger', 'zap', ...await etcdListenArgs(), '--initial-advertise-peer-urls', peer], { timeoutMs: 10_000 });
+      assert.equal(e.code, 1);
+      assert.match(String(etcdError(e.stderr)), /^--initial-cluster has default=http:\/\/localhost:2380 but missing from --initial-advertise-peer-urls=/);
+    }
+    // Restart with flags that would not even parse on a new member: ignored.
+    const s2 = await launch([...a.args, '--initial-cluster', 'garbage', '--initial-cluster-token', 'other', '--initial-cluster-state', 'existing',
+      '--initial-advertise-peer-urls', 'http://127.0.0.1:1'], a.endpoint);
+    try {
+      const c2 = connect('etcdserverpb.Cluster', a.endpoint);
+      const after2 = (await unary(c2, 'MemberList', {})) as typeof before;
+      c2.close();
+      assert.equal(after2.header.cluster_id.toString(), before.header.cluster_id.toString());
+      assert.equal(after2.members[0]!.ID.toString(), before.members[0]!.ID.toString());
+    } finally {
+      assert.equal(await s2.stop(), 0);
     }
   });
 
