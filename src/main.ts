@@ -1,5 +1,6 @@
 // Process entry: configuration -> storage worker + raft driver -> gRPC API -> serve.
 import * as fs from 'node:fs';
+import type Long from 'long';
 import http from 'node:http';
 import { ConfigError, parseArgs, usage } from './config/config';
 import * as limits from './config/limits';
@@ -12,6 +13,9 @@ import { ClientListener } from './api/listener';
 import { Metrics } from './metrics/metrics';
 import { Logger, isLogLevel, type LogLevel } from './util/log';
 import { setProtoDepthMax } from './util/proto_depth';
+import { initialMembership } from './membership/bootstrap_config';
+import { idToLong } from './membership/ids';
+import type { InitialMember } from './server/etcd_server';
 import { activeFailpoints, failpointsEnabled } from './util/failpoints';
 import { concordVersion, etcdVersion } from './version';
 
@@ -52,7 +56,7 @@ async function main(): Promise<void> {
       // As etcd: a command line that does not parse gets the usage and exit code 2; a value
       // refused once parsed is logged ('failed to verify flags') with exit code 1.
       if (err.exitCode === 2) process.stderr.write(`${err.message}\n${usage()}\n`);
-      else process.stderr.write(logLine('warn', 'failed to verify flags', { error: err.message }) + '\n');
+      else process.stderr.write(logLine('warn', err.logMsg, { error: err.message }) + '\n');
       process.exit(err.exitCode);
     }
     throw err;
@@ -81,6 +85,26 @@ async function main(): Promise<void> {
     'max-request-bytes': cfg.maxRequestBytes, 'max-txn-ops': cfg.maxTxnOps, 'quota-backend-bytes': quota,
   });
   const addresses = cfg.listenClientUrls.map((u) => listenAddress(u, 2379));
+  // A member starting for the first time takes etcd's ids for its flags and the initial members;
+  // one with data keeps what it has (etcd ignores the --initial-* flags then, and says so).
+  let bootstrap: { memberId: Long; clusterId: Long; members: InitialMember[] } | null = null;
+  if (cfg.initialClusterMembers === null) {
+    log.info('server has been already initialized', { 'data-dir': cfg.dataDir, 'dir-type': 'member' });
+  } else if (cfg.initialClusterState === 'existing') {
+    log.log('fatal', 'discovery failed', { error: 'joining an existing cluster (--initial-cluster-state existing) is not supported yet: start the member with the whole cluster as --initial-cluster-state new, or wait for member add' });
+    process.exit(1);
+  } else {
+    const m = initialMembership(cfg.initialClusterMembers, cfg.initialClusterToken, cfg.name);
+    bootstrap = {
+      memberId: idToLong(m.localId),
+      clusterId: idToLong(m.clusterId),
+      members: m.members.map((x) => ({ id: idToLong(x.id), name: x.name, peerUrls: x.peerUrls })),
+    };
+  }
+  // Peers are listened for when there are any (several initial members, or a data dir whose
+  // membership has them), or when --listen-peer-urls was given: a lone member with the default
+  // flags does not take port 2380 (it could not be joined before a restart with the flag).
+  const peerListen = listenAddress(cfg.listenPeerUrls[0]!, 2380);
   let api: GrpcApi | null = null;
   let listener: ClientListener | null = null;
   let repair: AuthorityRepair | null = null;
@@ -101,6 +125,13 @@ async function main(): Promise<void> {
       ? cfg.watchProgressNotifyIntervalMs : limits.watchProgressNotifyIntervalMsDefault,
     leaseCheckpointIntervalMs: cfg.leaseCheckpointEnabled ? cfg.leaseCheckpointIntervalMs : 0,
     unsafeNoFsync: cfg.unsafeNoFsync,
+    bootstrap,
+    peerListen: { host: peerListen.host, port: peerListen.port },
+    peerListenAlways: cfg.listenPeerUrlsGiven,
+    preVote: cfg.preVote,
+    onPeerEvent(msg, fields) {
+      log.warn(msg, fields);
+    },
     onFatal(message) {
       log.log('fatal', 'storage failure, stopping', { error: message });
       process.exit(1);

@@ -33,6 +33,8 @@ export interface Config {
    * concord: the data dir's membership is used, see membership/bootstrap_config.ts planBootstrap).
    */
   initialClusterMembers: InitialCluster | null;
+  /** --listen-peer-urls was given (flag, ETCD_ variable or config file), not defaulted. */
+  listenPeerUrlsGiven: boolean;
   initialClusterState: InitialClusterState;
   initialClusterToken: string;
   heartbeatIntervalMs: number;
@@ -351,6 +353,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): ParsedArgs {
   const config = {} as Record<string, unknown>;
   for (const [name, spec] of Object.entries(flags)) if (spec.key !== null) config[spec.key] = values.get(name);
   config['initialClusterMembers'] = null;
+  config['listenPeerUrlsGiven'] = set.has('listen-peer-urls');
   const c = config as unknown as Config;
   applyDerivedDefaults(c, set, notices);
   validate(c);

@@ -80,6 +80,13 @@ export interface EtcdServerConfig {
   /** The peer listener (the first --listen-peer-urls); null: no peers (a lone member's tests). */
   peerListen?: { host: string; port: number } | null;
   /**
+   * Listen for peers even as a lone member (--listen-peer-urls given); otherwise only when the
+   * membership has other members.
+   */
+  peerListenAlways?: boolean;
+  /** --pre-vote (default on, etcd 3.5). */
+  preVote?: boolean;
+  /**
    * A member starting for the first time: its id, the cluster id and the initial members (all of
    * them voters, this one included), as derived from --initial-cluster and the token. Absent: a
    * lone member with random ids. Ignored when the data dir has state (etcd does the same).
@@ -221,6 +228,7 @@ export class EtcdServer {
       applied: ready.appliedIndex,
       confState: configuration(ready, this.selfId),
       committedEntriesMax: limits.batchEntriesMax,
+      preVote: cfg.preVote ?? true,
     });
     this.membership = Membership.decode(ready.membership);
     this.transport = null;
@@ -303,7 +311,8 @@ export class EtcdServer {
         boot = await bootstrap(handle, members);
       }
       server = new EtcdServer(cfg, handle, ready, boot, new WorkerStats(statsBuffer));
-      if (cfg.peerListen) await server.startTransport(cfg.peerListen);
+      const others = Math.max(server.membership.size, cfg.bootstrap?.members.length ?? 1) > 1;
+      if (cfg.peerListen && (others || cfg.peerListenAlways === true)) await server.startTransport(cfg.peerListen);
     } catch (err) {
       await handle.close();
       throw err;
@@ -365,9 +374,15 @@ export class EtcdServer {
       // State transfer comes with snapshots of the LMDB state (not built yet): refuse it.
       this.peerEvent('snapshot received but state transfer is not supported yet', { from: m.from });
     };
-    t.onRefused = (id, reason) => this.peerEvent('peer refused the connection', { peer: id, reason });
     this.transport = t;
     this.syncPeers();
+    // A new member knows its peers before the bootstrap entries that name them are applied.
+    if (this.membership.size === 0 && this.cfg.bootstrap) {
+      for (const m of this.cfg.bootstrap.members) {
+        const id = raftIdOf(m.id);
+        if (id !== this.selfId && !t.hasPeer(id)) t.addPeer(id, BigInt(m.id.toString()), m.peerUrls);
+      }
+    }
   }
 
   /** The transport knows exactly the other members of the membership. */
@@ -382,6 +397,7 @@ export class EtcdServer {
       if (!t.hasPeer(id)) t.addPeer(id, BigInt(m.id.toString()), m.peerUrls);
       else t.updatePeer(id, m.peerUrls);
     }
+    if (this.membership.size === 0) return; // not applied yet: keep the bootstrap peers
     for (const id of t.peerIds()) if (!want.has(id)) t.removePeer(id);
   }
 
