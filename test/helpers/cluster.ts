@@ -7,22 +7,27 @@
 //   const leader = await c.leader();               // index of the member that leads
 //
 // Members: name m0..m{n-1}; client URL http://127.0.0.1:<c>; peer URL http://127.0.0.1:<p>.
-// `peerDial` (a FaultProxy Partitioner's routes per member) reroutes where each member dials its
-// peers (CONCORD_TEST_PEER_DIAL), so faults can sit between members.
+// `faults: true` puts a fault proxy between every two members (c.partitioner: isolate, partition,
+// oneWay, heal; link(i, j) for delays), through the transport's test-only dial table.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConcordHandle, startConcord } from './concord';
 import { freePort } from './etcd';
 import { connect, unary } from './grpc_client';
+import { Partitioner } from './fault_proxy';
+import { formatDialTable } from '../../src/transport/dial';
 
 export interface ClusterOptions {
   size: number;
   token?: string;
   extraArgs?: string[];
   env?: Record<string, string>;
-  /** Per member: CONCORD_TEST_PEER_DIAL value (see src/transport/peer_transport.ts). */
-  peerDial?: (member: number) => string;
+  /**
+   * Put a fault proxy on every ordered pair of members (test/helpers/fault_proxy.ts): member i
+   * dials member j through partitioner.link(i, j) (CONCORD_TEST_PEER_DIAL).
+   */
+  faults?: boolean;
 }
 
 export interface MemberInfo {
@@ -38,6 +43,8 @@ export interface ClusterHandle {
   members: MemberInfo[];
   /** Running processes, null where a member is stopped or killed. */
   procs: (ConcordHandle | null)[];
+  /** The proxies between members (with `faults: true`), else null. */
+  partitioner: Partitioner | null;
   endpoints(): string[];
   kill(i: number): Promise<void>;
   stopMember(i: number): Promise<void>;
@@ -61,6 +68,9 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
     });
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
+  const partitioner = opts.faults === true
+    ? await Partitioner.start(members.map((m) => ({ port: m.peerPort, host: '127.0.0.1' })), { seed: 1 })
+    : null;
   const procs: (ConcordHandle | null)[] = members.map(() => null);
   const logsOf: string[] = members.map(() => '');
   const launch = (i: number): Promise<ConcordHandle> => {
@@ -79,12 +89,13 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
         '--initial-cluster-token', opts.token ?? 'concord-test',
         ...(opts.extraArgs ?? []),
       ],
-      env: { ...(opts.env ?? {}), ...(opts.peerDial ? { CONCORD_TEST_PEER_DIAL: opts.peerDial(i) } : {}) },
+      env: { ...(opts.env ?? {}), ...(partitioner !== null ? { CONCORD_TEST_PEER_DIAL: formatDialTable(partitioner.routes(i)) } : {}) },
     });
   };
   const handle: ClusterHandle = {
     members,
     procs,
+    partitioner,
     endpoints: () => members.map((m) => m.clientUrl),
     async kill(i) {
       const p = procs[i];
@@ -131,6 +142,7 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
           await p.stop();
         }
       }));
+      await partitioner?.stop();
       fs.rmSync(root, { recursive: true, force: true });
     },
   };
