@@ -13,8 +13,10 @@ import { ClientListener } from './api/listener';
 import { Metrics } from './metrics/metrics';
 import { Logger, isLogLevel, type LogLevel } from './util/log';
 import { setProtoDepthMax } from './util/proto_depth';
-import { initialMembership } from './membership/bootstrap_config';
-import { idToLong } from './membership/ids';
+import { BootstrapError, fetchFailed, initialMembership, joinExisting, remotePeerUrls } from './membership/bootstrap_config';
+import { idFromLong, idToLong } from './membership/ids';
+import { Membership } from './membership/membership';
+import { fetchMembers } from './transport/members_fetch';
 import type { InitialMember } from './server/etcd_server';
 import { activeFailpoints, failpointsEnabled } from './util/failpoints';
 import { concordVersion, etcdVersion } from './version';
@@ -87,12 +89,32 @@ async function main(): Promise<void> {
   const addresses = cfg.listenClientUrls.map((u) => listenAddress(u, 2379));
   // A member starting for the first time takes etcd's ids for its flags and the initial members;
   // one with data keeps what it has (etcd ignores the --initial-* flags then, and says so).
-  let bootstrap: { memberId: Long; clusterId: Long; members: InitialMember[] } | null = null;
+  let bootstrap: { memberId: Long; clusterId: Long; members: InitialMember[]; join?: boolean } | null = null;
   if (cfg.initialClusterMembers === null) {
     log.info('server has been already initialized', { 'data-dir': cfg.dataDir, 'dir-type': 'member' });
   } else if (cfg.initialClusterState === 'existing') {
-    log.log('fatal', 'discovery failed', { error: 'joining an existing cluster (--initial-cluster-state existing) is not supported yet: start the member with the whole cluster as --initial-cluster-state new, or wait for member add' });
-    process.exit(1);
+    // Joining: the running cluster says who its members are and which id it gave this one
+    // (added with `member add`); the log it replicates from index 1 (or a snapshot) does the rest.
+    const answer = await fetchMembers(remotePeerUrls(cfg.initialClusterMembers, cfg.name), 5000);
+    try {
+      if (answer === null) throw fetchFailed();
+      const running = Membership.decode(answer.membership);
+      const joined = joinExisting(cfg.initialClusterMembers, cfg.initialClusterToken, cfg.name, {
+        clusterId: answer.clusterId,
+        members: running.list().map((m) => ({ ...m, id: idFromLong(m.id) })),
+        removedIds: running.removedIds().map(idFromLong),
+      });
+      bootstrap = {
+        memberId: idToLong(joined.localId),
+        clusterId: idToLong(joined.clusterId),
+        members: joined.members.map((x) => ({ id: idToLong(x.id), name: x.name, peerUrls: x.peerUrls })),
+        join: true,
+      };
+    } catch (err) {
+      if (!(err instanceof BootstrapError)) throw err;
+      log.log('fatal', 'discovery failed', { error: err.message });
+      process.exit(1);
+    }
   } else {
     const m = initialMembership(cfg.initialClusterMembers, cfg.initialClusterToken, cfg.name);
     bootstrap = {
@@ -110,6 +132,7 @@ async function main(): Promise<void> {
   let repair: AuthorityRepair | null = null;
   const extraHttp: http.Server[] = [];
   let stopping = false;
+  const shutdownRef: { current: ((why: string) => Promise<void>) | null } = { current: null };
   const server = await EtcdServer.start({
     name: cfg.name,
     dataDir: cfg.dataDir,
@@ -129,6 +152,13 @@ async function main(): Promise<void> {
     peerListen: { host: peerListen.host, port: peerListen.port },
     peerListenAlways: cfg.listenPeerUrlsGiven,
     preVote: cfg.preVote,
+    strictReconfigCheck: cfg.strictReconfigCheck,
+    maxLearners: cfg.maxLearners,
+    autoPromoteLearners: cfg.autoPromoteLearners,
+    onRemoved() {
+      log.warn('the member has been permanently removed from the cluster; stopping');
+      void shutdownRef.current?.('removed');
+    },
     onPeerEvent(msg, fields) {
       log.warn(msg, fields);
     },
@@ -185,6 +215,7 @@ async function main(): Promise<void> {
     log.info('stopped');
     process.exit(0);
   };
+  shutdownRef.current = shutdown;
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }

@@ -100,6 +100,11 @@ export class Membership {
     return this.removed.has(id.toString());
   }
 
+  /** Ids removed from the cluster (never reused). */
+  removedIds(): Long[] {
+    return [...this.removed].map((r) => Long.fromString(r, true));
+  }
+
   /**
    * Applies a committed configuration change (the same one raft applies). Returns whether the
    * membership changed. An add of a removed id or a duplicate is ignored, as etcd's apply

@@ -17,8 +17,12 @@ import Long from 'long';
 import { concordpb, etcdserverpb } from '../gen/proto';
 import { RawNode } from '../raft/raw_node';
 import { decodeConfChange, encodeConfChange } from '../raft/confchange';
-import { ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Ready, StateType } from '../raft/types';
+import {
+  ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Ready, StateType,
+} from '../raft/types';
+import { ProgressState } from '../raft/tracker/progress';
 import { encodeMemberContext, Member, Membership, raftIdOf } from '../membership/membership';
+import { idToLong, memberIdOf } from '../membership/ids';
 import { PeerTransport } from '../transport/peer_transport';
 import { LogBytes } from './log_bytes';
 import { Prng } from '../util/prng';
@@ -86,12 +90,20 @@ export interface EtcdServerConfig {
   peerListenAlways?: boolean;
   /** --pre-vote (default on, etcd 3.5). */
   preVote?: boolean;
+  /** --strict-reconfig-check (default on). */
+  strictReconfigCheck?: boolean;
+  /** --experimental-max-learners (default 1). */
+  maxLearners?: number;
+  /** --experimental-auto-promote-learners: the leader promotes a learner once it caught up. */
+  autoPromoteLearners?: boolean;
+  /** This member was removed from the cluster (etcd stops then). */
+  onRemoved?(): void;
   /**
    * A member starting for the first time: its id, the cluster id and the initial members (all of
    * them voters, this one included), as derived from --initial-cluster and the token. Absent: a
    * lone member with random ids. Ignored when the data dir has state (etcd does the same).
    */
-  bootstrap?: { memberId: Long; clusterId: Long; members: InitialMember[] } | null;
+  bootstrap?: { memberId: Long; clusterId: Long; members: InitialMember[]; join?: boolean } | null;
   /** etcd's request timeout: 5 s + 2 x the election timeout. */
   requestTimeoutMs?: number;
   /** Told about peers refusing us or transport trouble (logged). */
@@ -149,6 +161,10 @@ export class EtcdServer {
   private readonly requestTimeoutMs: number;
   /** This member's name and client URLs are in the replicated membership. */
   private published: boolean;
+  /** Membership changes this member proposed, by ConfChange id, answered once applied. */
+  private readonly confWaits: Map<number, { cc: ConfChange; done: (code: number) => void; at: number }>;
+  /** A MoveLeader waiting for its target to lead. */
+  private transfer: { target: number; at: number; done: (code: number) => void } | null;
   /** Write seqs handed to the worker and not yet reported Persisted, oldest first. */
   private readonly persisting: number[];
   /** The highest index sent to the worker for applying (committed, or early: see the header). */
@@ -236,6 +252,8 @@ export class EtcdServer {
     this.waitDeadlinesHead = 0;
     this.requestTimeoutMs = cfg.requestTimeoutMs ?? 5000 + 2 * cfg.electionMs;
     this.published = false;
+    this.confWaits = new Map();
+    this.transfer = null;
     this.persisting = [];
     this.applySent = ready.appliedIndex;
     this.handedOut = ready.appliedIndex;
@@ -305,7 +323,7 @@ export class EtcdServer {
     let server: EtcdServer;
     try {
       let boot = null;
-      if (isNewMember(ready)) {
+      if (isNewMember(ready) && cfg.bootstrap?.join !== true) {
         const self = Long.fromString(ready.memberId, true);
         const members = cfg.bootstrap?.members ?? [{ id: self, name: cfg.name, peerUrls: cfg.peerUrls }];
         boot = await bootstrap(handle, members);
@@ -362,6 +380,7 @@ export class EtcdServer {
       memberId: BigInt(this.memberId.toString()),
       raftId: this.selfId,
       messageBytesMax: this.cfg.requestBytesMax + limits.grpcOverheadBytes + 1024 * 1024,
+      membersAnswer: () => this.membership.encode(),
     });
     t.onMessage = (m) => {
       if (this.stopped) return;
@@ -376,7 +395,8 @@ export class EtcdServer {
     };
     this.transport = t;
     this.syncPeers();
-    // A new member knows its peers before the bootstrap entries that name them are applied.
+    // A new member knows its peers before the bootstrap entries that name them are applied (a
+    // joining one: before it replays the log that names them).
     if (this.membership.size === 0 && this.cfg.bootstrap) {
       for (const m of this.cfg.bootstrap.members) {
         const id = raftIdOf(m.id);
@@ -586,6 +606,158 @@ export class EtcdServer {
     return this.rn.lead !== 0;
   }
 
+  // ---- membership and leadership (Cluster service, MoveLeader) ----
+
+  /** This member was removed: it stops (etcd: "the member has been permanently removed"). */
+  private checkRemoved(): void {
+    if (this.membership.isRemoved(this.memberId) && this.cfg.onRemoved !== undefined) this.cfg.onRemoved();
+  }
+
+  /** Voting members (not learners) that published their attributes (etcd IsStarted). */
+  private startedVoters(except: Long | null): { voters: number; started: number } {
+    let voters = 0;
+    let started = 0;
+    for (const m of this.membership.list()) {
+      if (m.isLearner || (except !== null && m.id.equals(except))) continue;
+      voters++;
+      if (m.name !== '') started++;
+    }
+    return { voters, started };
+  }
+
+  /**
+   * Cluster.MemberAdd (etcd server.AddMember): the new member's id comes from its peer URLs and
+   * the time (etcd membership.NewMember). `done` gets 0 once the change is applied here.
+   */
+  memberAdd(peerUrls: string[], isLearner: boolean, now: Date, done: (code: number, member: Member | null) => void): number {
+    const id = memberIdFromUrls(peerUrls, now);
+    for (const m of this.membership.list()) {
+      if (m.peerUrls.some((u) => peerUrls.includes(u))) return ErrorCode.PeerUrlExist;
+    }
+    if (isLearner) {
+      const learners = this.membership.list().filter((m) => m.isLearner).length;
+      if (learners >= (this.cfg.maxLearners ?? 1)) return ErrorCode.TooManyLearners;
+    } else if (this.cfg.strictReconfigCheck !== false) {
+      // etcd IsReadyToAddVotingMember: a quorum of the new voters must have started (1 -> 2
+      // is allowed: restoring a cluster from one member's data).
+      const { voters, started } = this.startedVoters(null);
+      const n = voters + 1;
+      if (!(started === 1 && n === 2) && started < Math.floor(n / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+    }
+    const member: Member = { id, name: '', peerUrls: peerUrls.slice(), clientUrls: [], isLearner };
+    return this.proposeMemberChange({
+      id: 0, type: isLearner ? ConfChangeType.AddLearnerNode : ConfChangeType.AddNode,
+      nodeId: raftIdOf(id), context: encodeMemberContext({ id, peerUrls, isLearner }),
+    }, (code) => done(code, code === 0 ? member : null));
+  }
+
+  /** Cluster.MemberRemove. */
+  memberRemove(id: Long, done: (code: number) => void): number {
+    const m = this.membership.get(id);
+    if (m === undefined) return ErrorCode.MemberNotFound;
+    if (!m.isLearner && this.cfg.strictReconfigCheck !== false) {
+      // etcd IsReadyToRemoveVotingMember: the voters left must keep a started quorum.
+      const { voters, started } = this.startedVoters(id);
+      if (started < Math.floor(voters / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+    }
+    return this.proposeMemberChange({ id: 0, type: ConfChangeType.RemoveNode, nodeId: raftIdOf(id), context: new Uint8Array(0) }, done);
+  }
+
+  /** Cluster.MemberUpdate: new peer URLs. */
+  memberUpdate(id: Long, peerUrls: string[], done: (code: number) => void): number {
+    const m = this.membership.get(id);
+    if (m === undefined) return ErrorCode.MemberNotFound;
+    for (const other of this.membership.list()) {
+      if (!other.id.equals(id) && other.peerUrls.some((u) => peerUrls.includes(u))) return ErrorCode.PeerUrlExist;
+    }
+    return this.proposeMemberChange({
+      id: 0, type: ConfChangeType.UpdateNode, nodeId: raftIdOf(id),
+      context: encodeMemberContext({ id, peerUrls, isLearner: m.isLearner }),
+    }, done);
+  }
+
+  /**
+   * Cluster.MemberPromote: only the leader knows whether the learner caught up (etcd forwards
+   * the request to the leader; concord answers "not leader" on a follower for now).
+   */
+  memberPromote(id: Long, done: (code: number) => void): number {
+    const m = this.membership.get(id);
+    if (m === undefined) return ErrorCode.MemberNotFound;
+    if (!m.isLearner) return ErrorCode.MemberNotLearner;
+    if (!this.rn.isLeader()) return ErrorCode.NotLeader;
+    if (!this.learnerReady(raftIdOf(id))) return ErrorCode.LearnerNotReady;
+    return this.proposeMemberChange({
+      id: 0, type: ConfChangeType.AddNode, nodeId: raftIdOf(id),
+      context: encodeMemberContext({ id, peerUrls: m.peerUrls, isLearner: false }),
+    }, done);
+  }
+
+  /** etcd isLearnerReady: the learner holds at least 90% of what the leader holds. */
+  private learnerReady(raftId: number): boolean {
+    const st = this.rn.status();
+    const leader = st.progress.get(this.selfId);
+    const learner = st.progress.get(raftId);
+    if (leader === undefined || learner === undefined) return false;
+    return learner.state === ProgressState.Replicate && learner.match >= leader.match * 0.9;
+  }
+
+  /** --experimental-auto-promote-learners: one learner at a time, once it caught up. */
+  private autoPromote(): void {
+    if (!this.rn.isLeader() || this.confWaits.size > 0) return;
+    for (const m of this.membership.list()) {
+      if (m.isLearner && m.name !== '' && this.learnerReady(raftIdOf(m.id))) {
+        this.memberPromote(m.id, () => undefined);
+        return;
+      }
+    }
+  }
+
+  private proposeMemberChange(cc: ConfChange, done: (code: number) => void): number {
+    if (this.stopped) return ErrorCode.Stopped;
+    if (this.rn.lead === 0) return ErrorCode.NoLeader;
+    cc.id = this.nextProposalId++;
+    const dropped = this.rn.proposeConfChange(cc);
+    if (dropped !== null) return dropped.code;
+    this.confWaits.set(cc.id, { cc, done, at: monotonicNowMs() + this.requestTimeoutMs });
+    this.scheduleTurn();
+    return 0;
+  }
+
+  /** Maintenance.MoveLeader (etcd server.MoveLeader): leader only, to a voting member. */
+  moveLeader(target: Long, done: (code: number) => void): number {
+    if (!this.rn.isLeader()) return ErrorCode.NotLeader;
+    const m = this.membership.get(target);
+    if (m === undefined || m.isLearner) return ErrorCode.BadLeaderTransferee;
+    const id = raftIdOf(target);
+    if (id === this.selfId) {
+      done(0);
+      return 0;
+    }
+    const dropped = this.rn.transferLeader(id);
+    if (dropped !== null) return dropped.code;
+    this.transfer = { target: id, at: monotonicNowMs() + this.requestTimeoutMs, done };
+    this.scheduleTurn();
+    return 0;
+  }
+
+  private expireClusterWaits(now: number): void {
+    for (const [id, w] of this.confWaits) {
+      if (w.at > now) continue;
+      this.confWaits.delete(id);
+      w.done(ErrorCode.Timeout);
+    }
+    const t = this.transfer;
+    if (t !== null && t.at <= now) {
+      this.transfer = null;
+      t.done(ErrorCode.LeaderTransferTimeout);
+    }
+  }
+
+  /** Is this member a learner (etcd serves learners only Status and serializable Range). */
+  isLearner(): boolean {
+    return this.membership.get(this.memberId)?.isLearner ?? false;
+  }
+
   // ---- the loop ----
 
   private scheduleTurn(): void {
@@ -598,7 +770,9 @@ export class EtcdServer {
     this.rn.tick();
     const now = monotonicNowMs();
     this.expireWaits(now);
+    this.expireClusterWaits(now);
     if (!this.published) this.publish(now);
+    if (this.cfg.autoPromoteLearners === true) this.autoPromote();
     this.scheduleTurn();
   }
 
@@ -654,6 +828,11 @@ export class EtcdServer {
     if (lead !== 0) this.leaderChanges++;
     for (const reads of this.readRounds.values()) for (const rq of reads) this.readsUnconfirmed.push(rq);
     this.readRounds.clear();
+    const t = this.transfer;
+    if (t !== null && lead === t.target) {
+      this.transfer = null;
+      t.done(0);
+    }
   }
 
   /** Raft messages to peers; a snapshot for a follower needs state transfer (not built yet). */
@@ -811,9 +990,16 @@ export class EtcdServer {
     let changed = false;
     while (this.confChanges.length > 0 && this.confChanges[0]!.index <= applied) {
       const e = this.confChanges.shift()!;
-      this.rn.applyConfChange(e.index, decodeConfChange(e.data));
+      const cc = decodeConfChange(e.data);
+      this.rn.applyConfChange(e.index, cc);
       changed = true;
+      const w = this.confWaits.get(cc.id);
+      if (w !== undefined && w.cc.type === cc.type && w.cc.nodeId === cc.nodeId) {
+        this.confWaits.delete(cc.id);
+        w.done(0);
+      }
     }
+    if (changed) this.checkRemoved();
     if (applied > this.rn.applied) this.rn.appliedTo(applied);
     if (changed) this.campaignIfAlone();
     this.checkCaughtUp();
@@ -892,6 +1078,10 @@ export class EtcdServer {
     const empty = new Uint8Array(0);
     for (const target of this.waits.values()) this.answer(target, ErrorCode.Stopped, empty);
     this.waits.clear();
+    for (const w of this.confWaits.values()) w.done(ErrorCode.Stopped);
+    this.confWaits.clear();
+    this.transfer?.done(ErrorCode.Stopped);
+    this.transfer = null;
     for (const target of this.reads.values()) this.answer(target, ErrorCode.Stopped, empty);
     this.reads.clear();
     for (const rq of this.pendingReads) this.answer(rq.target, ErrorCode.Stopped, empty);
@@ -904,6 +1094,11 @@ export class EtcdServer {
     await this.watch.close();
     await this.worker.close();
   }
+}
+
+/** etcd membership.NewMember for a runtime add: peer URLs, no token, the Unix time. */
+function memberIdFromUrls(peerUrls: string[], now: Date): Long {
+  return idToLong(memberIdOf(peerUrls, '', now));
 }
 
 function sameUrls(a: string[], b: string[]): boolean {

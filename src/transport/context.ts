@@ -55,6 +55,8 @@ export interface TransportContext {
   snapshotSinkOpen(m: Message, size: number): SnapshotSink;
   /** A complete, verified snapshot: hands it to onSnapshot. */
   snapshotDeliver(peer: Peer, m: Message, handle: string): void;
+  /** The membership to answer a Members question with (membership/membership.ts encoding). */
+  membersAnswer(): Uint8Array;
   /** Work close() must wait for (snapshot transfers, sink clean-up). Never rejects. */
   pendingTrack(p: Promise<void>): void;
   isClosed(): boolean;

@@ -60,8 +60,10 @@ export const enum FrameType {
   SnapshotChunk = 7,
   SnapshotEnd = 8,
   SnapshotStatus = 9,
+  /** The answer on a Members connection: u64 cluster id, then the membership's encoding. */
+  Members = 10,
 }
-const frameTypeLast = FrameType.SnapshotStatus;
+const frameTypeLast = FrameType.Members;
 
 /**
  * What a connection carries. Message and App are long-lived streams (etcd's "message" and
@@ -71,6 +73,11 @@ export const enum ConnectionKind {
   Message = 1,
   App = 2,
   Snapshot = 3,
+  /**
+   * One question from a member that is joining and knows no cluster or member id yet (etcd's GET
+   * /members on the peer port): the answer is the cluster id and the membership, then close.
+   */
+  Members = 4,
 }
 
 /** Why an acceptor refused a Hello (0 = accepted). Stable numbers: they go on the wire. */
@@ -237,8 +244,10 @@ const u64Max = (1n << 64n) - 1n;
 
 export function encodeHello(h: Hello): Buffer {
   assert(h.clusterId >= 0n && h.clusterId <= u64Max, 'hello cluster id');
-  assert(h.fromMemberId > 0n && h.fromMemberId <= u64Max, 'hello from member id');
-  assert(h.toMemberId > 0n && h.toMemberId <= u64Max, 'hello to member id');
+  // A Members question comes from a member that knows no ids yet: they are 0 there.
+  const idMin = h.kind === ConnectionKind.Members ? 0n : 1n;
+  assert(h.fromMemberId >= idMin && h.fromMemberId <= u64Max, 'hello from member id');
+  assert(h.toMemberId >= idMin && h.toMemberId <= u64Max, 'hello to member id');
   const p = Buffer.alloc(helloBytes);
   p.writeUInt16BE(h.version, 0);
   p[2] = h.kind;
@@ -252,7 +261,7 @@ export function encodeHello(h: Hello): Buffer {
 export function decodeHello(p: Buffer): Hello | null {
   if (p.length !== helloBytes || p[3] !== 0) return null;
   const kind = p[2]!;
-  if (kind < ConnectionKind.Message || kind > ConnectionKind.Snapshot) return null;
+  if (kind < ConnectionKind.Message || kind > ConnectionKind.Members) return null;
   return {
     version: p.readUInt16BE(0), kind: kind as ConnectionKind, clusterId: p.readBigUInt64BE(4),
     fromMemberId: p.readBigUInt64BE(12), toMemberId: p.readBigUInt64BE(20),

@@ -9,7 +9,7 @@ import { MessageType } from '../raft/types';
 import { TransportContext } from './context';
 import {
   ConnectionKind, FrameError, FrameHandler, FrameReader, FrameType, Hello, RefuseReason,
-  decodeHello, decodePing, encodeHelloAck, encodePing, frameErrorNames, messageFramingBytes,
+  decodeHello, decodePing, encodeFrame, encodeHelloAck, encodePing, frameErrorNames, messageFramingBytes,
   protocolVersion, refuseReasonNames,
 } from './frame';
 import { decodeMessage, errMessageMalformed } from './message_codec';
@@ -91,6 +91,7 @@ export class InboundConnection implements FrameHandler {
 
   private hello(payload: Buffer): boolean {
     const h = decodeHello(payload);
+    if (h !== null && h.kind === ConnectionKind.Members) return this.members(h.version);
     const checked = h === null ? RefuseReason.BadHello : this.ctx.helloCheck(h);
     if (typeof checked === 'number') {
       this.refuse(checked, h === null ? 'malformed hello' : helloRefusalText(this.ctx, checked, h));
@@ -108,6 +109,25 @@ export class InboundConnection implements FrameHandler {
     if (this.state === InboundState.Snapshot) this.receive = new SnapshotReceive(this.ctx, this);
     this.ctx.inboundAttach(this);
     return true;
+  }
+
+  /**
+   * A joining member asks who the members are (no ids to check yet: the answer is what any
+   * member of the cluster may say about it, as etcd's /members is). Answered, then closed.
+   */
+  private members(version: number): boolean {
+    if (version !== protocolVersion) {
+      this.refuse(RefuseReason.ProtocolVersion, 'protocol version');
+      return false;
+    }
+    const membership = this.ctx.membersAnswer();
+    const p = Buffer.allocUnsafe(8 + membership.length);
+    p.writeBigUInt64BE(this.ctx.clusterId, 0);
+    p.set(membership, 8);
+    this.closingStart();
+    this.socket.write(encodeHelloAck({ reason: RefuseReason.None, version: protocolVersion, text: '' }));
+    this.socket.end(encodeFrame(FrameType.Members, p));
+    return false;
   }
 
   private refuse(reason: RefuseReason, text: string): void {

@@ -135,6 +135,11 @@ export interface PeerTransportOptions {
   tickMs?: number;
   /** Test only: peer address → address to dial (default: CONCORD_TEST_PEER_DIAL, dial.ts). */
   dialTable?: ReadonlyMap<string, DialAddress>;
+  /**
+   * The membership a joining member is told (membership/membership.ts encoding), asked on a
+   * Members connection (fetchMembers in members_fetch.ts). Empty when not given.
+   */
+  membersAnswer?: () => Uint8Array;
   /** Monotonic clock in ms (default: performance.timeOrigin + performance.now()). */
   nowMs?: () => number;
   /** Jitter source (default seeded from Math.random). */
@@ -229,6 +234,7 @@ export class PeerTransport implements TransportContext {
   private readonly backoffMsMin: number;
   private readonly backoffMsMax: number;
   private readonly dialTable: ReadonlyMap<string, DialAddress>;
+  private readonly membersAnswerFn: () => Uint8Array;
   private readonly snapshotDir: string;
   private readonly sinkOpen: SnapshotSinkOpen | null;
   private readonly connectFn: (address: DialAddress, onConnect: () => void) => net.Socket;
@@ -288,6 +294,7 @@ export class PeerTransport implements TransportContext {
     this.backoffMsMax = opts.dialBackoffMsMax ?? 1000;
     assert(this.backoffMsMin > 0 && this.backoffMsMax >= this.backoffMsMin, 'dial backoff');
     this.dialTable = opts.dialTable ?? envDialTable;
+    this.membersAnswerFn = opts.membersAnswer ?? (() => new Uint8Array(0));
     this.snapshotDir = opts.snapshotDir ?? os.tmpdir();
     this.sinkOpen = opts.snapshotSinkOpen ?? null;
     this.connectFn = opts.connect ?? tcpConnect;
@@ -587,6 +594,10 @@ export class PeerTransport implements TransportContext {
 
   isClosed(): boolean {
     return this.closing !== null;
+  }
+
+  membersAnswer(): Uint8Array {
+    return this.membersAnswerFn();
   }
 
   // ---- internals ----

@@ -26,6 +26,18 @@ export const enum ErrorCode {
   LeaseTtlTooLarge,
   /** raft refused a proposal (etcd raft.ErrProposalDropped); src/raft/errors.ts says why. */
   ProposalDropped,
+  // Cluster membership and leadership (etcd rpctypes).
+  MemberNotFound,
+  PeerUrlExist,
+  MemberBadUrls,
+  NotEnoughStartedMembers,
+  MemberNotLearner,
+  LearnerNotReady,
+  TooManyLearners,
+  NotLeader,
+  BadLeaderTransferee,
+  LeaderTransferTimeout,
+  LeaderChanged,
 }
 
 export class ConcordError extends Error {

@@ -32,6 +32,18 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.Timeout, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out' }],
   // etcd passes raft's ErrProposalDropped through untranslated (codes.Unknown).
   [ErrorCode.ProposalDropped, { code: S.UNKNOWN, message: 'raft proposal dropped' }],
+  [ErrorCode.MemberNotFound, { code: S.NOT_FOUND, message: 'etcdserver: member not found' }],
+  [ErrorCode.PeerUrlExist, { code: S.FAILED_PRECONDITION, message: 'etcdserver: Peer URLs already exists' }],
+  [ErrorCode.MemberBadUrls, { code: S.INVALID_ARGUMENT, message: 'etcdserver: given member URLs are invalid' }],
+  [ErrorCode.NotEnoughStartedMembers, { code: S.FAILED_PRECONDITION, message: 'etcdserver: re-configuration failed due to not enough started members' }],
+  [ErrorCode.MemberNotLearner, { code: S.FAILED_PRECONDITION, message: 'etcdserver: can only promote a learner member' }],
+  [ErrorCode.LearnerNotReady, { code: S.FAILED_PRECONDITION, message: 'etcdserver: can only promote a learner member which is in sync with leader' }],
+  [ErrorCode.TooManyLearners, { code: S.FAILED_PRECONDITION, message: 'etcdserver: too many learner members in cluster' }],
+  [ErrorCode.NotLeader, { code: S.FAILED_PRECONDITION, message: 'etcdserver: not leader' }],
+  [ErrorCode.BadLeaderTransferee, { code: S.FAILED_PRECONDITION, message: 'etcdserver: bad leader transferee' }],
+  // Not in etcd's map: codes.Unknown with the text (togRPCError's default).
+  [ErrorCode.LeaderTransferTimeout, { code: S.UNKNOWN, message: 'etcdserver: request timed out, leader transfer took too long' }],
+  [ErrorCode.LeaderChanged, { code: S.UNAVAILABLE, message: 'etcdserver: leader changed' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
 ]);
 

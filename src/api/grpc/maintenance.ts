@@ -2,7 +2,11 @@
 // member.go), and the grpc health service etcd registers with an empty service name.
 import * as grpc from '@grpc/grpc-js';
 import { etcdserverpb, grpc as grpcpb } from '../../gen/proto';
+import Long from 'long';
 import { EtcdServer } from '../../server/etcd_server';
+import type { Member } from '../../membership/membership';
+import { parsePeerUrls, UrlError } from '../../membership/urls';
+import { ErrorCode } from '../../util/errors';
 import { grpcStatus } from './errors';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
@@ -13,23 +17,80 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
       const code = server.status(callback);
       if (code !== 0) callback(grpcStatus(code));
     },
+    MoveLeader(call: grpc.ServerUnaryCall<etcdserverpb.MoveLeaderRequest, Uint8Array>, callback: Callback): void {
+      const target = Long.fromValue(call.request.targetID ?? 0).toUnsigned();
+      const code = server.moveLeader(target, (c) => {
+        if (c !== 0) callback(grpcStatus(c));
+        else callback(null, etcdserverpb.MoveLeaderResponse.encode({ header: { ...clusterHeader(server), revision: server.currentRev } }).finish());
+      });
+      if (code !== 0) callback(grpcStatus(code));
+    },
   };
+}
+
+/** etcd's cluster service header: ids and term, no revision (v3rpc/member.go header()). */
+function clusterHeader(server: EtcdServer): etcdserverpb.IResponseHeader {
+  return { cluster_id: server.clusterId, member_id: server.memberId, raft_term: server.raftTerm() };
+}
+
+function memberOut(m: Member): etcdserverpb.IMember {
+  return { ID: m.id, name: m.name, peerURLs: m.peerUrls, clientURLs: m.clientUrls, isLearner: m.isLearner };
+}
+
+function membersOut(server: EtcdServer): etcdserverpb.IMember[] {
+  return server.members().map(memberOut);
+}
+
+/** etcd types.NewURLs: the peer URLs of a MemberAdd/MemberUpdate, or null when invalid. */
+function peerUrlsOf(values: string[] | null | undefined): string[] | null {
+  try {
+    return parsePeerUrls(values ?? []);
+  } catch (err) {
+    if (err instanceof UrlError) return null;
+    throw err;
+  }
+}
+
+function idOf(v: number | Long | null | undefined): Long {
+  return Long.fromValue(v ?? 0).toUnsigned();
 }
 
 export function clusterHandlers(server: EtcdServer): grpc.UntypedServiceImplementation {
   return {
+    MemberAdd(call: grpc.ServerUnaryCall<etcdserverpb.MemberAddRequest, Uint8Array>, callback: Callback): void {
+      const urls = peerUrlsOf(call.request.peerURLs);
+      if (urls === null) return callback(grpcStatus(ErrorCode.MemberBadUrls));
+      const code = server.memberAdd(urls, call.request.isLearner === true, new Date(), (c, member) => {
+        if (c !== 0) callback(grpcStatus(c));
+        else callback(null, etcdserverpb.MemberAddResponse.encode({ header: clusterHeader(server), member: memberOut(member!), members: membersOut(server) }).finish());
+      });
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    MemberRemove(call: grpc.ServerUnaryCall<etcdserverpb.MemberRemoveRequest, Uint8Array>, callback: Callback): void {
+      const code = server.memberRemove(idOf(call.request.ID), (c) => {
+        if (c !== 0) callback(grpcStatus(c));
+        else callback(null, etcdserverpb.MemberRemoveResponse.encode({ header: clusterHeader(server), members: membersOut(server) }).finish());
+      });
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    MemberUpdate(call: grpc.ServerUnaryCall<etcdserverpb.MemberUpdateRequest, Uint8Array>, callback: Callback): void {
+      const urls = peerUrlsOf(call.request.peerURLs);
+      if (urls === null) return callback(grpcStatus(ErrorCode.MemberBadUrls));
+      const code = server.memberUpdate(idOf(call.request.ID), urls, (c) => {
+        if (c !== 0) callback(grpcStatus(c));
+        else callback(null, etcdserverpb.MemberUpdateResponse.encode({ header: clusterHeader(server), members: membersOut(server) }).finish());
+      });
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    MemberPromote(call: grpc.ServerUnaryCall<etcdserverpb.MemberPromoteRequest, Uint8Array>, callback: Callback): void {
+      const code = server.memberPromote(idOf(call.request.ID), (c) => {
+        if (c !== 0) callback(grpcStatus(c));
+        else callback(null, etcdserverpb.MemberPromoteResponse.encode({ header: clusterHeader(server), members: membersOut(server) }).finish());
+      });
+      if (code !== 0) callback(grpcStatus(code));
+    },
     MemberList(_call: grpc.ServerUnaryCall<unknown, Uint8Array>, callback: Callback): void {
-      const resp = etcdserverpb.MemberListResponse.encode({
-        // etcd's cluster service header carries no revision (v3rpc/member.go: header()).
-        header: {
-          cluster_id: server.clusterId,
-          member_id: server.memberId,
-          raft_term: server.raftTerm(),
-        },
-        members: server.members().map((m) => ({
-          ID: m.id, name: m.name, peerURLs: m.peerUrls, clientURLs: m.clientUrls, isLearner: m.isLearner,
-        })),
-      }).finish();
+      const resp = etcdserverpb.MemberListResponse.encode({ header: clusterHeader(server), members: membersOut(server) }).finish();
       callback(null, resp);
     },
   };
