@@ -24,6 +24,7 @@ import { ProgressState } from '../raft/tracker/progress';
 import { encodeMemberContext, Member, Membership, raftIdOf } from '../membership/membership';
 import { idToLong, memberIdOf } from '../membership/ids';
 import { PeerTransport } from '../transport/peer_transport';
+import { RefuseReason } from '../transport/frame';
 import { LogBytes } from './log_bytes';
 import { Prng } from '../util/prng';
 import { monotonicNowMs } from '../util/clock';
@@ -392,6 +393,11 @@ export class EtcdServer {
     t.onSnapshot = (m) => {
       // State transfer comes with snapshots of the LMDB state (not built yet): refuse it.
       this.peerEvent('snapshot received but state transfer is not supported yet', { from: m.from });
+    };
+    // A peer that knows this member was removed says so (etcd rafthttp's 410 Gone): the removal
+    // may be committed without this member ever learning the commit index that covers it.
+    t.onRefused = (_id, reason) => {
+      if (reason === RefuseReason.MemberRemoved && this.cfg.onRemoved !== undefined) this.cfg.onRemoved();
     };
     this.transport = t;
     this.syncPeers();

@@ -52,6 +52,11 @@ export interface ClusterHandle {
   /** The index of the member that says it leads (Status), waiting up to `timeoutMs`. */
   leader(timeoutMs?: number): Promise<number>;
   logs(i: number): string;
+  /**
+   * Adds a member as etcd's docs do: MemberAdd through `via` (a member index), then starts it
+   * with --initial-cluster-state existing. Returns its index and id (decimal).
+   */
+  join(via: number, opts?: { learner?: boolean }): Promise<{ index: number; id: string }>;
   stop(): Promise<void>;
 }
 
@@ -73,6 +78,9 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
     : null;
   const procs: (ConcordHandle | null)[] = members.map(() => null);
   const logsOf: string[] = members.map(() => '');
+  const states: string[] = members.map(() => 'new');
+  let clusterFlag = initialCluster;
+  const clusterFlags: string[] = members.map(() => initialCluster);
   const launch = (i: number): Promise<ConcordHandle> => {
     const m = members[i]!;
     return startConcord({
@@ -84,8 +92,8 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       extraArgs: [
         '--listen-peer-urls', m.peerUrl,
         '--initial-advertise-peer-urls', m.peerUrl,
-        '--initial-cluster', initialCluster,
-        '--initial-cluster-state', 'new',
+        '--initial-cluster', clusterFlags[i]!,
+        '--initial-cluster-state', states[i]!,
         '--initial-cluster-token', opts.token ?? 'concord-test',
         ...(opts.extraArgs ?? []),
       ],
@@ -135,6 +143,32 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       }
     },
     logs: (i) => logsOf[i] + (procs[i]?.logs() ?? ''),
+    async join(via, opts = {}) {
+      const clientPort = await freePort();
+      const peerPort = await freePort();
+      const i = members.length;
+      const m: MemberInfo = {
+        name: `m${i}`, clientPort, peerPort,
+        clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `http://127.0.0.1:${peerPort}`,
+        dataDir: path.join(root, `m${i}`),
+      };
+      const cl = connect('etcdserverpb.Cluster', members[via]!.clientUrl);
+      let id: string;
+      try {
+        const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
+        id = String(r.member!.ID);
+      } finally {
+        cl.close();
+      }
+      members.push(m);
+      procs.push(null);
+      logsOf.push('');
+      clusterFlag += `,${m.name}=${m.peerUrl}`;
+      clusterFlags.push(clusterFlag);
+      states.push('existing');
+      procs[i] = await launch(i);
+      return { index: i, id };
+    },
     async stop() {
       await Promise.all(procs.map(async (p, i) => {
         if (p !== null) {
