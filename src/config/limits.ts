@@ -95,11 +95,25 @@ export const peerSocketBufferedBytesMax = 4 * 1024 * 1024;
 export const peerSnapshotFrameBytesMax = 1024 * 1024;
 /** Received snapshot bytes waiting for the sink before the socket is paused (flow control). */
 export const peerSnapshotSinkPendingBytesMax = 8 * 1024 * 1024;
+/**
+ * Forward requests in flight on one peer's forward connection (transport/forward.ts): on the
+ * sender, issued and not yet answered; on the receiver, received and not yet answered on the
+ * wire. Past it the sender fails a new request with Busy and the receiver answers Busy, so a
+ * leader waiting for its apply loop holds a bounded number (etcd: one HTTP request each, bounded
+ * by nothing but Go's http server). 4096 as a stream queue (etcd streamBufSize).
+ */
+export const peerForwardInflightMax = 4096;
+/**
+ * ... and payload bytes: the sender's requests not yet written, the receiver's requests and
+ * answers not yet written. As a stream queue: 16 max-size payloads.
+ */
+export const peerForwardInflightBytesMax = peerQueueBytesMax;
 /** Inbound peer connections that have not sent their Hello yet; beyond it new ones are reset. */
 export const peerInboundHandshakesMax = 64;
 assert(peerMessageBytesDefault >= requestBytesDefault, 'peer message vs request size');
 assert(peerQueueBytesMax >= 2 * peerMessageBytesDefault, 'peer queue vs message size');
 assert(peerSnapshotFrameBytesMax <= peerMessageBytesDefault, 'snapshot frame vs message size');
+assert(peerForwardInflightBytesMax >= 2 * peerMessageBytesDefault, 'forward bytes vs message size');
 
 assert(grpcOverheadBytes > 0, 'grpcOverheadBytes');
 assert(batchEntriesMax > 0 && batchReadsMax > 0, 'batch limits');

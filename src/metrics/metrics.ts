@@ -2,13 +2,16 @@
 // own families (prefix concord_), and Node's process metrics (prom-client's defaults).
 //
 // Nothing here runs on the request path: values are read at scrape time from the server, the
-// storage worker's shared statistics (src/workers/stats.ts) and the gRPC call counters.
+// storage worker's shared statistics (src/workers/stats.ts), the gRPC call counters and the peer
+// transport's stats() (etcd's etcd_network_* peer families, peerMetricsRegister).
 import client from 'prom-client';
 import type { EtcdServer } from '../server/etcd_server';
 import { StatSlot } from '../workers/stats';
 import { GRPC_CODE_NAMES, type GrpcCallStats } from '../api/grpc/call_stats';
 import { etcdClusterVersion, etcdVersion } from '../version';
 import { WatchStat } from '../watch/protocol';
+import { peerRttBucketsSeconds } from '../transport/peer';
+import type { TransportStats } from '../transport/peer_transport';
 
 interface Sample { value: number; labels?: Record<string, string | number>; metricName?: string }
 type Family = { name: string; help: string; type: 'gauge' | 'counter' | 'histogram'; values: Sample[] };
@@ -25,7 +28,9 @@ export class Metrics {
   readonly registry = new client.Registry();
   readonly contentType = client.Registry.PROMETHEUS_CONTENT_TYPE;
 
-  constructor(server: EtcdServer, grpcStats: GrpcCallStats) {
+  /** transportStats: the member's PeerTransport.stats(), null while it has none. */
+  constructor(server: EtcdServer, grpcStats: GrpcCallStats,
+    transportStats: () => TransportStats | null = () => null) {
     const s = server;
     const w = server.workerStats;
     const gauge = (name: string, help: string, f: () => number): void => this.add(new Computed(name, help, 'gauge', () => [{ value: f() }]));
@@ -106,6 +111,7 @@ export class Metrics {
         { labels: { thread: 'storage' }, value: w.get(StatSlot.WorkerBusyMs) / 1000 },
         { labels: { thread: 'watch' }, value: watch(WatchStat.BusyMs) / 1000 },
       ]));
+    peerMetricsRegister(this.registry, transportStats);
     client.collectDefaultMetrics({ register: this.registry });
   }
 
@@ -116,4 +122,59 @@ export class Metrics {
   render(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/**
+ * etcd's peer network families (etcd server/etcdserver/api/rafthttp/metrics.go: same names,
+ * help, types, label names and buckets), one series per peer, label values the member ids in
+ * hex as etcd's types.ID prints them (To="8211f1d0f64f3269"). Counted by the transport over
+ * every connection kind (PeerStats in peer_transport.ts says what each includes); Local is
+ * this member. No transport (a member not started yet): no series.
+ */
+export function peerMetricsRegister(registry: client.Registry,
+  transportStats: () => TransportStats | null): void {
+  const add = (name: string, help: string, type: Family['type'],
+    collect: (t: TransportStats) => Sample[]): void => {
+    const metric = new Computed(name, help, type, () => {
+      const t = transportStats();
+      return t === null ? [] : collect(t);
+    });
+    registry.registerMetric(metric as unknown as client.Metric);
+  };
+  const hex = (id: bigint): string => id.toString(16);
+  add('etcd_network_active_peers', 'The current number of active peer connections.', 'gauge',
+    (t) => t.peers.map((p) => ({
+      labels: { Local: hex(t.memberId), Remote: hex(p.memberId) }, value: p.active ? 1 : 0,
+    })));
+  add('etcd_network_disconnected_peers_total', 'The total number of disconnected peers.',
+    'counter', (t) => t.peers.map((p) => ({
+      labels: { Local: hex(t.memberId), Remote: hex(p.memberId) }, value: p.disconnects,
+    })));
+  add('etcd_network_peer_sent_bytes_total', 'The total number of bytes sent to peers.', 'counter',
+    (t) => t.peers.map((p) => ({ labels: { To: hex(p.memberId) }, value: p.sentBytes })));
+  add('etcd_network_peer_received_bytes_total', 'The total number of bytes received from peers.',
+    'counter',
+    (t) => t.peers.map((p) => ({ labels: { From: hex(p.memberId) }, value: p.receivedBytes })));
+  add('etcd_network_peer_sent_failures_total', 'The total number of send failures from peers.',
+    'counter',
+    (t) => t.peers.map((p) => ({ labels: { To: hex(p.memberId) }, value: p.sentFailures })));
+  add('etcd_network_peer_received_failures_total',
+    'The total number of receive failures from peers.', 'counter',
+    (t) => t.peers.map((p) => ({ labels: { From: hex(p.memberId) }, value: p.receivedFailures })));
+  const rtt = 'etcd_network_peer_round_trip_time_seconds';
+  add(rtt, 'Round-Trip-Time histogram between peers', 'histogram', (t) => {
+    const out: Sample[] = [];
+    for (const p of t.peers) {
+      const to = hex(p.memberId);
+      let cumulative = 0;
+      peerRttBucketsSeconds.forEach((le, i) => {
+        cumulative += p.rttBucketCounts[i]!;
+        out.push({ metricName: `${rtt}_bucket`, labels: { To: to, le: String(le) }, value: cumulative });
+      });
+      out.push({ metricName: `${rtt}_bucket`, labels: { To: to, le: '+Inf' }, value: p.rttCount });
+      out.push({ metricName: `${rtt}_sum`, labels: { To: to }, value: p.rttSumSeconds });
+      out.push({ metricName: `${rtt}_count`, labels: { To: to }, value: p.rttCount });
+    }
+    return out;
+  });
 }

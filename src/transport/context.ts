@@ -1,12 +1,14 @@
-// What the transport's parts (outbound streams, inbound connections, snapshot transfers) need
+// What the transport's parts (outbound connections, inbound connections, snapshot transfers) need
 // from the PeerTransport that owns them. Only peer_transport.ts implements it; the parts never
 // import it, so each part can be read (and tested) on its own.
 import type net from 'node:net';
 import type { Message } from '../raft/types';
 import type { Logger } from '../util/log';
+import type { ForwardDone, ForwardError, ForwardReply } from './forward';
 import type { ConnectionKind, Hello, RefuseReason } from './frame';
 import type { InboundConnection } from './inbound';
-import type { OutboundStream, Peer } from './peer';
+import type { Flushable } from './outbound';
+import type { Peer } from './peer';
 import type { SnapshotSink } from './snapshot';
 
 /** The transport's resolved bounds and timeouts (PeerTransportOptions with defaults filled). */
@@ -26,6 +28,11 @@ export interface TransportConfig {
   readonly snapshotBytesMax: number;
   readonly snapshotFrameBytesMax: number;
   readonly snapshotSinkPendingBytesMax: number;
+  /** Forward requests in flight per connection, each side (limits.ts peerForwardInflightMax). */
+  readonly forwardInflightMax: number;
+  readonly forwardInflightBytesMax: number;
+  /** TEST ONLY: the receiver swaps the request ids of pairs of answers (a checker must notice). */
+  readonly forwardAnswerIdsSwapTest: boolean;
 }
 
 export interface TransportContext {
@@ -39,8 +46,8 @@ export interface TransportContext {
   backoffMs(failures: number): number;
   /** Opens a TCP connection to the peer's current URL (through the dial table); tracked. */
   connect(peer: Peer, kind: ConnectionKind, onConnect: () => void): net.Socket;
-  /** Writes the stream's queue at the end of this event-loop turn. */
-  flushSchedule(stream: OutboundStream): void;
+  /** Calls f.flush() at the end of this event-loop turn (once, however often scheduled). */
+  flushSchedule(f: Flushable): void;
   /** Deferred to the end of the turn, at most once per peer per turn. */
   unreachableReport(peer: Peer): void;
   snapshotStatusReport(peer: Peer, ok: boolean): void;
@@ -55,6 +62,13 @@ export interface TransportContext {
   snapshotSinkOpen(m: Message, size: number): SnapshotSink;
   /** A complete, verified snapshot: hands it to onSnapshot. */
   snapshotDeliver(peer: Peer, m: Message, handle: string): void;
+  /**
+   * A forward request from `peer`: hands it to onForward and returns true; false (reply never
+   * called) when there is no handler.
+   */
+  forwardDeliver(peer: Peer, op: number, payload: Uint8Array, reply: ForwardReply): boolean;
+  /** Calls done(code, empty) at the end of the turn (runs even while the transport closes). */
+  forwardComplete(done: ForwardDone, code: ForwardError): void;
   /** The membership to answer a Members question with (membership/membership.ts encoding). */
   membersAnswer(): Uint8Array;
   /** Work close() must wait for (snapshot transfers, sink clean-up). Never rejects. */

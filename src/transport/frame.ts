@@ -25,6 +25,9 @@
 //   snapshot connection (one per transfer):
 //     SnapshotBegin, SnapshotChunk*,           SnapshotStatus (once, then the acceptor closes)
 //     SnapshotEnd
+//   members connection (one question):        HelloAck, Members, then the acceptor closes
+//   forward connection (long-lived):
+//     ForwardRequest*, Ping                    ForwardAnswer* (any order), Pong
 //
 // Payload layouts:
 //   Hello           u16 protocolVersion, u8 kind (ConnectionKind), u8 0,
@@ -37,11 +40,20 @@
 //   SnapshotChunk   the next payload bytes (1 .. peerSnapshotFrameBytesMax)
 //   SnapshotEnd     32 bytes: SHA-256 of the whole payload (etcd appends SHA-256 to its db file)
 //   SnapshotStatus  u8 ok (1/0), u8 0, u16 reasonBytes, reason (UTF-8)
+//   ForwardRequest  u32 requestId, u16 op, u16 0, payload (<= messageBytesMax)
+//   ForwardAnswer   u32 requestId, u32 code, payload (<= messageBytesMax)
+//                   (op and code: forward.ts; one request or answer per frame, many frames per
+//                   socket write)
 import { assert } from '../util/assert';
 import { crc32 } from '../util/crc32';
 
 export const frameHeaderBytes = 16;
-/** Bumped on any incompatible change of a layout in this file or message_codec.ts. */
+/**
+ * Bumped on any incompatible change of a layout in this file or message_codec.ts. Not for an
+ * added connection kind or frame type (Forward, 5 and 11/12): a member that does not know one
+ * refuses its Hello (BadHello), which the dialer handles as any refusal, while every other
+ * connection between the two keeps working (a bump would cut them all during an upgrade).
+ */
 export const protocolVersion = 1;
 export const helloBytes = 28;
 export const pingBytes = 8;
@@ -62,8 +74,10 @@ export const enum FrameType {
   SnapshotStatus = 9,
   /** The answer on a Members connection: u64 cluster id, then the membership's encoding. */
   Members = 10,
+  ForwardRequest = 11,
+  ForwardAnswer = 12,
 }
-const frameTypeLast = FrameType.Members;
+const frameTypeLast = FrameType.ForwardAnswer;
 
 /**
  * What a connection carries. Message and App are long-lived streams (etcd's "message" and
@@ -78,7 +92,14 @@ export const enum ConnectionKind {
    * /members on the peer port): the answer is the cluster id and the membership, then close.
    */
   Members = 4,
+  /**
+   * Requests of this member answered by the peer (etcd's peer-port POST /leases,
+   * /leases/internal, /members/promote/<id>: a follower asks the leader). Long-lived, pipelined;
+   * opened on the first request (forward.ts).
+   */
+  Forward = 5,
 }
+const connectionKindLast = ConnectionKind.Forward;
 
 /** Why an acceptor refused a Hello (0 = accepted). Stable numbers: they go on the wire. */
 export const enum RefuseReason {
@@ -261,7 +282,7 @@ export function encodeHello(h: Hello): Buffer {
 export function decodeHello(p: Buffer): Hello | null {
   if (p.length !== helloBytes || p[3] !== 0) return null;
   const kind = p[2]!;
-  if (kind < ConnectionKind.Message || kind > ConnectionKind.Members) return null;
+  if (kind < ConnectionKind.Message || kind > connectionKindLast) return null;
   return {
     version: p.readUInt16BE(0), kind: kind as ConnectionKind, clusterId: p.readBigUInt64BE(4),
     fromMemberId: p.readBigUInt64BE(12), toMemberId: p.readBigUInt64BE(20),
@@ -346,4 +367,76 @@ export function writeSnapshotSize(buf: Buffer, offset: number, size: number): vo
 export function readSnapshotSize(buf: Buffer, offset: number): number {
   const size = buf.readUInt32BE(offset) * 0x100000000 + buf.readUInt32BE(offset + 4);
   return Number.isSafeInteger(size) ? size : -1;
+}
+
+// ---- forward requests and answers (forward.ts) ----
+
+/**
+ * The fields before the payload, 8 bytes in both frames: ForwardRequest u32 requestId, u16 op,
+ * u16 0; ForwardAnswer u32 requestId, u32 code.
+ */
+export const forwardPrefixBytes = 8;
+/** Largest op number (u16 on the wire). */
+export const forwardOpMax = 0xffff;
+
+/** The fields of a ForwardRequest or ForwardAnswer frame (decoders fill one the caller owns). */
+export interface ForwardFields {
+  requestId: number;
+  /** ForwardRequest: the op; ForwardAnswer: the code. */
+  opOrCode: number;
+  /** A view of the frame's payload (valid as long as the frame's buffer). */
+  payload: Buffer;
+}
+
+/** Bytes a ForwardRequest or ForwardAnswer frame with `payloadBytes` takes on the wire. */
+export function forwardFrameBytes(payloadBytes: number): number {
+  return frameHeaderBytes + forwardPrefixBytes + payloadBytes;
+}
+
+/** Writes a whole ForwardRequest frame at buf[offset..]; returns where it ends. */
+export function encodeForwardRequest(buf: Buffer, offset: number, requestId: number, op: number,
+  payload: Uint8Array): number {
+  assert(Number.isInteger(op) && op >= 0 && op <= forwardOpMax, 'forward op');
+  const p = offset + frameHeaderBytes;
+  buf.writeUInt32BE(requestId >>> 0, p);
+  buf.writeUInt16BE(op, p + 4);
+  buf.writeUInt16BE(0, p + 6);
+  return forwardFrameClose(buf, offset, FrameType.ForwardRequest, payload);
+}
+
+/** Writes a whole ForwardAnswer frame at buf[offset..]; returns where it ends. */
+export function encodeForwardAnswer(buf: Buffer, offset: number, requestId: number, code: number,
+  payload: Uint8Array): number {
+  assert(Number.isInteger(code) && code >= 0 && code <= 0xffffffff, 'forward code');
+  const p = offset + frameHeaderBytes;
+  buf.writeUInt32BE(requestId >>> 0, p);
+  buf.writeUInt32BE(code, p + 4);
+  return forwardFrameClose(buf, offset, FrameType.ForwardAnswer, payload);
+}
+
+function forwardFrameClose(buf: Buffer, offset: number, type: FrameType,
+  payload: Uint8Array): number {
+  const start = offset + frameHeaderBytes;
+  const end = start + forwardPrefixBytes + payload.length;
+  buf.set(payload, start + forwardPrefixBytes);
+  writeFrameHeader(buf, offset, type, end - start, crc32(buf, start, end));
+  return end;
+}
+
+/** Reads a ForwardRequest payload into `out`; false when malformed. */
+export function decodeForwardRequest(p: Buffer, out: ForwardFields): boolean {
+  if (p.length < forwardPrefixBytes || p.readUInt16BE(6) !== 0) return false;
+  out.requestId = p.readUInt32BE(0);
+  out.opOrCode = p.readUInt16BE(4);
+  out.payload = p.subarray(forwardPrefixBytes);
+  return true;
+}
+
+/** Reads a ForwardAnswer payload into `out`; false when malformed. */
+export function decodeForwardAnswer(p: Buffer, out: ForwardFields): boolean {
+  if (p.length < forwardPrefixBytes) return false;
+  out.requestId = p.readUInt32BE(0);
+  out.opOrCode = p.readUInt32BE(4);
+  out.payload = p.subarray(forwardPrefixBytes);
+  return true;
 }

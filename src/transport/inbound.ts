@@ -1,6 +1,6 @@
 // A connection another member dialled to this one: Hello first (checked against this member's
 // cluster id, member id and peer table), then either a stream of Messages frames (message and
-// app connections) or one snapshot transfer. Untrusted input: every malformation resets the
+// app connections), one snapshot transfer, or forward requests (forward.ts ForwardReceive). Untrusted input: every malformation resets the
 // connection and is counted; nothing here throws from a socket event.
 import type net from 'node:net';
 import { assert } from '../util/assert';
@@ -12,6 +12,7 @@ import {
   decodeHello, decodePing, encodeFrame, encodeHelloAck, encodePing, frameErrorNames, messageFramingBytes,
   protocolVersion, refuseReasonNames,
 } from './frame';
+import { ForwardReceive } from './forward';
 import { decodeMessage, errMessageMalformed } from './message_codec';
 import type { Peer } from './peer';
 import { SnapshotReceive } from './snapshot';
@@ -24,6 +25,8 @@ export const enum InboundState {
   /** Refused or finished: the last frame is written, waiting for the socket to close. */
   Closing = 4,
   Closed = 5,
+  /** A forward connection: ForwardRequest and Ping frames. */
+  Forward = 6,
 }
 
 /** Why inbound connections ended badly, for the transport's counters. */
@@ -40,6 +43,7 @@ export class InboundConnection implements FrameHandler {
   kind: ConnectionKind | 0 = 0;
   peer: Peer | null = null;
   receive: SnapshotReceive | null = null;
+  forward: ForwardReceive | null = null;
   private readonly reader: FrameReader;
   private readonly acceptedAtMs: number;
   private lastReceivedMs: number;
@@ -60,6 +64,10 @@ export class InboundConnection implements FrameHandler {
 
   get isPending(): boolean {
     return this.state === InboundState.Hello;
+  }
+
+  get isForwarding(): boolean {
+    return this.state === InboundState.Forward;
   }
 
   private data(chunk: Buffer): void {
@@ -83,6 +91,10 @@ export class InboundConnection implements FrameHandler {
       case InboundState.Snapshot:
         if (!this.receive!.onFrame(type, payload)) return false;
         return this.state === InboundState.Snapshot;
+      case InboundState.Forward:
+        if (type === FrameType.ForwardRequest) return this.forward!.onRequest(payload);
+        if (type === FrameType.Ping) return this.ping(payload);
+        return this.frameError(`unexpected frame ${type} on a forward connection`);
       case InboundState.Closing:
       case InboundState.Closed:
         return false;
@@ -100,13 +112,15 @@ export class InboundConnection implements FrameHandler {
     assert(h !== null, 'hello checked');
     this.peer = checked;
     this.kind = h.kind;
-    this.state = h.kind === ConnectionKind.Snapshot ? InboundState.Snapshot : InboundState.Stream;
+    this.state = h.kind === ConnectionKind.Snapshot ? InboundState.Snapshot :
+      h.kind === ConnectionKind.Forward ? InboundState.Forward : InboundState.Stream;
     this.counters.accepted++;
     checked.counters.inboundConnects++;
     this.socket.write(encodeHelloAck({
       reason: RefuseReason.None, version: protocolVersion, text: '',
     }));
     if (this.state === InboundState.Snapshot) this.receive = new SnapshotReceive(this.ctx, this);
+    if (this.state === InboundState.Forward) this.forward = new ForwardReceive(this.ctx, this);
     this.ctx.inboundAttach(this);
     return true;
   }
@@ -208,6 +222,7 @@ export class InboundConnection implements FrameHandler {
         return;
       }
       case InboundState.Stream:
+      case InboundState.Forward:
         if (nowMs - this.lastReceivedMs > cfg.readTimeoutMs) {
           this.counters.timeouts++;
           this.ctx.logger.warn('peer connection idle past the read timeout; closing it', {
@@ -257,6 +272,7 @@ export class InboundConnection implements FrameHandler {
   private detach(): void {
     const receive = this.receive;
     if (receive !== null) receive.fail('connection closed');
+    if (this.forward !== null) this.forward.closed();
     this.ctx.inboundDetach(this);
   }
 }

@@ -1,6 +1,7 @@
 // One remote member and the long-lived connections this member dials to it (etcd rafthttp
 // peer.go + stream.go's streamWriter, turned around: concord's sender dials and writes; the
-// receiver only answers Hello and Ping — see peer_transport.ts for why).
+// receiver only answers Hello and Ping — see peer_transport.ts for why). The connection's life
+// (dial, Hello, Ping, timeouts, backoff) is outbound.ts; forward requests are forward.ts.
 //
 // Per peer, two streams (etcd: "msgappv2" and "message" streams):
 //   app      MsgApp and MsgProp, the messages that carry entries (up to a few MiB each);
@@ -10,112 +11,47 @@
 // waits for nothing. Priority inside one socket cannot help once bytes are in the kernel's send
 // buffer, so the split is by connection, as in etcd.
 //
-// Stream life:  Backoff ──dial──▶ Connecting ──connect──▶ Handshaking ──HelloAck ok──▶ Active
-//                  ▲                  │ fail                  │ fail/refused            │ lost
-//                  └──────────────────┴───────────────────────┴─────────────────────────┘
 // Messages queue (bounded) while Connecting/Handshaking and go out once Active; on a failure the
 // queue is dropped and the peer reported unreachable; while in Backoff (the peer is down) a
 // message is dropped at once and reported (etcd: a full or closed stream reports unreachable).
-import type net from 'node:net';
 import { assert } from '../util/assert';
 import { crc32 } from '../util/crc32';
 import { Message } from '../raft/types';
 import { TransportContext } from './context';
 import { DialAddress } from './dial';
 import {
-  ConnectionKind, FrameError, FrameHandler, FrameReader, FrameType, RefuseReason,
-  decodeHelloAck, decodePing, encodeHello, encodePing, frameErrorNames, frameHeaderBytes,
-  messageFramingBytes, pingBytes, protocolVersion, refuseReasonNames, writeFrameHeader,
+  ConnectionKind, FrameType, frameHeaderBytes, messageFramingBytes, writeFrameHeader,
 } from './frame';
+import { ForwardSender } from './forward';
 import type { InboundConnection } from './inbound';
 import { encodeMessage } from './message_codec';
 import { MessageQueue } from './message_queue';
+import {
+  OutboundConnection, StreamState, StreamStats, pingFrameBytes,
+} from './outbound';
 import type { SnapshotSend } from './snapshot';
 
-export const enum StreamState {
-  Connecting = 1,
-  Handshaking = 2,
-  Active = 3,
-  Backoff = 4,
-  Closed = 5,
-}
+export { StreamState, StreamStats, streamStateNames } from './outbound';
 
-export const streamStateNames: readonly string[] = [
-  '', 'connecting', 'handshaking', 'active', 'backoff', 'closed',
-];
-
-/** Counters of one outbound stream (monotonic, except the queue gauges). */
-export interface StreamStats {
-  state: string;
-  /** Clock ms when the current connection became active; 0 when not active. */
-  activeSinceMs: number;
-  /** socket.write calls: one per event-loop turn with something to send. */
-  writes: number;
-  sentMessages: number;
-  /** Bytes written to the socket, framing included. */
-  sentBytes: number;
-  queuedMessages: number;
-  queuedBytes: number;
-  droppedQueueFull: number;
-  /** Dropped because the stream was down (in backoff) or lost with them queued. */
-  droppedDown: number;
-  connects: number;
-  dialFailures: number;
-  refusals: number;
-  frameErrors: number;
-  timeouts: number;
-}
-
-export class OutboundStream implements FrameHandler {
-  state = StreamState.Backoff;
-  private socket: net.Socket | null = null;
-  private reader: FrameReader | null = null;
+/** A raft message stream: a bounded queue written in one socket write per turn. */
+export class OutboundStream extends OutboundConnection {
   private readonly queue: MessageQueue;
-  // Consecutive failed dials or lost connections since the last Active; drives the backoff.
-  private failures = 0;
-  private retryAtMs = 0;
-  private stateSinceMs = 0;
-  activeSinceMs = 0;
-  // Liveness: a frame received or the socket drained (a slow link that is moving is alive).
-  private progressMs = 0;
-  private pingLastMs = 0;
-  private pingSeq = 0;
-  private pingSentAtMs = 0;
-  private pingDue = false;
-  /** Smoothed RTT (TCP's srtt, gain 1/8) and the last sample; 0 = none yet. */
-  rttMs = 0;
-  rttMsLast = 0;
-  /** In the transport's flush list. Invariant: true iff listed once. */
-  flushPending = false;
-  // The socket holds >= socketBufferedBytesMax unsent: wait for 'drain'.
-  private blocked = false;
-  private socketError = '';
-  // The peer URL index the current dial uses (a failure moves the peer off that URL only).
-  private dialUrlIndex = 0;
-  private readonly counters: StreamStats;
 
-  constructor(private readonly ctx: TransportContext, readonly peer: Peer,
-    readonly kind: ConnectionKind) {
+  constructor(ctx: TransportContext, peer: Peer, kind: ConnectionKind) {
     assert(kind === ConnectionKind.Message || kind === ConnectionKind.App, 'stream kind');
+    super(ctx, peer, kind, false);
     this.queue = new MessageQueue(ctx.config.queueMessagesMax, ctx.config.queueBytesMax);
-    this.counters = {
-      state: '', activeSinceMs: 0, writes: 0, sentMessages: 0, sentBytes: 0, queuedMessages: 0,
-      queuedBytes: 0, droppedQueueFull: 0, droppedDown: 0, connects: 0, dialFailures: 0,
-      refusals: 0, frameErrors: 0, timeouts: 0,
-    };
   }
 
   get name(): string {
     return this.kind === ConnectionKind.App ? 'app' : 'message';
   }
 
-  stats(): StreamStats {
-    const c = this.counters;
-    c.state = streamStateNames[this.state]!;
-    c.activeSinceMs = this.activeSinceMs;
+  override stats(): StreamStats {
+    const c = super.stats();
     c.queuedMessages = this.queue.length;
     c.queuedBytes = this.queue.byteLength;
-    return { ...c };
+    return c;
   }
 
   /** Queues m (size = messageBytes(m)); false when dropped (the peer is reported unreachable). */
@@ -136,136 +72,25 @@ export class OutboundStream implements FrameHandler {
     return true;
   }
 
-  /** Dials now when waiting in backoff (the peer just dialled us: it is up). */
-  wake(): void {
-    if (this.state === StreamState.Backoff) this.dial();
+  protected activated(): void {
+    if (this.queue.length > 0) this.ctx.flushSchedule(this);
   }
 
-  /** Called on every transport tick. */
-  tick(nowMs: number): void {
-    const cfg = this.ctx.config;
-    switch (this.state) {
-      case StreamState.Backoff:
-        if (nowMs >= this.retryAtMs) this.dial();
-        return;
-      case StreamState.Connecting:
-      case StreamState.Handshaking:
-        if (nowMs - this.stateSinceMs > cfg.handshakeTimeoutMs) {
-          this.counters.timeouts++;
-          this.fail('handshake timed out');
-        }
-        return;
-      case StreamState.Active:
-        if (nowMs - this.progressMs > cfg.readTimeoutMs) {
-          this.counters.timeouts++;
-          this.fail('no frame from the peer within the read timeout');
-          return;
-        }
-        if (nowMs - this.pingLastMs >= cfg.pingIntervalMs) {
-          this.pingLastMs = nowMs;
-          this.pingDue = true;
-          this.ctx.flushSchedule(this);
-        }
-        return;
-      case StreamState.Closed:
-        return;
-    }
-  }
-
-  private dial(): void {
-    assert(this.state === StreamState.Backoff, 'dial outside backoff');
-    this.dialUrlIndex = this.peer.urlIndexCurrent();
-    const socket = this.ctx.connect(this.peer, this.kind, () => this.connected(socket));
-    this.socket = socket;
-    this.reader = new FrameReader(this.ctx.config.frameBytesMax, this);
-    this.socketError = '';
-    this.stateSet(StreamState.Connecting);
-    socket.on('data', (chunk: Buffer) => this.data(socket, chunk));
-    socket.on('drain', () => this.drained(socket));
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      if (socket === this.socket) this.socketError = err.code ?? err.message;
-    });
-    socket.on('close', () => {
-      if (socket === this.socket) this.fail(`connection closed (${this.socketError || 'eof'})`);
-    });
-  }
-
-  private connected(socket: net.Socket): void {
-    if (socket !== this.socket) return;
-    socket.setNoDelay(true); // batching is per event-loop turn; Nagle would add 40 ms stalls
-    socket.write(encodeHello({
-      version: protocolVersion, kind: this.kind, clusterId: this.ctx.clusterId,
-      fromMemberId: this.ctx.memberId, toMemberId: this.peer.memberId,
-    }));
-    this.stateSet(StreamState.Handshaking);
-  }
-
-  private data(socket: net.Socket, chunk: Buffer): void {
-    if (socket !== this.socket) return;
-    const err = this.reader!.push(chunk);
-    if (err !== FrameError.None) {
-      this.counters.frameErrors++;
-      this.fail(`bad frame from the peer: ${frameErrorNames[err]!}`);
-    }
-  }
-
-  onFrame(type: FrameType, payload: Buffer): boolean {
-    this.progressMs = this.ctx.nowMs();
-    if (this.state === StreamState.Handshaking && type === FrameType.HelloAck) {
-      return this.helloAcked(payload);
-    }
-    if (this.state === StreamState.Active && type === FrameType.Pong) {
-      const seq = decodePing(payload);
-      if (seq < 0) return this.protocolError('malformed pong');
-      if (seq === this.pingSeq && this.pingSentAtMs > 0) {
-        this.rttMsLast = this.progressMs - this.pingSentAtMs;
-        this.rttMs = this.rttMs === 0 ? this.rttMsLast :
-          this.rttMs + (this.rttMsLast - this.rttMs) / 8;
-        this.pingSentAtMs = 0;
-      }
-      return true;
-    }
+  protected activeFrame(type: FrameType): boolean {
     return this.protocolError(`unexpected frame ${type}`);
   }
 
-  private helloAcked(payload: Buffer): boolean {
-    const ack = decodeHelloAck(payload);
-    if (ack === null) return this.protocolError('malformed HelloAck');
-    if (ack.reason !== RefuseReason.None) {
-      this.counters.refusals++;
-      this.ctx.logger.warn('peer refused connection', {
-        'remote-peer-id': this.peer.memberIdHex, stream: this.name,
-        reason: refuseReasonNames[ack.reason], detail: ack.text,
-      });
-      this.ctx.refusedReport(this.peer, ack.reason);
-      this.fail(`refused: ${refuseReasonNames[ack.reason]!}`);
-      return false;
+  protected override rttSampled(ms: number): void {
+    // The message stream's samples only: the app stream's Pongs wait behind appends.
+    if (this.kind === ConnectionKind.Message) this.peer.rttObserve(ms);
+  }
+
+  protected dropped(closing: boolean): void {
+    const dropped = this.queue.clear();
+    if (dropped > 0 && !closing) {
+      this.counters.droppedDown += dropped;
+      this.ctx.unreachableReport(this.peer);
     }
-    if (ack.version !== protocolVersion) return this.protocolError('protocol version in HelloAck');
-    const now = this.ctx.nowMs();
-    this.stateSet(StreamState.Active);
-    this.failures = 0;
-    this.activeSinceMs = now;
-    this.pingLastMs = now;
-    this.counters.connects++;
-    this.ctx.logger.info('established peer connection', {
-      'remote-peer-id': this.peer.memberIdHex, stream: this.name,
-    });
-    if (this.queue.length > 0) this.ctx.flushSchedule(this);
-    return true;
-  }
-
-  private protocolError(what: string): boolean {
-    this.counters.frameErrors++;
-    this.fail(`protocol error: ${what}`);
-    return false;
-  }
-
-  private drained(socket: net.Socket): void {
-    if (socket !== this.socket) return;
-    this.progressMs = this.ctx.nowMs();
-    this.blocked = false;
-    if (this.queue.length > 0 || this.pingDue) this.ctx.flushSchedule(this);
   }
 
   /**
@@ -274,10 +99,9 @@ export class OutboundStream implements FrameHandler {
    */
   flush(): void {
     this.flushPending = false;
-    if (this.state !== StreamState.Active || this.blocked) return;
-    const socket = this.socket!;
+    const budget = this.writeBudget();
+    if (budget < 0) return;
     const cfg = this.ctx.config;
-    const budget = cfg.socketBufferedBytesMax - socket.writableLength;
     const framePayloadMax = cfg.messageBytesMax + messageFramingBytes;
     // Pass 1: how many messages, and the bytes of their frames.
     let count = 0;
@@ -295,7 +119,7 @@ export class OutboundStream implements FrameHandler {
     }
     const ping = this.pingDue;
     if (count === 0 && !ping) return;
-    const buf = Buffer.allocUnsafe(total + (ping ? frameHeaderBytes + pingBytes : 0));
+    const buf = Buffer.allocUnsafe(total + (ping ? pingFrameBytes : 0));
     // Pass 2: the same frames, encoded in place.
     let pos = 0;
     let frameStart = -1;
@@ -313,70 +137,8 @@ export class OutboundStream implements FrameHandler {
     }
     if (frameStart >= 0) messagesFrameClose(buf, frameStart, pos);
     assert(pos === total, 'flush: frames differ from pass 1');
-    if (ping) {
-      this.pingDue = false;
-      this.pingSeq = (this.pingSeq + 1) >>> 0;
-      this.pingSentAtMs = this.ctx.nowMs();
-      buf.set(encodePing(FrameType.Ping, this.pingSeq), pos);
-    }
-    socket.write(buf);
-    this.counters.writes++;
-    this.counters.sentMessages += count;
-    this.counters.sentBytes += buf.length;
-    if (socket.writableLength >= cfg.socketBufferedBytesMax) this.blocked = true;
-    else if (this.queue.length > 0) this.ctx.flushSchedule(this);
-  }
-
-  /** Tears the connection down and schedules a redial; queued messages are dropped. */
-  fail(reason: string): void {
-    if (this.state === StreamState.Closed || this.state === StreamState.Backoff) return;
-    const wasActive = this.state === StreamState.Active;
-    this.socketDrop();
-    if (wasActive) {
-      this.activeSinceMs = 0;
-      this.ctx.logger.warn('lost peer connection', {
-        'remote-peer-id': this.peer.memberIdHex, stream: this.name, reason,
-      });
-    } else {
-      this.counters.dialFailures++;
-      this.peer.urlFailed(this.dialUrlIndex);
-      const level = this.failures === 0 ? 'warn' : 'debug';
-      this.ctx.logger.log(level, 'failed to connect to peer; will retry', {
-        'remote-peer-id': this.peer.memberIdHex, stream: this.name, reason,
-      });
-    }
-    const dropped = this.queue.clear();
-    if (dropped > 0) {
-      this.counters.droppedDown += dropped;
-      this.ctx.unreachableReport(this.peer);
-    }
-    this.failures++;
-    this.retryAtMs = this.ctx.nowMs() + this.ctx.backoffMs(this.failures);
-    this.stateSet(StreamState.Backoff);
-  }
-
-  /** For good (peer removed, transport closed): no redial, queued messages dropped silently. */
-  close(): void {
-    this.socketDrop();
-    this.activeSinceMs = 0;
-    this.queue.clear();
-    this.stateSet(StreamState.Closed);
-  }
-
-  private socketDrop(): void {
-    const socket = this.socket;
-    this.socket = null;
-    this.reader = null;
-    this.blocked = false;
-    this.pingDue = false;
-    this.pingSentAtMs = 0;
-    if (socket !== null) socket.destroy();
-  }
-
-  private stateSet(state: StreamState): void {
-    this.state = state;
-    this.stateSinceMs = this.ctx.nowMs();
-    this.progressMs = this.stateSinceMs;
+    if (ping) this.pingWrite(buf, pos);
+    if (this.writeTurn(buf, count) && this.queue.length > 0) this.ctx.flushSchedule(this);
   }
 }
 
@@ -401,7 +163,28 @@ export interface PeerReceiveCounters {
   snapshotsSendFailed: number;
   snapshotsReceived: number;
   snapshotsReceiveFailed: number;
+  /** Forward requests the peer sent us (on the forward connection it dialled). */
+  forwardRequestsReceived: number;
+  /** ForwardRequest frame bytes read (header included). */
+  forwardReceivedBytes: number;
+  /** Answers written to it (the handler's, and Busy/Unsupported/TooLarge), and their bytes. */
+  forwardAnswersSent: number;
+  forwardAnswerBytes: number;
+  /** Answered Busy: over peerForwardInflightMax / peerForwardInflightBytesMax. */
+  forwardBusy: number;
+  /** Answered Unsupported: no onForward handler. */
+  forwardUnsupported: number;
+  /** reply() after the request's connection was gone (the sender had failed it already). */
+  forwardRepliesLost: number;
 }
+
+/**
+ * Upper bounds (seconds) of the RTT histogram, as etcd's
+ * etcd_network_peer_round_trip_time_seconds: prometheus.ExponentialBuckets(0.0001, 2, 16),
+ * 0.1 ms to 3.2768 s (etcd: server/etcdserver/api/rafthttp/metrics.go).
+ */
+export const peerRttBucketsSeconds: readonly number[] =
+  Array.from({ length: 16 }, (_, i) => 0.0001 * 2 ** i);
 
 /** A remote member: its ids, URLs, outbound streams and the connections it dialled to us. */
 export class Peer {
@@ -412,15 +195,26 @@ export class Peer {
   private urlIndex = 0;
   readonly message: OutboundStream;
   readonly app: OutboundStream;
+  /** Requests this member sends the peer (dialled on first use). */
+  readonly forward: ForwardSender;
   snapshotSend: SnapshotSend | null = null;
   /** Accepted inbound connections, by kind (index ConnectionKind; 0 unused). */
-  readonly inbound: (InboundConnection | null)[] = [null, null, null, null];
+  readonly inbound: (InboundConnection | null)[] = [null, null, null, null, null, null];
+  /**
+   * RTT samples of the message stream: count per bucket of peerRttBucketsSeconds (not
+   * cumulative), the last slot for those above the last bound; their sum and count.
+   */
+  readonly rttBucketCounts = new Float64Array(peerRttBucketsSeconds.length + 1);
+  rttSumSeconds = 0;
+  rttCount = 0;
   /** An unreachable report is queued for the end of this turn. */
   unreachablePending = false;
   readonly counters: PeerReceiveCounters = {
     receivedMessages: 0, receivedBytes: 0, inboundConnects: 0, inboundFrameErrors: 0,
     droppedTooLarge: 0, snapshotSentBytes: 0, snapshotReceivedBytes: 0, snapshotsSent: 0,
     snapshotsSendFailed: 0, snapshotsReceived: 0, snapshotsReceiveFailed: 0,
+    forwardRequestsReceived: 0, forwardReceivedBytes: 0, forwardAnswersSent: 0,
+    forwardAnswerBytes: 0, forwardBusy: 0, forwardUnsupported: 0, forwardRepliesLost: 0,
   };
 
   constructor(ctx: TransportContext, readonly raftId: number, readonly memberId: bigint,
@@ -431,6 +225,17 @@ export class Peer {
     this.urlTexts = urlTexts;
     this.message = new OutboundStream(ctx, this, ConnectionKind.Message);
     this.app = new OutboundStream(ctx, this, ConnectionKind.App);
+    this.forward = new ForwardSender(ctx, this);
+  }
+
+  /** One RTT sample (ms) into the histogram. */
+  rttObserve(ms: number): void {
+    const seconds = ms / 1000;
+    let i = 0;
+    while (i < peerRttBucketsSeconds.length && seconds > peerRttBucketsSeconds[i]!) i++;
+    this.rttBucketCounts[i]!++;
+    this.rttSumSeconds += seconds;
+    this.rttCount++;
   }
 
   url(): DialAddress {

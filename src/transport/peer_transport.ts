@@ -73,8 +73,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  peerInboundHandshakesMax, peerMessageBytesDefault, peerQueueBytesMax, peerQueueMessagesMax,
-  peerSnapshotFrameBytesMax, peerSnapshotSinkPendingBytesMax, peerSocketBufferedBytesMax,
+  peerForwardInflightBytesMax, peerForwardInflightMax, peerInboundHandshakesMax,
+  peerMessageBytesDefault, peerQueueBytesMax, peerQueueMessagesMax, peerSnapshotFrameBytesMax,
+  peerSnapshotSinkPendingBytesMax, peerSocketBufferedBytesMax,
 } from '../config/limits';
 import { assert } from '../util/assert';
 import { Logger } from '../util/log';
@@ -86,12 +87,16 @@ import {
   DialAddress, addressKey, dialAddress, envDialTable, peerUrlAddress,
 } from './dial';
 import {
-  ConnectionKind, Hello, RefuseReason, messageFramingBytes, protocolVersion, refuseReasonCount,
-  refuseReasonNames, snapshotBeginPrefixBytes,
+  ForwardDone, ForwardError, ForwardHandler, ForwardReply, ForwardSendStats,
+} from './forward';
+import {
+  ConnectionKind, Hello, RefuseReason, forwardOpMax, forwardPrefixBytes, messageFramingBytes,
+  protocolVersion, refuseReasonCount, refuseReasonNames, snapshotBeginPrefixBytes,
 } from './frame';
 import { InboundConnection, InboundCounters } from './inbound';
 import { messageBytes } from './message_codec';
-import { OutboundStream, Peer, StreamStats } from './peer';
+import { Flushable } from './outbound';
+import { Peer, StreamStats } from './peer';
 import {
   FileSnapshotSink, SnapshotSend, SnapshotSink, SnapshotSinkOpen, iteratorClose,
 } from './snapshot';
@@ -140,6 +145,12 @@ export interface PeerTransportOptions {
    * Members connection (fetchMembers in members_fetch.ts). Empty when not given.
    */
   membersAnswer?: () => Uint8Array;
+  /** Forward requests in flight per peer connection, each side (default peerForwardInflightMax). */
+  forwardInflightMax?: number;
+  /** ... and payload bytes (default peerForwardInflightBytesMax). */
+  forwardInflightBytesMax?: number;
+  /** TEST ONLY: answers leave with the request ids of pairs swapped (proves checkers check). */
+  forwardAnswerIdsSwapTest?: boolean;
   /** Monotonic clock in ms (default: performance.timeOrigin + performance.now()). */
   nowMs?: () => number;
   /** Jitter source (default seeded from Math.random). */
@@ -165,13 +176,36 @@ export interface PeerStats {
   rttMsLast: number;
   sentMessages: number;
   /**
-   * etcd_network_peer_sent_bytes_total: bytes written to the peer on its streams (framing
-   * included) plus snapshot payload bytes, as etcd counts the snapshot it sends.
+   * etcd_network_peer_sent_bytes_total: bytes written to the peer on its streams and forward
+   * connection (framing included), forward answers written to it, plus snapshot payload bytes,
+   * as etcd counts the snapshot it sends.
    */
   sentBytes: number;
   receivedMessages: number;
-  /** etcd_network_peer_received_bytes_total: message bytes plus snapshot payload bytes. */
+  /**
+   * etcd_network_peer_received_bytes_total: raft message bytes, forward request and answer
+   * frames (framing included), snapshot payload bytes.
+   */
   receivedBytes: number;
+  /**
+   * etcd_network_peer_sent_failures_total: dropped messages, failed snapshot sends, forward
+   * requests failed without an answer (timeout, unreachable, busy, too large; not Closed).
+   */
+  sentFailures: number;
+  /**
+   * etcd_network_peer_received_failures_total: bad frames from the peer on any connection,
+   * failed snapshot receives.
+   */
+  receivedFailures: number;
+  /** etcd_network_disconnected_peers_total: times the active message stream was lost. */
+  disconnects: number;
+  /**
+   * etcd_network_peer_round_trip_time_seconds: message stream Ping/Pong samples per bucket of
+   * peerRttBucketsSeconds (peer.ts; not cumulative, the last slot above the last bound).
+   */
+  rttBucketCounts: number[];
+  rttSumSeconds: number;
+  rttCount: number;
   /** Every drop (queue full, peer down, too large); each was reported unreachable. */
   droppedMessages: number;
   droppedTooLarge: number;
@@ -184,11 +218,20 @@ export interface PeerStats {
   snapshotsSendFailed: number;
   snapshotsReceived: number;
   snapshotsReceiveFailed: number;
+  forwardRequestsReceived: number;
+  forwardAnswersSent: number;
+  forwardBusyAnswered: number;
+  forwardUnsupportedAnswered: number;
+  forwardRepliesLost: number;
   message: StreamStats;
   app: StreamStats;
+  /** This member's requests to the peer. */
+  forward: ForwardSendStats;
 }
 
 export interface TransportStats {
+  /** This member (etcd's Local label). */
+  memberId: bigint;
   peers: PeerStats[];
   inboundAccepted: number;
   /** Refused Hellos by reason name. */
@@ -200,6 +243,8 @@ export interface TransportStats {
   inboundRejectedBusy: number;
   /** send() to a raft id with no peer. */
   droppedUnknownPeer: number;
+  /** forward() to a raft id with no peer. */
+  forwardUnknownPeer: number;
   /** Messages received while onMessage was not set. */
   receivedUnhandled: number;
   socketsOpen: number;
@@ -212,6 +257,8 @@ const enum EventKind {
 
 function noop(): void {}
 
+const emptyPayload = new Uint8Array(0);
+
 export class PeerTransport implements TransportContext {
   /** A raft message from a peer: step it. */
   onMessage: (m: Message) => void;
@@ -223,6 +270,12 @@ export class PeerTransport implements TransportContext {
   onSnapshotStatus: (raftId: number, ok: boolean) => void = noop;
   /** A peer refused our connection; MemberRemoved means this member was removed (etcd 410). */
   onRefused: (raftId: number, reason: RefuseReason) => void = noop;
+  /**
+   * A forward request from a peer (forward.ts): answer with reply(code, payload), now or later
+   * (code below forwardErrorMin; a reply after the connection went away is a no-op). null: the
+   * transport answers ForwardError.Unsupported.
+   */
+  onForward: ForwardHandler | null = null;
 
   readonly raftId: number;
   readonly memberId: bigint;
@@ -247,10 +300,13 @@ export class PeerTransport implements TransportContext {
   private readonly inboundCounters: InboundCounters;
   private readonly sockets = new Set<net.Socket>();
   private readonly pending = new Set<Promise<void>>();
-  // End-of-turn work. Invariant: a stream is in `dirty` iff stream.flushPending; a peer is in
+  // End-of-turn work. Invariant: a connection is in `dirty` iff its flushPending; a peer is in
   // `unreachable` iff peer.unreachablePending. The spare arrays are swapped in while flushing.
-  private dirty: OutboundStream[] = [];
-  private dirtySpare: OutboundStream[] = [];
+  private dirty: Flushable[] = [];
+  private dirtySpare: Flushable[] = [];
+  // Forward requests failed by the transport: done(code) at the end of the turn, in order.
+  private completionDones: ForwardDone[] = [];
+  private completionCodes: ForwardError[] = [];
   private unreachable: Peer[] = [];
   private unreachableSpare: Peer[] = [];
   private events: [EventKind, number, number][] = [];
@@ -260,6 +316,7 @@ export class PeerTransport implements TransportContext {
   private socketsClosedResolve: (() => void) | null = null;
   private sinkSeq = 0;
   private droppedUnknownPeer = 0;
+  private forwardUnknownPeer = 0;
   private receivedUnhandled = 0;
   private inboundRejectedBusy = 0;
   private readonly flushBound: () => void;
@@ -273,8 +330,10 @@ export class PeerTransport implements TransportContext {
     const messageBytesMax = opts.messageBytesMax ?? peerMessageBytesDefault;
     this.config = {
       messageBytesMax,
-      // A Messages frame with one maximal message, or a SnapshotBegin: the larger.
-      frameBytesMax: messageBytesMax + Math.max(messageFramingBytes, snapshotBeginPrefixBytes),
+      // A Messages frame with one maximal message, a SnapshotBegin, a forward request or answer:
+      // the larger.
+      frameBytesMax: messageBytesMax +
+        Math.max(messageFramingBytes, snapshotBeginPrefixBytes, forwardPrefixBytes),
       queueMessagesMax: opts.queueMessagesMax ?? peerQueueMessagesMax,
       queueBytesMax: opts.queueBytesMax ?? peerQueueBytesMax,
       socketBufferedBytesMax: peerSocketBufferedBytesMax,
@@ -285,6 +344,9 @@ export class PeerTransport implements TransportContext {
       snapshotBytesMax: opts.snapshotBytesMax ?? 0,
       snapshotFrameBytesMax: Math.min(peerSnapshotFrameBytesMax, messageBytesMax),
       snapshotSinkPendingBytesMax: peerSnapshotSinkPendingBytesMax,
+      forwardInflightMax: opts.forwardInflightMax ?? peerForwardInflightMax,
+      forwardInflightBytesMax: opts.forwardInflightBytesMax ?? peerForwardInflightBytesMax,
+      forwardAnswerIdsSwapTest: opts.forwardAnswerIdsSwapTest ?? false,
     };
     configCheck(this.config);
     this.logger = opts.logger ?? new Logger('info');
@@ -360,7 +422,7 @@ export class PeerTransport implements TransportContext {
     this.peersByRaftId.delete(raftId);
     this.peersByMemberId.delete(peer.memberId);
     this.removedMemberIds.add(peer.memberId);
-    this.peerStop(peer, 'peer removed');
+    this.peerStop(peer, 'peer removed', ForwardError.UnknownPeer);
     return true;
   }
 
@@ -450,6 +512,31 @@ export class PeerTransport implements TransportContext {
     void send.run(payload, sha256);
   }
 
+  /**
+   * Asks the peer `toRaftId` (forward.ts): op (0..65535) and payload (at most messageBytesMax;
+   * not to be changed until done) go to its onForward; done(code, payload) is called exactly
+   * once: with the peer's answer (code < forwardErrorMin, the server's), or with a ForwardError
+   * (Timeout after timeoutMs, Unreachable, UnknownPeer, Busy, TooLarge, Closed), never inside
+   * this call. Written at the end of the turn, with the turn's other requests to that peer.
+   */
+  forward(toRaftId: number, op: number, payload: Uint8Array, timeoutMs: number,
+    done: ForwardDone): void {
+    assert(Number.isInteger(op) && op >= 0 && op <= forwardOpMax, 'forward: op');
+    assert(Number.isFinite(timeoutMs) && timeoutMs > 0, 'forward: timeout');
+    assert(toRaftId !== this.raftId, 'forward: to self');
+    if (this.closing !== null) {
+      this.forwardComplete(done, ForwardError.Closed);
+      return;
+    }
+    const peer = this.peersByRaftId.get(toRaftId);
+    if (peer === undefined) {
+      this.forwardUnknownPeer++;
+      this.forwardComplete(done, ForwardError.UnknownPeer);
+      return;
+    }
+    peer.forward.request(op, payload, timeoutMs, done);
+  }
+
   stats(): TransportStats {
     const peers: PeerStats[] = [];
     for (const peer of this.peersByRaftId.values()) peers.push(peerStats(peer));
@@ -458,11 +545,13 @@ export class PeerTransport implements TransportContext {
       if (reason !== RefuseReason.None) refused[refuseReasonNames[reason]!] = n;
     });
     return {
-      peers, inboundAccepted: this.inboundCounters.accepted, inboundRefused: refused,
+      memberId: this.memberId, peers, inboundAccepted: this.inboundCounters.accepted,
+      inboundRefused: refused,
       inboundFrameErrors: this.inboundCounters.frameErrors,
       inboundTimeouts: this.inboundCounters.timeouts,
       inboundRejectedBusy: this.inboundRejectedBusy, droppedUnknownPeer: this.droppedUnknownPeer,
-      receivedUnhandled: this.receivedUnhandled, socketsOpen: this.sockets.size,
+      forwardUnknownPeer: this.forwardUnknownPeer, receivedUnhandled: this.receivedUnhandled,
+      socketsOpen: this.sockets.size,
     };
   }
 
@@ -486,7 +575,9 @@ export class PeerTransport implements TransportContext {
     if (this.immediate !== null) clearImmediate(this.immediate);
     this.immediate = null;
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const peer of this.peersByRaftId.values()) this.peerStop(peer, 'transport closed');
+    for (const peer of this.peersByRaftId.values()) {
+      this.peerStop(peer, 'transport closed', ForwardError.Closed);
+    }
     for (const conn of this.inbound) conn.close();
     for (const socket of this.sockets) socket.destroy();
     const socketsClosed = this.sockets.size === 0 ? Promise.resolve() :
@@ -519,10 +610,10 @@ export class PeerTransport implements TransportContext {
     return socket;
   }
 
-  flushSchedule(stream: OutboundStream): void {
-    if (!stream.flushPending) {
-      stream.flushPending = true;
-      this.dirty.push(stream);
+  flushSchedule(f: Flushable): void {
+    if (!f.flushPending) {
+      f.flushPending = true;
+      this.dirty.push(f);
     }
     this.immediateArm();
   }
@@ -562,6 +653,7 @@ export class PeerTransport implements TransportContext {
     // The peer is up: do not wait out a backoff to reach it.
     peer.message.wake();
     peer.app.wake();
+    peer.forward.wake();
   }
 
   inboundDetach(conn: InboundConnection): void {
@@ -574,6 +666,20 @@ export class PeerTransport implements TransportContext {
 
   deliver(_peer: Peer, m: Message): void {
     this.onMessage(m);
+  }
+
+  forwardDeliver(peer: Peer, op: number, payload: Uint8Array, reply: ForwardReply): boolean {
+    const handler = this.onForward;
+    if (handler === null || this.closing !== null) return false;
+    handler(peer.raftId, op, payload, reply);
+    return true;
+  }
+
+  forwardComplete(done: ForwardDone, code: ForwardError): void {
+    this.completionDones.push(done);
+    this.completionCodes.push(code);
+    // Also while closing: every done() is called once, close() or not.
+    if (this.immediate === null) this.immediate = setImmediate(this.flushBound);
   }
 
   snapshotSinkOpen(m: Message, size: number): SnapshotSink {
@@ -634,9 +740,10 @@ export class PeerTransport implements TransportContext {
     });
   }
 
-  private peerStop(peer: Peer, reason: string): void {
+  private peerStop(peer: Peer, reason: string, forwardCode: ForwardError): void {
     peer.message.close();
     peer.app.close();
+    peer.forward.closeWith(forwardCode);
     if (peer.snapshotSend !== null) peer.snapshotSend.abort(reason);
     for (const conn of peer.inbound) if (conn !== null) conn.close();
   }
@@ -678,6 +785,20 @@ export class PeerTransport implements TransportContext {
       if (kind === EventKind.SnapshotStatus) this.onSnapshotStatus(raftId, arg === 1);
       else this.onRefused(raftId, arg as RefuseReason);
     }
+    this.completionsRun();
+  }
+
+  /**
+   * done(code) of the forward requests failed before this turn's end. Those a done() fails
+   * (it retried, say) wait for the next turn: a retry loop cannot hold the event loop.
+   */
+  private completionsRun(): void {
+    const dones = this.completionDones;
+    const codes = this.completionCodes;
+    if (dones.length === 0) return;
+    this.completionDones = [];
+    this.completionCodes = [];
+    for (let i = 0; i < dones.length; i++) dones[i]!(codes[i]!, emptyPayload);
   }
 
   private tick(): void {
@@ -685,6 +806,7 @@ export class PeerTransport implements TransportContext {
     for (const peer of this.peersByRaftId.values()) {
       peer.message.tick(now);
       peer.app.tick(now);
+      peer.forward.tick(now);
       if (peer.snapshotSend !== null) peer.snapshotSend.tick(now);
     }
     for (const conn of this.inbound) conn.tick(now);
@@ -716,26 +838,42 @@ function configCheck(c: TransportConfig): void {
   assert(c.snapshotBytesMax >= 0, 'snapshot bytes max');
   assert(c.snapshotFrameBytesMax > 0, 'snapshot frame');
   assert(c.snapshotFrameBytesMax <= c.frameBytesMax, 'snapshot frame vs frame');
+  assert(Number.isInteger(c.forwardInflightMax) && c.forwardInflightMax > 0, 'forward in flight');
+  assert(c.forwardInflightBytesMax >= c.messageBytesMax, 'forward bytes vs message size');
 }
 
 function peerStats(peer: Peer): PeerStats {
   const m = peer.message.stats();
   const a = peer.app.stats();
+  const f = peer.forward.stats();
   const c = peer.counters;
+  const droppedMessages = m.droppedQueueFull + m.droppedDown + a.droppedQueueFull +
+    a.droppedDown + c.droppedTooLarge;
   return {
     raftId: peer.raftId, memberId: peer.memberId, urls: peer.urlTexts.slice(),
     active: m.state === 'active', activeSinceMs: m.activeSinceMs,
     rttMs: peer.message.rttMs, rttMsLast: peer.message.rttMsLast,
     sentMessages: m.sentMessages + a.sentMessages,
-    sentBytes: m.sentBytes + a.sentBytes + c.snapshotSentBytes,
-    receivedMessages: c.receivedMessages, receivedBytes: c.receivedBytes + c.snapshotReceivedBytes,
-    droppedMessages: m.droppedQueueFull + m.droppedDown + a.droppedQueueFull + a.droppedDown +
-      c.droppedTooLarge,
+    sentBytes: m.sentBytes + a.sentBytes + f.sentBytes + c.forwardAnswerBytes +
+      c.snapshotSentBytes,
+    receivedMessages: c.receivedMessages,
+    receivedBytes: c.receivedBytes + f.receivedBytes + c.forwardReceivedBytes +
+      c.snapshotReceivedBytes,
+    sentFailures: droppedMessages + c.snapshotsSendFailed + peer.forward.failuresCount(),
+    receivedFailures: c.inboundFrameErrors + m.frameErrors + a.frameErrors + f.frameErrors +
+      c.snapshotsReceiveFailed,
+    disconnects: m.disconnects,
+    rttBucketCounts: Array.from(peer.rttBucketCounts), rttSumSeconds: peer.rttSumSeconds,
+    rttCount: peer.rttCount,
+    forwardRequestsReceived: c.forwardRequestsReceived, forwardAnswersSent: c.forwardAnswersSent,
+    forwardBusyAnswered: c.forwardBusy, forwardUnsupportedAnswered: c.forwardUnsupported,
+    forwardRepliesLost: c.forwardRepliesLost,
+    droppedMessages,
     droppedTooLarge: c.droppedTooLarge, writes: m.writes + a.writes,
     connects: m.connects + a.connects, inboundConnects: c.inboundConnects,
     inboundFrameErrors: c.inboundFrameErrors, snapshotSending: peer.snapshotSend !== null,
     snapshotsSent: c.snapshotsSent, snapshotsSendFailed: c.snapshotsSendFailed,
     snapshotsReceived: c.snapshotsReceived, snapshotsReceiveFailed: c.snapshotsReceiveFailed,
-    message: m, app: a,
+    message: m, app: a, forward: f,
   };
 }
