@@ -122,6 +122,8 @@ interface PendingRead {
    */
   readIndex: number;
   target: unknown;
+  /** Until when a linearizable read may wait for its read index (etcd's request timeout). */
+  at: number;
 }
 
 /** A member of the initial cluster (--initial-cluster), with its derived id. */
@@ -136,6 +138,8 @@ const leaseTickMs = 500;
 const leaseRevokesPerTick = 500;
 /** etcd maxLeaseCheckpointBatchSize. */
 const leaseCheckpointBatchMax = 1000;
+/** etcd applyTimeout: how long a leader waits for its apply to reach its commit index. */
+const appliedWaitTimeoutMs = 1000;
 /** A revoke or checkpoint the server proposed itself: a lease revoked meanwhile is no error. */
 const ignoreResult = new InternalWaiter(() => undefined);
 
@@ -156,6 +160,19 @@ export class EtcdServer {
   private membership: Membership;
   /** Peer connections; null for a member without a peer listener. */
   private transport: PeerTransport | null;
+  /**
+   * Proposals made while no leader is known, by id, in arrival order: proposed once one is
+   * (etcd: Propose blocks until a leader is known or the request's context ends).
+   */
+  private readonly awaitingLeader: Map<number, Uint8Array>;
+  /** Bytes in awaitingLeader (bounded with the unapplied bytes). */
+  private awaitingLeaderBytes: number;
+  /** When the current leader became known (monotonic ms; 0: none yet). */
+  private leaderKnownAtMs: number;
+  /** Waiters for the applied index to reach an index (etcd waitAppliedIndex), by index. */
+  private appliedWaiters: { index: number; at: number; done: (code: number) => void }[];
+  /** This member is a learner in the applied membership (cached: checked per request). */
+  private learner: boolean;
   /** Proposal ids in proposal order with their deadlines (etcd's request timeout). */
   private readonly waitDeadlines: { id: number; at: number }[];
   private waitDeadlinesHead: number;
@@ -248,7 +265,12 @@ export class EtcdServer {
       preVote: cfg.preVote ?? true,
     });
     this.membership = Membership.decode(ready.membership);
+    this.learner = this.membership.get(this.memberId)?.isLearner ?? false;
     this.transport = null;
+    this.awaitingLeader = new Map();
+    this.awaitingLeaderBytes = 0;
+    this.leaderKnownAtMs = 0;
+    this.appliedWaiters = [];
     this.waitDeadlines = [];
     this.waitDeadlinesHead = 0;
     this.requestTimeoutMs = cfg.requestTimeoutMs ?? 5000 + 2 * cfg.electionMs;
@@ -493,7 +515,6 @@ export class EtcdServer {
 
   private proposeOrRefuse(req: concordpb.InternalRequest.$Properties, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
-    if (this.rn.lead === 0) return ErrorCode.NoLeader;
     if (this.rn.committed - this.rn.applied > limits.commitApplyGapMax ||
       this.waits.size >= limits.proposalsPendingMax) {
       return ErrorCode.TooManyRequests;
@@ -506,31 +527,67 @@ export class EtcdServer {
     const data = concordpb.InternalRequest.encode(req).finish();
     if (data.length > this.cfg.requestBytesMax) return ErrorCode.RequestTooLarge;
     // Memory bounded in bytes too: one large proposal passes when nothing waits.
-    const unapplied = this.logBytes.unappliedBytes + this.proposedBytes;
+    const unapplied = this.logBytes.unappliedBytes + this.proposedBytes + this.awaitingLeaderBytes;
     if (unapplied > 0 && unapplied + data.length > limits.unappliedBytesMax) return ErrorCode.TooManyRequests;
-    const dropped = this.rn.propose(data);
-    if (dropped !== null) return dropped.code;
-    this.proposedBytes += data.length;
+    if (this.rn.lead === 0) {
+      this.awaitingLeader.set(id, data);
+      this.awaitingLeaderBytes += data.length;
+    } else {
+      const dropped = this.rn.propose(data);
+      if (dropped !== null) return dropped.code;
+      this.proposedBytes += data.length;
+    }
     this.waits.set(id, target);
     this.waitDeadlines.push({ id, at: monotonicNowMs() + this.requestTimeoutMs });
     this.scheduleTurn();
     return 0;
   }
 
+  /** A leader is known: what waited for one goes to raft, in arrival order. */
+  private proposeAwaitingLeader(): void {
+    if (this.awaitingLeader.size === 0 || this.rn.lead === 0) return;
+    const empty = new Uint8Array(0);
+    for (const [id, data] of this.awaitingLeader) {
+      const dropped = this.rn.propose(data);
+      if (dropped !== null) {
+        const target = this.waits.get(id);
+        this.waits.delete(id);
+        this.proposalsFailed++;
+        if (target !== undefined) this.answer(target, dropped.code, empty);
+        continue;
+      }
+      this.proposedBytes += data.length;
+    }
+    this.awaitingLeader.clear();
+    this.awaitingLeaderBytes = 0;
+  }
+
   /**
    * Fails proposals not answered within the request timeout (a forwarded proposal lost with a
-   * leader change never comes back): etcd's "request timed out". Deadlines are in proposal
-   * order, so the sweep looks at the oldest only.
+   * leader change never comes back). As etcd: one that never reached raft (no leader the whole
+   * time) fails with the context's "deadline exceeded"; one made shortly before a new leader
+   * was elected with "possibly due to previous leader failure"; the rest with "request timed
+   * out". Deadlines are in proposal order, so the sweep looks at the oldest only.
    */
   private expireWaits(now: number): void {
     const q = this.waitDeadlines;
     const empty = new Uint8Array(0);
     while (this.waitDeadlinesHead < q.length && q[this.waitDeadlinesHead]!.at <= now) {
-      const { id } = q[this.waitDeadlinesHead++]!;
+      const { id, at } = q[this.waitDeadlinesHead++]!;
       const target = this.waits.get(id);
       if (target === undefined) continue;
       this.waits.delete(id);
-      this.answer(target, ErrorCode.Timeout, empty);
+      this.proposalsFailed++;
+      let code = ErrorCode.Timeout;
+      const data = this.awaitingLeader.get(id);
+      if (data !== undefined) {
+        this.awaitingLeader.delete(id);
+        this.awaitingLeaderBytes -= data.length;
+        code = ErrorCode.DeadlineExceeded;
+      } else if (this.startedBeforeElection(at - this.requestTimeoutMs)) {
+        code = ErrorCode.TimeoutDueToLeaderFail;
+      }
+      this.answer(target, code, empty);
     }
     if (this.waitDeadlinesHead > 1024 && this.waitDeadlinesHead * 2 > q.length) {
       q.splice(0, this.waitDeadlinesHead);
@@ -538,16 +595,27 @@ export class EtcdServer {
     }
   }
 
-  /** Queues a read; linearizable reads observe every write acknowledged before they arrived. */
+  /** etcd parseProposeCtxErr: a request made within two election timeouts before the current
+   * leader was elected probably failed with the previous leader. */
+  private startedBeforeElection(startMs: number): boolean {
+    const elected = this.leaderKnownAtMs;
+    return elected !== 0 && startMs < elected && startMs > elected - 2 * this.cfg.electionMs;
+  }
+
+  /**
+   * Queues a read; linearizable reads observe every write acknowledged before they arrived.
+   * Without a leader a linearizable read waits for one, up to the request timeout (etcd: "request
+   * timed out").
+   */
   read(kind: ReadKind, request: Uint8Array, serializable: boolean, target: unknown): number {
     if (this.stopped) return ErrorCode.Stopped;
-    if (!serializable && this.rn.lead === 0) return ErrorCode.NoLeader;
     if (this.pendingReads.length + this.readsUnconfirmed.length + this.reads.size >= limits.readsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
     const id = this.nextReadId++;
     if (this.nextReadId > 0xffffffff) this.nextReadId = 1;
-    const rq: PendingRead = { id, kind, request, linearizable: !serializable, readIndex: serializable ? 0 : -1, target };
+    const at = serializable ? 0 : monotonicNowMs() + this.requestTimeoutMs;
+    const rq: PendingRead = { id, kind, request, linearizable: !serializable, readIndex: serializable ? 0 : -1, target, at };
     if (serializable) this.pendingReads.push(rq);
     else this.readsUnconfirmed.push(rq);
     this.scheduleTurn();
@@ -761,7 +829,69 @@ export class EtcdServer {
 
   /** Is this member a learner (etcd serves learners only Status and serializable Range). */
   isLearner(): boolean {
-    return this.membership.get(this.memberId)?.isLearner ?? false;
+    return this.learner;
+  }
+
+  /**
+   * Calls `done(0)` once everything committed so far is applied here, at once when it is (etcd
+   * waitAppliedIndex, which a leader runs before renewing a lease: a lease whose grant was
+   * acknowledged anywhere is then known to its lessor). `done(TimeoutWaitAppliedIndex)` after
+   * etcd's applyTimeout (1 s).
+   */
+  committedIsApplied(): boolean {
+    return this.rn.applied >= this.rn.committed;
+  }
+
+  whenCommittedApplied(done: (code: number) => void): void {
+    const index = this.rn.committed;
+    if (this.rn.applied >= index) {
+      done(0);
+      return;
+    }
+    this.appliedWaiters.push({ index, at: monotonicNowMs() + appliedWaitTimeoutMs, done });
+  }
+
+  private releaseAppliedWaiters(): void {
+    const applied = this.rn.applied;
+    const ws = this.appliedWaiters;
+    let kept = 0;
+    for (let i = 0; i < ws.length; i++) {
+      const w = ws[i]!;
+      if (w.index <= applied) w.done(0);
+      else ws[kept++] = w;
+    }
+    ws.length = kept;
+  }
+
+  private expireAppliedWaiters(now: number): void {
+    const ws = this.appliedWaiters;
+    if (ws.length === 0) return;
+    let kept = 0;
+    for (let i = 0; i < ws.length; i++) {
+      const w = ws[i]!;
+      if (w.at <= now) w.done(ErrorCode.TimeoutWaitAppliedIndex);
+      else ws[kept++] = w;
+    }
+    ws.length = kept;
+  }
+
+  /** Linearizable reads still without a read index at their deadline: "request timed out". */
+  private expireReads(now: number): void {
+    const empty = new Uint8Array(0);
+    const expired = (rq: PendingRead): boolean => {
+      if (rq.at > now) return false;
+      this.answer(rq.target, ErrorCode.Timeout, empty);
+      return true;
+    };
+    if (this.readsUnconfirmed.some((rq) => rq.at <= now)) {
+      this.readsUnconfirmed = this.readsUnconfirmed.filter((rq) => !expired(rq));
+    }
+    for (const [key, reads] of this.readRounds) {
+      if (reads[0]!.at > now) continue;
+      const left = reads.filter((rq) => !expired(rq));
+      if (left.length === 0) this.readRounds.delete(key);
+      else this.readRounds.set(key, left);
+    }
   }
 
   // ---- the loop ----
@@ -776,6 +906,8 @@ export class EtcdServer {
     this.rn.tick();
     const now = monotonicNowMs();
     this.expireWaits(now);
+    this.expireReads(now);
+    this.expireAppliedWaiters(now);
     this.expireClusterWaits(now);
     if (!this.published) this.publish(now);
     if (this.cfg.autoPromoteLearners === true) this.autoPromote();
@@ -802,10 +934,15 @@ export class EtcdServer {
   private runTurn(): void {
     this.turnScheduled = false;
     if (this.stopped) return;
+    if (this.awaitingLeader.size > 0) this.proposeAwaitingLeader();
     this.askReadIndex();
     if (!this.rn.hasReady() && this.pendingReads.length === 0) return;
     const rd = this.rn.ready();
-    if (rd.softState !== null) this.onSoftState(rd.softState.lead);
+    if (rd.softState !== null) {
+      this.onSoftState(rd.softState.lead);
+      // A leader is known now: what waited for one goes out next turn.
+      if (this.rn.lead !== 0 && (this.awaitingLeader.size > 0 || this.readsUnconfirmed.length > 0)) this.scheduleTurn();
+    }
     if (rd.messages.length > 0) this.send(rd.messages);
     const batch = this.batchOf(rd);
     if (batch.append.length === 0 && batch.apply.length === 0 && batch.reads.length === 0 &&
@@ -830,8 +967,15 @@ export class EtcdServer {
    */
   private onSoftState(lead: number): void {
     if (lead === this.lastLead) return;
+    const wasLeader = this.lastLead === this.selfId;
     this.lastLead = lead;
-    if (lead !== 0) this.leaderChanges++;
+    if (lead !== 0) {
+      this.leaderChanges++;
+      this.leaderKnownAtMs = monotonicNowMs();
+    }
+    // The new leader's lease clock starts now (etcd lessor.Promote): the old leader's renewals
+    // are not known here, so every lease gets its checkpointed or whole TTL again.
+    if (lead === this.selfId && !wasLeader) this.lessor.promote(monotonicNowMs(), 2 * leaseRevokesPerTick);
     for (const reads of this.readRounds.values()) for (const rq of reads) this.readsUnconfirmed.push(rq);
     this.readRounds.clear();
     const t = this.transfer;
@@ -862,7 +1006,7 @@ export class EtcdServer {
 
   /** One ReadIndex round for every linearizable read that arrived since the last one. */
   private askReadIndex(): void {
-    if (this.readsUnconfirmed.length === 0) return;
+    if (this.readsUnconfirmed.length === 0 || this.rn.lead === 0) return;
     const reads = this.readsUnconfirmed;
     this.readsUnconfirmed = [];
     const ctx = Buffer.allocUnsafe(8);
@@ -978,6 +1122,7 @@ export class EtcdServer {
     if (h.appliedIndex > this.workerApplied) this.workerApplied = h.appliedIndex;
     if (h.membership !== null) {
       this.membership = Membership.decode(Uint8Array.from(h.membership));
+      this.learner = this.membership.get(this.memberId)?.isLearner ?? false;
       this.syncPeers();
     }
     this.reportApplied();
@@ -1007,6 +1152,7 @@ export class EtcdServer {
     }
     if (changed) this.checkRemoved();
     if (applied > this.rn.applied) this.rn.appliedTo(applied);
+    if (this.appliedWaiters.length > 0) this.releaseAppliedWaiters();
     if (changed) this.campaignIfAlone();
     this.checkCaughtUp();
   }
@@ -1096,6 +1242,9 @@ export class EtcdServer {
     this.readsUnconfirmed = [];
     for (const reads of this.readRounds.values()) for (const rq of reads) this.answer(rq.target, ErrorCode.Stopped, empty);
     this.readRounds.clear();
+    this.awaitingLeader.clear();
+    for (const w of this.appliedWaiters) w.done(ErrorCode.Stopped);
+    this.appliedWaiters = [];
     await this.transport?.close();
     await this.watch.close();
     await this.worker.close();

@@ -404,12 +404,12 @@ export class AppliedWriter {
     pos = b.writeDoubleLE(checkU53(h.compactRev), pos);
     pos = b.writeDoubleLE(checkU53(h.dbSize), pos);
     pos = b.writeDoubleLE(checkU53(h.dbSizeInUse), pos);
+    pos = b.writeUInt32LE(this.leaseCount, pos);
+    pos += this.leases.copyTo(m, pos);
     pos = b.writeUInt32LE(this.resultCount, pos);
     pos += this.results.copyTo(m, pos);
     pos = b.writeUInt32LE(this.readCount, pos);
     pos += this.reads.copyTo(m, pos);
-    pos = b.writeUInt32LE(this.leaseCount, pos);
-    pos += this.leases.copyTo(m, pos);
     pos = b.writeUInt32LE(membership.length, pos);
     m.set(membership, pos);
     pos += membership.length;
@@ -424,7 +424,10 @@ export class AppliedWriter {
   }
 }
 
-/** Hands every item to `v` in message order; returns the header. Responses are views. */
+/**
+ * Hands every item to `v` in message order (lease changes, results, reads); returns the header.
+ * Responses are views.
+ */
 export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeader {
   const r = new PackReader(data);
   assert(r.u8() === WorkerMessageType.Applied, 'not an Applied');
@@ -432,6 +435,14 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
     appliedIndex: r.u53(), currentRev: r.u53(), compactRev: r.u53(), dbSize: r.u53(), dbSizeInUse: r.u53(),
     membership: null,
   };
+  // Lease changes before the answers: a client told its grant (or a read that sees the lease)
+  // applied must find the lease in the lessor when its next request arrives.
+  for (let n = r.u32(); n > 0; n--) {
+    const kind = r.u8();
+    const id = Buffer.from(r.bytes()).toString('latin1');
+    const ttl = r.u53();
+    v.leaseChange(kind, id, ttl, r.u53());
+  }
   for (let n = r.u32(); n > 0; n--) {
     const id = r.u53();
     const code = r.u8();
@@ -441,12 +452,6 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
     const id = r.u32();
     const code = r.u8();
     v.read(id, code, r.bytes());
-  }
-  for (let n = r.u32(); n > 0; n--) {
-    const kind = r.u8();
-    const id = Buffer.from(r.bytes()).toString('latin1');
-    const ttl = r.u53();
-    v.leaseChange(kind, id, ttl, r.u53());
   }
   const membership = r.bytes();
   if (membership.length > 0) h.membership = membership;

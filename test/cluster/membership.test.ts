@@ -58,6 +58,16 @@ test('membership under load: add a learner, join, promote, move the leader, remo
       if (r !== null && r.kvs.length > 0) break;
       await sleep(100);
     }
+    // As etcd's interceptors: a learner serves Status and serializable Range only.
+    const notForLearner = 'etcdserver: rpc not supported for learner';
+    await rejects(unary(lkv, 'Put', { key: Buffer.from('k0'), value: Buffer.from('x') }), grpc.status.UNAVAILABLE, notForLearner);
+    await rejects(unary(lkv, 'Range', { key: Buffer.from('k0') }), grpc.status.UNAVAILABLE, notForLearner);
+    const lcl = cl(learner);
+    t.after(() => lcl.close());
+    await rejects(unary(lcl, 'MemberList', {}), grpc.status.UNAVAILABLE, notForLearner);
+    const lm = connect('etcdserverpb.Maintenance', c.members[learner]!.clientUrl);
+    t.after(() => lm.close());
+    assert.equal((await unary(lm, 'Status', {})).isLearner, true);
 
     // Promote on the leader (the learner is in sync), then move the leader to it.
     const cleader = cl(leader);
