@@ -148,6 +148,7 @@ async function main(): Promise<void> {
       ? cfg.watchProgressNotifyIntervalMs : limits.watchProgressNotifyIntervalMsDefault,
     leaseCheckpointIntervalMs: cfg.leaseCheckpointEnabled ? cfg.leaseCheckpointIntervalMs : 0,
     unsafeNoFsync: cfg.unsafeNoFsync,
+    snapshotCatchUpEntries: cfg.snapshotCatchUpEntries,
     bootstrap,
     peerListen: { host: peerListen.host, port: peerListen.port },
     peerListenAlways: cfg.listenPeerUrlsGiven,
