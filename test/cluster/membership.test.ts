@@ -1,4 +1,5 @@
-// Runtime membership changes under a recorded write load (issue #12): a learner is added and
+// Runtime membership changes under a recorded write load (issue #12): a learner is added (and
+// catches up from a snapshot: the raft log is kept short) and
 // joins with --initial-cluster-state existing (catching up by replaying the log), serves
 // serializable reads, is promoted on the leader (refused on a follower, as concord does not
 // forward promotes yet), the leader moves to it, an old member is removed and stops by itself,
@@ -26,7 +27,8 @@ async function rejects(p: Promise<unknown>, code: grpc.status, details: string):
 }
 
 test('membership under load: add a learner, join, promote, move the leader, remove a member', async (t) => {
-  const c = await startCluster({ size: 3, token: 'membership' });
+  // A short raft log: the learner added under load can only catch up from a snapshot.
+  const c = await startCluster({ size: 3, token: 'membership', extraArgs: ['--experimental-snapshot-catchup-entries', '20'] });
   t.after(() => c.stop());
   const w = new ClusterWorkload({ endpoints: c.endpoints(), clients: 4, keys: 3, seed: 11 });
   w.start();
@@ -58,6 +60,7 @@ test('membership under load: add a learner, join, promote, move the leader, remo
       if (r !== null && r.kvs.length > 0) break;
       await sleep(100);
     }
+    assert.match(c.logs(learner), /received and saved database snapshot/, 'the learner caught up from a snapshot');
     // As etcd's interceptors: a learner serves Status and serializable Range only.
     const notForLearner = 'etcdserver: rpc not supported for learner';
     await rejects(unary(lkv, 'Put', { key: Buffer.from('k0'), value: Buffer.from('x') }), grpc.status.UNAVAILABLE, notForLearner);
