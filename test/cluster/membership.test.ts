@@ -1,11 +1,10 @@
-// Runtime membership changes under a recorded write load (issue #12): a learner is added (and
-// catches up from a snapshot: the raft log is kept short) and
-// joins with --initial-cluster-state existing (catching up by replaying the log), serves
-// serializable reads, is promoted on the leader (refused on a follower, as concord does not
-// forward promotes yet), the leader moves to it, an old member is removed and stops by itself,
-// and etcd's errors answer the bad requests (member not found, Peer URLs already exists, can
-// only promote a learner). The history of the clients stays linearizable throughout, and every
-// member ends with the same state.
+// Runtime membership changes under a recorded write load (issue #12): a learner is added and
+// joins with --initial-cluster-state existing (catching up from the leader's snapshot: the raft
+// log is kept short), serves serializable reads and nothing else, is promoted on the leader
+// (refused on a follower, as concord does not forward promotes yet), the leader moves to it, an
+// old member is removed and stops by itself, and etcd's errors answer the bad requests (member
+// not found, Peer URLs already exists, can only promote a learner). The history of the clients
+// stays linearizable throughout, and every member ends with the same state.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
