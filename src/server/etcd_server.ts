@@ -145,6 +145,12 @@ const leaseTickMs = 500;
 const leaseRevokesPerTick = 500;
 /** etcd maxLeaseCheckpointBatchSize. */
 const leaseCheckpointBatchMax = 1000;
+/** etcd HealthInterval: how long peers must have been connected for a membership change. */
+const healthIntervalMs = 5000;
+/** The peer transport's clock (its activeSince times). */
+function peerNowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
 /** etcd applyTimeout: how long a leader waits for its apply to reach its commit index. */
 const appliedWaitTimeoutMs = 1000;
 /** A revoke or checkpoint the server proposed itself: a lease revoked meanwhile is no error. */
@@ -734,12 +740,18 @@ export class EtcdServer {
     if (isLearner) {
       const learners = this.membership.list().filter((m) => m.isLearner).length;
       if (learners >= (this.cfg.maxLearners ?? 1)) return ErrorCode.TooManyLearners;
-    } else if (this.cfg.strictReconfigCheck !== false) {
-      // etcd IsReadyToAddVotingMember: a quorum of the new voters must have started (1 -> 2
-      // is allowed: restoring a cluster from one member's data).
-      const { voters, started } = this.startedVoters(null);
-      const n = voters + 1;
-      if (!(started === 1 && n === 2) && started < Math.floor(n / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+    }
+    if (this.cfg.strictReconfigCheck !== false) {
+      if (!isLearner) {
+        // etcd IsReadyToAddVotingMember: a quorum of the new voters must have started (1 -> 2
+        // is allowed: restoring a cluster from one member's data).
+        const { voters, started } = this.startedVoters(null);
+        const n = voters + 1;
+        if (!(started === 1 && n === 2) && started < Math.floor(n / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+      }
+      // etcd isConnectedFullySince: every voter connected for the last HealthInterval.
+      const voters = this.membership.list().filter((m) => !m.isLearner);
+      if (this.connectedSince(peerNowMs() - healthIntervalMs, voters) < voters.length) return ErrorCode.Unhealthy;
     }
     const member: Member = { id, name: '', peerUrls: peerUrls.slice(), clientUrls: [], isLearner };
     return this.proposeMemberChange({
@@ -756,6 +768,15 @@ export class EtcdServer {
       // etcd IsReadyToRemoveVotingMember: the voters left must keep a started quorum.
       const { voters, started } = this.startedVoters(id);
       if (started < Math.floor(voters / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+      // etcd mayRemoveMember: a member that is down is safe to remove; otherwise the members
+      // connected for the last HealthInterval, less the removed one, must keep a quorum.
+      const raftId = raftIdOf(id);
+      const down = raftId !== this.selfId && (this.transport?.activeSince(raftId) ?? 0) === 0;
+      if (!down) {
+        const vs = this.membership.list().filter((x) => !x.isLearner);
+        const active = this.connectedSince(peerNowMs() - healthIntervalMs, vs);
+        if (active - 1 < 1 + Math.floor((vs.length - 1) / 2)) return ErrorCode.Unhealthy;
+      }
     }
     return this.proposeMemberChange({ id: 0, type: ConfChangeType.RemoveNode, nodeId: raftIdOf(id), context: new Uint8Array(0) }, done);
   }
@@ -787,6 +808,21 @@ export class EtcdServer {
       id: 0, type: ConfChangeType.AddNode, nodeId: raftIdOf(id),
       context: encodeMemberContext({ id, peerUrls: m.peerUrls, isLearner: false }),
     }, done);
+  }
+
+  /** etcd numConnectedSince: these members (this one included) connected since `sinceMs`. */
+  private connectedSince(sinceMs: number, members: Member[]): number {
+    let n = 0;
+    for (const m of members) {
+      const id = raftIdOf(m.id);
+      if (id === this.selfId) {
+        n++;
+        continue;
+      }
+      const since = this.transport?.activeSince(id) ?? 0;
+      if (since !== 0 && since <= sinceMs) n++;
+    }
+    return n;
   }
 
   /** etcd isLearnerReady: the learner holds at least 90% of what the leader holds. */
