@@ -247,6 +247,13 @@ export class EtcdServer {
   proposalsFailed: number;
   /** Times this member saw the leader change (etcd_server_leader_changes_seen_total). */
   leaderChanges: number;
+  /**
+   * Heartbeats sent later than two heartbeat intervals after the previous one to the same peer
+   * (etcd_server_heartbeat_send_failures_total: etcd's timeout detector, "leader failed to send
+   * out heartbeat on time", a sign of an overloaded leader or slow disk).
+   */
+  heartbeatsLate: number;
+  private readonly lastHeartbeatAt: Map<number, number>;
   /** Hand-offs to the storage worker and what they carried (concord_worker_batch_*). */
   readonly batchStats = { batches: 0, appendEntries: 0, applyEntries: 0, reads: 0 };
   /** Sizes of the entries in the raft log, for the byte bounds (limits.unappliedBytesMax, ...). */
@@ -266,6 +273,8 @@ export class EtcdServer {
     this.workerStats = stats;
     this.proposalsFailed = 0;
     this.leaderChanges = 0;
+    this.heartbeatsLate = 0;
+    this.lastHeartbeatAt = new Map();
     this.worker = worker;
     this.clusterId = Long.fromString(ready.clusterId, true);
     this.memberId = Long.fromString(ready.memberId, true);
@@ -1034,7 +1043,10 @@ export class EtcdServer {
     }
     // The new leader's lease clock starts now (etcd lessor.Promote): the old leader's renewals
     // are not known here, so every lease gets its checkpointed or whole TTL again.
-    if (lead === this.selfId && !wasLeader) this.lessor.promote(monotonicNowMs(), 2 * leaseRevokesPerTick);
+    if (lead === this.selfId && !wasLeader) {
+      this.lessor.promote(monotonicNowMs(), 2 * leaseRevokesPerTick);
+      this.lastHeartbeatAt.clear(); // a new term of heartbeats: no gap to count
+    }
     for (const reads of this.readRounds.values()) for (const rq of reads) this.readsUnconfirmed.push(rq);
     this.readRounds.clear();
     const t = this.transfer;
@@ -1049,6 +1061,14 @@ export class EtcdServer {
     const t = this.transport;
     if (t === null) return;
     let out = messages;
+    let now = 0;
+    for (const m of messages) {
+      if (m.type !== MessageType.Heartbeat) continue;
+      if (now === 0) now = monotonicNowMs();
+      const last = this.lastHeartbeatAt.get(m.to);
+      if (last !== undefined && now - last > 2 * this.cfg.heartbeatMs) this.heartbeatsLate++;
+      this.lastHeartbeatAt.set(m.to, now);
+    }
     if (messages.some((m) => m.type === MessageType.Snap)) {
       out = [];
       for (const m of messages) {
