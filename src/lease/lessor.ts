@@ -61,6 +61,11 @@ class TimeHeap {
     k[i] = key;
   }
 
+  clear(): void {
+    this.times.length = 0;
+    this.keys.length = 0;
+  }
+
   /** Time of the earliest entry, or Infinity when empty. */
   peekTime(): number {
     return this.times.length > 0 ? this.times[0]! : Infinity;
@@ -159,6 +164,56 @@ export class Lessor {
     this.leases.set(key, l);
     this.expiries.push(l.expiryMs, key);
     this.scheduleCheckpoint(l, nowMs);
+  }
+
+  /**
+   * This member became leader (etcd lessor.Promote): every lease runs again from now for its
+   * checkpointed remaining TTL, or its whole TTL, since the old leader's clock (and the
+   * keep-alives it took) are not known here. Leases whose new expiries pile up in one second
+   * are spread so that at most 3/4 of `revokesPerSecond` expire per second (etcd: piled-up
+   * expiries would use the whole revoke rate and starve the rest).
+   */
+  promote(nowMs: number, revokesPerSecond: number): void {
+    const leases = [...this.leases.values()];
+    for (const l of leases) {
+      l.expiryMs = nowMs + (l.checkpointed > 0 ? l.checkpointed : l.ttl) * 1000;
+      l.revokeProposedMs = 0;
+    }
+    leases.sort((a, b) => a.expiryMs - b.expiryMs);
+    const perSecond = Math.max(1, Math.floor((3 * revokesPerSecond) / 4));
+    let windowStart = -Infinity;
+    let windowEnd = -Infinity;
+    let inWindow = 0;
+    for (const l of leases) {
+      if (l.expiryMs > windowEnd) {
+        windowStart = l.expiryMs;
+        windowEnd = windowStart + 1000;
+        inWindow = 1;
+        continue;
+      }
+      inWindow++;
+      if (inWindow <= perSecond) continue;
+      // Delay this one by its share of the window, less how far into the window it already is.
+      const delayMs = (1000 * inWindow) / perSecond - (l.expiryMs - windowStart);
+      windowEnd = windowStart + delayMs;
+      l.expiryMs += delayMs;
+    }
+    for (const l of leases) {
+      if (l.heapAtMs !== l.expiryMs) {
+        l.heapAtMs = l.expiryMs;
+        this.expiries.push(l.expiryMs, l.key);
+      }
+      l.checkpointAtMs = 0;
+      this.scheduleCheckpoint(l, nowMs);
+    }
+  }
+
+  /** The state was replaced (a raft snapshot installed): exactly these leases, as at start. */
+  reset(leases: { id: Long; ttl: number; remaining: number }[], nowMs: number): void {
+    this.leases.clear();
+    this.expiries.clear();
+    this.checkpoints.clear();
+    for (const l of leases) this.restore(l.id, l.ttl, l.remaining, nowMs);
   }
 
   /** A fresh lease id (etcd: its request id generator masked to a positive int64). */

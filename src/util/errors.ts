@@ -38,6 +38,16 @@ export const enum ErrorCode {
   BadLeaderTransferee,
   LeaderTransferTimeout,
   LeaderChanged,
+  /** A proposal waited the whole request timeout for a leader (etcd: the context's error). */
+  DeadlineExceeded,
+  /** etcd ErrTimeoutDueToLeaderFail: timed out, and a leader was elected meanwhile. */
+  TimeoutDueToLeaderFail,
+  /** etcd ErrTimeoutWaitAppliedIndex: the leader's apply did not reach its commit in time. */
+  TimeoutWaitAppliedIndex,
+  /** etcd ErrUnhealthy: a membership change would risk the quorum (members not connected). */
+  Unhealthy,
+  /** etcd ErrGPRCNotSupportedForLearner. */
+  NotSupportedForLearner,
 }
 
 export class ConcordError extends Error {

@@ -47,18 +47,6 @@ const COMPACTED = 'etcdserver: mvcc: required revision has been compacted';
 function knownBug(reason: string): string | false {
   return process.env.CLUSTER_DIFF_RUN_SKIPPED === '1' ? false : reason;
 }
-const BUG_MOVE_LEADER =
-  'concord bug: Maintenance.MoveLeader is not implemented (UNIMPLEMENTED "unknown method MoveLeader for service etcdserverpb.Maintenance"); etcd 3.4 transfers leadership, answers "etcdserver: not leader" (FAILED_PRECONDITION) on a follower and "etcdserver: bad leader transferee" (FAILED_PRECONDITION) for an unknown member';
-const BUG_READ_NO_LEADER =
-  'concord differs: a linearizable Range on a member without a leader answers "etcdserver: no leader" (UNAVAILABLE); etcd 3.4 answers "etcdserver: request timed out" (UNAVAILABLE) after its read timeout';
-const BUG_WATCH_HASLEADER =
-  'concord bug: a Watch stream opened with "hasleader: true" metadata is not cancelled when its member loses the leader; etcd 3.4 ends it with UNAVAILABLE "etcdserver: no leader" (after about 3 election timeouts)';
-const BUG_UNARY_HASLEADER =
-  'concord bug: a unary request with "hasleader: true" metadata (clientv3.WithRequireLeader) on a member without a leader is served; etcd 3.4 refuses it at once with UNAVAILABLE "etcdserver: no leader"';
-const BUG_PUT_NO_LEADER =
-  'concord differs: a Put on a member without a leader answers UNAVAILABLE "etcdserver: no leader" at once; etcd 3.4 blocks for its request timeout (7 s with the default 1 s election timeout) and answers UNKNOWN "context deadline exceeded"';
-const BUG_LEASE_GRANT_VISIBILITY =
-  'concord bug: right after a LeaseGrant acknowledged by a follower, the leader may not know the lease yet: LeaseKeepAlive on the leader answers TTL 0 (13 of 300 tries), LeaseTimeToLive on the leader TTL -1 (7 of 300), LeaseLeases on the leader omits it (18 of 300); etcd 3.4 on the same sequence: 0 of 600, 0 of 300 and 2 of 300 (a renewal forwarded by a follower waits for the leader to apply what it has committed; etcd 3.5 waits for the applied index in LeaseRenew and LeaseTimeToLive on the leader too)';
 const BUG_KEEPALIVE_ON_FOLLOWER =
   'concord bug: LeaseKeepAlive sent to a follower fails with "etcdserver: no leader" (UNAVAILABLE); etcd 3.4 forwards the renewal to the leader and answers {ID, TTL: the granted TTL} (TTL 0 for an unknown lease)';
 
@@ -257,7 +245,7 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
     d.same('LeaseKeepAlive of an unknown lease on the leader', ue, uc);
   });
 
-  test('a lease granted through a follower is at once known to the leader (keep-alive, time-to-live)', { skip: knownBug(BUG_LEASE_GRANT_VISIBILITY) }, async () => {
+  test('a lease granted through a follower is at once known to the leader (keep-alive, time-to-live)', async () => {
     const tries = 200;
     const misses = await Promise.all(SIDES.map(async (s) => {
       const ka = openStream(d.client(s, d.member(s, LEADER), 'etcdserverpb.Lease'), 'LeaseKeepAlive');
@@ -663,7 +651,7 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
     return text.replace(/<m(\d)-/g, (_m, i: string) => `<role ${roles.indexOf(Number(i))}-`);
   }
 
-  test('MoveLeader: refused by a follower and for an unknown member, then to a follower (gRPC), and back (etcdctl move-leader)', { skip: knownBug(BUG_MOVE_LEADER) }, async () => {
+  test('MoveLeader: refused by a follower and for an unknown member, then to a follower (gRPC), and back (etcdctl move-leader)', async () => {
     const idOf = (s: Side, i: number) => Long.fromString(d.views[s][i]!.id.toString(), true);
     const original = { etcd: d.member('etcd', LEADER), concord: d.member('concord', LEADER) };
     const target = { etcd: d.member('etcd', FOLLOWER2), concord: d.member('concord', FOLLOWER2) };
@@ -806,7 +794,7 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
     okOf(ser[0]!);
   });
 
-  test('quorum lost: a serializable Range with hasleader metadata on the last member', { skip: knownBug(BUG_UNARY_HASLEADER) }, async () => {
+  test('quorum lost: a serializable Range with hasleader metadata on the last member', async () => {
     const r = await timed('serializable Range with hasleader on the last member', (s) => new Promise<Outcome>((resolve) => {
       d.client(s, last[s], 'etcdserverpb.KV').Range({ key: b('after/1'), serializable: true }, hasLeader(), { deadline: Date.now() + 10_000 },
         (err, res) => resolve(err ? { error: { code: err.code, details: err.details } } : { ok: plainMessage(res) }));
@@ -815,19 +803,19 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
     expectError(r[0]!, grpc.status.UNAVAILABLE, 'etcdserver: no leader');
   });
 
-  test('quorum lost: a Put on the last member', { skip: knownBug(BUG_PUT_NO_LEADER) }, async () => {
+  test('quorum lost: a Put on the last member', async () => {
     const put = await timed('Put on the last member', (s) =>
       d.callOne(s, last[s], 'etcdserverpb.KV', 'Put', { key: b('q/1'), value: b('x') }, 30_000).then((r) => r.outcome));
     d.same('Put on the last member', put[0], put[1]);
   });
 
-  test('quorum lost: a linearizable Range on the last member', { skip: knownBug(BUG_READ_NO_LEADER) }, async () => {
+  test('quorum lost: a linearizable Range on the last member', async () => {
     const lin = await timed('linearizable Range on the last member', (s) =>
       d.callOne(s, last[s], 'etcdserverpb.KV', 'Range', { key: b('after/1') }, 30_000).then((r) => r.outcome));
     d.same('linearizable Range on the last member', lin[0], lin[1]);
   });
 
-  test('quorum lost: the watch with hasleader on the last member is cancelled', { skip: knownBug(BUG_WATCH_HASLEADER) }, async () => {
+  test('quorum lost: the watch with hasleader on the last member is cancelled', async () => {
     const ends = await timed('the hasleader watch', async (s) => {
       const w = leaderWatches[SIDES.indexOf(s)]!;
       return w.reader.next(15_000).then(

@@ -76,6 +76,39 @@ test('restore: a checkpointed lease runs its remaining TTL, others their whole T
   assert.deepEqual(ids(l.expired(20_000, 10)), [2]);
 });
 
+test('promote: a new leader runs every lease from now, for its checkpointed or whole TTL', () => {
+  const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 3000 });
+  // Granted long ago on this (then follower) member: without promote they would expire at once.
+  l.applied(LeaseChangeKind.Granted, id(1), 10, 0, 0);
+  l.applied(LeaseChangeKind.Granted, id(2), 60, 0, 0);
+  l.applied(LeaseChangeKind.Checkpointed, id(2), 60, 7, 50_000);
+  assert.deepEqual(ids(l.expired(100_000, 10)), [1, 2]); // the stale clock: both look expired
+  l.promote(100_000, 1000);
+  assert.deepEqual(ids(l.expired(100_000, 10)), []); // proposed revokes are forgotten too
+  assert.equal(l.remainingSeconds(id(1), 100_000), 10);
+  assert.equal(l.remainingSeconds(id(2), 100_000), 7);
+  assert.deepEqual(ids(l.expired(107_000, 10)), [2]);
+  assert.deepEqual(ids(l.expired(110_000, 10)), [1, 2]);
+});
+
+test('promote spreads expiries piled into one second to 3/4 of the revoke rate', () => {
+  const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 60_000 });
+  for (let i = 1; i <= 1000; i++) l.applied(LeaseChangeKind.Granted, id(i), 5, 0, 0);
+  l.promote(0, 100); // 75 per second
+  const perStep: number[] = []; // expiries per 100 ms
+  let revoked = 0;
+  for (let t = 5000; t <= 25_000; t += 100) {
+    const n = l.expired(t, 10_000).length;
+    perStep.push(n);
+    revoked += n;
+  }
+  for (let i = 0; i + 10 <= perStep.length; i++) {
+    const inOneSecond = perStep.slice(i, i + 10).reduce((a, b) => a + b, 0);
+    assert.ok(inOneSecond <= 76, `${inOneSecond} expiries within one second from ${5000 + 100 * i} ms`);
+  }
+  assert.equal(revoked, 1000);
+});
+
 test('seeded random grants, renewals and revokes: expired() matches a brute-force model', () => {
   const prng = new Prng(20261129);
   const l = new Lessor({ checkpointIntervalMs: 0, revokeRetryMs: 3000 });

@@ -44,6 +44,13 @@ const table = new Map<ErrorCode, WireError>([
   // Not in etcd's map: codes.Unknown with the text (togRPCError's default).
   [ErrorCode.LeaderTransferTimeout, { code: S.UNKNOWN, message: 'etcdserver: request timed out, leader transfer took too long' }],
   [ErrorCode.LeaderChanged, { code: S.UNAVAILABLE, message: 'etcdserver: leader changed' }],
+  // A proposal that never reached raft (no leader for the whole request timeout): etcd returns
+  // the context's error untranslated (codes.Unknown).
+  [ErrorCode.DeadlineExceeded, { code: S.UNKNOWN, message: 'context deadline exceeded' }],
+  [ErrorCode.TimeoutDueToLeaderFail, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out, possibly due to previous leader failure' }],
+  [ErrorCode.TimeoutWaitAppliedIndex, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out, waiting for the applied index took too long' }],
+  [ErrorCode.Unhealthy, { code: S.UNAVAILABLE, message: 'etcdserver: unhealthy cluster' }],
+  [ErrorCode.NotSupportedForLearner, { code: S.UNAVAILABLE, message: 'etcdserver: rpc not supported for learner' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
 ]);
 

@@ -71,6 +71,18 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
           call.emit('error', grpcStatus(ErrorCode.NoLeader));
           return;
         }
+        // etcd 3.5: the leader renews once it has applied all it committed, so that a lease
+        // whose grant was acknowledged by any member is known here.
+        if (server.committedIsApplied()) {
+          renew(req);
+          return;
+        }
+        server.whenCommittedApplied((code) => {
+          if (code !== 0) call.emit('error', grpcStatus(code));
+          else renew(req);
+        });
+      };
+      const renew = (req: etcdserverpb.LeaseKeepAliveRequest): void => {
         // etcd: an unknown (or expired) lease is answered with TTL 0, not an error.
         const id = req.ID ?? 0;
         const ttl = server.lessor.renew(id, monotonicNowMs());

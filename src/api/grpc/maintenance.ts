@@ -21,7 +21,8 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
       const target = Long.fromValue(call.request.targetID ?? 0).toUnsigned();
       const code = server.moveLeader(target, (c) => {
         if (c !== 0) callback(grpcStatus(c));
-        else callback(null, etcdserverpb.MoveLeaderResponse.encode({ header: { ...clusterHeader(server), revision: server.currentRev } }).finish());
+        // etcd answers an empty MoveLeaderResponse: no header.
+        else callback(null, etcdserverpb.MoveLeaderResponse.encode({}).finish());
       });
       if (code !== 0) callback(grpcStatus(code));
     },
@@ -107,7 +108,7 @@ export function healthHandlers(server: EtcdServer): grpc.UntypedServiceImplement
         callback({ code: grpc.status.NOT_FOUND, details: 'unknown service' });
         return;
       }
-      callback(null, { status: server.isLeader() ? ServingStatus.SERVING : ServingStatus.NOT_SERVING });
+      callback(null, { status: server.hasLeader() ? ServingStatus.SERVING : ServingStatus.NOT_SERVING });
     },
   };
 }

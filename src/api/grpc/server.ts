@@ -24,6 +24,7 @@ import { leaseHandlers } from './lease';
 import { lockHandlers } from '../../concurrency/lock';
 import { electionHandlers } from '../../concurrency/election';
 import type { Logger } from '../../util/log';
+import { RequestGate } from './request_gate';
 
 export interface GrpcOptions {
   requestBytesMax: number;
@@ -125,7 +126,7 @@ const enum Answer { Pending, Handler, Guard }
  * Only synchronous throws can be caught here: handlers that answer later catch their own.
  */
 function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation,
-  callStats: GrpcCallStats | null, logger: Logger): grpc.UntypedServiceImplementation {
+  callStats: GrpcCallStats | null, logger: Logger, gate: RequestGate): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(impl)) {
     const m = def[name]!;
@@ -144,6 +145,12 @@ function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.
       }
       if (cb !== undefined) {
         stats.received++;
+        const refusal = gate.refuseUnary(path, call as never);
+        if (refusal !== null) {
+          stats.finish(refusal.code ?? grpc.status.UNKNOWN);
+          cb(refusal);
+          return;
+        }
         let answer = Answer.Pending;
         try {
           h(call, (err, value) => {
@@ -168,6 +175,11 @@ function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.
       }
       call.on('error', (s) => stats.finish(s.code ?? grpc.status.UNKNOWN));
       call.on('finish', () => stats.finish(grpc.status.OK));
+      const refusal = gate.admitStream(call as never);
+      if (refusal !== null) {
+        call.emit('error', refusal);
+        return;
+      }
       try {
         h(call);
       } catch (err) {
@@ -196,6 +208,7 @@ export class GrpcApi {
   private readonly duplexRoutes = new Map<string, DuplexRoute>();
   private fastPath: UnaryFastPath | null = null;
   private readonly options: GrpcOptions;
+  private readonly gate: RequestGate;
 
   constructor(server: EtcdServer, options: GrpcOptions) {
     this.options = options;
@@ -208,6 +221,7 @@ export class GrpcApi {
       'grpc.enable_channelz': 0,
     });
     server.setResultSink(deliver);
+    this.gate = new RequestGate(server, server.cfg.electionMs);
     const implemented: Partial<Record<ServiceName, grpc.UntypedServiceImplementation>> = {
       'etcdserverpb.KV': kvHandlers(server, options.txnOpsMax),
       'etcdserverpb.Maintenance': maintenanceHandlers(server),
@@ -221,9 +235,9 @@ export class GrpcApi {
     for (const name of serviceNames) {
       const def = services[name];
       const impl = { ...unimplementedHandlers(def), ...(implemented[name] ?? {}) };
-      this.handlers[name] = guardHandlers(name, def, impl, null, options.logger);
+      this.handlers[name] = guardHandlers(name, def, impl, null, options.logger, this.gate);
       const wrapped = wrapDefinition(def, options.recvBytesMax, options.txnOpsMax);
-      const guarded = guardHandlers(name, def, impl, this.callStats, options.logger);
+      const guarded = guardHandlers(name, def, impl, this.callStats, options.logger, this.gate);
       this.grpcServer.addService(wrapped, guarded);
       for (const [method, m] of Object.entries(wrapped)) {
         if (fastDuplexPaths.has(m.path)) {
@@ -252,6 +266,7 @@ export class GrpcApi {
   }
 
   async stop(): Promise<void> {
+    this.gate.close();
     this.fastPath?.close();
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.grpcServer.forceShutdown(), 2000);

@@ -365,7 +365,7 @@ export class Gateway {
   private health(url: URL, res: http.ServerResponse): void {
     const serializable = url.searchParams.get('serializable') === 'true';
     const answer = (ok: boolean): void => this.reply(res, ok ? 200 : 503, 'text/plain; charset=utf-8', JSON.stringify({ health: ok ? 'true' : 'false' }));
-    if (!this.opts.server.isLeader()) return answer(false);
+    if (!this.opts.server.hasLeader()) return answer(false);
     const excluded = new Set(url.searchParams.getAll('exclude'));
     if (this.opts.server.hasNoSpaceAlarm() && !excluded.has('NOSPACE')) return answer(false);
     const timer = setTimeout(() => answer(false), 1000);
@@ -384,7 +384,7 @@ export class Gateway {
   private probe(p: string, url: URL, res: http.ServerResponse): void {
     const verbose = url.searchParams.has('verbose');
     const checks: [string, boolean][] = [['serializable_read', true]];
-    if (p === '/readyz') checks.push(['data_corruption', true], ['leader', this.opts.server.isLeader()]);
+    if (p === '/readyz') checks.push(['data_corruption', true], ['leader', this.opts.server.hasLeader()]);
     const ok = checks.every(([, pass]) => pass);
     const lines = checks.map(([name, pass]) => `[${pass ? '+' : '-'}]${name} ${pass ? 'ok' : 'failed'}`);
     const body = verbose || !ok ? `${lines.join('\n')}\n${p.slice(1)} check ${ok ? 'passed' : 'failed'}\n` : 'ok';
