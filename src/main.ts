@@ -187,7 +187,7 @@ async function main(): Promise<void> {
     maxConcurrentStreams: Math.min(cfg.maxConcurrentStreams, 0x7fffffff),
     logger: log,
   });
-  const metrics = new Metrics(server, api.callStats);
+  const metrics = new Metrics(server, api.callStats, () => server.transportStats());
   const gateway = new Gateway({ server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics, logger: log });
   const httpServer = http.createServer({ keepAlive: true }, gateway.handle);
   repair = new AuthorityRepair(api.connectionSink());

@@ -121,8 +121,24 @@ export class Metrics {
     this.registry.registerMetric(metric as unknown as client.Metric);
   }
 
-  render(): Promise<string> {
-    return this.registry.metrics();
+  /**
+   * The exposition text. A family without series (the peer families of a member with no peers)
+   * is left out entirely, as Prometheus' Go client leaves it out of etcd's.
+   */
+  async render(): Promise<string> {
+    const text = await this.registry.metrics();
+    const lines = text.split('\n');
+    const out: string[] = [];
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i]!;
+      if (l.startsWith('# HELP ') && (lines[i + 1] ?? '').startsWith('# TYPE ') &&
+        ((lines[i + 2] ?? '').startsWith('#') || (lines[i + 2] ?? '') === '')) {
+        i++; // and its TYPE line
+        continue;
+      }
+      out.push(l);
+    }
+    return out.join('\n');
   }
 }
 

@@ -23,8 +23,10 @@ import {
 import { ProgressState } from '../raft/tracker/progress';
 import { encodeMemberContext, Member, Membership, raftIdOf } from '../membership/membership';
 import { idToLong, memberIdOf } from '../membership/ids';
-import { PeerTransport } from '../transport/peer_transport';
+import { PeerTransport, type TransportStats } from '../transport/peer_transport';
 import { RefuseReason } from '../transport/frame';
+import { forwardErrorMin } from '../transport/forward';
+import { decodeI64, decodeU64, encodeI64, encodeU64, LeaderOp, leaderRetryMs } from './leader_requests';
 import { LogBytes } from './log_bytes';
 import { Prng } from '../util/prng';
 import { monotonicNowMs } from '../util/clock';
@@ -153,6 +155,9 @@ function peerNowMs(): number {
 }
 /** etcd applyTimeout: how long a leader waits for its apply to reach its commit index. */
 const appliedWaitTimeoutMs = 1000;
+
+/** An answer without payload (errors, empty responses). */
+const noBytes = new Uint8Array(0);
 /** A revoke or checkpoint the server proposed itself: a lease revoked meanwhile is no error. */
 const ignoreResult = new InternalWaiter(() => undefined);
 
@@ -451,6 +456,10 @@ export class EtcdServer {
       this.rn.step(m);
       this.scheduleTurn();
     };
+    t.onForward = (_from, op, payload, reply) => {
+      if (this.stopped) reply(ErrorCode.Stopped, noBytes);
+      else this.serveLeaderRequest(op, payload, reply);
+    };
     t.onUnreachable = (id) => this.rn.reportUnreachable(id);
     t.onSnapshotStatus = (id, ok) => this.onSnapshotSent(id, ok);
     t.onSnapshot = (m, file) => this.onSnapshotReceived(m, file);
@@ -713,6 +722,11 @@ export class EtcdServer {
     return this.membership.byRaftId(lead)?.id ?? 0;
   }
 
+  /** The peer transport's counters (etcd_network_* families), null before it started. */
+  transportStats(): TransportStats | null {
+    return this.transport?.stats() ?? null;
+  }
+
   /** A leader is known (etcd_server_has_leader). */
   hasLeader(): boolean {
     return this.rn.lead !== 0;
@@ -804,19 +818,164 @@ export class EtcdServer {
   }
 
   /**
-   * Cluster.MemberPromote: only the leader knows whether the learner caught up (etcd forwards
-   * the request to the leader; concord answers "not leader" on a follower for now).
+   * Cluster.MemberPromote: only the leader knows whether the learner caught up, so a follower
+   * asks the leader (etcd PromoteMember: promoteMemberHTTP) and answers once it applied the
+   * promotion itself, so that its MemberList right after shows it.
    */
   memberPromote(id: Long, done: (code: number) => void): number {
+    const code = this.memberPromoteHere(id, done);
+    if (code !== ErrorCode.NotLeader) return code;
+    const deadline = monotonicNowMs() + this.requestTimeoutMs;
+    this.askLeader(LeaderOp.MemberPromote, encodeU64(id), deadline, (c, answer) => {
+      const index = c === 0 ? decodeU64(answer) : null;
+      if (c !== 0 || index === null) {
+        done(c !== 0 ? c : ErrorCode.PeerMalformed);
+        return;
+      }
+      this.whenApplied(index.toNumber(), Math.max(1, deadline - monotonicNowMs()), (w) => {
+        done(w === ErrorCode.TimeoutWaitAppliedIndex ? ErrorCode.Timeout : w);
+      });
+    });
+    return 0;
+  }
+
+  /**
+   * The leader's part of memberPromote. NotLeader first on any other member, whatever its own
+   * membership says (etcd isLearnerReady): the leader's is the one that counts.
+   */
+  private memberPromoteHere(id: Long, done: (code: number) => void): number {
+    if (!this.rn.isLeader()) return ErrorCode.NotLeader;
     const m = this.membership.get(id);
     if (m === undefined) return ErrorCode.MemberNotFound;
     if (!m.isLearner) return ErrorCode.MemberNotLearner;
-    if (!this.rn.isLeader()) return ErrorCode.NotLeader;
     if (!this.learnerReady(raftIdOf(id))) return ErrorCode.LearnerNotReady;
     return this.proposeMemberChange({
       id: 0, type: ConfChangeType.AddNode, nodeId: raftIdOf(id),
       context: encodeMemberContext({ id, peerUrls: m.peerUrls, isLearner: false }),
     }, done);
+  }
+
+  // ---- requests only the leader answers (leader_requests.ts) ----
+
+  /**
+   * Lease keep-alive (etcd EtcdServer.LeaseRenew): the leader renews once it applied all it
+   * committed; any other member asks the leader. done(0, ttl) with ttl 0 for an unknown lease
+   * (etcd's keep-alive answers TTL 0, not an error).
+   */
+  leaseRenew(id: Long, done: (code: number, ttl: number) => void): void {
+    this.askLeader(LeaderOp.LeaseRenew, encodeU64(id), monotonicNowMs() + this.requestTimeoutMs, (code, answer) => {
+      if (code !== 0) return done(code, 0);
+      const ttl = decodeI64(answer);
+      if (ttl === null) done(ErrorCode.PeerMalformed, 0);
+      else done(0, ttl);
+    });
+  }
+
+  /**
+   * Lease.LeaseTimeToLive (etcd EtcdServer.LeaseTimeToLive): the remaining TTL is the leader's,
+   * so the leader answers the whole request; done(LeaseNotFound) for an unknown lease. The
+   * response's header is the leader's: the API layer puts this member's in.
+   */
+  leaseTimeToLive(request: Uint8Array, done: (code: number, response: Uint8Array) => void): void {
+    this.askLeader(LeaderOp.LeaseTimeToLive, request, monotonicNowMs() + this.requestTimeoutMs, done);
+  }
+
+  /**
+   * Sends a LeaderOp to the leader and calls done once with its answer, or serves it here when
+   * this member leads. A failed attempt (no leader yet, the leader unreachable or no longer
+   * leading) is tried again every leaderRetryMs until `deadline`, as etcd's forwarding loops do;
+   * then NoLeader when no leader was known, otherwise Timeout ("request timed out").
+   */
+  private askLeader(op: LeaderOp, payload: Uint8Array, deadline: number,
+    done: (code: number, answer: Uint8Array) => void): void {
+    const attempt = (): void => {
+      if (this.stopped) return done(ErrorCode.Stopped, noBytes);
+      const lead = this.rn.lead;
+      if (lead === this.selfId) return this.serveLeaderRequest(op, payload, done);
+      const left = deadline - monotonicNowMs();
+      if (left <= 0) return done(lead === 0 ? ErrorCode.NoLeader : ErrorCode.Timeout, noBytes);
+      const t = this.transport;
+      if (lead === 0 || t === null) {
+        setTimeout(attempt, Math.min(leaderRetryMs, left)).unref();
+        return;
+      }
+      t.forward(lead, op, payload, left, (code, answer) => {
+        if (code < forwardErrorMin && code !== ErrorCode.NotLeader) return done(code, answer);
+        // Not answered (unreachable, busy, timed out) or no longer the leader: ask again.
+        if (this.stopped) return done(ErrorCode.Stopped, noBytes);
+        const rest = deadline - monotonicNowMs();
+        if (rest <= 0) return done(this.rn.lead === 0 ? ErrorCode.NoLeader : ErrorCode.Timeout, noBytes);
+        setTimeout(attempt, Math.min(leaderRetryMs, rest)).unref();
+      });
+    };
+    attempt();
+  }
+
+  /**
+   * The leader's side of a LeaderOp, for a peer's forward request or for this member's own:
+   * reply(code, answer) exactly once. NotLeader on a member that does not lead (the asker tries
+   * again once it learns the new leader).
+   */
+  private serveLeaderRequest(op: number, payload: Uint8Array,
+    reply: (code: number, answer: Uint8Array) => void): void {
+    if (!this.rn.isLeader()) return reply(ErrorCode.NotLeader, noBytes);
+    switch (op) {
+      case LeaderOp.LeaseRenew: {
+        const id = decodeU64(payload);
+        if (id === null) return reply(ErrorCode.PeerMalformed, noBytes);
+        // etcd 3.5: renew once all that was committed is applied, so that a lease whose grant
+        // was acknowledged by any member is known to this lessor.
+        if (this.committedIsApplied()) return this.renewHere(id, reply);
+        this.whenCommittedApplied((code) => {
+          if (code !== 0) reply(code, noBytes);
+          else this.renewHere(id, reply);
+        });
+        return;
+      }
+      case LeaderOp.LeaseTimeToLive: {
+        let id: Long;
+        try {
+          id = Long.fromValue(etcdserverpb.LeaseTimeToLiveRequest.decode(payload).ID ?? 0);
+        } catch {
+          return reply(ErrorCode.PeerMalformed, noBytes);
+        }
+        // The attached keys come from the storage worker (a linearizable read), the remaining
+        // TTL from this lessor once they are known.
+        const waiter = new InternalWaiter((code, response) => {
+          const remaining = this.lessor.remainingSeconds(id, monotonicNowMs());
+          if (code === ErrorCode.LeaseNotFound || (code === 0 && remaining === null)) return reply(ErrorCode.LeaseNotFound, noBytes);
+          if (code !== 0) return reply(code, noBytes);
+          const resp = etcdserverpb.LeaseTimeToLiveResponse.decode(response);
+          resp.TTL = Long.fromNumber(remaining!);
+          reply(0, etcdserverpb.LeaseTimeToLiveResponse.encode(resp).finish());
+        });
+        const code = this.read(ReadKind.LeaseTimeToLive, payload, false, waiter);
+        if (code !== 0) reply(code, noBytes);
+        return;
+      }
+      case LeaderOp.MemberPromote: {
+        const id = decodeU64(payload);
+        if (id === null) return reply(ErrorCode.PeerMalformed, noBytes);
+        // Answered with the commit index once the promotion applied here: the asker answers its
+        // client once it applied as far (its MemberList then shows the promotion).
+        const code = this.memberPromoteHere(id, (c) => reply(c, c === 0 ? encodeU64(this.rn.committed) : noBytes));
+        if (code !== 0) reply(code, noBytes);
+        return;
+      }
+      default:
+        reply(ErrorCode.PeerMalformed, noBytes);
+    }
+  }
+
+  /** The leader renews lease `id` (renewals are not replicated, as in etcd). */
+  private renewHere(id: Long, reply: (code: number, answer: Uint8Array) => void): void {
+    const ttl = this.lessor.renew(id, monotonicNowMs());
+    if (ttl === 0 || !this.lessor.needsCheckpointClear(id)) return reply(0, encodeI64(ttl));
+    // The renewal clears the checkpointed remaining TTL through the log first, so that an
+    // acknowledged keep-alive survives a restart and a leader change (etcd 3.6 Renew).
+    const code = this.propose({ lease_checkpoint: { checkpoints: [{ ID: id, remaining_TTL: 0 }] } },
+      new InternalWaiter((c) => reply(c, c === 0 ? encodeI64(ttl) : noBytes)));
+    if (code !== 0) reply(code, noBytes);
   }
 
   /** etcd numConnectedSince: these members (this one included) connected since `sinceMs`. */
@@ -911,12 +1070,16 @@ export class EtcdServer {
   }
 
   whenCommittedApplied(done: (code: number) => void): void {
-    const index = this.rn.committed;
+    this.whenApplied(this.rn.committed, appliedWaitTimeoutMs, done);
+  }
+
+  /** done(0) once `index` is applied here (at once when it is), TimeoutWaitAppliedIndex after timeoutMs. */
+  private whenApplied(index: number, timeoutMs: number, done: (code: number) => void): void {
     if (this.rn.applied >= index) {
       done(0);
       return;
     }
-    this.appliedWaiters.push({ index, at: monotonicNowMs() + appliedWaitTimeoutMs, done });
+    this.appliedWaiters.push({ index, at: monotonicNowMs() + timeoutMs, done });
   }
 
   private releaseAppliedWaiters(): void {

@@ -48,6 +48,8 @@ export const enum ErrorCode {
   Unhealthy,
   /** etcd ErrGPRCNotSupportedForLearner. */
   NotSupportedForLearner,
+  /** A request or answer between members that does not decode (a bug or mixed versions). */
+  PeerMalformed,
 }
 
 export class ConcordError extends Error {

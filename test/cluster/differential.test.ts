@@ -15,8 +15,7 @@
 // the previous ones left. Near the end the leader of each cluster is killed (kill -9), then the
 // new leader too (quorum lost: what the last member answers).
 //
-// Differences found in concord are tests skipped with a reason naming the bug (BUG_* below).
-// CLUSTER_DIFF_RUN_SKIPPED=1 runs them anyway (to check a fix); CLUSTER_DIFF_SOFT=1 prints every
+// No known difference is skipped. CLUSTER_DIFF_SOFT=1 prints every
 // difference instead of stopping at the first; CLUSTER_DIFF_VERBOSE=1 prints timings and raft
 // indexes, =2 every compared answer.
 import assert from 'node:assert/strict';
@@ -39,16 +38,6 @@ const T = etcdserverpb.Compare.CompareTarget;
 const R = etcdserverpb.Compare.CompareResult;
 const ROLES = [LEADER, FOLLOWER1, FOLLOWER2] as const;
 const COMPACTED = 'etcdserver: mvcc: required revision has been compacted';
-
-/**
- * Known concord bugs found by these tests: the skip reasons name them. CLUSTER_DIFF_RUN_SKIPPED=1
- * runs those tests anyway (to check a fix).
- */
-function knownBug(reason: string): string | false {
-  return process.env.CLUSTER_DIFF_RUN_SKIPPED === '1' ? false : reason;
-}
-const BUG_KEEPALIVE_ON_FOLLOWER =
-  'concord bug: LeaseKeepAlive sent to a follower fails with "etcdserver: no leader" (UNAVAILABLE); etcd 3.4 forwards the renewal to the leader and answers {ID, TTL: the granted TTL} (TTL 0 for an unknown lease)';
 
 describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip: etcdctlSkipReason() }, () => {
   let d: ClusterDiff;
@@ -269,7 +258,7 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
     d.same(`lease granted on a follower, then keep-alive and time-to-live on the leader: misses of ${tries}`, { keepAlive: 0, timeToLive: 0 }, misses[1]);
   });
 
-  test('lease keep-alive on a follower', { skip: knownBug(BUG_KEEPALIVE_ON_FOLLOWER) }, async () => {
+  test('lease keep-alive on a follower', async () => {
     for (const role of [FOLLOWER1, FOLLOWER2]) {
       const [e, c] = await Promise.all(SIDES.map((s) => keepAliveOnce(s, d.member(s, role), 7002)));
       d.same(`LeaseKeepAlive on follower role ${role}`, e, c);
@@ -807,6 +796,15 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
     const put = await timed('Put on the last member', (s) =>
       d.callOne(s, last[s], 'etcdserverpb.KV', 'Put', { key: b('q/1'), value: b('x') }, 30_000).then((r) => r.outcome));
     d.same('Put on the last member', put[0], put[1]);
+  });
+
+  test('quorum lost: lease keep-alive and time-to-live on the last member (no leader to ask)', async () => {
+    const ka = await timed('LeaseKeepAlive on the last member', (s) => keepAliveOnce(s, last[s], 7002));
+    d.same('LeaseKeepAlive on the last member', ka[0], ka[1]);
+    expectError(ka[0]!, grpc.status.UNAVAILABLE, 'etcdserver: no leader');
+    const ttl = await timed('LeaseTimeToLive on the last member', (s) =>
+      d.callOne(s, last[s], 'etcdserverpb.Lease', 'LeaseTimeToLive', { ID: 7002 }, 30_000).then((r) => r.outcome));
+    d.same('LeaseTimeToLive on the last member', ttl[0], ttl[1]);
   });
 
   test('quorum lost: a linearizable Range on the last member', async () => {

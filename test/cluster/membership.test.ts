@@ -1,7 +1,8 @@
 // Runtime membership changes under a recorded write load (issue #12): a learner is added and
 // joins with --initial-cluster-state existing (catching up from the leader's snapshot: the raft
-// log is kept short), serves serializable reads and nothing else, is promoted on the leader
-// (refused on a follower, as concord does not forward promotes yet), the leader moves to it, an
+// log is kept short), serves serializable reads and nothing else, is promoted through a follower
+// (which asks the leader, as etcd's does, and answers once it applied the promotion), the
+// leader moves to it, an
 // old member is removed and stops by itself, and etcd's errors answer the bad requests (member
 // not found, Peer URLs already exists, can only promote a learner). The history of the clients
 // stays linearizable throughout, and every member ends with the same state.
@@ -71,18 +72,22 @@ test('membership under load: add a learner, join, promote, move the leader, remo
     t.after(() => lm.close());
     assert.equal((await unary(lm, 'Status', {})).isLearner, true);
 
-    // Promote on the leader (the learner is in sync), then move the leader to it.
+    // Promote through a follower (the leader decides whether the learner is in sync), then
+    // move the leader to it.
     const cleader = cl(leader);
     t.after(() => cleader.close());
+    let promoted;
     for (let i = 0; ; i++) {
       try {
-        await unary(cleader, 'MemberPromote', { ID: lid });
+        promoted = await unary(cf, 'MemberPromote', { ID: lid });
         break;
       } catch (err) {
         if ((err as grpc.ServiceError).details !== 'etcdserver: can only promote a learner member which is in sync with leader' || i > 50) throw err;
         await sleep(100);
       }
     }
+    assert.ok(promoted.members.every((m) => m.isLearner !== true), 'the follower answers once it applied the promotion');
+    await rejects(unary(cf, 'MemberPromote', { ID: lid }), grpc.status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member');
     const after = await unary(cleader, 'MemberList', {});
     assert.equal(after.members.length, 4);
     assert.ok(after.members.every((m) => m.isLearner !== true), 'every member votes');

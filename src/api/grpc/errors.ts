@@ -51,6 +51,7 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.TimeoutWaitAppliedIndex, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out, waiting for the applied index took too long' }],
   [ErrorCode.Unhealthy, { code: S.UNAVAILABLE, message: 'etcdserver: unhealthy cluster' }],
   [ErrorCode.NotSupportedForLearner, { code: S.UNAVAILABLE, message: 'etcdserver: rpc not supported for learner' }],
+  [ErrorCode.PeerMalformed, { code: S.INTERNAL, message: 'etcdserver: malformed request between members' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
 ]);
 

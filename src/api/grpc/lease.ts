@@ -1,15 +1,12 @@
-// etcdserverpb.Lease over gRPC (etcd: v3rpc/lease.go, etcdserver/v3_server.go). Grant and
-// revoke go through the log (the storage worker answers); keep-alive, leases and the remaining
-// TTL are the leader's lessor (main thread), as in etcd; TimeToLive asks the storage worker for
-// the attached keys and adds the remaining TTL here.
+// etcdserverpb.Lease over gRPC (etcd: v3rpc/lease.go). Grant and revoke go through the log (the
+// storage worker answers); keep-alive and the remaining TTL are the leader's lessor, which the
+// server asks on any member (EtcdServer.leaseRenew, leaseTimeToLive); the lease list is local.
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 import { etcdserverpb } from '../../gen/proto';
-import { EtcdServer, InternalWaiter } from '../../server/etcd_server';
-import { ReadKind } from '../../workers/protocol';
+import { EtcdServer } from '../../server/etcd_server';
 import { ErrorCode } from '../../util/errors';
 import { grpcStatus } from './errors';
-import { monotonicNowMs } from '../../util/clock';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
@@ -32,21 +29,18 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
     },
     LeaseTimeToLive(call: Call<etcdserverpb.LeaseTimeToLiveRequest>, callback: Callback): void {
       const r = call.request;
-      const id = Long.fromValue(r.ID ?? 0);
-      const waiter = new InternalWaiter((code, response) => {
-        const remaining = server.lessor.remainingSeconds(id, monotonicNowMs());
-        if (code === ErrorCode.LeaseNotFound || (code === 0 && remaining === null)) {
-          // etcd answers an unknown lease with TTL -1, not an error.
-          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: header(server), ID: id, TTL: -1 }).finish());
+      server.leaseTimeToLive(etcdserverpb.LeaseTimeToLiveRequest.encode(r).finish(), (code, response) => {
+        // etcd answers an unknown lease with TTL -1, not an error.
+        if (code === ErrorCode.LeaseNotFound) {
+          callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode({ header: header(server), ID: Long.fromValue(r.ID ?? 0), TTL: -1 }).finish());
           return;
         }
         if (code !== 0) return callback(grpcStatus(code));
+        // The leader answered (maybe another member): the header is this member's (etcd hdr.fill).
         const resp = etcdserverpb.LeaseTimeToLiveResponse.decode(response);
-        resp.TTL = Long.fromNumber(remaining!);
+        resp.header = etcdserverpb.ResponseHeader.fromObject(header(server));
         callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode(resp).finish());
       });
-      const code = server.read(ReadKind.LeaseTimeToLive, etcdserverpb.LeaseTimeToLiveRequest.encode(r).finish(), false, waiter);
-      if (code !== 0) callback(grpcStatus(code));
     },
     LeaseLeases(_call: Call<etcdserverpb.LeaseLeasesRequest>, callback: Callback): void {
       callback(null, etcdserverpb.LeaseLeasesResponse.encode({
@@ -67,36 +61,13 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
           call.emit('error', (req as { status?: Partial<grpc.StatusObject> }).status ?? { code: grpc.status.INVALID_ARGUMENT });
           return;
         }
-        if (!server.isLeader()) {
-          call.emit('error', grpcStatus(ErrorCode.NoLeader));
-          return;
-        }
-        // etcd 3.5: the leader renews once it has applied all it committed, so that a lease
-        // whose grant was acknowledged by any member is known here.
-        if (server.committedIsApplied()) {
-          renew(req);
-          return;
-        }
-        server.whenCommittedApplied((code) => {
+        // The leader renews; any other member asks the leader (etcd LeaseRenew). An unknown
+        // lease is answered TTL 0, not an error.
+        const id = Long.fromValue(req.ID ?? 0);
+        server.leaseRenew(id, (code, ttl) => {
           if (code !== 0) call.emit('error', grpcStatus(code));
-          else renew(req);
+          else call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
         });
-      };
-      const renew = (req: etcdserverpb.LeaseKeepAliveRequest): void => {
-        // etcd: an unknown (or expired) lease is answered with TTL 0, not an error.
-        const id = req.ID ?? 0;
-        const ttl = server.lessor.renew(id, monotonicNowMs());
-        if (ttl === 0 || !server.lessor.needsCheckpointClear(id)) {
-          call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
-          return;
-        }
-        // The renewal clears the checkpointed remaining TTL through the log first, so that an
-        // acknowledged keep-alive survives a restart (etcd 3.6 Renew).
-        const answer = (): void => {
-          call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
-        };
-        const code = server.propose({ lease_checkpoint: { checkpoints: [{ ID: id, remaining_TTL: 0 }] } }, new InternalWaiter(answer));
-        if (code !== 0) call.emit('error', grpcStatus(code));
       };
       call.on('end', () => call.end());
     },
