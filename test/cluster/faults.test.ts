@@ -4,7 +4,8 @@
 // (test/helpers/linearizability.ts, per key, Porcupine's handling of unknown outcomes), and
 // after the faults every member must converge to the same state. The checker is shown to fail on
 // this very cluster: serializable reads from a partitioned member (allowed to be stale) recorded
-// as if they were linearizable are caught. More schedules: FAULT_SEEDS=1,2,3 (a longer run).
+// as if they were linearizable are caught. More schedules: `npm run faults` (FAULT_SEEDS, a
+// list or ranges, 1-20 by default).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
@@ -13,8 +14,9 @@ import { ClusterHandle, startCluster } from '../helpers/cluster';
 import { ClusterWorkload } from '../helpers/cluster_workload';
 import { connect, unary } from '../helpers/grpc_client';
 import { checkKvHistory } from '../helpers/linearizability';
+import { seedsFromEnv } from '../helpers/seeds';
 
-const seeds = (process.env.FAULT_SEEDS ?? '1').split(',').map(Number);
+const seeds = seedsFromEnv('FAULT_SEEDS', '1');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -274,9 +274,14 @@ describe('against real etcd 3.4: restarts, lost data, joins', { skip: etcdSkipRe
     assert.equal(a.error, null, `etcd does not refuse to start:\n${a.output.slice(-3000)}`);
     const aOld = old.members.find((m) => m.name === 'a')!.id;
     assert.match(a.output, new RegExp(`"msg":"restarting local member","cluster-id":"${formatId(old.clusterId)}","local-member-id":"${formatId(aOld)}"`));
-    // Its peers refuse what it sends, and say so.
-    const refusedBy = fresh.flatMap((h) => h.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    // Its peers refuse what it sends, and say so (their log lines may reach us a little after
+    // the sender's: a loaded machine delays the pipes).
+    const refusals = () => fresh.flatMap((h) => h.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
       .filter((r) => r.msg === peerClusterIdMismatch.receiverMsg));
+    let refusedBy = refusals();
+    for (const until = Date.now() + 10_000; refusedBy.length === 0 && Date.now() < until; refusedBy = refusals()) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.ok(refusedBy.length > 0, fresh.map((h) => h.logs()).join('\n').slice(-3000));
     const rec = refusedBy[0]!;
     const receiver = now.members.find((m) => formatId(m.id) === rec['local-member-id'])!;
