@@ -158,8 +158,18 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       const cl = connect('etcdserverpb.Cluster', members[via]!.clientUrl);
       let id: string;
       try {
-        const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
-        id = String(r.member!.ID);
+        // etcd refuses a member add until every voter has been connected for 5 s ("unhealthy
+        // cluster"): right after a start or a restart, retry as an operator would.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
+            id = String(r.member!.ID);
+            break;
+          } catch (err) {
+            if ((err as { details?: string }).details !== 'etcdserver: unhealthy cluster' || attempt >= 100) throw err;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
       } finally {
         cl.close();
       }
