@@ -40,6 +40,16 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** Waits up to `timeoutMs` for a process to be gone: SIGKILL takes effect when the process next runs. */
+async function goneWithin(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
 function exitOf(child: ReturnType<typeof spawn>): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
 }
@@ -114,15 +124,21 @@ test('--cluster 3: SIGTERM during a measurement stops every member and load gene
       });
       void exited.then(() => reject(new Error(`perf run exited before measuring:\n${stderr}`)));
     });
-    await new Promise((r) => setTimeout(r, 1000));
-    const children = childrenOf(child.pid!);
+    // The load generator starts once every member has been read (Status, /metrics, /proc): on a
+    // busy machine that can take a while, so wait for it rather than for a fixed time.
+    const deadline = Date.now() + 15_000;
+    let children = childrenOf(child.pid!).filter(alive);
+    while (children.length < 4 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      children = childrenOf(child.pid!).filter(alive);
+    }
     const dataDirs = children.map(dataDirOf).filter((d): d is string => d !== null);
     assert.equal(dataDirs.length, 3, 'three members');
     assert.ok(children.length >= 4, `expected 3 members and a load generator, found ${children.length} children`);
     child.kill('SIGTERM');
     const { code } = await exited;
     assert.equal(code, 143);
-    for (const pid of children) assert.equal(alive(pid), false, `child ${pid} still running after SIGTERM`);
+    for (const pid of children) assert.ok(await goneWithin(pid, 5000), `child ${pid} still running 5 s after SIGTERM`);
     for (const dir of dataDirs) assert.equal(fs.existsSync(dir), false, `${dir} left behind`);
     assert.deepEqual(fs.readdirSync(out), [], 'a stopped run writes no report');
   } finally {
