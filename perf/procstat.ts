@@ -1,11 +1,11 @@
-// Server-side CPU readings shared by the benchmark runners (perf/run.ts, perf/watch.ts).
+// Server-side CPU readings shared by the benchmark runners (perf/run.ts, perf/watch.ts, perf/cluster.ts).
 import fs from 'node:fs';
 import http from 'node:http';
 
-/** utime+stime of a process in microseconds (Linux /proc). */
-export function processCpuUs(pid: number): number {
+/** utime+stime of a process (or, given its stat file, one thread) in microseconds (Linux /proc). */
+export function processCpuUs(pid: number, statPath = `/proc/${pid}/stat`): number {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = fs.readFileSync(statPath, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
     return (ticks * 1e6) / 100; // USER_HZ is 100 on Linux
@@ -42,4 +42,24 @@ export async function threadBusy(address: string): Promise<{ main: number; stora
   } catch {
     return null;
   }
+}
+
+/**
+ * utime+stime of each thread of a process in microseconds, by thread id (Linux /proc). The main
+ * thread's id is the pid. Node names no thread (every comm is "node"), so a worker is told apart
+ * from V8's and libuv's threads only by how busy it is.
+ */
+export function threadsCpuUs(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    const us = processCpuUs(Number(tid), `/proc/${pid}/task/${tid}/stat`);
+    if (!Number.isNaN(us)) out.set(Number(tid), us);
+  }
+  return out;
 }

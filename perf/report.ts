@@ -145,9 +145,11 @@ function expirySection(name: string, cells: Cell[], targets: Target[]): string {
 export function renderHtml(report: PerfReport, tableText: string): string {
   const byWorkload = new Map<string, Cell[]>();
   for (const c of report.cells) {
-    const list = byWorkload.get(c.workload) ?? [];
+    // Cluster runs: a section per workload and the members the clients sent to.
+    const key = c.role !== undefined ? `${c.workload}, ${report.options.cluster}-member cluster, to the ${c.role}` : c.workload;
+    const list = byWorkload.get(key) ?? [];
     list.push(c);
-    byWorkload.set(c.workload, list);
+    byWorkload.set(key, list);
   }
   const sections: string[] = [];
   for (const [name, cells] of byWorkload) {

@@ -8,6 +8,9 @@
 //   npm run perf -- --no-etcd            concord only
 //   npm run perf -- --workloads watch-fanout --watchers 1,100,1000   watch fan-out (perf/watch.ts)
 //   npm run perf -- --etcd-only          etcd only (e.g. to develop a workload before concord has it)
+//   npm run perf -- --cluster 3          3-member concord against 3-member etcd (perf/cluster.ts): put-seq,
+//                                        range-lin, range-ser sent to the leader, then to the followers;
+//                                        --target leader|followers|all picks which (default all)
 //   npm run perf -- --workloads lease-keepalive,lease-mass-expiry --keepalive-leases 1000 --expiry-leases 20000
 //                                        leases (perf/lease.ts); also --expiry-keys N, --expiry-clients C,
 //                                        --expiry-deadline S (grants start -> all expire; default from N)
@@ -15,7 +18,7 @@
 // Output: a table on the terminal, perf/results/<stamp>.json and perf/results/<stamp>.html
 // (latency percentile curves and throughput-vs-latency from the sweep). Latencies are recorded
 // by the load generator processes (perf/loadgen.ts) into HDR histograms, in microseconds.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http2 from 'node:http2';
 import os from 'node:os';
@@ -26,6 +29,7 @@ import { etcdAvailable, startEtcd } from '../test/helpers/etcd';
 import { buildHistogram, type LoadgenConfig, type LoadgenResult } from './loadgen';
 import { processCpuUs, threadBusy } from './procstat';
 import { renderHtml } from './report';
+import { clusterTables, runClusterSuite, CLUSTER_WORKLOADS, type ClusterExtra, type Role } from './cluster';
 import { measureLease, type LeaseExtra } from './lease';
 import { measureWatch, type WatchExtra } from './watch';
 import { workloadByName, workloads, type Workload } from './workloads';
@@ -58,12 +62,16 @@ export interface Sample {
    * latency of the put load from the deadline until all leases are gone); this has the rest.
    */
   lease?: LeaseExtra;
+  /** Cluster workloads (perf/cluster.ts): who led, whether that held, CPU of every member. */
+  cluster?: ClusterExtra;
 }
 
 export interface Cell {
   workload: string;
   description: string;
   clients: number;
+  /** Cluster runs: the members the clients sent to (a cell per workload, role and client count). */
+  role?: Role;
   samples: Sample[];
 }
 
@@ -97,6 +105,12 @@ export interface Options {
   etcd: boolean;
   concord: boolean;
   outDir: string;
+  /** Members per cluster (--cluster N); 0 = the single-member suite. */
+  cluster: number;
+  /** --target: cluster runs send to the leader, to the followers, or both in turn. */
+  roles: Role[];
+  /** --cpu-prof DIR: concord cluster members write V8 CPU profiles (every thread) there when they stop. */
+  cpuProfDir: string | null;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -105,9 +119,12 @@ function parseArgs(argv: string[]): Options {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const quick = argv.includes('--quick');
+  const cluster = Number(get('cluster') ?? 0);
+  const defaultWorkloads = cluster > 0 ? CLUSTER_WORKLOADS : workloads.filter((w) => !quick || w.inQuick !== false).map((w) => w.name);
+  const target = get('target') ?? 'all';
   const o: Options = {
     quick,
-    workloads: (get('workloads') ?? workloads.filter((w) => !quick || w.inQuick !== false).map((w) => w.name).join(',')).split(','),
+    workloads: (get('workloads') ?? defaultWorkloads.join(',')).split(','),
     clients: (get('clients') ?? (quick ? '1,64' : '1,16,64,256,1024')).split(',').map(Number),
     watchers: get('watchers')?.split(',').map(Number) ?? null,
     keepaliveLeases: get('keepalive-leases')?.split(',').map(Number) ?? null,
@@ -123,8 +140,19 @@ function parseArgs(argv: string[]): Options {
     etcd: !argv.includes('--no-etcd') && etcdAvailable(),
     concord: !argv.includes('--etcd-only'),
     outDir: get('out') ?? path.resolve(__dirname, '../../perf/results'),
+    cluster,
+    roles: target === 'all' ? ['leader', 'followers'] : [target as Role],
+    cpuProfDir: get('cpu-prof') !== undefined ? path.resolve(get('cpu-prof')!) : null,
   };
   for (const w of o.workloads) workloadByName(w); // fail early on typos
+  if (!(Number.isInteger(cluster) && (cluster === 0 || cluster >= 2))) throw new Error('--cluster takes a member count >= 2');
+  if (!['leader', 'followers', 'all'].includes(target)) throw new Error('--target takes leader, followers or all');
+  if (get('target') !== undefined && cluster === 0) throw new Error('--target needs --cluster N');
+  if (o.cpuProfDir !== null && cluster === 0) throw new Error('--cpu-prof needs --cluster N');
+  if (cluster > 0) {
+    const other = o.workloads.map(workloadByName).filter((w) => w.http || w.watch || w.lease);
+    if (other.length > 0) throw new Error(`--cluster runs unary gRPC workloads only, not ${other.map((w) => w.name).join(', ')}`);
+  }
   if (o.clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--clients takes positive integers');
   if (o.watchers?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--watchers takes positive integers');
   for (const [flag, v] of [['keepalive-leases', o.keepaliveLeases], ['expiry-leases', o.expiryLeases]] as const) {
@@ -167,14 +195,22 @@ export async function setup(address: string, w: Workload): Promise<void> {
   }
 }
 
+/** Load generator processes running; killed if this process exits before they do. */
+const loadgens = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of loadgens) child.kill('SIGKILL');
+});
+
 function runLoadgen(cfg: LoadgenConfig): Promise<LoadgenResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(__dirname, 'loadgen.js'), JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    loadgens.add(child);
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('exit', (code) => {
+      loadgens.delete(child);
       if (code === 0) resolve(JSON.parse(out) as LoadgenResult);
       else reject(new Error(`loadgen exited ${code}: ${err}`));
     });
@@ -236,56 +272,94 @@ export async function measure(address: string, serverPid: number, w: Workload, c
   if (w.http) return measureHttp(address, serverPid, w, clients, o, target, round);
   if (w.watch) return measureWatch(address, serverPid, w, clients, o, target, round);
   if (w.lease) return measureLease(address, serverPid, w, clients, o, target, round);
-  const procs = Math.min(o.procs, clients);
-  const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
-  const cfgs: LoadgenConfig[] = [];
-  for (let p = 0; p < procs; p++) {
-    const c = Math.floor(clients / procs) + (p < clients % procs ? 1 : 0);
-    const conns = Math.max(1, Math.min(c, Math.floor(totalConns / procs) + (p < totalConns % procs ? 1 : 0)));
-    cfgs.push({ address, workload: w.name, clients: c, conns, warmupMs: o.warmupS * 1000, durationMs: o.durationS * 1000, seed: 1 + p + 1000 * round });
-  }
   // Server CPU is read across the whole run, warmup included, then scaled to the window;
   // loadgen processes run their windows at the same time.
   const busy0 = target === 'concord' ? await threadBusy(address) : null;
   const cpu0 = processCpuUs(serverPid);
-  const t0 = performance.now();
-  const results = await Promise.all(cfgs.map(runLoadgen));
-  const wall = performance.now() - t0;
+  const load = await runUnaryLoad([address], w, clients, o, round);
   const cpu1 = processCpuUs(serverPid);
   const busy1 = busy0 !== null ? await threadBusy(address) : null;
-  const h = buildHistogram();
-  let ok = 0;
-  let errors = 0;
-  let clientCpu = 0;
-  let elapsed = 0;
-  const errorSamples: string[] = [];
+  const ops = opsInWall(load);
+  const sample = unarySample(load, target, round, clients, (cpu1 - cpu0) / ops);
+  if (busy0 !== null && busy1 !== null) {
+    sample.threadBusyUsPerOp = { main: ((busy1.main - busy0.main) * 1e6) / ops, storage: ((busy1.storage - busy0.storage) * 1e6) / ops };
+  }
+  return sample;
+}
+
+/** What the load generator processes of one unary measurement report, merged. */
+export interface UnaryLoad {
+  ok: number;
+  errors: number;
+  errorSamples: string[];
+  /** Latencies of the window, µs (owned by the caller: unarySample destroys it). */
+  histogram: hdr.Histogram;
+  clientCpuUs: number;
+  /** The measured window (the longest of the processes'). */
+  elapsedMs: number;
+  /** Start of the processes to their end: warmup, window and drain. */
+  wallMs: number;
+  /** Clients that sent to each of the addresses (by index). */
+  clientsPerAddress: number[];
+}
+
+/**
+ * Runs a unary workload's closed-loop clients in load generator processes (one per core, at
+ * least one per address): process p sends to addresses[p % addresses.length], clients spread
+ * evenly over the processes.
+ */
+export async function runUnaryLoad(addresses: string[], w: Workload, clients: number, o: Options, round: number): Promise<UnaryLoad> {
+  const procs = Math.min(Math.max(o.procs, addresses.length), clients);
+  const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
+  const cfgs: LoadgenConfig[] = [];
+  const clientsPerAddress = addresses.map(() => 0);
+  for (let p = 0; p < procs; p++) {
+    const c = Math.floor(clients / procs) + (p < clients % procs ? 1 : 0);
+    const conns = Math.max(1, Math.min(c, Math.floor(totalConns / procs) + (p < totalConns % procs ? 1 : 0)));
+    clientsPerAddress[p % addresses.length]! += c;
+    cfgs.push({
+      address: addresses[p % addresses.length]!, workload: w.name, clients: c, conns, warmupMs: o.warmupS * 1000,
+      durationMs: o.durationS * 1000, seed: 1 + p + 1000 * round,
+    });
+  }
+  const t0 = performance.now();
+  const results = await Promise.all(cfgs.map(runLoadgen));
+  const wallMs = performance.now() - t0;
+  const load: UnaryLoad = {
+    ok: 0, errors: 0, errorSamples: [], histogram: buildHistogram(), clientCpuUs: 0, elapsedMs: 0, wallMs, clientsPerAddress,
+  };
   for (const r of results) {
     const part = hdr.decodeFromCompressedBase64(r.histogram, 32, false);
-    h.add(part);
+    load.histogram.add(part);
     part.destroy();
-    ok += r.ok;
-    errors += r.errors;
-    clientCpu += r.cpuUserUs + r.cpuSystemUs;
-    elapsed = Math.max(elapsed, r.elapsedMs);
-    errorSamples.push(...r.errorSamples);
+    load.ok += r.ok;
+    load.errors += r.errors;
+    load.clientCpuUs += r.cpuUserUs + r.cpuSystemUs;
+    load.elapsedMs = Math.max(load.elapsedMs, r.elapsedMs);
+    load.errorSamples.push(...r.errorSamples);
   }
-  const throughput = ok / (elapsed / 1000);
-  // Requests completed in the whole wall time (warmup and drain too) ≈ throughput × wall.
-  const serverCpuUsPerOp = (cpu1 - cpu0) / (throughput * (wall / 1000));
+  return load;
+}
+
+/** Requests completed in the whole wall time (warmup and drain too) ≈ throughput × wall. */
+export function opsInWall(load: UnaryLoad): number {
+  return (load.ok / (load.elapsedMs / 1000)) * (load.wallMs / 1000);
+}
+
+/** The Sample of a unary load (destroys its histogram); server CPU per operation from the caller. */
+export function unarySample(load: UnaryLoad, target: Target, round: number, clients: number, serverCpuUsPerOp: number): Sample {
+  const h = load.histogram;
   const sample: Sample = {
-    target, round, clients, ok, errors, errorSamples: errorSamples.slice(0, 5), throughput,
+    target, round, clients, ok: load.ok, errors: load.errors, errorSamples: load.errorSamples.slice(0, 5),
+    throughput: load.ok / (load.elapsedMs / 1000),
     latencyUs: {
       p50: h.getValueAtPercentile(50), p90: h.getValueAtPercentile(90), p99: h.getValueAtPercentile(99),
       p999: h.getValueAtPercentile(99.9), max: h.maxValue, mean: h.mean,
     },
-    curve: ok > 0 ? CURVE_POINTS.map((p) => [p, h.getValueAtPercentile(p)] as [number, number]) : [],
+    curve: load.ok > 0 ? CURVE_POINTS.map((p) => [p, h.getValueAtPercentile(p)] as [number, number]) : [],
     serverCpuUsPerOp,
-    clientCpuUsPerOp: clientCpu / Math.max(1, ok),
+    clientCpuUsPerOp: load.clientCpuUs / Math.max(1, load.ok),
   };
-  if (busy0 !== null && busy1 !== null) {
-    const ops = throughput * (wall / 1000);
-    sample.threadBusyUsPerOp = { main: ((busy1.main - busy0.main) * 1e6) / ops, storage: ((busy1.storage - busy0.storage) * 1e6) / ops };
-  }
   h.destroy();
   return sample;
 }
@@ -299,7 +373,7 @@ export async function withServer<T>(target: Target, fn: (address: string, pid: n
   try { return await fn(e.address, e.proc.pid!); } finally { await e.stop(); }
 }
 
-class Progress {
+export class Progress {
   private done = 0;
   constructor(private readonly total: number) {}
   step(label: string): void {
@@ -335,7 +409,7 @@ export function ratios(cell: Cell, metric: (s: Sample) => number): number[] {
   return out;
 }
 
-function fmtRatio(rs: number[]): string {
+export function fmtRatio(rs: number[]): string {
   if (rs.length === 0) return '-';
   const m = median(rs).toFixed(2);
   if (rs.length === 1) return m;
@@ -349,6 +423,7 @@ function table(report: PerfReport): string {
     'srv cpu µs/op', 'cli cpu µs/op', 'ops/s ratio', 'p99 ratio',
   ]];
   for (const cell of report.cells) {
+    if (cell.role !== undefined) continue; // clusterTables
     if (cell.samples.some((s) => s.watch !== undefined) || workloadByName(cell.workload).watch || workloadByName(cell.workload).lease) continue;
     for (const target of ['concord', 'etcd'] as Target[]) {
       const ss = cell.samples.filter((s) => s.target === target);
@@ -365,6 +440,8 @@ function table(report: PerfReport): string {
     }
   }
   const parts = rows.length > 1 ? [align(rows)] : [];
+  const cluster = clusterTables(report);
+  if (cluster !== '') parts.push(cluster);
   const watch = watchTable(report);
   if (watch !== '') parts.push(watch);
   const lease = leaseTables(report);
@@ -372,7 +449,7 @@ function table(report: PerfReport): string {
   return parts.join('\n\n');
 }
 
-function align(rows: string[][]): string {
+export function align(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
 }
@@ -494,19 +571,8 @@ function leaseTables(report: PerfReport): string {
   return parts.join('\n\n');
 }
 
-async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
-  const targets: Target[] = [...(o.concord ? ['concord' as const] : []), ...(o.etcd ? ['etcd' as const] : [])];
-  const report: PerfReport = {
-    startedAt: new Date().toISOString(),
-    machine: {
-      cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30),
-      node: process.version, platform: `${os.platform()} ${os.release()}`,
-    },
-    options: o,
-    etcdVersion: o.etcd ? 'etcd 3.4 (/usr/bin/etcd)' : null,
-    cells: [],
-  };
+/** The single-member suite: a fresh server per workload and target, every client count on it. */
+async function runSingleSuite(o: Options, targets: Target[], report: PerfReport): Promise<void> {
   for (const name of o.workloads) {
     const w = workloadByName(name);
     for (const clients of sweepOf(w, o)) report.cells.push({ workload: w.name, description: w.description, clients, samples: [] });
@@ -530,19 +596,39 @@ async function main(): Promise<void> {
     }
   }
   progress.end();
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const targets: Target[] = [...(o.concord ? ['concord' as const] : []), ...(o.etcd ? ['etcd' as const] : [])];
+  const report: PerfReport = {
+    startedAt: new Date().toISOString(),
+    machine: {
+      cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version, platform: `${os.platform()} ${os.release()}`,
+    },
+    options: o,
+    etcdVersion: o.etcd ? 'etcd 3.4 (/usr/bin/etcd)' : null,
+    cells: [],
+  };
+  if (o.cluster > 0) {
+    await runClusterSuite(o, targets, report);
+  } else {
+    await runSingleSuite(o, targets, report);
+  }
   const text = table(report);
   console.log(`machine: ${report.machine.cpus} x ${report.machine.model}, ${report.machine.memGiB} GiB, node ${report.machine.node}`);
   console.log(`${o.durationS}s per measurement after ${o.warmupS}s warmup, ${o.rounds} round(s), ${o.procs} load generator process(es); medians; ratio = concord/etcd (min-max over rounds)`);
   console.log(text);
   fs.mkdirSync(o.outDir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');
-  const base = path.join(o.outDir, `${o.quick ? 'quick-' : ''}${stamp}`);
+  const base = path.join(o.outDir, `${o.quick ? 'quick-' : ''}${o.cluster > 0 ? `cluster${o.cluster}-` : ''}${stamp}`);
   fs.writeFileSync(`${base}.json`, JSON.stringify(report, null, 1));
   fs.writeFileSync(`${base}.html`, renderHtml(report, text));
   console.log(`\nwrote ${base}.json and ${base}.html`);
   const errors = report.cells.flatMap((c) => c.samples.filter((s) => s.errors > 0).map((s) => ({ c, s })));
   for (const { c, s } of errors.slice(0, 8)) {
-    console.log(`errors (${c.workload}, ${s.target}, ${sweepLetter(workloadByName(c.workload))}=${s.clients}): ${s.errorSamples.join('; ')}`);
+    console.log(`errors (${c.workload}${c.role ? ` to ${c.role}` : ''}, ${s.target}, ${sweepLetter(workloadByName(c.workload))}=${s.clients}): ${s.errorSamples.join('; ')}`);
   }
 }
 

@@ -23,6 +23,8 @@ export interface ClusterOptions {
   token?: string;
   extraArgs?: string[];
   env?: Record<string, string>;
+  /** Options for node itself, given to every member (test/helpers/concord.ts nodeArgs). */
+  nodeArgs?: string[];
   /**
    * Put a fault proxy on every ordered pair of members (test/helpers/fault_proxy.ts): member i
    * dials member j through partitioner.link(i, j) (CONCORD_TEST_PEER_DIAL).
@@ -89,6 +91,7 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       keepDataDir: true,
       fixedPort: m.clientPort,
       readyTimeoutMs: 30_000,
+      nodeArgs: opts.nodeArgs,
       extraArgs: [
         '--listen-peer-urls', m.peerUrl,
         '--initial-advertise-peer-urls', m.peerUrl,

@@ -31,6 +31,8 @@ export interface StartConcordOptions {
   fileSizeLimitBytes?: number;
   /** The client port to listen on (a cluster's members know each other's URLs in advance). */
   fixedPort?: number;
+  /** Options for node itself, before the script (e.g. ['--cpu-prof']: not allowed in NODE_OPTIONS). */
+  nodeArgs?: string[];
 }
 
 export interface ConcordHandle {
@@ -87,6 +89,7 @@ async function launch(port: number, dataDir: string, removeDir: boolean,
   opts: StartConcordOptions): Promise<ConcordHandle> {
   const endpoint = `http://127.0.0.1:${port}`;
   const args = [
+    ...(opts.nodeArgs ?? []),
     CONCORD_MAIN,
     '--name', opts.name ?? 'default',
     '--data-dir', dataDir,
