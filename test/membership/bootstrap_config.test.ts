@@ -270,7 +270,8 @@ describe('against real etcd 3.4: restarts, lost data, joins', { skip: etcdSkipRe
     assert.notEqual(now.clusterId, old.clusterId);
 
     // a restarts on its old data with the flags of the new cluster.
-    const a = await runUntilRefused(mk('a', 0, 'new', aDir), 20_000, /cluster ID mismatch/);
+    // Stopped once it logged the refusal (other lines mention the mismatch earlier).
+    const a = await runUntilRefused(mk('a', 0, 'new', aDir), 20_000, new RegExp(`"msg":"${peerClusterIdMismatch.senderMsg}"`));
     assert.equal(a.error, null, `etcd does not refuse to start:\n${a.output.slice(-3000)}`);
     const aOld = old.members.find((m) => m.name === 'a')!.id;
     assert.match(a.output, new RegExp(`"msg":"restarting local member","cluster-id":"${formatId(old.clusterId)}","local-member-id":"${formatId(aOld)}"`));
