@@ -133,6 +133,7 @@ async function main(): Promise<void> {
   const extraHttp: http.Server[] = [];
   let stopping = false;
   const shutdownRef: { current: ((why: string) => Promise<void>) | null } = { current: null };
+  let removedAt = 0;
   const server = await EtcdServer.start({
     name: cfg.name,
     dataDir: cfg.dataDir,
@@ -148,6 +149,7 @@ async function main(): Promise<void> {
       ? cfg.watchProgressNotifyIntervalMs : limits.watchProgressNotifyIntervalMsDefault,
     leaseCheckpointIntervalMs: cfg.leaseCheckpointEnabled ? cfg.leaseCheckpointIntervalMs : 0,
     unsafeNoFsync: cfg.unsafeNoFsync,
+    snapshotCatchUpEntries: cfg.snapshotCatchUpEntries,
     bootstrap,
     peerListen: { host: peerListen.host, port: peerListen.port },
     peerListenAlways: cfg.listenPeerUrlsGiven,
@@ -156,8 +158,12 @@ async function main(): Promise<void> {
     maxLearners: cfg.maxLearners,
     autoPromoteLearners: cfg.autoPromoteLearners,
     onRemoved() {
+      if (removedAt !== 0) return;
+      removedAt = Date.now();
       log.warn('the member has been permanently removed from the cluster; stopping');
-      void shutdownRef.current?.('removed');
+      // etcd stopWithDelay(1 s): the answer to the MemberRemove that removed this member (when it
+      // came here) and the removal's commit to the others get out first.
+      setTimeout(() => void shutdownRef.current?.('removed'), 1000).unref();
     },
     onPeerEvent(msg, fields) {
       log.warn(msg, fields);

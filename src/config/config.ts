@@ -50,6 +50,8 @@ export interface Config {
   quotaBackendBytes: number;
   maxConcurrentStreams: number;
   snapshotCount: number;
+  /** --experimental-snapshot-catchup-entries: applied entries kept for slow followers. */
+  snapshotCatchUpEntries: number;
   logLevel: string;
   watchProgressNotifyIntervalMs: number;
   leaseCheckpointIntervalMs: number;
@@ -95,6 +97,7 @@ const flags: Record<string, FlagSpec> = {
   'quota-backend-bytes': { key: 'quotaBackendBytes', kind: 'int', def: '0', help: 'Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).' },
   'max-concurrent-streams': { key: 'maxConcurrentStreams', kind: 'int', def: '4294967295', help: 'Maximum concurrent streams that each client can open at a time.' },
   'snapshot-count': { key: 'snapshotCount', kind: 'uint', def: String(snapshotCountDefault), help: 'Number of committed transactions to trigger a snapshot to disk (0: the default).' },
+  'experimental-snapshot-catchup-entries': { key: 'snapshotCatchUpEntries', kind: 'uint', def: '5000', help: 'Number of entries for a slow follower to catch up after compacting the raft log entries.' },
   'experimental-watch-progress-notify-interval': { key: 'watchProgressNotifyIntervalMs', kind: 'duration', def: '10m0s', help: 'Duration of periodic watch progress notifications.' },
   'experimental-lease-checkpoint-interval': { key: 'leaseCheckpointIntervalMs', kind: 'duration', def: '5m0s', help: 'Duration between checkpoints of the remaining TTLs of long leases.' },
   'experimental-enable-lease-checkpoint': { key: 'leaseCheckpointEnabled', kind: 'bool', def: 'true', help: 'Persist the remaining TTL of leases so restarts and leader changes keep it (etcd 3.6 default).' },

@@ -61,6 +61,11 @@ class TimeHeap {
     k[i] = key;
   }
 
+  clear(): void {
+    this.times.length = 0;
+    this.keys.length = 0;
+  }
+
   /** Time of the earliest entry, or Infinity when empty. */
   peekTime(): number {
     return this.times.length > 0 ? this.times[0]! : Infinity;
@@ -201,6 +206,14 @@ export class Lessor {
       l.checkpointAtMs = 0;
       this.scheduleCheckpoint(l, nowMs);
     }
+  }
+
+  /** The state was replaced (a raft snapshot installed): exactly these leases, as at start. */
+  reset(leases: { id: Long; ttl: number; remaining: number }[], nowMs: number): void {
+    this.leases.clear();
+    this.expiries.clear();
+    this.checkpoints.clear();
+    for (const l of leases) this.restore(l.id, l.ttl, l.remaining, nowMs);
   }
 
   /** A fresh lease id (etcd: its request id generator masked to a positive int64). */

@@ -46,6 +46,8 @@ export class Metrics {
     gauge('etcd_server_proposals_applied_total', 'The total number of consensus proposals applied.', () => s.proposalCounts().applied);
     gauge('etcd_server_proposals_pending', 'The current number of pending proposals to commit.', () => s.proposalCounts().pending);
     counter('etcd_server_proposals_failed_total', 'The total number of failed proposals seen.', () => s.proposalsFailed);
+    counter('etcd_server_heartbeat_send_failures_total', 'The total number of leader heartbeat send failures (likely overloaded from slow disk).', () => s.heartbeatsLate);
+    counter('etcd_server_slow_apply_total', 'The total number of slow apply requests (likely overloaded from slow disk).', () => w.get(StatSlot.SlowApplies));
     gauge('etcd_server_quota_backend_bytes', 'Current backend storage quota size in bytes.', () => s.cfg.quotaBackendBytes);
     this.add(new Computed('etcd_server_version', 'Which version is running. 1 for \'server_version\' label with current version.', 'gauge',
       () => [{ labels: { server_version: etcdVersion }, value: 1 }]));

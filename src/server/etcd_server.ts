@@ -33,7 +33,7 @@ import { ErrorCode } from '../util/errors';
 import * as limits from '../config/limits';
 import { StorageWorkerHandle } from '../workers/pool';
 import {
-  AppliedVisitor, BatchMessage, decodeApplied, decodeEntries, decodePersisted, encodeBatch, FromWorker,
+  AppliedReplaced, AppliedVisitor, BatchMessage, decodeApplied, decodeEntries, decodePersisted, encodeBatch, FromWorker,
   PackWriter, ReadKind, ReadRequest, WorkerAlarm, WorkerMessageType, WorkerReady,
 } from '../workers/protocol';
 import { etcdVersion } from '../version';
@@ -45,6 +45,8 @@ import { Lessor } from '../lease/lessor';
 import { LeaseChangeKind } from '../lease/lease_store';
 import * as schema from '../storage/schema';
 import * as path from 'node:path';
+import * as fs from 'node:fs';
+import type { SnapshotAnswer } from '../workers/protocol';
 
 /** A proposal or read made by the server itself (lease expiry, checkpoints): no client waits. */
 export class InternalWaiter {
@@ -77,6 +79,11 @@ export interface EtcdServerConfig {
   leaseCheckpointIntervalMs: number;
   /** etcd's --unsafe-no-fsync. */
   unsafeNoFsync: boolean;
+  /**
+   * --experimental-snapshot-catchup-entries: applied entries kept in the raft log for lagging
+   * followers (default limits.logRetainEntries); one further behind gets a snapshot.
+   */
+  snapshotCatchUpEntries?: number;
   onFatal(message: string): void;
   /** The storage raised or cleared NOSPACE (a full disk, a failing store). */
   onStorageAlarm?(alarm: WorkerAlarm): void;
@@ -138,6 +145,12 @@ const leaseTickMs = 500;
 const leaseRevokesPerTick = 500;
 /** etcd maxLeaseCheckpointBatchSize. */
 const leaseCheckpointBatchMax = 1000;
+/** etcd HealthInterval: how long peers must have been connected for a membership change. */
+const healthIntervalMs = 5000;
+/** The peer transport's clock (its activeSince times). */
+function peerNowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
 /** etcd applyTimeout: how long a leader waits for its apply to reach its commit index. */
 const appliedWaitTimeoutMs = 1000;
 /** A revoke or checkpoint the server proposed itself: a lease revoked meanwhile is no error. */
@@ -173,6 +186,15 @@ export class EtcdServer {
   private appliedWaiters: { index: number; at: number; done: (code: number) => void }[];
   /** This member is a learner in the applied membership (cached: checked per request). */
   private learner: boolean;
+  /** Snapshot requests to the storage worker by request id: a MsgSnap to send, or to step. */
+  private readonly snapshotRequests: Map<number, Message>;
+  private nextSnapshotRequest: number;
+  /** Snapshot files being sent, by the follower's raft id (released when the send ends). */
+  private readonly snapshotsOut: Map<number, string>;
+  /** A received snapshot the worker staged and raft was given (installed with its Batch). */
+  private staged: { index: number; term: number; file: string } | null;
+  /** The watch worker runs: a snapshot may be installed (it rebuilds its replica then). */
+  private watchStarted: boolean;
   /** Proposal ids in proposal order with their deadlines (etcd's request timeout). */
   private readonly waitDeadlines: { id: number; at: number }[];
   private waitDeadlinesHead: number;
@@ -225,6 +247,13 @@ export class EtcdServer {
   proposalsFailed: number;
   /** Times this member saw the leader change (etcd_server_leader_changes_seen_total). */
   leaderChanges: number;
+  /**
+   * Heartbeats sent later than two heartbeat intervals after the previous one to the same peer
+   * (etcd_server_heartbeat_send_failures_total: etcd's timeout detector, "leader failed to send
+   * out heartbeat on time", a sign of an overloaded leader or slow disk).
+   */
+  heartbeatsLate: number;
+  private readonly lastHeartbeatAt: Map<number, number>;
   /** Hand-offs to the storage worker and what they carried (concord_worker_batch_*). */
   readonly batchStats = { batches: 0, appendEntries: 0, applyEntries: 0, reads: 0 };
   /** Sizes of the entries in the raft log, for the byte bounds (limits.unappliedBytesMax, ...). */
@@ -244,6 +273,8 @@ export class EtcdServer {
     this.workerStats = stats;
     this.proposalsFailed = 0;
     this.leaderChanges = 0;
+    this.heartbeatsLate = 0;
+    this.lastHeartbeatAt = new Map();
     this.worker = worker;
     this.clusterId = Long.fromString(ready.clusterId, true);
     this.memberId = Long.fromString(ready.memberId, true);
@@ -271,6 +302,11 @@ export class EtcdServer {
     this.awaitingLeaderBytes = 0;
     this.leaderKnownAtMs = 0;
     this.appliedWaiters = [];
+    this.snapshotRequests = new Map();
+    this.nextSnapshotRequest = 1;
+    this.snapshotsOut = new Map();
+    this.staged = null;
+    this.watchStarted = false;
     this.waitDeadlines = [];
     this.waitDeadlinesHead = 0;
     this.requestTimeoutMs = cfg.requestTimeoutMs ?? 5000 + 2 * cfg.electionMs;
@@ -382,6 +418,7 @@ export class EtcdServer {
       await handle.close();
       throw err;
     }
+    server.watchStarted = true;
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
     server.leaseTicker = setInterval(() => server.leaseTick(), leaseTickMs);
     server.campaignIfAlone();
@@ -396,6 +433,8 @@ export class EtcdServer {
 
   /** Listens for peers and connects to every member of the configuration. */
   private async startTransport(listen: { host: string; port: number }): Promise<void> {
+    const snapshotDir = path.join(this.cfg.dataDir, schema.snapDir);
+    fs.mkdirSync(snapshotDir, { recursive: true });
     const t = await PeerTransport.listen({
       host: listen.host,
       port: listen.port,
@@ -404,6 +443,8 @@ export class EtcdServer {
       raftId: this.selfId,
       messageBytesMax: this.cfg.requestBytesMax + limits.grpcOverheadBytes + 1024 * 1024,
       membersAnswer: () => this.membership.encode(),
+      // Received snapshots land next to where the worker stages them: staging is a rename.
+      snapshotDir,
     });
     t.onMessage = (m) => {
       if (this.stopped) return;
@@ -411,11 +452,8 @@ export class EtcdServer {
       this.scheduleTurn();
     };
     t.onUnreachable = (id) => this.rn.reportUnreachable(id);
-    t.onSnapshotStatus = (id, ok) => this.rn.reportSnapshot(id, ok);
-    t.onSnapshot = (m) => {
-      // State transfer comes with snapshots of the LMDB state (not built yet): refuse it.
-      this.peerEvent('snapshot received but state transfer is not supported yet', { from: m.from });
-    };
+    t.onSnapshotStatus = (id, ok) => this.onSnapshotSent(id, ok);
+    t.onSnapshot = (m, file) => this.onSnapshotReceived(m, file);
     // A peer that knows this member was removed says so (etcd rafthttp's 410 Gone): the removal
     // may be committed without this member ever learning the commit index that covers it.
     t.onRefused = (_id, reason) => {
@@ -711,12 +749,18 @@ export class EtcdServer {
     if (isLearner) {
       const learners = this.membership.list().filter((m) => m.isLearner).length;
       if (learners >= (this.cfg.maxLearners ?? 1)) return ErrorCode.TooManyLearners;
-    } else if (this.cfg.strictReconfigCheck !== false) {
-      // etcd IsReadyToAddVotingMember: a quorum of the new voters must have started (1 -> 2
-      // is allowed: restoring a cluster from one member's data).
-      const { voters, started } = this.startedVoters(null);
-      const n = voters + 1;
-      if (!(started === 1 && n === 2) && started < Math.floor(n / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+    }
+    if (this.cfg.strictReconfigCheck !== false) {
+      if (!isLearner) {
+        // etcd IsReadyToAddVotingMember: a quorum of the new voters must have started (1 -> 2
+        // is allowed: restoring a cluster from one member's data).
+        const { voters, started } = this.startedVoters(null);
+        const n = voters + 1;
+        if (!(started === 1 && n === 2) && started < Math.floor(n / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+      }
+      // etcd isConnectedFullySince: every voter connected for the last HealthInterval.
+      const voters = this.membership.list().filter((m) => !m.isLearner);
+      if (this.connectedSince(peerNowMs() - healthIntervalMs, voters) < voters.length) return ErrorCode.Unhealthy;
     }
     const member: Member = { id, name: '', peerUrls: peerUrls.slice(), clientUrls: [], isLearner };
     return this.proposeMemberChange({
@@ -733,6 +777,15 @@ export class EtcdServer {
       // etcd IsReadyToRemoveVotingMember: the voters left must keep a started quorum.
       const { voters, started } = this.startedVoters(id);
       if (started < Math.floor(voters / 2) + 1) return ErrorCode.NotEnoughStartedMembers;
+      // etcd mayRemoveMember: a member that is down is safe to remove; otherwise the members
+      // connected for the last HealthInterval, less the removed one, must keep a quorum.
+      const raftId = raftIdOf(id);
+      const down = raftId !== this.selfId && (this.transport?.activeSince(raftId) ?? 0) === 0;
+      if (!down) {
+        const vs = this.membership.list().filter((x) => !x.isLearner);
+        const active = this.connectedSince(peerNowMs() - healthIntervalMs, vs);
+        if (active - 1 < 1 + Math.floor((vs.length - 1) / 2)) return ErrorCode.Unhealthy;
+      }
     }
     return this.proposeMemberChange({ id: 0, type: ConfChangeType.RemoveNode, nodeId: raftIdOf(id), context: new Uint8Array(0) }, done);
   }
@@ -764,6 +817,21 @@ export class EtcdServer {
       id: 0, type: ConfChangeType.AddNode, nodeId: raftIdOf(id),
       context: encodeMemberContext({ id, peerUrls: m.peerUrls, isLearner: false }),
     }, done);
+  }
+
+  /** etcd numConnectedSince: these members (this one included) connected since `sinceMs`. */
+  private connectedSince(sinceMs: number, members: Member[]): number {
+    let n = 0;
+    for (const m of members) {
+      const id = raftIdOf(m.id);
+      if (id === this.selfId) {
+        n++;
+        continue;
+      }
+      const since = this.transport?.activeSince(id) ?? 0;
+      if (since !== 0 && since <= sinceMs) n++;
+    }
+    return n;
   }
 
   /** etcd isLearnerReady: the learner holds at least 90% of what the leader holds. */
@@ -946,7 +1014,7 @@ export class EtcdServer {
     if (rd.messages.length > 0) this.send(rd.messages);
     const batch = this.batchOf(rd);
     if (batch.append.length === 0 && batch.apply.length === 0 && batch.reads.length === 0 &&
-      batch.hardState === null && rd.persist === null) {
+      batch.hardState === null && rd.persist === null && batch.snapshot === null) {
       return;
     }
     this.worker.send(encodeBatch(this.batch, batch));
@@ -975,7 +1043,10 @@ export class EtcdServer {
     }
     // The new leader's lease clock starts now (etcd lessor.Promote): the old leader's renewals
     // are not known here, so every lease gets its checkpointed or whole TTL again.
-    if (lead === this.selfId && !wasLeader) this.lessor.promote(monotonicNowMs(), 2 * leaseRevokesPerTick);
+    if (lead === this.selfId && !wasLeader) {
+      this.lessor.promote(monotonicNowMs(), 2 * leaseRevokesPerTick);
+      this.lastHeartbeatAt.clear(); // a new term of heartbeats: no gap to count
+    }
     for (const reads of this.readRounds.values()) for (const rq of reads) this.readsUnconfirmed.push(rq);
     this.readRounds.clear();
     const t = this.transfer;
@@ -985,23 +1056,125 @@ export class EtcdServer {
     }
   }
 
-  /** Raft messages to peers; a snapshot for a follower needs state transfer (not built yet). */
+  /** Raft messages to peers; a MsgSnap first gets a copy of the state to send (sendSnapshot). */
   private send(messages: Message[]): void {
     const t = this.transport;
     if (t === null) return;
     let out = messages;
+    let now = 0;
+    for (const m of messages) {
+      if (m.type !== MessageType.Heartbeat) continue;
+      if (now === 0) now = monotonicNowMs();
+      const last = this.lastHeartbeatAt.get(m.to);
+      if (last !== undefined && now - last > 2 * this.cfg.heartbeatMs) this.heartbeatsLate++;
+      this.lastHeartbeatAt.set(m.to, now);
+    }
     if (messages.some((m) => m.type === MessageType.Snap)) {
       out = [];
       for (const m of messages) {
-        if (m.type !== MessageType.Snap) {
-          out.push(m);
-          continue;
-        }
-        this.peerEvent('a follower needs a snapshot: state transfer is not supported yet', { to: m.to });
-        this.rn.reportSnapshot(m.to, false);
+        if (m.type === MessageType.Snap) this.sendSnapshot(m);
+        else out.push(m);
       }
     }
     t.send(out);
+  }
+
+  // ---- raft snapshots (state transfer; the protocol is in workers/protocol.ts) ----
+
+  /**
+   * A follower is behind the log's first index: the worker copies the state (at the MsgSnap's
+   * index or later) and the transport streams the copy (raw_node.ts item 7).
+   */
+  private sendSnapshot(m: Message): void {
+    if (this.snapshotsOut.has(m.to)) {
+      // raft sends one at a time per follower; a second is a leftover of a leadership change.
+      this.rn.reportSnapshot(m.to, false);
+      return;
+    }
+    const requestId = this.nextSnapshotRequest++;
+    this.snapshotRequests.set(requestId, m);
+    this.snapshotsOut.set(m.to, '');
+    this.worker.send({ type: WorkerMessageType.SnapshotCreate, requestId, minIndex: m.snapshot!.metadata.index });
+    this.peerEvent('sending a snapshot to a follower behind the log', { to: m.to, index: m.snapshot!.metadata.index });
+  }
+
+  private onSnapshotCreated(a: SnapshotAnswer): void {
+    const m = this.snapshotRequests.get(a.requestId);
+    if (m === undefined) return;
+    this.snapshotRequests.delete(a.requestId);
+    const t = this.transport;
+    if (a.error !== null || t === null || this.stopped || !this.rn.isLeader()) {
+      if (a.error === null) this.worker.send({ type: WorkerMessageType.SnapshotRelease, file: a.file });
+      else this.peerEvent('snapshot creation failed', { to: m.to, code: a.error.code, error: a.error.message });
+      this.snapshotsOut.delete(m.to);
+      this.rn.reportSnapshot(m.to, false);
+      this.scheduleTurn();
+      return;
+    }
+    // etcd createMergedSnapshotMessage: the metadata says what is actually sent.
+    const sent: Message = {
+      ...m,
+      snapshot: { metadata: { index: a.index, term: a.term, confState: a.confState }, data: new Uint8Array(0) },
+    };
+    this.snapshotsOut.set(m.to, a.file);
+    t.sendSnapshot(sent, fs.createReadStream(a.file, { highWaterMark: 1024 * 1024 }), a.size);
+  }
+
+  private onSnapshotSent(to: number, ok: boolean): void {
+    const file = this.snapshotsOut.get(to);
+    this.snapshotsOut.delete(to);
+    if (file !== undefined && file !== '') this.worker.send({ type: WorkerMessageType.SnapshotRelease, file });
+    this.peerEvent(ok ? 'snapshot sent' : 'snapshot send failed', { to });
+    if (this.stopped) return;
+    this.rn.reportSnapshot(to, ok);
+    this.scheduleTurn();
+  }
+
+  /** A verified snapshot from the leader: the worker stages it, then raft gets the MsgSnap. */
+  private onSnapshotReceived(m: Message, file: string): void {
+    if (this.stopped || !this.watchStarted) {
+      // Too early to install (the watch worker rebuilds from the new state): the leader retries.
+      fs.rm(file, { force: true }, () => undefined);
+      return;
+    }
+    const requestId = this.nextSnapshotRequest++;
+    this.snapshotRequests.set(requestId, m);
+    this.worker.send({ type: WorkerMessageType.SnapshotStage, requestId, file });
+  }
+
+  private onSnapshotStaged(a: SnapshotAnswer): void {
+    const m = this.snapshotRequests.get(a.requestId);
+    if (m === undefined) return;
+    this.snapshotRequests.delete(a.requestId);
+    if (a.error !== null) {
+      this.peerEvent('received snapshot refused', { from: m.from, code: a.error.code, error: a.error.message });
+      return;
+    }
+    if (this.stopped) return;
+    const snap = m.snapshot!.metadata;
+    if (snap.index !== a.index || snap.term !== a.term) {
+      this.peerEvent('received snapshot does not match its message', { from: m.from, index: snap.index, fileIndex: a.index });
+      this.worker.send({ type: WorkerMessageType.SnapshotRelease, file: a.file });
+      return;
+    }
+    this.rn.step(m);
+    const pending = this.rn.raft.log.pendingSnapshot;
+    if (pending === null || pending.metadata.index !== a.index || this.rn.raft.log.snapshotInProgress) {
+      // raft did not take it (stale, or another is being installed).
+      this.worker.send({ type: WorkerMessageType.SnapshotRelease, file: a.file });
+    } else {
+      if (this.staged !== null) this.worker.send({ type: WorkerMessageType.SnapshotRelease, file: this.staged.file });
+      this.staged = { index: a.index, term: a.term, file: a.file };
+    }
+    this.scheduleTurn();
+  }
+
+  /** The state was replaced by an installed snapshot: lessor, configuration, log bookkeeping. */
+  private onReplaced(r: AppliedReplaced): void {
+    const now = monotonicNowMs();
+    this.lessor.reset(r.leases.map((l) => ({ id: Long.fromString(l.id), ttl: l.ttl, remaining: l.remaining })), now);
+    if (this.rn.isLeader()) this.lessor.promote(now, 2 * leaseRevokesPerTick);
+    while (this.confChanges.length > 0 && this.confChanges[0]!.index <= r.index) this.confChanges.shift();
   }
 
   /** One ReadIndex round for every linearizable read that arrived since the last one. */
@@ -1023,8 +1196,19 @@ export class EtcdServer {
   /** The Batch for a Ready: its write, what to apply, and the reads that may be served. */
   private batchOf(rd: Ready): BatchMessage {
     const persist = rd.persist;
+    let snapshot: BatchMessage['snapshot'] = null;
+    if (persist !== null && persist.snapshot !== null) {
+      const meta = persist.snapshot.metadata;
+      const staged = this.staged;
+      assert(staged !== null && staged.index === meta.index && staged.term === meta.term, 'raft installs the staged snapshot');
+      this.staged = null;
+      snapshot = { index: meta.index, term: meta.term };
+      // Everything up to the snapshot is in it: nothing below is sent for apply again (raft
+      // counts it applied once the install is durable: handedOut follows then).
+      this.applySent = Math.max(this.applySent, meta.index);
+      this.logBytes.reset(meta.index + 1);
+    }
     if (persist !== null) {
-      assert(persist.snapshot === null, 'snapshots arrive with peers');
       this.persisting.push(persist.seq);
       for (const e of persist.entries) this.logBytes.push(e.index, e.data.length);
       // ready() hands out every unstable entry: this turn's proposals are counted above now.
@@ -1061,6 +1245,7 @@ export class EtcdServer {
     }
     return {
       seq: persist !== null ? persist.seq : 0,
+      snapshot,
       hardState: persist !== null ? persist.hardState : null,
       mustSync: persist !== null && persist.mustSync,
       raftTerm: this.rn.term,
@@ -1090,14 +1275,21 @@ export class EtcdServer {
 
   private onWorkerMessage(msg: FromWorker): void {
     if (!(msg instanceof Uint8Array)) {
-      assert(msg.type === WorkerMessageType.Alarm, 'unexpected worker message');
-      this.onStorageAlarm(msg);
+      if (msg.type === WorkerMessageType.SnapshotCreated) this.onSnapshotCreated(msg);
+      else if (msg.type === WorkerMessageType.SnapshotStaged) this.onSnapshotStaged(msg);
+      else {
+        assert(msg.type === WorkerMessageType.Alarm, 'unexpected worker message');
+        this.onStorageAlarm(msg);
+      }
       return;
     }
     if (msg[0] === WorkerMessageType.Persisted) {
       const p = decodePersisted(msg);
       // One sync acknowledges every write before it, in seq order.
       while (this.persisting.length > 0 && this.persisting[0]! <= p.seq) this.rn.persisted(this.persisting.shift()!);
+      // An installed snapshot counts as handed out and applied up to its index.
+      if (this.rn.applied > this.handedOut) this.handedOut = this.rn.applied;
+      this.reportApplied();
       this.scheduleTurn();
       return;
     }
@@ -1115,6 +1307,7 @@ export class EtcdServer {
     this.restoring = this.readyWaiters.length > 0;
     this.leaseNow = monotonicNowMs();
     const h = decodeApplied(data, this.appliedVisitor);
+    if (h.replaced != null) this.onReplaced(h.replaced);
     this.currentRev = h.currentRev;
     this.compactRev = h.compactRev;
     this.dbSize = h.dbSize;
@@ -1165,9 +1358,11 @@ export class EtcdServer {
   private trimLog(): void {
     const applied = this.rn.applied;
     const log = this.rn.raft.log;
+    if (log.pendingSnapshot !== null) return; // the log is being replaced
+    const keep = this.cfg.snapshotCatchUpEntries ?? limits.logRetainEntries;
     const retained = applied - log.firstIndex() + 1;
-    if (retained < 2 * limits.logRetainEntries && this.logBytes.retainedBytes < 2 * limits.logRetainBytesMax) return;
-    const to = this.logBytes.trimPoint(applied, limits.logRetainEntries, limits.logRetainBytesMax);
+    if (retained < 2 * keep && this.logBytes.retainedBytes < 2 * limits.logRetainBytesMax) return;
+    const to = this.logBytes.trimPoint(applied, keep, limits.logRetainBytesMax);
     if (to >= log.firstIndex()) {
       this.rn.compact(to);
       this.logBytes.compactTo(to);

@@ -25,6 +25,16 @@ export class LogBytes {
     this.retainedBytes = 0;
   }
 
+  /** The log was replaced by a snapshot: it starts empty at `firstIndex`. */
+  reset(firstIndex: number): void {
+    this.base = firstIndex;
+    this.sizes = [];
+    this.head = 0;
+    this.applied = firstIndex - 1;
+    this.unappliedBytes = 0;
+    this.retainedBytes = 0;
+  }
+
   /** The entry at `index` holds `bytes`; an index already known replaces it and what follows. */
   push(index: number, bytes: number): void {
     const next = this.base + this.sizes.length - this.head;

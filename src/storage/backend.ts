@@ -11,7 +11,9 @@
 // mean 1.06 ms with per-turn commits).
 //
 // One applied index for everything (issue #10, finding 1). Every transaction carries the raft
-// index of the last entry it holds whole (consistentIndex) and the MVCC revision after it, and no
+// index of the last entry it holds whole (consistentIndex), that entry's term (consistentTerm:
+// a copy of the environment is a raft snapshot at (index, term)) and the MVCC revision after
+// it, and no
 // change of a later entry: the applier brackets each entry with beginEntry()/endEntry(), and a
 // transaction is cut only between entries (flush() asserts it). After a crash the engine holds
 // the state of exactly one applied index, whatever the moment, for every piece of replicated
@@ -71,9 +73,14 @@ export class Backend {
   private flushWanted: boolean;
   /** Between beginEntry() and endEntry(): no transaction may be cut here. */
   private inEntry: boolean;
-  /** Set by endEntry(): recorded as consistentIndex / currentRev by the next transaction. */
+  /** Set by endEntry(): recorded as consistentIndex / consistentTerm / currentRev by the next
+   * transaction. */
   private appliedIndex: number;
+  private appliedTerm: number;
   private appliedRev: number;
+  /** The consistentTerm the store holds or the queue will write: written again only when the
+   * applied term differs (meta is last-write-wins, so the stored one is still right). */
+  private termWritten: number;
   private appliedDirty: boolean;
   /** Numbers of transactions: the last one started, the last one durable. */
   private commitsStarted: number;
@@ -107,7 +114,9 @@ export class Backend {
     this.flushWanted = false;
     this.inEntry = false;
     this.appliedIndex = 0;
+    this.appliedTerm = 0;
     this.appliedRev = 0;
+    this.termWritten = 0;
     this.appliedDirty = false;
     this.commitsStarted = 0;
     this.commitsDurable = 0;
@@ -125,24 +134,35 @@ export class Backend {
   }
 
   /**
-   * The entry at `index` is applied whole; the store revision is `rev`. A transaction may be cut
-   * here, and one is when the batch is full.
+   * The entry at `index` (of raft term `term`) is applied whole; the store revision is `rev`. A
+   * transaction may be cut here, and one is when the batch is full. `term` omitted (unit tests
+   * of the backend alone): the last one stands.
    */
-  endEntry(index: number, rev: number): void {
+  endEntry(index: number, rev: number, term: number = this.appliedTerm): void {
     assert(this.inEntry, 'backend entry not begun');
     assert(index > this.appliedIndex, 'applied index must grow');
+    // Not asserted to grow: after `concordutl wal repair` cut the log behind the state, a lone
+    // member's new entries may carry a lower term than those applied before (wal.ts restartAfter).
+    assert(Number.isSafeInteger(term) && term >= 0, 'applied term');
     this.inEntry = false;
     this.appliedIndex = index;
+    this.appliedTerm = term;
     this.appliedRev = rev;
     this.appliedDirty = true;
     if (this.queue.keys.length >= this.batchLimit || this.queueBytes >= this.batchBytesMax) this.flush();
     else this.armTimer();
   }
 
-  /** The applied index restored at start (consistentIndex), so endEntry can check order. */
-  restoreApplied(index: number, rev: number): void {
+  /**
+   * The applied index restored at start (consistentIndex, currentRev, consistentTerm), so
+   * endEntry can check order. `term` 0: unknown (a data dir written before consistentTerm was
+   * kept).
+   */
+  restoreApplied(index: number, rev: number, term = 0): void {
     this.appliedIndex = index;
+    this.appliedTerm = term;
     this.appliedRev = rev;
+    this.termWritten = this.getMetaU64(schema.metaConsistentTerm);
   }
 
   // ---- MVCC records ----
@@ -203,6 +223,10 @@ export class Backend {
     this.flushWanted = false;
     if (this.appliedDirty) {
       this.metaQueue.set(schema.metaConsistentIndex, schema.u64Bytes(this.appliedIndex));
+      if (this.appliedTerm !== this.termWritten) {
+        this.metaQueue.set(schema.metaConsistentTerm, schema.u64Bytes(this.appliedTerm));
+        this.termWritten = this.appliedTerm;
+      }
       this.metaQueue.set(schema.metaCurrentRev, schema.u64Bytes(this.appliedRev));
       this.appliedDirty = false;
     }
@@ -330,7 +354,8 @@ export class Backend {
 
   /** Meta records go with the next batch: the last value written wins. */
   putMetaBytes(name: string, value: Buffer): void {
-    assert(name !== schema.metaConsistentIndex && name !== schema.metaCurrentRev, 'applied index is set by endEntry');
+    assert(name !== schema.metaConsistentIndex && name !== schema.metaConsistentTerm &&
+      name !== schema.metaCurrentRev, 'applied index is set by endEntry');
     this.metaQueue.set(name, value);
     this.armTimer();
   }
@@ -363,6 +388,26 @@ export class Backend {
     this.metaQueue.clear();
     this.appliedDirty = false;
     this.inEntry = false;
+  }
+
+  /**
+   * Closes the engine without committing what is queued (a raft snapshot replaces the whole
+   * state: nothing of the old one needs to reach the store, the WAL has all of it until the
+   * snapshot's WAL restart). Waits for the transaction in flight, which cannot be called back.
+   * Waiters of flushed() are released: the state they waited on is gone. The backend must not be
+   * used afterwards.
+   */
+  async abandon(): Promise<void> {
+    this.discardUncommitted();
+    this.pending.clear();
+    this.metaCommitting.clear();
+    this.flushWanted = false;
+    while (this.inFlight !== null) await new Promise((r) => setImmediate(r));
+    this.disarmTimer(); // a failed commit re-arms its retry
+    const waiters = this.durableWaiters;
+    this.durableWaiters = [];
+    for (const w of waiters) w.resolve();
+    await this.engine.close();
   }
 
   /** Commits what is queued and closes the engine; gives up on a failing store (the WAL has it). */

@@ -1,12 +1,16 @@
 // Every byte layout concord keeps in LMDB is declared here (etcd: server/storage/schema).
 //
 // <data-dir>/member/wal/  the raft log and hard state (storage/wal.ts), the durability point.
-// <data-dir>/member/kv/   one LMDB environment with the MVCC state, recoverable from the WAL:
+// <data-dir>/member/kv/   one LMDB environment with the MVCC state, recoverable from the WAL
+//                       (data.mdb + lock.mdb, an lmdb-js directory environment):
 //   key   : MVCC revisions (etcd's "key" bucket). key = main (u64 BE) | sub (u64 BE) [| 't']
 //                       value = mvccpb.KeyValue bytes ({key, mod_revision} only for a tombstone)
 //   meta  : small named records, keys below.
 //   lease : lease id (i64 BE, 8 bytes) -> f64 LE granted TTL s | f64 LE remaining TTL s
 //           (remaining 0 = none checkpointed; etcd's leasepb.Lease {ID, TTL, RemainingTTL})
+// <data-dir>/member/snap/ raft snapshots: copies of the kv environment's data file, made to be
+//                       sent (out-*) or received and waiting to be installed (in-*); see
+//                       storage/snapshotter.ts.
 import { assert } from '../util/assert';
 
 export const dbKey = 'key';
@@ -15,6 +19,8 @@ export const dbLease = 'lease';
 
 export const metaConsistentIndex = 'consistentIndex'; // u64: last raft index applied to MVCC
 export const metaCurrentRev = 'currentRev'; //           u64: MVCC current revision at that index
+/** u64: the raft term of the entry at consistentIndex (a raft snapshot's term); written with it. */
+export const metaConsistentTerm = 'consistentTerm';
 export const metaScheduledCompact = 'scheduledCompactRev'; // u64
 export const metaFinishedCompact = 'finishedCompactRev'; //   u64
 export const metaClusterId = 'clusterId'; //   u64
@@ -74,6 +80,10 @@ export function revKeyIsTombstone(key: Uint8Array): boolean {
 
 export const walDir = 'member/wal';
 export const kvDir = 'member/kv';
+export const snapDir = 'member/snap';
+/** The files of the kv directory environment (LMDB's names for a directory env). */
+export const kvDataFile = 'data.mdb';
+export const kvLockFile = 'lock.mdb';
 
 /** metaConfState's layout. */
 export function encodeConfState(cs: { voters: number[]; learners: number[] }): Buffer {

@@ -26,6 +26,14 @@
 // Every segment starts with segStart followed by the last hard state (as etcd's cut() does), so
 // deleting old segments (releaseTo) never loses the term and vote.
 //
+// Restart segments: <dir>/<seq>-<firstIndex>.restart.wal. The log was restarted after
+// firstIndex - 1 (a raft snapshot installed there, or a repair): the segment's segStart names
+// that point, and every segment with a lower seq is obsolete. It is written and synced whole
+// under a temporary name and renamed into place (then the directory synced): that rename is the
+// restart's commit point. Replay ignores and removes the segments before the newest restart
+// segment, so a crash between the rename and the removal of the old segments leaves a log that
+// opens as restarted, and a crash before the rename one that opens as it was.
+//
 // Recovery rules (replay):
 //  - The log ends at the first header that is all zeros (never written) or at the first *bad*
 //    record: a header that fails its checksum, a length that does not fit, a body whose
@@ -138,7 +146,21 @@ function segmentName(seq: number, firstIndex: number): string {
   return seq.toString(16).padStart(16, '0') + '-' + firstIndex.toString(16).padStart(16, '0') + '.wal';
 }
 
-const segmentNamePattern = /^[0-9a-f]{16}-[0-9a-f]{16}\.wal$/;
+const restartSuffix = '.restart.wal';
+
+function restartSegmentName(seq: number, firstIndex: number): string {
+  return segmentName(seq, firstIndex).slice(0, -'.wal'.length) + restartSuffix;
+}
+
+const segmentNamePattern = /^[0-9a-f]{16}-[0-9a-f]{16}(\.restart)?\.wal$/;
+
+/** Steps of a restart, for crash tests (restartAt's observer). */
+export const enum WalRestartStep {
+  /** The new segment is written and synced under its temporary name; nothing changed yet. */
+  SegmentWritten = 1,
+  /** It is renamed into place and the directory synced: the commit point. */
+  Renamed = 2,
+}
 
 /** How one segment file reads: records up to `end`, and what stopped the reading there. */
 interface SegmentScan {
@@ -296,7 +318,15 @@ export class Wal {
   private replay(): WalReplay {
     const io = this.io;
     for (const f of io.list(this.dir)) if (f.endsWith('.tmp')) io.remove(path.join(this.dir, f));
-    const files = segmentFiles(io, this.dir);
+    let files = segmentFiles(io, this.dir);
+    let restartAt = -1;
+    for (let i = files.length - 1; i >= 0 && restartAt < 0; i--) if (files[i]!.endsWith(restartSuffix)) restartAt = i;
+    if (restartAt > 0) {
+      // The leftovers of a restart that crashed before it removed them (see the header).
+      for (const f of files.slice(0, restartAt)) io.remove(path.join(this.dir, f));
+      io.syncDir(this.dir);
+      files = files.slice(restartAt);
+    }
     const out: WalReplay = { hardState: { term: 0, vote: 0, commit: 0 }, prevIndex: 0, prevTerm: 0, entries: [] };
     if (files.length === 0) {
       this.createSegment(1, 1, 0, 0);
@@ -654,15 +684,65 @@ export class Wal {
    */
   restartAfter(index: number, hs: HardState): void {
     assert(index > this.lastIndex, 'restart point inside the log');
+    this.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
+    this.restartAt(index, hs.term, null);
+  }
+
+  /**
+   * Replaces the whole log with an empty one that starts after (index, term), keeping the hard
+   * state (its commit raised to index): a raft snapshot at (index, term) was installed, and
+   * every stored entry goes, those after index too (raft restore). Crash-safe: the restart
+   * segment appears whole or not at all (see the header); `observer` is told each step (tests
+   * crash there by throwing). Precondition: no sync is running or waited for (the caller drains
+   * them first: a sync callback of the old log must not vouch for the new one).
+   */
+  restartAt(index: number, term: number, observer: ((step: WalRestartStep) => void) | null): void {
+    assert(this.failed === null, 'wal restart after a failure');
+    assert(!this.syncing && this.waitingForSync.length === 0, 'wal restart with syncs in flight');
+    assert(Number.isSafeInteger(index) && index >= 0, 'restart index');
+    assert(Number.isSafeInteger(term) && term >= 0, 'restart term');
+    const io = this.io;
     const old = this.segments.slice();
     const seq = old[old.length - 1]!.seq + 1;
+    const hs = this.hardState;
     this.hardState = { term: hs.term, vote: hs.vote, commit: Math.max(hs.commit, index) };
+    let tmp = this.spare;
+    this.spare = null;
+    if (tmp === null) {
+      tmp = spareName(this.dir);
+      try {
+        io.preallocateNow(tmp, this.segmentBytes);
+      } catch (err) {
+        io.remove(tmp);
+        throw this.fail('preallocation', tmp, err as NodeJS.ErrnoException);
+      }
+    }
+    if (this.fd >= 0) io.close(this.fd);
+    const file = path.join(this.dir, restartSegmentName(seq, index + 1));
+    // Written under the temporary name: a crash before the rename leaves a .tmp that replay
+    // removes, and the old log.
+    this.fd = io.open(tmp);
+    this.offset = 0;
+    this.syncedOffset = 0;
+    this.spareRetryOffset = 0;
+    this.segments = [{ seq, firstIndex: index + 1, file, lastIndex: index }];
     this.lastIndex = index;
-    this.lastTerm = hs.term;
-    this.createSegment(seq, index + 1, index, hs.term);
-    for (const seg of old) this.io.remove(seg.file);
-    this.segments = this.segments.filter((s) => !old.includes(s));
-    this.io.syncDir(this.dir);
+    this.lastTerm = term;
+    this.writeSegmentHead(index, term);
+    this.datasyncOrFail(this.fd);
+    this.syncedOffset = this.offset;
+    this.dirty = false;
+    if (observer !== null) observer(WalRestartStep.SegmentWritten);
+    // Renamed closed, as createSegment does (FileIo does not promise that a descriptor follows
+    // a rename), then opened again at the offset reached.
+    io.close(this.fd);
+    this.fd = -1;
+    io.rename(tmp, file);
+    io.syncDir(this.dir);
+    this.fd = io.open(file);
+    if (observer !== null) observer(WalRestartStep.Renamed);
+    for (const seg of old) io.remove(seg.file);
+    io.syncDir(this.dir);
   }
 
   /** Deletes sealed segments whose entries are all <= index (covered by the durable state). */

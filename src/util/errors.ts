@@ -44,6 +44,8 @@ export const enum ErrorCode {
   TimeoutDueToLeaderFail,
   /** etcd ErrTimeoutWaitAppliedIndex: the leader's apply did not reach its commit in time. */
   TimeoutWaitAppliedIndex,
+  /** etcd ErrUnhealthy: a membership change would risk the quorum (members not connected). */
+  Unhealthy,
   /** etcd ErrGPRCNotSupportedForLearner. */
   NotSupportedForLearner,
 }

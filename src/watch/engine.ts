@@ -307,6 +307,17 @@ export class WatchEngine {
     }
   }
 
+  /**
+   * A raft snapshot replaced the store (etcd watchableStore.Restore, which moves every synced
+   * watcher to unsynced): every watcher catches up from the new store from where it was, and
+   * one whose next revision the new store has compacted is cancelled with compact_revision by
+   * the next syncUnsynced (etcd chooseAll). Call before the replica is rebuilt: its revision is
+   * still the one the synced watchers have every event up to.
+   */
+  onRestore(): void {
+    this.onGap();
+  }
+
   // ---- history ----
 
   /**

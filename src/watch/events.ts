@@ -12,11 +12,30 @@
 //                the changes of one write transaction, sub revisions 0..count-1 in order
 //     Compact:   f64 compactRev, f64 storeRev     a compaction applied at storeRev
 //     Committed: f64 rev                          LMDB holds every revision <= rev
+//     Replaced:  f64 rev, f64 compactRev, u32 generation
+//                a raft snapshot replaced the whole store (storage worker install): the kv
+//                environment is now generation `generation` at revision `rev`; records before
+//                this one are about the old store, records after it continue from rev + 1
 //
 // The producer never waits for the consumer: a record that does not fit is dropped (the ring's
 // overflow flag is set) and `seq` still advances, so the consumer sees the gap and catches up
-// from LMDB (watch/replica.ts) once the dropped revisions are committed there.
-import { RingProducer } from './ring';
+// from LMDB (watch/replica.ts) once the dropped revisions are committed there. A dropped
+// Replaced record is found the same way: the consumer compares the generation in the shared
+// slots (KvEnvSlots, below) with the one it opened.
+//
+// The kv environment lock (KvEnvSlots). lmdb-js shares one LMDB environment per process between
+// threads, and finds it by the inode of the LOCK file (lmdb-js env.cpp checkExistingEnvs): the
+// watch worker's read-only replica and the storage worker's backend are one MDB_env. A snapshot
+// install replaces data.mdb under the same path; opening the path again would find the old
+// environment (still held by the watch worker) and share it, mapping the OLD data file
+// (measured: MDB_BAD_RSLOT, or reads of the old file). So the install removes lock.mdb before
+// it renames the new data file in and opens it: a new lock file, a new environment. The watch
+// worker keeps reading its old one (old inode, still mapped) until it reopens by path. An open
+// by path must never run between the storage worker's unlink and its open (it would create the
+// new lock file on the old data file), hence the lock: both sides hold it around opening the
+// path. Waits are short (an open, a rename, two fsyncs) and happen only in the two workers.
+import { ringUserSlots, RingProducer } from './ring';
+import { assert } from '../util/assert';
 import { WireCursor, WireType } from '../util/protobuf_wire';
 import type { Change } from '../mvcc/kvstore';
 
@@ -24,6 +43,7 @@ export const enum RecordKind {
   Revision = 1,
   Compact = 2,
   Committed = 3,
+  Replaced = 4,
 }
 
 const headerBytes = 8;
@@ -87,6 +107,19 @@ export class EventRingWriter {
     this.end(headerBytes + 8);
   }
 
+  /** The store was replaced by a raft snapshot (storage worker install); see the layout. */
+  replaced(rev: number, compactRev: number, generation: number): void {
+    const view = this.begin(headerBytes + 20);
+    if (view === null) return;
+    const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+    dv.setUint8(0, RecordKind.Replaced);
+    dv.setUint32(4, this.seq, true);
+    dv.setFloat64(8, rev, true);
+    dv.setFloat64(16, compactRev, true);
+    dv.setUint32(24, generation, true);
+    this.end(headerBytes + 20);
+  }
+
   /** Wakes the watch worker once per batch of records. */
   flush(): void {
     if (!this.written) return;
@@ -124,7 +157,8 @@ export interface EventChange {
 export type EventRecord =
   | { kind: RecordKind.Revision; seq: number; rev: number; changes: EventChange[] }
   | { kind: RecordKind.Compact; seq: number; compactRev: number; storeRev: number }
-  | { kind: RecordKind.Committed; seq: number; rev: number };
+  | { kind: RecordKind.Committed; seq: number; rev: number }
+  | { kind: RecordKind.Replaced; seq: number; rev: number; compactRev: number; generation: number };
 
 /** Decodes a record lent by RingConsumer.readAll(); the result owns copies of its bytes. */
 export function decodeEventRecord(view: Uint8Array): EventRecord {
@@ -150,6 +184,11 @@ export function decodeEventRecord(view: Uint8Array): EventRecord {
       return { kind, seq, compactRev: dv.getFloat64(8, true), storeRev: dv.getFloat64(16, true) };
     case RecordKind.Committed:
       return { kind, seq, rev: dv.getFloat64(8, true) };
+    case RecordKind.Replaced:
+      return {
+        kind, seq, rev: dv.getFloat64(8, true), compactRev: dv.getFloat64(16, true),
+        generation: dv.getUint32(24, true),
+      };
     default:
       throw new Error(`unknown event record kind ${kind as number}`);
   }
@@ -175,4 +214,55 @@ export function keyOfKeyValue(kv: Uint8Array): string {
     c.skip(tag & 7);
   }
   return '';
+}
+
+/** The user slots of the event ring that KvEnvSlots uses. */
+const enum KvEnvSlot {
+  /** 0 = free, 1 = held (by the thread opening the kv environment's path). */
+  Lock = 0,
+  /** Installs of a raft snapshot so far: the kv environment's generation. */
+  Generation = 1,
+}
+
+/** How long one wait for the kv environment lock may last; the holder does file work only. */
+const kvEnvLockWaitMs = 100;
+/** Waits before the lock counts as leaked (a holder died holding it: a bug). 600 x 100 ms. */
+const kvEnvLockWaitsMax = 600;
+
+/**
+ * The kv environment lock and generation, shared by the storage and watch workers through the
+ * event ring's user slots (see the header). Only worker threads (and tests) take the lock:
+ * Atomics.wait blocks.
+ */
+export class KvEnvSlots {
+  private readonly slots: Int32Array;
+
+  constructor(eventRing: SharedArrayBuffer) {
+    this.slots = ringUserSlots(eventRing);
+  }
+
+  lock(): void {
+    let waits = 0;
+    while (Atomics.compareExchange(this.slots, KvEnvSlot.Lock, 0, 1) !== 0) {
+      assert(waits < kvEnvLockWaitsMax, 'kv environment lock held too long');
+      Atomics.wait(this.slots, KvEnvSlot.Lock, 1, kvEnvLockWaitMs);
+      waits++;
+    }
+  }
+
+  unlock(): void {
+    const was = Atomics.exchange(this.slots, KvEnvSlot.Lock, 0);
+    assert(was === 1, 'kv environment lock released but not held');
+    Atomics.notify(this.slots, KvEnvSlot.Lock, 1);
+  }
+
+  get generation(): number {
+    return Atomics.load(this.slots, KvEnvSlot.Generation);
+  }
+
+  /** Storage worker, holding the lock, after it opened the new environment. */
+  bumpGeneration(): number {
+    assert(Atomics.load(this.slots, KvEnvSlot.Lock) === 1, 'generation bumped without the lock');
+    return Atomics.add(this.slots, KvEnvSlot.Generation, 1) + 1;
+  }
 }

@@ -9,36 +9,88 @@
 // Where a revision's records are: LMDB holds every revision <= committedRev; the window holds
 // every revision in (committedRev, rev]. The window's entries go once a Committed record says
 // LMDB has them (and the read transaction is renewed so that LMDB reads see them).
+//
+// A raft snapshot install replaces the storage worker's environment (a new data file and lock
+// file under the same path, watch/events.ts): reopen() opens the path again, under the kv
+// environment lock, and rebuilds everything from the new store; until then this replica keeps
+// reading its old environment, whose file stays mapped, so it stays the state at `rev`.
 import { open, RootDatabase, Database } from 'lmdb';
 import { TreeIndex } from '../mvcc/index';
 import * as schema from '../storage/schema';
 import { assert } from '../util/assert';
-import { keyOfKeyValue, type EventChange } from './events';
+import { keyOfKeyValue, type EventChange, type KvEnvSlots } from './events';
 
 export class MvccReplica {
-  readonly index: TreeIndex;
+  index: TreeIndex;
   /** Last revision applied to the index. */
   rev: number;
   /** Revisions below it are compacted away (etcd compactMainRev); -1 when never compacted. */
   compactRev: number;
   /** LMDB holds every revision <= committedRev. */
   committedRev: number;
+  /** The kv environment generation this replica reads (KvEnvSlots; 0 without them). */
+  generation: number;
   private readonly window: Map<number, EventChange[]>;
-  private readonly env: RootDatabase;
-  private readonly kv: Database<Buffer, Buffer>;
-  private readonly meta: Database<Buffer, string>;
+  private readonly kvPath: string;
+  private readonly mapSizeBytes: number;
+  private readonly kvEnv: KvEnvSlots | null;
+  private env: RootDatabase;
+  private kv: Database<Buffer, Buffer>;
+  private meta: Database<Buffer, string>;
 
-  constructor(kvPath: string, mapSizeBytes: number) {
+  /** `kvEnv`: the lock shared with the storage worker (null in tests without one). */
+  constructor(kvPath: string, mapSizeBytes: number, kvEnv: KvEnvSlots | null = null) {
     this.index = new TreeIndex();
     this.rev = 1;
     this.compactRev = -1;
     this.committedRev = 0;
+    this.generation = 0;
     this.window = new Map();
-    // Same options as the storage worker's Backend: lmdb-js shares one environment per process
-    // between threads; this side only reads.
-    this.env = open({ path: kvPath, maxDbs: 8, mapSize: mapSizeBytes });
+    this.kvPath = kvPath;
+    this.mapSizeBytes = mapSizeBytes;
+    this.kvEnv = kvEnv;
+    this.env = null as unknown as RootDatabase; // set by openEnv
+    this.kv = null as unknown as Database<Buffer, Buffer>;
+    this.meta = null as unknown as Database<Buffer, string>;
+    this.openEnv();
+  }
+
+  /** Opens the kv path (under the kv environment lock) and notes its generation. */
+  private openEnv(): void {
+    if (this.kvEnv !== null) this.kvEnv.lock();
+    try {
+      // Same options as the storage worker's Backend: lmdb-js shares one environment per
+      // process between threads; this side only reads.
+      this.env = open({ path: this.kvPath, maxDbs: 8, mapSize: this.mapSizeBytes });
+      this.generation = this.kvEnv !== null ? this.kvEnv.generation : 0;
+    } finally {
+      if (this.kvEnv !== null) this.kvEnv.unlock();
+    }
     this.kv = this.env.openDB<Buffer, Buffer>({ name: schema.dbKey, keyEncoding: 'binary', encoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: schema.dbMeta, encoding: 'binary' });
+  }
+
+  /** The store was replaced (a raft snapshot install): true when this replica reads an older one. */
+  get stale(): boolean {
+    return this.kvEnv !== null && this.kvEnv.generation !== this.generation;
+  }
+
+  /**
+   * Opens the replaced store and rebuilds the replica from it (etcd watchableStore.Restore:
+   * the store is restored from the new backend). The old environment is closed after the new
+   * one is open. Returns the new revision.
+   */
+  reopen(): number {
+    const old = this.env;
+    this.openEnv();
+    void old.close();
+    this.index = new TreeIndex();
+    this.window.clear();
+    this.rev = 1;
+    this.compactRev = -1;
+    this.committedRev = 0;
+    this.restore();
+    return this.rev;
   }
 
   /** Builds the index from what LMDB has committed (the storage worker's restore, read-only). */

@@ -7,6 +7,8 @@
 //
 //   byte 0    DataBytes       capacity of the data region, written once by newRingBuffer()
 //   byte 4    Magic           layout check for the side that attaches later
+//   byte 8    UserSlots       14 Int32 slots for the two sides' own use (ringUserSlots():
+//                             watch/events.ts keeps the kv environment lock there)
 //   byte 64   WritePos        producer-owned line: free-running u32 byte position
 //   byte 68   NotifySeq       bumped by notify(); the consumer's Atomics.waitAsync slot
 //   byte 72   WritesRefused   tryWrite()/reserve() calls refused for lack of space (metrics)
@@ -43,6 +45,7 @@ import { assert } from '../util/assert';
 const enum RingSlot {
   DataBytes = 0,
   Magic = 1,
+  UserSlots = 2,
   WritePos = 16,
   NotifySeq = 17,
   WritesRefused = 18,
@@ -55,6 +58,20 @@ const RING_MAGIC = 0x52494e47; // "RING"
 /** Length field of the padding record that sends the consumer back to offset 0. */
 const WRAP_MARKER = 0xffffffff;
 const RECORD_HEADER_BYTES = 4;
+/** Int32 slots after Magic and before the WritePos line, free for the ring's users. */
+export const ringUserSlotCount = 14;
+
+/**
+ * The ring's user slots (bytes 8..63 of the control block, zero at allocation): shared state of
+ * the producer and consumer threads that is not a record (watch/events.ts KvEnvSlots).
+ */
+export function ringUserSlots(sab: SharedArrayBuffer): Int32Array {
+  assert(sab.byteLength > RING_CONTROL_BYTES, 'ring buffer too small');
+  const control = new Int32Array(sab, 0, RING_CONTROL_BYTES / 4);
+  assert(Atomics.load(control, RingSlot.Magic) === RING_MAGIC, 'not a ring buffer');
+  return new Int32Array(sab, RingSlot.UserSlots * 4, ringUserSlotCount);
+}
+
 /** Positions are u32 counters: used = (write - read) >>> 0 is only exact below 2^32. */
 export const ringDataBytesMax = 1 << 30;
 /** Below this a ring holds no useful record (payloadBytesMax would be under 4). */

@@ -7,10 +7,14 @@
 // watcher falls back to history, and the replica is caught up from LMDB once LMDB has committed
 // the dropped revisions (at most one backend batch interval later); until then the records read
 // after the gap wait here.
+//
+// A Replaced record (a raft snapshot install on the storage worker) reopens the replica on the
+// new store and sends every watcher back to history from where it was (engine.onRestore). A
+// Replaced record lost in a gap is found by the generation in the shared slots (KvEnvSlots).
 import { parentPort } from 'node:worker_threads';
 import { setProtoDepthMax } from '../util/proto_depth';
 import { protoDepthMax } from '../config/limits';
-import { decodeEventRecord, EventRecord, RecordKind } from './events';
+import { decodeEventRecord, EventRecord, KvEnvSlots, RecordKind } from './events';
 import { RingConsumer } from './ring';
 import { MvccReplica } from './replica';
 import { WatchEngine } from './engine';
@@ -48,7 +52,7 @@ class WatchWorker {
 
   constructor(init: WatchWorkerInit) {
     this.ring = new RingConsumer(init.eventRing);
-    this.replica = new MvccReplica(init.kvPath, init.mapSizeBytes);
+    this.replica = new MvccReplica(init.kvPath, init.mapSizeBytes, new KvEnvSlots(init.eventRing));
     this.replica.restore();
     const compactView = new BigInt64Array(init.compactRev);
     this.encoder = new WatchResponseEncoder(init.clusterId, init.memberId, init.raftTerm);
@@ -132,7 +136,17 @@ class WatchWorker {
       case RecordKind.Committed:
         this.replica.markCommitted(Math.min(r.rev, this.replica.rev));
         return;
+      case RecordKind.Replaced:
+        // Already reopened on this generation or a later one (after a gap): nothing to do.
+        if (r.generation > this.replica.generation || this.replica.stale) this.restoreReplica();
+        return;
     }
+  }
+
+  /** The store was replaced: watchers go back to history, the replica reads the new store. */
+  private restoreReplica(): void {
+    this.engine.onRestore();
+    this.replica.reopen();
   }
 
   private enterGap(rest: EventRecord[]): void {
@@ -151,6 +165,7 @@ class WatchWorker {
     // Watchers created since the gap began count as synced at the replica's revision, which is
     // about to jump: they go back to history too.
     this.engine.onGap();
+    if (this.replica.stale) this.restoreReplica(); // the gap hid a Replaced record
     const committed = this.replica.resyncFromLmdb();
     const first = this.stash.findIndex((r) => r.kind === RecordKind.Revision && r.rev > committed);
     if (first >= 0 && (this.stash[first] as { rev: number }).rev > committed + 1) return; // still missing

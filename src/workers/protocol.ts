@@ -14,6 +14,11 @@
 //     u32 seq                         1, 2, 3, ...: Persisted names the last batch made durable;
 //                                     0: the batch writes nothing (applies and reads only)
 //     u8  flags (BatchFlag)           | [u53 term, u53 vote, u53 commit] if HardState
+//                                     | [u53 index, u53 term] if Snapshot (hasSnapshot): install
+//                                     the staged snapshot (SnapshotStage) at (index, term) before
+//                                     anything else of this batch; needs seq != 0 and MustSync
+//                                     (raft's PersistBatch.snapshot). Persisted{seq} follows the
+//                                     install. A batch without it is byte for byte as before.
 //     u53 raftTerm                    term to put in response headers
 //     u32 appendCount | appendCount x Entry     entries to make durable
 //     u32 applyCount  | applyCount  x Entry     committed entries to apply, in order
@@ -27,9 +32,17 @@
 //     u32 readCount   | readCount   x ReadResult
 //     u32 leaseCount  | leaseCount  x LeaseChange   lease/lease_store.ts changes, apply order
 //     u32 length | membership (membership/membership.ts encoding) when it changed, else length 0
+//     only in the first Applied after a raft snapshot install (the rest of the message; the
+//     state was replaced before these items; other Applied messages end after membership):
+//       u53 snapshotIndex, u53 snapshotTerm
+//       u32 voters, u32 learners, (voters + learners) x u53 id    the configuration as of it
+//       u32 leaseCount | leaseCount x LeaseInfo                   EVERY lease of the new state
+//                                     (the lessor resets to exactly these, as at start-up)
+//     (appliedIndex/currentRev/compactRev then describe the new state; membership is set)
 //   Result     = u53 id, u8 errorCode (0 = ok), u32 length, response bytes
 //   ReadResult = u32 readId, u8 errorCode, u32 length, response bytes
 //   LeaseChange = u8 kind, u32 length, decimal int64 id (ascii), u53 ttl, u53 remaining
+//   LeaseInfo   = u32 length, decimal int64 id (ascii), u53 ttl, u53 remaining
 //   Persisted worker -> main                    encodePersisted / decodePersisted
 //     u8 type = Persisted, u32 seq, u53 index, u53 term
 //     every batch up to `seq` is durable: its entries (the last one is index/term; 0/0 when
@@ -42,7 +55,8 @@
 // flags say MustSync (new entries, or a new term or vote) and sends Persisted{seq} only after
 // that sync returned; it applies an entry only once the WAL sync covering it has returned.
 // A batch's committed entries may include entries appended in the same batch.
-// Start-up, shutdown and alarm messages are plain objects (rare).
+// Start-up, shutdown, alarm and raft snapshot messages are plain objects (rare); see "Raft
+// snapshots" below for SnapshotCreate/Created, SnapshotStage/Staged and SnapshotRelease.
 import { assert } from '../util/assert';
 import type { Entry, HardState } from '../raft/types';
 
@@ -57,18 +71,25 @@ export const enum BatchFlag {
   HardState = 1,
   /** The WAL must be synced before Persisted: new entries, or a new term or vote. */
   MustSync = 2,
+  /** hasSnapshot: install the staged raft snapshot first (BatchMessage.snapshot). */
+  Snapshot = 4,
 }
 
 export const enum WorkerMessageType {
   Init = 1,
   Batch = 2,
   Close = 3,
+  SnapshotCreate = 4,
+  SnapshotStage = 5,
+  SnapshotRelease = 6,
   Ready = 11,
   Applied = 12,
   Persisted = 13,
   Closed = 14,
   Fatal = 15,
   Alarm = 16,
+  SnapshotCreated = 17,
+  SnapshotStaged = 18,
 }
 
 export class PackWriter {
@@ -264,8 +285,82 @@ export interface WorkerAlarm {
   message: string;
 }
 
-export type ToWorker = WorkerInit | Uint8Array | { type: WorkerMessageType.Close };
-export type FromWorker = WorkerReady | Uint8Array | WorkerFatal | WorkerAlarm | { type: WorkerMessageType.Closed };
+// ---- Raft snapshots (plain objects: one per snapshot, not per request) ----
+//
+// Leader side (raw_node.ts item 7):
+//   SnapshotCreate{requestId, minIndex} -> SnapshotCreated{requestId, file, ...}
+//     A consistent copy of the LMDB state in <data-dir>/member/snap/, at an applied index >=
+//     minIndex (pass the MsgSnap's index: the state sent must be at that index or later). The
+//     copy runs on the libuv pool: applies and reads go on. `index`/`term`/`confState`/
+//     `membership` are read back from the copy: rewrite the MsgSnap's metadata to them (etcd
+//     createMergedSnapshotMessage), send `size` bytes of `file`, then SnapshotRelease{file}.
+//     A file held by the driver is reused for a later request whose minIndex it satisfies
+//     (one more hold: one release each). At most snapshotOutFilesMax files are held at once;
+//     beyond that, error Busy.
+// Follower side (raw_node.ts item 4):
+//   SnapshotStage{requestId, file} -> SnapshotStaged{requestId, file, ...}
+//     `file` is the transport's verified file; the worker takes it (moves it into member/snap;
+//     the driver must not touch it again), checks that it is a whole LMDB snapshot of this
+//     cluster above the applied index, and answers its metadata. Then step the MsgSnap; when
+//     raft hands out PersistBatch.snapshot, send it as the Batch's snapshot field with the same
+//     (index, term). One staged file at a time: a new stage replaces the previous one. If raft
+//     does not restore it, SnapshotRelease{file} (or stage the next one).
+//   Batch{snapshot: {index, term}}: the install; its first Applied has `replaced` (leases,
+//     configuration, membership of the new state), then Persisted{seq, index, term}.
+//   Order: SnapshotStage must be answered before the Batch that installs it is sent. Every
+//   message sent during an install waits until it is done, in order.
+//   SnapshotRelease{file}: the driver is done with a file it got in an answer. Unknown files
+//   (already released, or consumed by an install) are ignored.
+
+export interface SnapshotCreate {
+  type: WorkerMessageType.SnapshotCreate;
+  requestId: number;
+  /** The state must be at this applied index or later (the MsgSnap's metadata.index). */
+  minIndex: number;
+}
+
+export interface SnapshotStage {
+  type: WorkerMessageType.SnapshotStage;
+  requestId: number;
+  /** The verified received file (PeerTransport.onSnapshot's handle); the worker takes it. */
+  file: string;
+}
+
+export interface SnapshotRelease {
+  type: WorkerMessageType.SnapshotRelease;
+  file: string;
+}
+
+/** What a snapshot file holds, or why there is none. */
+export interface SnapshotAnswer {
+  requestId: number;
+  /** null when ok; else a storage/snapshotter.ts SnapshotErrorCode and a message to log. */
+  error: { code: number; message: string } | null;
+  /** Absolute path of the file (in member/snap); '' on error. */
+  file: string;
+  /** Bytes to send. */
+  size: number;
+  /** The raft index and term the state is at (read from the file). */
+  index: number;
+  term: number;
+  confState: { voters: number[]; learners: number[] };
+  /** membership/membership.ts encoding, as of index. */
+  membership: Uint8Array;
+  currentRev: number;
+}
+
+export interface SnapshotCreated extends SnapshotAnswer {
+  type: WorkerMessageType.SnapshotCreated;
+}
+
+export interface SnapshotStaged extends SnapshotAnswer {
+  type: WorkerMessageType.SnapshotStaged;
+}
+
+export type ToWorker = WorkerInit | Uint8Array | { type: WorkerMessageType.Close } |
+  SnapshotCreate | SnapshotStage | SnapshotRelease;
+export type FromWorker = WorkerReady | Uint8Array | WorkerFatal | WorkerAlarm |
+  { type: WorkerMessageType.Closed } | SnapshotCreated | SnapshotStaged;
 
 // ---- Batch ----
 
@@ -276,8 +371,17 @@ export interface ReadRequest {
   request: Uint8Array;
 }
 
+/** Batch.snapshot: install the staged raft snapshot at (index, term) first. */
+export interface BatchSnapshot {
+  index: number;
+  term: number;
+}
+
 export interface BatchMessage {
   seq: number;
+  /** Install the staged snapshot first (raft PersistBatch.snapshot); absent or null for none
+   * (decodeBatch leaves it out when there is none). */
+  snapshot?: BatchSnapshot | null;
   /** Set when term, vote or commit changed. */
   hardState: HardState | null;
   /** Sync the WAL before Persisted (raft's Ready.mustSync). */
@@ -293,11 +397,18 @@ export function encodeBatch(w: PackWriter, b: BatchMessage): Uint8Array {
   w.reset();
   w.u8(WorkerMessageType.Batch);
   w.u32(b.seq);
-  w.u8((b.hardState !== null ? BatchFlag.HardState : 0) | (b.mustSync ? BatchFlag.MustSync : 0));
+  const snap = b.snapshot ?? null;
+  w.u8((b.hardState !== null ? BatchFlag.HardState : 0) | (b.mustSync ? BatchFlag.MustSync : 0) |
+    (snap !== null ? BatchFlag.Snapshot : 0));
   if (b.hardState !== null) {
     w.u53(b.hardState.term);
     w.u53(b.hardState.vote);
     w.u53(b.hardState.commit);
+  }
+  if (snap !== null) {
+    assert(b.seq !== 0 && b.mustSync, 'a snapshot batch is a synced write');
+    w.u53(snap.index);
+    w.u53(snap.term);
   }
   w.u53(b.raftTerm);
   w.u32(b.append.length);
@@ -321,6 +432,7 @@ export function decodeBatch(data: Uint8Array): BatchMessage {
   const seq = r.u32();
   const flags = r.u8();
   const hardState = (flags & BatchFlag.HardState) !== 0 ? { term: r.u53(), vote: r.u53(), commit: r.u53() } : null;
+  const snapshot = (flags & BatchFlag.Snapshot) !== 0 ? { index: r.u53(), term: r.u53() } : null;
   const raftTerm = r.u53();
   const append: Entry[] = [];
   for (let n = r.u32(); n > 0; n--) append.push(r.entry());
@@ -334,7 +446,10 @@ export function decodeBatch(data: Uint8Array): BatchMessage {
     reads.push({ id, kind, linearizable, request: r.bytes() });
   }
   assert(r.done(), 'Batch has trailing bytes');
-  return { seq, hardState, mustSync: (flags & BatchFlag.MustSync) !== 0, raftTerm, append, apply, reads };
+  const b: BatchMessage = { seq, hardState, mustSync: (flags & BatchFlag.MustSync) !== 0, raftTerm, append, apply, reads };
+  // Present only when set: a decoded batch equals the BatchMessage it was encoded from.
+  if (snapshot !== null) b.snapshot = snapshot;
+  return b;
 }
 
 // ---- Applied ----
@@ -347,6 +462,18 @@ export interface AppliedHeader {
   dbSizeInUse: number;
   /** The membership after these applies, when they changed it (a view into the message). */
   membership: Uint8Array | null;
+  /** Set in the first Applied after a raft snapshot install: the state was replaced
+   * (decodeApplied leaves it out otherwise). */
+  replaced?: AppliedReplaced | null;
+}
+
+/** A raft snapshot replaced the state (Applied's `replaced` section). */
+export interface AppliedReplaced {
+  index: number;
+  term: number;
+  confState: { voters: number[]; learners: number[] };
+  /** Every lease of the new state: the lessor forgets all others. */
+  leases: LeaseInfo[];
 }
 
 /** What decodeApplied hands over, item by item (no array per message). */
@@ -395,7 +522,9 @@ export class AppliedWriter {
   /** The message, in its own buffer; the writer is empty afterwards. */
   finish(h: AppliedHeader): Uint8Array {
     const membership = h.membership ?? emptyBytes;
-    const m = new Uint8Array(1 + 5 * 8 + 16 + this.results.length + this.reads.length + this.leases.length + membership.length);
+    const replaced = h.replaced === undefined || h.replaced === null ? null : encodeReplaced(h.replaced);
+    const m = new Uint8Array(1 + 5 * 8 + 16 + this.results.length + this.reads.length + this.leases.length +
+      membership.length + (replaced === null ? 0 : replaced.length));
     const b = Buffer.from(m.buffer);
     let pos = 0;
     b[pos++] = WorkerMessageType.Applied;
@@ -413,6 +542,10 @@ export class AppliedWriter {
     pos = b.writeUInt32LE(membership.length, pos);
     m.set(membership, pos);
     pos += membership.length;
+    if (replaced !== null) {
+      m.set(replaced, pos);
+      pos += replaced.length;
+    }
     assert(pos === m.length, 'applied message size');
     this.results.reset();
     this.reads.reset();
@@ -455,8 +588,44 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
   }
   const membership = r.bytes();
   if (membership.length > 0) h.membership = membership;
+  if (!r.done()) h.replaced = decodeReplaced(r); // present only when set, as `snapshot`
   assert(r.done(), 'Applied has trailing bytes');
   return h;
+}
+
+function encodeReplaced(x: AppliedReplaced): Uint8Array {
+  const w = new PackWriter(64 + 40 * x.leases.length);
+  w.u53(x.index);
+  w.u53(x.term);
+  w.u32(x.confState.voters.length);
+  w.u32(x.confState.learners.length);
+  for (const id of x.confState.voters) w.u53(id);
+  for (const id of x.confState.learners) w.u53(id);
+  w.u32(x.leases.length);
+  for (const l of x.leases) {
+    w.bytes(Buffer.from(l.id, 'latin1'));
+    w.u53(l.ttl);
+    w.u53(l.remaining);
+  }
+  return w.finish();
+}
+
+function decodeReplaced(r: PackReader): AppliedReplaced {
+  const index = r.u53();
+  const term = r.u53();
+  const nv = r.u32();
+  const nl = r.u32();
+  const voters: number[] = [];
+  const learners: number[] = [];
+  for (let i = 0; i < nv; i++) voters.push(r.u53());
+  for (let i = 0; i < nl; i++) learners.push(r.u53());
+  const leases: LeaseInfo[] = [];
+  for (let n = r.u32(); n > 0; n--) {
+    const id = Buffer.from(r.bytes()).toString('latin1');
+    const ttl = r.u53();
+    leases.push({ id, ttl, remaining: r.u53() });
+  }
+  return { index, term, confState: { voters, learners }, leases };
 }
 
 // ---- Persisted ----

@@ -23,7 +23,9 @@ export const enum StatSlot {
   BackendCommitWrites = 39,
   /** Storage worker event-loop busy time since start, ms (performance.eventLoopUtilization). */
   WorkerBusyMs = 40,
-  Slots = 41,
+  /** Entries whose apply took longer than 100 ms (etcd_server_slow_apply_total). */
+  SlowApplies = 41,
+  Slots = 42,
 }
 if (HIST_SLOTS !== 17) throw new Error('stats layout: histogram slot count changed');
 

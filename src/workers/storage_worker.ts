@@ -38,8 +38,17 @@ parentPort!.on('message', (msg: ToWorker) => {
     }
     switch (msg.type) {
       case WorkerMessageType.Init:
-        core = new StorageCore(msg, { io: nodeFileIo, timers: realTimers, post, alarm: post, fatal });
+        core = new StorageCore(msg, { io: nodeFileIo, timers: realTimers, post, alarm: post, fatal, snapshotAnswer: post });
         post(core.ready());
+        break;
+      case WorkerMessageType.SnapshotCreate:
+        core!.snapshotCreate(msg);
+        break;
+      case WorkerMessageType.SnapshotStage:
+        core!.snapshotStage(msg);
+        break;
+      case WorkerMessageType.SnapshotRelease:
+        core!.snapshotRelease(msg);
         break;
       case WorkerMessageType.Close:
         void core!.close().then(() => post({ type: WorkerMessageType.Closed }));

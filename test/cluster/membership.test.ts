@@ -1,10 +1,10 @@
 // Runtime membership changes under a recorded write load (issue #12): a learner is added and
-// joins with --initial-cluster-state existing (catching up by replaying the log), serves
-// serializable reads, is promoted on the leader (refused on a follower, as concord does not
-// forward promotes yet), the leader moves to it, an old member is removed and stops by itself,
-// and etcd's errors answer the bad requests (member not found, Peer URLs already exists, can
-// only promote a learner). The history of the clients stays linearizable throughout, and every
-// member ends with the same state.
+// joins with --initial-cluster-state existing (catching up from the leader's snapshot: the raft
+// log is kept short), serves serializable reads and nothing else, is promoted on the leader
+// (refused on a follower, as concord does not forward promotes yet), the leader moves to it, an
+// old member is removed and stops by itself, and etcd's errors answer the bad requests (member
+// not found, Peer URLs already exists, can only promote a learner). The history of the clients
+// stays linearizable throughout, and every member ends with the same state.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -26,7 +26,8 @@ async function rejects(p: Promise<unknown>, code: grpc.status, details: string):
 }
 
 test('membership under load: add a learner, join, promote, move the leader, remove a member', async (t) => {
-  const c = await startCluster({ size: 3, token: 'membership' });
+  // A short raft log: the learner added under load can only catch up from a snapshot.
+  const c = await startCluster({ size: 3, token: 'membership', extraArgs: ['--experimental-snapshot-catchup-entries', '20'] });
   t.after(() => c.stop());
   const w = new ClusterWorkload({ endpoints: c.endpoints(), clients: 4, keys: 3, seed: 11 });
   w.start();
@@ -58,6 +59,7 @@ test('membership under load: add a learner, join, promote, move the leader, remo
       if (r !== null && r.kvs.length > 0) break;
       await sleep(100);
     }
+    assert.match(c.logs(learner), /received and saved database snapshot/, 'the learner caught up from a snapshot');
     // As etcd's interceptors: a learner serves Status and serializable Range only.
     const notForLearner = 'etcdserver: rpc not supported for learner';
     await rejects(unary(lkv, 'Put', { key: Buffer.from('k0'), value: Buffer.from('x') }), grpc.status.UNAVAILABLE, notForLearner);
@@ -93,7 +95,18 @@ test('membership under load: add a learner, join, promote, move the leader, remo
     const oldId = Long.fromString(String(after.members.find((m) => m.name === c.members[leader]!.name)!.ID), true);
     const cl2 = cl(learner);
     t.after(() => cl2.close());
-    const removed = await unary(cl2, 'MemberRemove', { ID: oldId });
+    // etcd refuses the removal until the members have been connected for 5 s (the new leader
+    // just joined): "unhealthy cluster", retried as an operator would.
+    let removed: Awaited<ReturnType<typeof unary<'etcdserverpb.Cluster', 'MemberRemove'>>>;
+    for (let i = 0; ; i++) {
+      try {
+        removed = await unary(cl2, 'MemberRemove', { ID: oldId });
+        break;
+      } catch (err) {
+        if ((err as grpc.ServiceError).details !== 'etcdserver: unhealthy cluster' || i > 100) throw err;
+        await sleep(100);
+      }
+    }
     assert.equal(removed.members.length, 3);
     for (let i = 0; i < 50 && c.procs[leader]!.proc.exitCode === null; i++) await sleep(100);
     assert.equal(c.procs[leader]!.proc.exitCode, 0, 'the removed member stopped');
@@ -118,4 +131,25 @@ test('membership under load: add a learner, join, promote, move the leader, remo
     }
   }
   assert.equal(states.size, 1, [...states].join('\n'));
+});
+
+test('strict reconfig check: no member added while a voter is down; a down member may be removed', async (t) => {
+  const c = await startCluster({ size: 3, token: 'reconfig-check' });
+  t.after(() => c.stop());
+  const leader = await c.leader();
+  const down = (leader + 1) % 3;
+  const cl = connect('etcdserverpb.Cluster', c.members[leader]!.clientUrl);
+  t.after(() => cl.close());
+  const list = await unary(cl, 'MemberList', {});
+  const downId = Long.fromString(String(list.members.find((m) => m.name === c.members[down]!.name)!.ID), true);
+  await c.kill(down);
+  // etcd isConnectedFullySince: every voter connected for the last 5 s.
+  await rejects(unary(cl, 'MemberAdd', { peerURLs: ['http://127.0.0.1:1'], isLearner: true }),
+    grpc.status.UNAVAILABLE, 'etcdserver: unhealthy cluster');
+  // Removing a voter that is up would leave 1 of 2 connected: refused. The down one may go.
+  const other = 3 - leader - down;
+  const otherId = Long.fromString(String(list.members.find((m) => m.name === c.members[other]!.name)!.ID), true);
+  await rejects(unary(cl, 'MemberRemove', { ID: otherId }), grpc.status.UNAVAILABLE, 'etcdserver: unhealthy cluster');
+  const r = await unary(cl, 'MemberRemove', { ID: downId });
+  assert.equal(r.members.length, 2);
 });

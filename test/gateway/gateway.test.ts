@@ -192,6 +192,8 @@ describe('/metrics and probes', () => {
     assert.ok(sample(t, 'etcd_server_proposals_committed_total') >= 11);
     assert.ok(sample(t, 'etcd_server_proposals_applied_total') >= 11);
     assert.equal(sample(t, 'etcd_server_proposals_pending'), 0);
+    assert.equal(sample(t, 'etcd_server_slow_apply_total'), 0);
+    assert.equal(sample(t, 'etcd_server_heartbeat_send_failures_total'), 0);
     assert.ok(sample(t, 'etcd_disk_wal_fsync_duration_seconds_count') >= 1);
     assert.ok(sample(t, 'etcd_disk_wal_fsync_duration_seconds_bucket', 'le="+Inf"') >= 1);
     assert.ok(sample(t, 'etcd_mvcc_db_total_size_in_bytes') > 0);

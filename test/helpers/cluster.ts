@@ -167,6 +167,8 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       let flag = `${clusterFlag},${m.name}=${m.peerUrl}`;
       let state = 'existing';
       if (opts.add !== undefined) {
+        // The caller adds the member (e.g. through etcdctl) and owns any retry on
+        // 'unhealthy cluster', since it checks that command's output.
         const v = await opts.add(m);
         id = v.id;
         m.name = v.name;
@@ -175,8 +177,18 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       } else {
         const cl = connect('etcdserverpb.Cluster', members[via]!.clientUrl);
         try {
-          const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
-          id = String(r.member!.ID);
+          // etcd refuses a member add until every voter has been connected for 5 s ("unhealthy
+          // cluster"): right after a start or a restart, retry as an operator would.
+          for (let attempt = 0; ; attempt++) {
+            try {
+              const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
+              id = String(r.member!.ID);
+              break;
+            } catch (err) {
+              if ((err as { details?: string }).details !== 'etcdserver: unhealthy cluster' || attempt >= 100) throw err;
+              await new Promise((r) => setTimeout(r, 100));
+            }
+          }
         } finally {
           cl.close();
         }

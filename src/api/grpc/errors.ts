@@ -49,6 +49,7 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.DeadlineExceeded, { code: S.UNKNOWN, message: 'context deadline exceeded' }],
   [ErrorCode.TimeoutDueToLeaderFail, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out, possibly due to previous leader failure' }],
   [ErrorCode.TimeoutWaitAppliedIndex, { code: S.UNAVAILABLE, message: 'etcdserver: request timed out, waiting for the applied index took too long' }],
+  [ErrorCode.Unhealthy, { code: S.UNAVAILABLE, message: 'etcdserver: unhealthy cluster' }],
   [ErrorCode.NotSupportedForLearner, { code: S.UNAVAILABLE, message: 'etcdserver: rpc not supported for learner' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
 ]);
