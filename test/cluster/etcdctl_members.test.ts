@@ -5,8 +5,11 @@
 // checked on its answer: members in ascending id order, the new one under the given name); the
 // member is then started with those very values and must become a voter that serves reads and
 // writes. Then `member add --learner`, `member promote`, `member update`, `move-leader` and
-// `member remove` give etcd's output and do what they say (and etcd's errors for a second
-// remove and for promoting a voter).
+// `member remove` give etcd's output and do what they say. The same commands are run against a
+// real etcd first (test/helpers/etcd.ts, loopback, free ports): concord's outputs and errors
+// (exit code, gRPC code and message, the final "Error:" line; member and cluster ids replaced)
+// must equal etcd's for promoting a voter, promoting a learner not in sync, update, remove, a
+// second remove and move-leader to a removed member.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
@@ -107,23 +110,90 @@ function memberLine(m: MemberView, started: boolean): string {
   return `${m.id.toString(16)}, ${started ? 'started' : 'unstarted'}, ${m.name}, ${m.peerUrls.join(',')}, ${m.clientUrls.join(',')}, ${m.isLearner}`;
 }
 
-/** Until `pred` holds on MemberList through every live member (names are published after start). */
-async function waitMembers(c: ClusterHandle, pred: (ms: MemberView[]) => boolean, what: string): Promise<MemberView[]> {
+/**
+ * A failed etcdctl run as the user sees it: exit code, the gRPC error of clientv3's retry log line
+ * ("rpc error: code = NotFound desc = ..."; the line's timestamp and target vary) and the final
+ * "Error: ..." line.
+ */
+function ctlFailure(r: Run): string {
+  const lines = r.stderr.trim().split('\n');
+  const grpcErrors = lines.filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { error?: string }).error ?? '?');
+  return `exit ${r.code} | ${grpcErrors.join(' / ')} | ${lines[lines.length - 1]}`;
+}
+
+/** `text` with these ids (as etcdctl prints them: %16x or %x) replaced by their labels. */
+function withIds(text: string, ids: [bigint, string][]): string {
+  let out = text;
+  for (const [id, label] of ids) out = out.split(hex16(id)).join(label).split(id.toString(16)).join(label);
+  return out;
+}
+
+/** What real etcd answers to the commands the concord test checks (one fresh member). */
+interface EtcdAnswers {
+  promoteVoter: string;
+  promoteUnsynced: string;
+  update: string;
+  remove: string;
+  removeAgain: string;
+  moveToRemoved: string;
+}
+
+/**
+ * The commands run against real etcd (a single member, so those that need a quorum first; the
+ * voter add that takes the quorum away last), with the same rules checked on etcd's own answer
+ * as on concord's so that both cannot be wrong together.
+ */
+async function etcdAnswers(endpoint: string): Promise<EtcdAnswers> {
+  const ep = [endpoint];
+  const solo = (await memberList(endpoint)).members[0]!;
+  const list0 = await etcdctl(ep, ['member', 'list']);
+  assert.equal(list0.stdout, memberLine(solo, true) + '\n', 'etcd: member list line format');
+  const learnerPeer = `http://127.0.0.1:${await freePort()}`;
+  const { out: added } = await ctlAdd(ep, 'learner', learnerPeer, true);
+  const learner = (await memberList(endpoint)).members.find((m) => m.id === added.id)!;
+  const list1 = await etcdctl(ep, ['member', 'list']);
+  assert.ok(list1.stdout.split('\n').includes(memberLine(learner, false)), `etcd: an unstarted learner's line:\n${list1.stdout}`);
+  const ids: [bigint, string][] = [[added.id, '<member>'], [added.clusterId, '<cluster>']];
+  const answers: EtcdAnswers = {
+    promoteVoter: ctlFailure(await etcdctl(ep, ['member', 'promote', solo.id.toString(16)])),
+    promoteUnsynced: ctlFailure(await etcdctl(ep, ['member', 'promote', added.id.toString(16)])),
+    update: withIds((await etcdctl(ep, ['member', 'update', added.id.toString(16), `--peer-urls=${learnerPeer},${learnerPeer.replace('127.0.0.1', 'localhost')}`])).stdout, ids),
+    remove: withIds((await etcdctl(ep, ['member', 'remove', added.id.toString(16)])).stdout, ids),
+    removeAgain: ctlFailure(await etcdctl(ep, ['member', 'remove', added.id.toString(16)])),
+    moveToRemoved: ctlFailure(await etcdctl(ep, ['move-leader', added.id.toString(16)])),
+  };
+  // Last: a voter that never starts (the single member loses its quorum).
+  await ctlAdd(ep, 'newbie', `http://127.0.0.1:${await freePort()}`, false);
+  return answers;
+}
+
+/**
+ * Until `pred` holds on MemberList through every live member (names are published after start).
+ * `learners`: members not asked, since a learner refuses MemberList ("rpc not supported for
+ * learner", etcd 3.4 isRPCSupportedForLearner).
+ */
+async function waitMembers(c: ClusterHandle, pred: (ms: MemberView[]) => boolean, what: string, learners: number[] = []): Promise<MemberView[]> {
   const deadline = Date.now() + 15_000;
   let last: MemberView[] = [];
+  let seen: string[] = [];
   for (;;) {
     let ok = true;
+    seen = [];
     for (let i = 0; i < c.members.length; i++) {
-      if (c.procs[i] === null) continue;
+      if (c.procs[i] === null || learners.includes(i)) continue;
       try {
         last = (await memberList(c.members[i]!.clientUrl)).members;
-        if (!pred(last)) ok = false;
-      } catch {
+        if (!pred(last)) {
+          ok = false;
+          seen.push(`m${i}: ${JSON.stringify(last, (_k, v) => (typeof v === 'bigint' ? v.toString(16) : v))}`);
+        }
+      } catch (err) {
         ok = false;
+        seen.push(`m${i}: ${(err as Error).message}`);
       }
     }
     if (ok) return last;
-    if (Date.now() > deadline) assert.fail(`${what}: ${JSON.stringify(last, (_k, v) => (typeof v === 'bigint' ? v.toString(16) : v))}`);
+    if (Date.now() > deadline) assert.fail(`${what}:\n${seen.join('\n')}`);
     await sleep(200);
   }
 }
@@ -153,9 +223,9 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
   const c = cs.value;
   const e = es.value;
 
-  // Real etcd: the same command, the same rules on its answer (so the expectations are etcd's).
-  const etcdAdd = await ctlAdd([e.endpoint], 'newbie', `http://127.0.0.1:${await freePort()}`, false);
-  t.diagnostic(`etcd: ETCD_INITIAL_CLUSTER="${etcdAdd.out.initialCluster}"`);
+  // Real etcd: the same commands, the same rules on its answers (so the expectations are etcd's).
+  const etcd = await etcdAnswers(e.endpoint);
+  t.diagnostic(`etcd: ${JSON.stringify(etcd)}`);
 
   const kv0 = connect('etcdserverpb.KV', c.members[0]!.clientUrl);
   t.after(() => kv0.close());
@@ -192,19 +262,24 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
     add: async (m) => {
       const { out, values } = await ctlAdd(all(), 'm4', m.peerUrl, true);
       learnerOut = out;
+      // Before it starts, the learner is not in sync: etcd's refusal.
+      // TODO(forwarding): through any member (a follower) once MemberPromote is forwarded.
+      const unsynced = await etcdctl([c.members[await c.leader()]!.clientUrl], ['member', 'promote', out.id.toString(16)]);
+      assert.equal(ctlFailure(unsynced), etcd.promoteUnsynced, 'promoting a learner not started yet');
       return values;
     },
   });
   const m4Id = learnerOut!.id;
-  members = await waitMembers(c, (ms) => ms.some((m) => m.id === m4Id && m.name === 'm4' && m.isLearner), 'm4 is listed as a learner');
+  members = await waitMembers(c, (ms) => ms.some((m) => m.id === m4Id && m.name === 'm4' && m.isLearner), 'm4 is listed as a learner', [m4]);
   const list2 = await etcdctl(all().filter((_, i) => i !== m4), ['member', 'list']);
   assert.ok(list2.stdout.split('\n').includes(memberLine(members.find((m) => m.id === m4Id)!, true)), `member list:\n${list2.stdout}`);
 
-  // member promote: a voter is refused with etcd's error; the learner is promoted (through the
-  // leader: see the next test for a follower).
+  // member promote: a voter is refused with etcd's error; the learner is promoted.
+  // TODO(forwarding): send both through a follower (or all()) once MemberPromote is forwarded;
+  // for now through the leader (the next test, skipped until then, covers a follower).
   const leader = await c.leader();
   const bad = await etcdctl([c.members[leader]!.clientUrl], ['member', 'promote', m3Id.toString(16)]);
-  assert.equal(bad.code, 1);
+  assert.equal(ctlFailure(bad), etcd.promoteVoter, 'promoting a voter');
   assert.match(bad.stderr, /\nError: etcdserver: can only promote a learner member\n$/);
   const promoted = await etcdctlRetry([c.members[leader]!.clientUrl], ['member', 'promote', m4Id.toString(16)], /in sync with leader/);
   assert.equal(promoted.code, 0, promoted.stderr);
@@ -218,6 +293,7 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
   const updated = await etcdctl(all(), ['member', 'update', m4Id.toString(16), `--peer-urls=${peers4}`]);
   assert.equal(updated.code, 0, updated.stderr);
   assert.equal(updated.stdout, `Member ${hex16(m4Id)} updated in cluster ${hex16(clusterId)}\n`);
+  assert.equal(withIds(updated.stdout, [[m4Id, '<member>'], [clusterId, '<cluster>']]), etcd.update);
   await waitMembers(c, (ms) => ms.find((m) => m.id === m4Id)?.peerUrls.join(',') === peers4, 'm4 has both peer URLs');
 
   // move-leader to m3 (etcdctl finds the leader among the endpoints); without the leader among
@@ -240,18 +316,22 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
   const removed = await etcdctl(all(), ['member', 'remove', fromId.toString(16)]);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(removed.stdout, `Member ${hex16(fromId)} removed from cluster ${hex16(clusterId)}\n`);
+  assert.equal(withIds(removed.stdout, [[fromId, '<member>'], [clusterId, '<cluster>']]), etcd.remove);
   for (let i = 0; i < 100 && c.procs[from]!.proc.exitCode === null; i++) await sleep(100);
   assert.equal(c.procs[from]!.proc.exitCode, 0, 'the removed member stopped');
   c.procs[from] = null;
   const again = await etcdctl(all(), ['member', 'remove', fromId.toString(16)]);
-  assert.equal(again.code, 1);
+  assert.equal(ctlFailure(again), etcd.removeAgain, 'removing a removed member');
   assert.match(again.stderr, /\nError: etcdserver: member not found\n$/);
+  const moveToRemoved = await etcdctl(all(), ['move-leader', fromId.toString(16)]);
+  assert.equal(ctlFailure(moveToRemoved), etcd.moveToRemoved, 'move-leader to a removed member');
   members = await waitMembers(c, (ms) => ms.length === 4 && !ms.some((m) => m.id === fromId), 'four members left');
   const list3 = await etcdctl(all(), ['member', 'list']);
   assert.deepEqual(list3.stdout.trim().split('\n'), [...members].sort((a, b) => (a.id < b.id ? -1 : 1)).map((m) => memberLine(m, true)));
   for (const i of [0, 1, 2, m3, m4]) if (i !== from) await servesReadsAndWrites(c, i, target, `after-remove-${i}`);
 });
 
+// TODO(forwarding): drop the skip once a follower forwards MemberPromote to the leader.
 test('etcdctl member promote through a follower is forwarded to the leader', {
   skip: etcdctlSkipReason() || 'concord bug: MemberPromote on a follower answers "etcdserver: not leader" (FAILED_PRECONDITION), so `etcdctl member promote` through a follower endpoint fails; etcd 3.4 (EtcdServer.PromoteMember) forwards it to the leader over the peer port and prints "Member <id> promoted in cluster <cid>"',
 }, async (t) => {
