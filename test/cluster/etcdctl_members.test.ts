@@ -214,7 +214,8 @@ async function servesReadsAndWrites(c: ClusterHandle, i: number, j: number, key:
   }
 }
 
-test('etcdctl member add/promote/update/remove and move-leader against concord', { skip: etcdctlSkipReason() }, async (t) => {
+// Timeouts: a hang fails the test instead of blocking the suite (it runs about 20 s).
+test('etcdctl member add/promote/update/remove and move-leader against concord', { skip: etcdctlSkipReason(), timeout: 180_000 }, async (t) => {
   const [cs, es] = await Promise.allSettled([startCluster({ size: 3, token: 'etcdctl-members' }), startEtcd({ name: 'solo' })]);
   if (cs.status === 'fulfilled') t.after(() => cs.value.stop());
   if (es.status === 'fulfilled') t.after(() => es.value.stop());
@@ -312,8 +313,10 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
   assert.equal(await c.leader(), target, 'the transferee leads');
 
   // member remove of an original member (the old leader): it stops by itself; a second remove
-  // gets etcd's error.
-  const removed = await etcdctl(all(), ['member', 'remove', fromId.toString(16)]);
+  // gets etcd's error. etcd's strict reconfig check refuses to remove a live voter unless the
+  // others keep a quorum connected for 5 s ("unhealthy cluster"), and m4's connections were just
+  // re-dialled at its new peer URLs: retry as an operator would.
+  const removed = await etcdctlRetry(all(), ['member', 'remove', fromId.toString(16)], /unhealthy cluster/);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(removed.stdout, `Member ${hex16(fromId)} removed from cluster ${hex16(clusterId)}\n`);
   assert.equal(withIds(removed.stdout, [[fromId, '<member>'], [clusterId, '<cluster>']]), etcd.remove);
@@ -333,6 +336,7 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
 
 // TODO(forwarding): drop the skip once a follower forwards MemberPromote to the leader.
 test('etcdctl member promote through a follower is forwarded to the leader', {
+  timeout: 120_000,
   skip: etcdctlSkipReason() || 'concord bug: MemberPromote on a follower answers "etcdserver: not leader" (FAILED_PRECONDITION), so `etcdctl member promote` through a follower endpoint fails; etcd 3.4 (EtcdServer.PromoteMember) forwards it to the leader over the peer port and prints "Member <id> promoted in cluster <cid>"',
 }, async (t) => {
   const c = await startCluster({ size: 3, token: 'etcdctl-promote' });

@@ -45,7 +45,8 @@ async function grant(lease: ReturnType<typeof connect<'etcdserverpb.Lease'>>, tt
   return Long.fromValue(r.ID as never);
 }
 
-test('Lock and Election across members', async (t) => {
+// Timeouts: a hang fails the test instead of blocking the suite (each runs 10-25 s).
+test('Lock and Election across members', { timeout: 120_000 }, async (t) => {
   const c = await startCluster({ size: 3, token: 'services-lock' });
   t.after(() => c.stop());
   const leader = await c.leader();
@@ -177,7 +178,7 @@ function keepAliveThroughLeader(c: ClusterHandle, id: Long, everyMs: number): { 
   return state;
 }
 
-test('Leases across a leader change: checkpointed TTL, expiry once on every member, keep-alive', async (t) => {
+test('Leases across a leader change: checkpointed TTL, expiry once on every member, keep-alive', { timeout: 120_000 }, async (t) => {
   const c = await startCluster({ size: 3, token: 'services-lease', extraArgs: ['--experimental-lease-checkpoint-interval', '1s'] });
   t.after(() => c.stop());
   const cl = clientsOf(c, t);

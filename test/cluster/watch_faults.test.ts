@@ -48,7 +48,9 @@ function mutations(rec: WatchRecord): [string, WatchRecord][] {
 }
 
 for (const seed of seeds) {
-  test(`watch guarantees on every member under faults (seed ${seed})`, async (t) => {
+  // A hang must fail the test rather than block the suite: it runs about 35 s, so 3 min is
+  // generous on a loaded 2-core machine.
+  test(`watch guarantees on every member under faults (seed ${seed})`, { timeout: 180_000 }, async (t) => {
     const c = await startCluster({ size: 3, faults: true, token: `watch-faults-${seed}` });
     t.after(() => c.stop());
     const endpoints = c.endpoints();
