@@ -57,9 +57,20 @@ export interface ClusterHandle {
   /**
    * Adds a member as etcd's docs do: MemberAdd through `via` (a member index), then starts it
    * with --initial-cluster-state existing. Returns its index and id (decimal).
+   * With `add`, the caller adds the member itself (e.g. `etcdctl member add`) given the new
+   * member's name and peer URL, and returns the id and the values to start it with (etcdctl's
+   * ETCD_NAME, ETCD_INITIAL_CLUSTER, ETCD_INITIAL_CLUSTER_STATE); `via` is then unused.
    */
-  join(via: number, opts?: { learner?: boolean }): Promise<{ index: number; id: string }>;
+  join(via: number, opts?: { learner?: boolean; add?: (m: MemberInfo) => Promise<JoinValues> }): Promise<{ index: number; id: string }>;
   stop(): Promise<void>;
+}
+
+/** What a member added from outside the helper is started with. */
+export interface JoinValues {
+  id: string;
+  name: string;
+  initialCluster: string;
+  state: 'new' | 'existing';
 }
 
 export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle> {
@@ -155,30 +166,42 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
         clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `http://127.0.0.1:${peerPort}`,
         dataDir: path.join(root, `m${i}`),
       };
-      const cl = connect('etcdserverpb.Cluster', members[via]!.clientUrl);
       let id: string;
-      try {
-        // etcd refuses a member add until every voter has been connected for 5 s ("unhealthy
-        // cluster"): right after a start or a restart, retry as an operator would.
-        for (let attempt = 0; ; attempt++) {
-          try {
-            const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
-            id = String(r.member!.ID);
-            break;
-          } catch (err) {
-            if ((err as { details?: string }).details !== 'etcdserver: unhealthy cluster' || attempt >= 100) throw err;
-            await new Promise((r) => setTimeout(r, 100));
+      let flag = `${clusterFlag},${m.name}=${m.peerUrl}`;
+      let state = 'existing';
+      if (opts.add !== undefined) {
+        // The caller adds the member (e.g. through etcdctl) and owns any retry on
+        // 'unhealthy cluster', since it checks that command's output.
+        const v = await opts.add(m);
+        id = v.id;
+        m.name = v.name;
+        flag = v.initialCluster;
+        state = v.state;
+      } else {
+        const cl = connect('etcdserverpb.Cluster', members[via]!.clientUrl);
+        try {
+          // etcd refuses a member add until every voter has been connected for 5 s ("unhealthy
+          // cluster"): right after a start or a restart, retry as an operator would.
+          for (let attempt = 0; ; attempt++) {
+            try {
+              const r = await unary(cl, 'MemberAdd', { peerURLs: [m.peerUrl], isLearner: opts.learner === true });
+              id = String(r.member!.ID);
+              break;
+            } catch (err) {
+              if ((err as { details?: string }).details !== 'etcdserver: unhealthy cluster' || attempt >= 100) throw err;
+              await new Promise((r) => setTimeout(r, 100));
+            }
           }
+        } finally {
+          cl.close();
         }
-      } finally {
-        cl.close();
       }
       members.push(m);
       procs.push(null);
       logsOf.push('');
-      clusterFlag += `,${m.name}=${m.peerUrl}`;
+      clusterFlag = flag;
       clusterFlags.push(clusterFlag);
-      states.push('existing');
+      states.push(state);
       procs[i] = await launch(i);
       return { index: i, id };
     },

@@ -540,6 +540,16 @@ class ProxyConnection {
 
 function socketReset(socket: net.Socket): void {
   if (socket.destroyed) return;
+  // A socket we forwarded a FIN to (end()) may still have its shutdown request pending in
+  // libuv, which then refuses a reset (uv_tcp_close_reset: UV_EINVAL, "mixing uv_shutdown and
+  // uv_tcp_close_reset is not allowed"). Node 20 emits that as an 'error' and drops the handle
+  // without closing it: no 'close' ever comes (stop() never resolves) and the process spins at
+  // exit in CleanupHandles. Seen when a member was killed right after a FIN went through. Such a
+  // socket is destroyed instead (its FIN is on the way already).
+  if (socket.writableEnded && !socket.writableFinished) {
+    socket.destroy();
+    return;
+  }
   socket.resetAndDestroy();
 }
 
