@@ -264,8 +264,9 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
       const { out, values } = await ctlAdd(all(), 'm4', m.peerUrl, true);
       learnerOut = out;
       // Before it starts, the learner is not in sync: etcd's refusal.
-      // TODO(forwarding): through any member (a follower) once MemberPromote is forwarded.
-      const unsynced = await etcdctl([c.members[await c.leader()]!.clientUrl], ['member', 'promote', out.id.toString(16)]);
+      // Through a follower: it asks the leader, which decides (etcd PromoteMember).
+      const lead = await c.leader();
+      const unsynced = await etcdctl([c.members[lead === 0 ? 1 : 0]!.clientUrl], ['member', 'promote', out.id.toString(16)]);
       assert.equal(ctlFailure(unsynced), etcd.promoteUnsynced, 'promoting a learner not started yet');
       return values;
     },
@@ -275,14 +276,14 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
   const list2 = await etcdctl(all().filter((_, i) => i !== m4), ['member', 'list']);
   assert.ok(list2.stdout.split('\n').includes(memberLine(members.find((m) => m.id === m4Id)!, true)), `member list:\n${list2.stdout}`);
 
-  // member promote: a voter is refused with etcd's error; the learner is promoted.
-  // TODO(forwarding): send both through a follower (or all()) once MemberPromote is forwarded;
-  // for now through the leader (the next test, skipped until then, covers a follower).
+  // member promote through a follower: a voter is refused with etcd's error; the learner is
+  // promoted (the next test checks the follower's answer against etcd's).
   const leader = await c.leader();
-  const bad = await etcdctl([c.members[leader]!.clientUrl], ['member', 'promote', m3Id.toString(16)]);
+  const follower = [0, 1, 2, m3].find((i) => i !== leader && c.procs[i] !== null)!;
+  const bad = await etcdctl([c.members[follower]!.clientUrl], ['member', 'promote', m3Id.toString(16)]);
   assert.equal(ctlFailure(bad), etcd.promoteVoter, 'promoting a voter');
   assert.match(bad.stderr, /\nError: etcdserver: can only promote a learner member\n$/);
-  const promoted = await etcdctlRetry([c.members[leader]!.clientUrl], ['member', 'promote', m4Id.toString(16)], /in sync with leader/);
+  const promoted = await etcdctlRetry([c.members[follower]!.clientUrl], ['member', 'promote', m4Id.toString(16)], /in sync with leader/);
   assert.equal(promoted.code, 0, promoted.stderr);
   assert.equal(promoted.stdout, `Member ${hex16(m4Id)} promoted in cluster ${hex16(clusterId)}\n`);
   await waitMembers(c, (ms) => ms.some((m) => m.id === m4Id && !m.isLearner), 'm4 is a voter');
@@ -334,10 +335,9 @@ test('etcdctl member add/promote/update/remove and move-leader against concord',
   for (const i of [0, 1, 2, m3, m4]) if (i !== from) await servesReadsAndWrites(c, i, target, `after-remove-${i}`);
 });
 
-// TODO(forwarding): drop the skip once a follower forwards MemberPromote to the leader.
 test('etcdctl member promote through a follower is forwarded to the leader', {
   timeout: 120_000,
-  skip: etcdctlSkipReason() || 'concord bug: MemberPromote on a follower answers "etcdserver: not leader" (FAILED_PRECONDITION), so `etcdctl member promote` through a follower endpoint fails; etcd 3.4 (EtcdServer.PromoteMember) forwards it to the leader over the peer port and prints "Member <id> promoted in cluster <cid>"',
+  skip: etcdctlSkipReason(),
 }, async (t) => {
   const c = await startCluster({ size: 3, token: 'etcdctl-promote' });
   t.after(() => c.stop());

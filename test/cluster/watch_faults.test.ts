@@ -9,10 +9,11 @@
 // cluster_watch.ts): ordered by (revision, sub-revision), no duplicate, no gap, kvs and prev_kvs
 // equal to the history, the same contents from every member. The checker is shown to fail: on
 // hand-made streams and on this run's own streams mutated (a gap, a duplicate, a reorder).
-// More schedules: WATCH_FAULT_SEEDS=1,2,3.
+// More schedules: `npm run faults` (WATCH_FAULT_SEEDS, a list or ranges, 1-10 by default).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { seedsFromEnv } from '../helpers/seeds';
 import { startCluster } from '../helpers/cluster';
 import { runFaultSchedule, waitConverged } from '../helpers/cluster_faults';
 import {
@@ -20,7 +21,7 @@ import {
   type WatchEvent, type WatchRecord, type WatchSpec,
 } from '../helpers/cluster_watch';
 
-const seeds = (process.env.WATCH_FAULT_SEEDS ?? '1').split(',').map(Number);
+const seeds = seedsFromEnv('WATCH_FAULT_SEEDS', '1');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
