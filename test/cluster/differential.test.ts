@@ -19,7 +19,6 @@
 // difference instead of stopping at the first; CLUSTER_DIFF_VERBOSE=1 prints timings and raft
 // indexes, =2 every compared answer.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
@@ -30,7 +29,7 @@ import {
   ClusterDiff, FOLLOWER1, FOLLOWER2, LEADER, plainMessage, SIDES, show, type Side,
 } from '../helpers/cluster_diff';
 import { b, expectError, okOf, revOf, type Outcome } from '../helpers/differential';
-import { ctlEnv, ETCDCTL_BIN, etcdctlSkipReason } from '../helpers/etcdctl';
+import { type CtlRun, etcdctlSkipReason, runEtcdctl } from '../helpers/etcdctl';
 import { openStream, prefixEnd, type StreamReader } from '../helpers/grpc_client';
 
 const TOKEN = 'cluster-diff';
@@ -429,29 +428,10 @@ describe('cluster differential: 3 etcd 3.4 members vs 3 concord members', { skip
 
   // ------------------------------------------------------------------ etcdctl
 
-  interface Run { stdout: string; stderr: string; code: number | null }
-
-  function etcdctl(endpoints: string[], args: string[]): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const proc = spawn(ETCDCTL_BIN, [`--endpoints=${endpoints.join(',')}`, ...args], { env: ctlEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      proc.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-      proc.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-      proc.on('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      proc.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ stdout, stderr, code });
-      });
-    });
-  }
+  const etcdctl = runEtcdctl;
 
   /** etcdctl on both sides (concurrently), through the members with `roles` (in that order). */
-  async function ctlBoth(args: string[] | ((s: Side) => string[]), roles: readonly number[] = [LEADER]): Promise<Record<Side, Run>> {
+  async function ctlBoth(args: string[] | ((s: Side) => string[]), roles: readonly number[] = [LEADER]): Promise<Record<Side, CtlRun>> {
     const [e, c] = await Promise.all(SIDES.map((s) => {
       const urls = roles.map((r) => d.views[s][d.member(s, r)]!.clientUrl);
       return etcdctl(urls, typeof args === 'function' ? args(s) : args);

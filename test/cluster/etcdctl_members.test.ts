@@ -11,39 +11,19 @@
 // must equal etcd's for promoting a voter, promoting a learner not in sync, update, remove, a
 // second remove and move-leader to a removed member.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 
 import { type ClusterHandle, type JoinValues, startCluster } from '../helpers/cluster';
 import { freePort, startEtcd } from '../helpers/etcd';
-import { ctlEnv, ETCDCTL_BIN, etcdctlSkipReason } from '../helpers/etcdctl';
+import { type CtlRun, etcdctlSkipReason, runEtcdctl } from '../helpers/etcdctl';
 import { connect, str, unary } from '../helpers/grpc_client';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface Run { stdout: string; stderr: string; code: number | null }
-
-function etcdctl(endpoints: string[], args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(ETCDCTL_BIN, [`--endpoints=${endpoints.join(',')}`, ...args], { env: ctlEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-    proc.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ stdout, stderr, code });
-    });
-  });
-}
+const etcdctl = runEtcdctl;
 
 /** etcdctl again while the answer is `retryOn` (etcd's strict reconfig check, a learner not in sync). */
-async function etcdctlRetry(endpoints: string[], args: string[], retryOn: RegExp, timeoutMs = 15_000): Promise<Run> {
+async function etcdctlRetry(endpoints: string[], args: string[], retryOn: RegExp, timeoutMs = 15_000): Promise<CtlRun> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const r = await etcdctl(endpoints, args);
@@ -115,7 +95,7 @@ function memberLine(m: MemberView, started: boolean): string {
  * ("rpc error: code = NotFound desc = ..."; the line's timestamp and target vary) and the final
  * "Error: ..." line.
  */
-function ctlFailure(r: Run): string {
+function ctlFailure(r: CtlRun): string {
   const lines = r.stderr.trim().split('\n');
   const grpcErrors = lines.filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { error?: string }).error ?? '?');
   return `exit ${r.code} | ${grpcErrors.join(' / ')} | ${lines[lines.length - 1]}`;

@@ -12,42 +12,14 @@ import { test } from 'node:test';
 import { Prng } from '../../src/util/prng';
 import { ClusterHandle, startCluster } from '../helpers/cluster';
 import { ClusterWorkload } from '../helpers/cluster_workload';
-import { connect, unary } from '../helpers/grpc_client';
+import { connect } from '../helpers/grpc_client';
 import { checkKvHistory } from '../helpers/linearizability';
 import { seedsFromEnv } from '../helpers/seeds';
+import { waitConverged } from '../helpers/cluster_faults';
 
 const seeds = seedsFromEnv('FAULT_SEEDS', '1');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Waits until every running member applied the same index, then compares their states. */
-async function converged(c: ClusterHandle): Promise<void> {
-  const live = c.members.map((_, i) => i).filter((i) => c.procs[i] !== null);
-  let last = '';
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const states: string[] = [];
-    const applied: number[] = [];
-    for (const i of live) {
-      const m = connect('etcdserverpb.Maintenance', c.members[i]!.clientUrl);
-      const kv = connect('etcdserverpb.KV', c.members[i]!.clientUrl);
-      try {
-        const st = await unary(m, 'Status', {}, { timeoutMs: 2000 });
-        applied.push(Number(st.raftAppliedIndex));
-        const r = await unary(kv, 'Range', { key: Buffer.from([0]), range_end: Buffer.from([0]), serializable: true }, { timeoutMs: 2000 });
-        states.push(`rev ${String(r.header!.revision)} ` + r.kvs.map((x) => `${Buffer.from(x.key ?? []).toString()}=${Buffer.from(x.value ?? []).toString()}@${String(x.mod_revision)}`).join(' '));
-      } catch {
-        states.push('unreachable');
-      } finally {
-        m.close();
-        kv.close();
-      }
-    }
-    last = states.map((s, k) => `member ${live[k]}: ${s}`).join('\n');
-    if (new Set(applied).size === 1 && new Set(states).size === 1 && states[0] !== 'unreachable') return;
-    await sleep(200);
-  }
-  assert.fail(`members did not converge:\n${last}`);
-}
 
 /** A seeded fault schedule over `ms`: leader isolation, one-way cuts, delays, kill -9 + restart. */
 async function faults(c: ClusterHandle, seed: number, ms: number, log: string[]): Promise<void> {
@@ -125,7 +97,7 @@ for (const seed of seeds) {
       `${w.counts.unknown} unknown); faults: ${log.join('; ')}; checker: ${result.verdict} in ${result.stats.steps} steps`);
     assert.ok(w.counts.ok > 100, `too few operations succeeded (${w.counts.ok})`);
     assert.ok(result.ok, result.ok ? '' : `${result.verdict} on key ${result.key}:\n${result.explanation}`);
-    await converged(c);
+    await waitConverged(c);
   });
 }
 

@@ -1,4 +1,5 @@
 // Test helpers for running the real etcdctl (3.4) against etcd and concord.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { etcdSkipReason } from './etcd';
 
@@ -26,4 +27,27 @@ export function ctlEnv(): NodeJS.ProcessEnv {
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ETCDCTL_') && !k.startsWith('ETCD_LOCK_')) env[k] = v;
   env.ETCDCTL_API = '3';
   return env;
+}
+
+/** What an etcdctl run printed and its exit code (null: killed). */
+export interface CtlRun { stdout: string; stderr: string; code: number | null }
+
+/** Runs etcdctl with `--endpoints` and `args` (killed after 20 s). */
+export function runEtcdctl(endpoints: string[], args: string[]): Promise<CtlRun> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(ETCDCTL_BIN, [`--endpoints=${endpoints.join(',')}`, ...args], { env: ctlEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+    proc.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ stdout, stderr, code });
+    });
+  });
 }
