@@ -15,6 +15,13 @@ function header(server: EtcdServer): etcdserverpb.IResponseHeader {
   return { cluster_id: server.clusterId, member_id: server.memberId, revision: server.currentRev, raft_term: server.raftTerm() };
 }
 
+/** One keep-alive of a stream, answered (done) or not yet. */
+interface KeepAliveSlot {
+  done: boolean;
+  response: Uint8Array | null;
+  error: Partial<grpc.StatusObject> | null;
+}
+
 export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementation {
   return {
     LeaseGrant(call: Call<etcdserverpb.LeaseGrantRequest>, callback: Callback): void {
@@ -56,6 +63,21 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
           call.emit('error', { code: grpc.status.INTERNAL, details: `etcdserver: ${(err as Error).message}` });
         }
       });
+      // Answers leave in request order, as etcd's one-at-a-time loop sends them, though renewals
+      // finish out of order (a checkpointed lease is renewed through the log, an unknown one at
+      // once; a follower forwards each to the leader). The first error ends the stream.
+      const pending: KeepAliveSlot[] = [];
+      const flush = (): void => {
+        while (pending.length > 0 && pending[0]!.done) {
+          const slot = pending.shift()!;
+          if (slot.error !== null) {
+            pending.length = 0;
+            call.emit('error', slot.error);
+            return;
+          }
+          call.write(slot.response!);
+        }
+      };
       const keepAlive = (req: etcdserverpb.LeaseKeepAliveRequest): void => {
         if (!(req instanceof etcdserverpb.LeaseKeepAliveRequest)) {
           call.emit('error', (req as { status?: Partial<grpc.StatusObject> }).status ?? { code: grpc.status.INVALID_ARGUMENT });
@@ -63,10 +85,13 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
         }
         // The leader renews; any other member asks the leader (etcd LeaseRenew). An unknown
         // lease is answered TTL 0, not an error.
-        const id = Long.fromValue(req.ID ?? 0);
-        server.leaseRenew(id, (code, ttl) => {
-          if (code !== 0) call.emit('error', grpcStatus(code));
-          else call.write(etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish());
+        const slot: KeepAliveSlot = { done: false, response: null, error: null };
+        pending.push(slot);
+        server.leaseRenew(Long.fromValue(req.ID ?? 0), (code, ttl) => {
+          slot.done = true;
+          if (code !== 0) slot.error = grpcStatus(code);
+          else slot.response = etcdserverpb.LeaseKeepAliveResponse.encode({ header: header(server), ID: req.ID, TTL: ttl }).finish();
+          flush();
         });
       };
       call.on('end', () => call.end());
