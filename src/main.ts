@@ -11,6 +11,7 @@ import { AuthorityRepair } from './api/grpc/authority';
 import { Gateway } from './api/http/gateway';
 import { ClientListener } from './api/listener';
 import { Metrics } from './metrics/metrics';
+import { closeBackgroundPool } from './workers/background_pool';
 import { Logger, isLogLevel, type LogLevel } from './util/log';
 import { setProtoDepthMax } from './util/proto_depth';
 import { BootstrapError, fetchFailed, initialMembership, joinExisting, remotePeerUrls } from './membership/bootstrap_config';
@@ -218,6 +219,7 @@ async function main(): Promise<void> {
     repair?.close();
     await api!.stop();
     await server.stop();
+    await closeBackgroundPool();
     log.info('stopped');
     process.exit(0);
   };

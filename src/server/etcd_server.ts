@@ -49,6 +49,7 @@ import * as schema from '../storage/schema';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import type { SnapshotAnswer } from '../workers/protocol';
+import { SnapshotErrorCode } from '../storage/snapshotter';
 
 /** A proposal or read made by the server itself (lease expiry, checkpoints): no client waits. */
 export class InternalWaiter {
@@ -193,6 +194,8 @@ export class EtcdServer {
   private learner: boolean;
   /** Snapshot requests to the storage worker by request id: a MsgSnap to send, or to step. */
   private readonly snapshotRequests: Map<number, Message>;
+  /** Maintenance.Snapshot copies asked of the worker, by request id. */
+  private readonly backupRequests: Map<number, (a: SnapshotAnswer) => void>;
   private nextSnapshotRequest: number;
   /** Snapshot files being sent, by the follower's raft id (released when the send ends). */
   private readonly snapshotsOut: Map<number, string>;
@@ -308,6 +311,7 @@ export class EtcdServer {
     this.leaderKnownAtMs = 0;
     this.appliedWaiters = [];
     this.snapshotRequests = new Map();
+    this.backupRequests = new Map();
     this.nextSnapshotRequest = 1;
     this.snapshotsOut = new Map();
     this.staged = null;
@@ -1261,7 +1265,36 @@ export class EtcdServer {
     this.peerEvent('sending a snapshot to a follower behind the log', { to: m.to, index: m.snapshot!.metadata.index });
   }
 
+  /**
+   * Maintenance.Snapshot: a consistent copy of this member's state at its applied index or later
+   * (the same LMDB hot copy a follower behind the log gets, made on the libuv pool while applies
+   * go on). done(0, answer) with the file to stream, then releaseBackup(file); TooManyRequests
+   * while the worker holds as many copies as it may.
+   */
+  backupSnapshot(done: (code: number, a: SnapshotAnswer | null) => void): void {
+    if (this.stopped) return done(ErrorCode.Stopped, null);
+    const requestId = this.nextSnapshotRequest++;
+    this.backupRequests.set(requestId, (a) => {
+      if (this.stopped) return done(ErrorCode.Stopped, null);
+      if (a.error === null) return done(0, a);
+      this.peerEvent('backup snapshot failed', { code: a.error.code, error: a.error.message });
+      done(a.error.code === SnapshotErrorCode.Busy ? ErrorCode.TooManyRequests : ErrorCode.BackupFailed, null);
+    });
+    this.worker.send({ type: WorkerMessageType.SnapshotCreate, requestId, minIndex: this.rn.applied });
+  }
+
+  /** The stream of a backupSnapshot file ended: the worker may delete it. */
+  releaseBackup(file: string): void {
+    if (!this.stopped) this.worker.send({ type: WorkerMessageType.SnapshotRelease, file });
+  }
+
   private onSnapshotCreated(a: SnapshotAnswer): void {
+    const backup = this.backupRequests.get(a.requestId);
+    if (backup !== undefined) {
+      this.backupRequests.delete(a.requestId);
+      backup(a);
+      return;
+    }
     const m = this.snapshotRequests.get(a.requestId);
     if (m === undefined) return;
     this.snapshotRequests.delete(a.requestId);
@@ -1603,6 +1636,12 @@ export class EtcdServer {
     this.awaitingLeader.clear();
     for (const w of this.appliedWaiters) w.done(ErrorCode.Stopped);
     this.appliedWaiters = [];
+    const noFile: SnapshotAnswer = {
+      requestId: 0, error: { code: 0, message: 'server stopped' }, file: '', size: 0, index: 0, term: 0,
+      confState: { voters: [], learners: [] }, membership: noBytes, currentRev: 0,
+    };
+    for (const b of this.backupRequests.values()) b(noFile);
+    this.backupRequests.clear();
     await this.transport?.close();
     await this.watch.close();
     await this.worker.close();

@@ -50,6 +50,8 @@ export const enum ErrorCode {
   NotSupportedForLearner,
   /** A request or answer between members that does not decode (a bug or mixed versions). */
   PeerMalformed,
+  /** Maintenance.Snapshot could not copy the state (an I/O error; logged with the cause). */
+  BackupFailed,
 }
 
 export class ConcordError extends Error {

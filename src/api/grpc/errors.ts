@@ -52,6 +52,8 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.Unhealthy, { code: S.UNAVAILABLE, message: 'etcdserver: unhealthy cluster' }],
   [ErrorCode.NotSupportedForLearner, { code: S.UNAVAILABLE, message: 'etcdserver: rpc not supported for learner' }],
   [ErrorCode.PeerMalformed, { code: S.INTERNAL, message: 'etcdserver: malformed request between members' }],
+  // etcd passes the backend's snapshot error through untranslated (codes.Unknown).
+  [ErrorCode.BackupFailed, { code: S.UNKNOWN, message: 'etcdserver: snapshot failed' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
 ]);
 

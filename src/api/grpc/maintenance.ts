@@ -1,5 +1,6 @@
-// Maintenance.Status and Cluster.MemberList for the single member (etcd: v3rpc/maintenance.go,
+// Maintenance (Status, Snapshot, MoveLeader), the Cluster service (etcd: v3rpc/maintenance.go,
 // member.go), and the grpc health service etcd registers with an empty service name.
+import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { etcdserverpb, grpc as grpcpb } from '../../gen/proto';
 import Long from 'long';
@@ -8,6 +9,7 @@ import type { Member } from '../../membership/membership';
 import { parsePeerUrls, UrlError } from '../../membership/urls';
 import { ErrorCode } from '../../util/errors';
 import { grpcStatus } from './errors';
+import { sha256FileInBackground } from '../../workers/background_pool';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 
@@ -16,6 +18,20 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
     Status(_call: grpc.ServerUnaryCall<unknown, Uint8Array>, callback: Callback): void {
       const code = server.status(callback);
       if (code !== 0) callback(grpcStatus(code));
+    },
+    Snapshot(call: grpc.ServerWritableStream<etcdserverpb.SnapshotRequest, Uint8Array>): void {
+      server.backupSnapshot((code, snap) => {
+        if (code !== 0) {
+          call.emit('error', grpcStatus(code));
+          return;
+        }
+        streamSnapshot(call, snap!.file, snap!.size).then(
+          () => server.releaseBackup(snap!.file),
+          (err: Error) => {
+            server.releaseBackup(snap!.file);
+            if (!call.cancelled) call.emit('error', { code: grpc.status.UNKNOWN, details: `etcdserver: ${err.message}` });
+          });
+      });
     },
     MoveLeader(call: grpc.ServerUnaryCall<etcdserverpb.MoveLeaderRequest, Uint8Array>, callback: Callback): void {
       const target = Long.fromValue(call.request.targetID ?? 0).toUnsigned();
@@ -27,6 +43,50 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
       if (code !== 0) callback(grpcStatus(code));
     },
   };
+}
+
+/** etcd's snapshotSendBufferSize: the blob of every SnapshotResponse but the last two. */
+const snapshotChunkBytes = 32 * 1024;
+
+/**
+ * Streams a backup as etcd 3.4 does (v3rpc/maintenance.go Snapshot): blobs of 32 KiB with the
+ * bytes still to come in remaining_bytes, no header, then one last response whose blob is the
+ * SHA-256 of everything before it (etcdctl checks it; the body is whole LMDB pages, so a multiple
+ * of 512 bytes as etcdctl also wants). The digest is computed on the background pool while the
+ * file streams: the main thread only moves bytes. A cancelled call stops reading.
+ */
+async function streamSnapshot(call: grpc.ServerWritableStream<etcdserverpb.SnapshotRequest, Uint8Array>,
+  file: string, size: number): Promise<void> {
+  const digest = sha256FileInBackground(file);
+  digest.catch(() => undefined); // awaited below; a cancelled stream may never ask
+  let sent = 0;
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    for (let at = 0; at < chunk.length; at += snapshotChunkBytes) {
+      if (call.cancelled) return;
+      const blob = chunk.subarray(at, Math.min(chunk.length, at + snapshotChunkBytes));
+      sent += blob.length;
+      const more = call.write(etcdserverpb.SnapshotResponse.encode({ remaining_bytes: size - sent, blob }).finish());
+      if (!more) await drainedOrClosed(call);
+    }
+  }
+  if (sent !== size) throw new Error(`snapshot file is ${sent} bytes, expected ${size}`);
+  const sha = await digest;
+  if (call.cancelled) return;
+  call.write(etcdserverpb.SnapshotResponse.encode({ remaining_bytes: 0, blob: sha }).finish());
+  call.end();
+}
+
+/** Resolves when the stream can take more, or is gone. */
+function drainedOrClosed(call: grpc.ServerWritableStream<etcdserverpb.SnapshotRequest, Uint8Array>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      call.off('drain', done);
+      call.off('close', done);
+      resolve();
+    };
+    call.on('drain', done);
+    call.on('close', done);
+  });
 }
 
 /** etcd's cluster service header: ids and term, no revision (v3rpc/member.go header()). */
