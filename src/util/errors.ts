@@ -50,6 +50,11 @@ export const enum ErrorCode {
   NotSupportedForLearner,
   /** A request or answer between members that does not decode (a bug or mixed versions). */
   PeerMalformed,
+  /** An AlarmRequest whose action is not GET, ACTIVATE or DEACTIVATE (etcd 3.4 crashes on it;
+   * 3.5/3.6 answer nothing usable): refused before raft. */
+  AlarmUnknownAction,
+  /** An AlarmRequest whose alarm type is not NONE, NOSPACE or CORRUPT. */
+  AlarmUnknownType,
 }
 
 export class ConcordError extends Error {

@@ -53,6 +53,9 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.NotSupportedForLearner, { code: S.UNAVAILABLE, message: 'etcdserver: rpc not supported for learner' }],
   [ErrorCode.PeerMalformed, { code: S.INTERNAL, message: 'etcdserver: malformed request between members' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
+  // concord's own (etcd has no such check): an unknown alarm action or type never reaches raft.
+  [ErrorCode.AlarmUnknownAction, { code: S.INVALID_ARGUMENT, message: 'etcdserver: unknown alarm action' }],
+  [ErrorCode.AlarmUnknownType, { code: S.INVALID_ARGUMENT, message: 'etcdserver: unknown alarm type' }],
 ]);
 
 /** Preallocated status objects: an error answer allocates nothing. */

@@ -367,7 +367,8 @@ export class Gateway {
     const answer = (ok: boolean): void => this.reply(res, ok ? 200 : 503, 'text/plain; charset=utf-8', JSON.stringify({ health: ok ? 'true' : 'false' }));
     if (!this.opts.server.hasLeader()) return answer(false);
     const excluded = new Set(url.searchParams.getAll('exclude'));
-    if (this.opts.server.hasNoSpaceAlarm() && !excluded.has('NOSPACE')) return answer(false);
+    // etcd checkHealth: any active alarm whose type is not excluded makes it false.
+    if (this.opts.server.hasAlarmExcept(excluded)) return answer(false);
     const timer = setTimeout(() => answer(false), 1000);
     const req = etcdserverpb.RangeRequest.encode({ key: Buffer.from('health'), serializable }).finish();
     const code = this.opts.server.read(ReadKind.Range, req, serializable, (err: unknown) => {
