@@ -7,7 +7,8 @@
 // concord alone: the alarm survives a kill -9 and restart (it is applied state, persisted with
 // the applied index), unknown alarm actions and types are refused (etcd 3.4 crashes on them),
 // and on a 3-member cluster an alarm activated through one member is listed by all and refuses
-// writes on all until it is disarmed through another.
+// writes on all until it is disarmed through another, and a member that catches up from a raft
+// snapshot gets the alarms with the rest of the state.
 
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -195,5 +196,30 @@ describe('alarms on a 3-member concord cluster', { skip: etcdctlSkipReason() }, 
       await listed(i, 0);
       await unary(cl[i]!.kv, 'Put', { key: Buffer.from(`k${i}`), value: Buffer.from('v') });
     }
+  });
+
+  test('a member that catches up from a raft snapshot gets the alarms with the state', async (t) => {
+    const c = await startCluster({ size: 3, token: 'alarm-snapshot', extraArgs: ['--experimental-snapshot-catchup-entries', '20'] });
+    t.after(() => c.stop());
+    const leader = await c.leader();
+    const down = (leader + 1) % 3;
+    const cl = connectAll(c.members[leader]!.clientUrl);
+    t.after(() => cl.close());
+    await c.kill(down);
+    for (let i = 0; i < 60; i++) await unary(cl.kv, 'Put', { key: Buffer.from(`s${i % 5}`), value: Buffer.from(`v${i}`) });
+    const memberID = (await unary(cl.maintenance, 'Status', {})).header!.member_id!;
+    await unary(cl.maintenance, 'Alarm', { action: AlarmAction.ACTIVATE, memberID, alarm: AlarmType.NOSPACE });
+    await c.restart(down);
+    const m = connectAll(c.members[down]!.clientUrl);
+    t.after(() => m.close());
+    for (let n = 0; ; n++) {
+      const a = await unary(m.maintenance, 'Alarm', {}).catch(() => null);
+      if (a !== null && a.alarms.length === 1) break;
+      if (n === 200) assert.fail('the restarted member never listed the alarm');
+      await sleep(50);
+    }
+    assert.match(c.logs(down), /received and saved database snapshot/, 'it caught up from a snapshot');
+    await assert.rejects(unary(m.kv, 'Put', { key: Buffer.from('k'), value: Buffer.from('v') }),
+      (err: grpc.ServiceError) => err.code === grpc.status.RESOURCE_EXHAUSTED);
   });
 });
