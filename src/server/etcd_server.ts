@@ -28,6 +28,7 @@ import { RefuseReason } from '../transport/frame';
 import { forwardErrorMin } from '../transport/forward';
 import { decodeI64, decodeU64, encodeI64, encodeU64, LeaderOp, leaderRetryMs } from './leader_requests';
 import { LogBytes } from './log_bytes';
+import { AlarmAction, AlarmMember, AlarmStore, AlarmType, alarmMemberString } from '../apply/alarm_store';
 import { Prng } from '../util/prng';
 import { monotonicNowMs } from '../util/clock';
 import { assert } from '../util/assert';
@@ -162,6 +163,39 @@ const noBytes = new Uint8Array(0);
 /** A revoke or checkpoint the server proposed itself: a lease revoked meanwhile is no error. */
 const ignoreResult = new InternalWaiter(() => undefined);
 
+/** etcd quota.go: what a stored key costs beyond its bytes, and a lease. */
+const kvOverheadBytes = 256;
+const leaseOverheadBytes = 64;
+
+/**
+ * The bytes a request may add to the backend (etcd quota.go Cost): a put its key, value and
+ * overhead, a txn its larger branch, a lease grant its record; 0 for what cannot grow it
+ * (deletes, compactions, a txn without puts), which passes whatever the quota.
+ */
+function quotaCost(req: concordpb.InternalRequest.$Properties): number {
+  if (req.put) return putCost(req.put);
+  if (req.txn) return txnCost(req.txn);
+  if (req.lease_grant) return leaseOverheadBytes;
+  return 0;
+}
+
+function putCost(p: etcdserverpb.PutRequest.$Properties): number {
+  return (p.key?.length ?? 0) + (p.value?.length ?? 0) + kvOverheadBytes;
+}
+
+function txnCost(t: etcdserverpb.TxnRequest.$Properties): number {
+  return Math.max(opsCost(t.success), opsCost(t.failure));
+}
+
+function opsCost(ops: etcdserverpb.RequestOp.$Properties[] | null | undefined): number {
+  let cost = 0;
+  for (const op of ops ?? []) {
+    if (op.request_put) cost += putCost(op.request_put);
+    else if (op.request_txn) cost += txnCost(op.request_txn);
+  }
+  return cost;
+}
+
 export class EtcdServer {
   readonly cfg: EtcdServerConfig;
   readonly clusterId: Long;
@@ -246,6 +280,11 @@ export class EtcdServer {
   compactRev: number;
   dbSize: number;
   dbSizeInUse: number;
+  /** The alarms as of the last Applied message (replicated state; the worker owns the copy). */
+  private alarms: AlarmStore;
+  /** This member proposed ACTIVATE NOSPACE for itself and has no answer yet: propose it once. */
+  private noSpaceRaising: boolean;
+  private readonly noSpaceRaised: InternalWaiter;
   private readyWaiters: (() => void)[];
   /** The commit index found at start: serving waits until it is applied. */
   private readonly startCommit: number;
@@ -350,6 +389,9 @@ export class EtcdServer {
     for (const l of ready.leases) this.lessor.restore(Long.fromString(l.id), l.ttl, l.remaining, now);
     this.dbSize = 0;
     this.dbSizeInUse = 0;
+    this.alarms = AlarmStore.decode(ready.alarms);
+    this.noSpaceRaising = false;
+    this.noSpaceRaised = new InternalWaiter(() => { this.noSpaceRaising = false; });
     this.readyWaiters = [];
     this.startCommit = hardState.commit;
     this.proposedBytes = 0;
@@ -543,6 +585,32 @@ export class EtcdServer {
     return cs.voters.length === 1 && cs.voters[0] === this.selfId;
   }
 
+  /** Proposes ACTIVATE NOSPACE for this member (etcd quotaAlarmer.check), once at a time. */
+  private raiseNoSpace(): void {
+    if (this.noSpaceRaising) return;
+    const alarm = { action: AlarmAction.ACTIVATE, memberID: this.memberId, alarm: AlarmType.NOSPACE };
+    this.noSpaceRaising = true;
+    if (this.propose({ alarm }, this.noSpaceRaised) !== 0) this.noSpaceRaising = false;
+  }
+
+  /** The applied alarms of type `alarm` (every alarm for NONE): Maintenance.Alarm GET. */
+  alarmList(alarm: number): AlarmMember[] {
+    return this.alarms.get(alarm);
+  }
+
+  /**
+   * The alarms /health and Status report: the replicated ones, plus this member's local NOSPACE
+   * while its storage cannot write (a full disk) and the log holds no NOSPACE for it.
+   */
+  activeAlarms(): AlarmMember[] {
+    const list = this.alarms.get(AlarmType.NONE);
+    if (this.storageNoSpace.size > 0 &&
+      !list.some((m) => m.alarm === AlarmType.NOSPACE && m.memberId.equals(this.memberId))) {
+      list.push({ memberId: this.memberId, alarm: AlarmType.NOSPACE });
+    }
+    return list;
+  }
+
   /** A lone voter need not wait an election timeout to find out nobody else is there. */
   private campaignIfAlone(): void {
     if (this.isLoneVoter() && !this.rn.isLeader() &&
@@ -570,8 +638,17 @@ export class EtcdServer {
       this.waits.size >= limits.proposalsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
-    // etcd's capped applier under NOSPACE: writes that can grow the database are refused.
-    if ((req.put || req.txn || req.lease_grant) && this.hasNoSpaceAlarm()) return ErrorCode.NoSpace;
+    const cost = quotaCost(req);
+    if (cost > 0) {
+      // etcd's capped applier under NOSPACE: writes that can grow the database are refused.
+      if (this.hasNoSpaceAlarm()) return ErrorCode.NoSpace;
+      // etcd's quota check (v3rpc/quota.go): a write that would take the backend past the quota
+      // is refused and this member raises NOSPACE for itself, through the log, for everyone.
+      if (this.dbSize + cost >= this.cfg.quotaBackendBytes) {
+        this.raiseNoSpace();
+        return ErrorCode.NoSpace;
+      }
+    }
     const id = this.nextProposalId++;
     req.id = id;
     req.member_id = this.memberId;
@@ -679,7 +756,7 @@ export class EtcdServer {
     const lead = this.rn.lead;
     if (lead === 0) errors.push('etcdserver: no leader');
     // etcd lists alarms as AlarmMember.String(): "memberID:<id> alarm:NOSPACE ".
-    if (this.hasNoSpaceAlarm()) errors.push(`memberID:${this.memberId.toString()} alarm:NOSPACE `);
+    for (const m of this.activeAlarms()) errors.push(alarmMemberString(m));
     const template = etcdserverpb.StatusResponse.encode({
       version: etcdVersion,
       leader: this.leaderId(),
@@ -701,11 +778,23 @@ export class EtcdServer {
   }
 
   /**
-   * NOSPACE: etcd raises it once the backend exceeds its quota; concord also when the storage
-   * cannot write (a full disk: the backend's commit or the WAL's next segment failed).
+   * NOSPACE holds, and writes that grow the database are refused, while any member's NOSPACE
+   * alarm is in the applied state (raised by a member past its quota, cleared only by
+   * DEACTIVATE: `etcdctl alarm disarm`), or while this member's storage cannot write (a full
+   * disk: the backend's commit or the WAL's next segment failed). The second is a local
+   * condition, not replicated: it clears itself when a write succeeds again, and proposing an
+   * alarm needs the very log that cannot grow; it shows in Status and /health all the same.
    */
   hasNoSpaceAlarm(): boolean {
-    return this.dbSize > this.cfg.quotaBackendBytes || this.storageNoSpace.size > 0;
+    return this.alarms.has(AlarmType.NOSPACE) || this.storageNoSpace.size > 0;
+  }
+
+  /** Whether /health should answer false: an alarm is active whose type is not excluded. */
+  hasAlarmExcept(excluded: ReadonlySet<string>): boolean {
+    for (const m of this.activeAlarms()) {
+      if (!excluded.has(etcdserverpb.AlarmType[m.alarm] ?? String(m.alarm))) return true;
+    }
+    return false;
   }
 
   /** Bytes of proposals not yet applied, and of applied entries kept in the raft log. */
@@ -1509,6 +1598,7 @@ export class EtcdServer {
     this.dbSize = h.dbSize;
     this.dbSizeInUse = h.dbSizeInUse;
     if (h.appliedIndex > this.workerApplied) this.workerApplied = h.appliedIndex;
+    if (h.alarms !== null) this.alarms = AlarmStore.decode(Uint8Array.from(h.alarms));
     if (h.membership !== null) {
       this.membership = Membership.decode(Uint8Array.from(h.membership));
       this.learner = this.membership.get(this.memberId)?.isLearner ?? false;

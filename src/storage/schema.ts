@@ -29,6 +29,9 @@ export const metaMemberId = 'memberId'; //     u64
 export const metaConfState = 'confState';
 /** The cluster's members (membership/membership.ts encoding) as of consistentIndex. */
 export const metaMembership = 'membership';
+// The applied alarms (apply/alarm_store.ts encoding); etcd keeps them in an `alarm` bucket, concord
+// in this one record of the meta table, written in the transaction of the entry that changed them.
+export const metaAlarm = 'alarm';
 
 export const revBytesLen = 16;
 export const revTombstoneLen = 17;

@@ -52,6 +52,11 @@ export const enum ErrorCode {
   PeerMalformed,
   /** Maintenance.Snapshot could not copy the state (an I/O error; logged with the cause). */
   BackupFailed,
+  /** An AlarmRequest whose action is not GET, ACTIVATE or DEACTIVATE (etcd 3.4 crashes on it;
+   * 3.5/3.6 answer nothing usable): refused before raft. */
+  AlarmUnknownAction,
+  /** An AlarmRequest whose alarm type is not NONE, NOSPACE or CORRUPT. */
+  AlarmUnknownType,
 }
 
 export class ConcordError extends Error {

@@ -32,6 +32,7 @@
 //     u32 readCount   | readCount   x ReadResult
 //     u32 leaseCount  | leaseCount  x LeaseChange   lease/lease_store.ts changes, apply order
 //     u32 length | membership (membership/membership.ts encoding) when it changed, else length 0
+//     u32 length | alarms (apply/alarm_store.ts encoding, never empty) when they changed, else 0
 //     only in the first Applied after a raft snapshot install (the rest of the message; the
 //     state was replaced before these items; other Applied messages end after membership):
 //       u53 snapshotIndex, u53 snapshotTerm
@@ -269,6 +270,8 @@ export interface WorkerReady {
   confState: { voters: number[]; learners: number[] };
   /** The membership as of appliedIndex (membership/membership.ts encoding). */
   membership: Uint8Array;
+  /** The alarms as of appliedIndex (apply/alarm_store.ts encoding). */
+  alarms: Uint8Array;
 }
 
 export interface WorkerFatal {
@@ -462,6 +465,8 @@ export interface AppliedHeader {
   dbSizeInUse: number;
   /** The membership after these applies, when they changed it (a view into the message). */
   membership: Uint8Array | null;
+  /** Every alarm after these applies, when they changed (a view into the message). */
+  alarms: Uint8Array | null;
   /** Set in the first Applied after a raft snapshot install: the state was replaced
    * (decodeApplied leaves it out otherwise). */
   replaced?: AppliedReplaced | null;
@@ -522,8 +527,10 @@ export class AppliedWriter {
   /** The message, in its own buffer; the writer is empty afterwards. */
   finish(h: AppliedHeader): Uint8Array {
     const membership = h.membership ?? emptyBytes;
+    const alarms = h.alarms ?? emptyBytes;
+    assert(h.alarms === null || alarms.length > 0, 'alarm encoding is never empty');
     const replaced = h.replaced === undefined || h.replaced === null ? null : encodeReplaced(h.replaced);
-    const m = new Uint8Array(1 + 5 * 8 + 16 + this.results.length + this.reads.length + this.leases.length +
+    const m = new Uint8Array(1 + 5 * 8 + 20 + alarms.length + this.results.length + this.reads.length + this.leases.length +
       membership.length + (replaced === null ? 0 : replaced.length));
     const b = Buffer.from(m.buffer);
     let pos = 0;
@@ -542,6 +549,9 @@ export class AppliedWriter {
     pos = b.writeUInt32LE(membership.length, pos);
     m.set(membership, pos);
     pos += membership.length;
+    pos = b.writeUInt32LE(alarms.length, pos);
+    m.set(alarms, pos);
+    pos += alarms.length;
     if (replaced !== null) {
       m.set(replaced, pos);
       pos += replaced.length;
@@ -566,7 +576,7 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
   assert(r.u8() === WorkerMessageType.Applied, 'not an Applied');
   const h: AppliedHeader = {
     appliedIndex: r.u53(), currentRev: r.u53(), compactRev: r.u53(), dbSize: r.u53(), dbSizeInUse: r.u53(),
-    membership: null,
+    membership: null, alarms: null,
   };
   // Lease changes before the answers: a client told its grant (or a read that sees the lease)
   // applied must find the lease in the lessor when its next request arrives.
@@ -588,6 +598,8 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
   }
   const membership = r.bytes();
   if (membership.length > 0) h.membership = membership;
+  const alarms = r.bytes();
+  if (alarms.length > 0) h.alarms = alarms;
   if (!r.done()) h.replaced = decodeReplaced(r); // present only when set, as `snapshot`
   assert(r.done(), 'Applied has trailing bytes');
   return h;

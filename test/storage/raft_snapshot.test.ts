@@ -367,7 +367,7 @@ describe('snapshot fields of the worker messages', () => {
 
   test('Applied: the replaced section comes only after an install', () => {
     const w = new AppliedWriter();
-    const header = { appliedIndex: 9, currentRev: 4, compactRev: 0, dbSize: 1, dbSizeInUse: 1, membership: null };
+    const header = { appliedIndex: 9, currentRev: 4, compactRev: 0, dbSize: 1, dbSizeInUse: 1, membership: null, alarms: null };
     const plain = w.finish(header);
     const none = { result: () => undefined, read: () => undefined, leaseChange: () => undefined };
     assert.equal(decodeApplied(plain, none).replaced, undefined);
@@ -376,11 +376,12 @@ describe('snapshot fields of the worker messages', () => {
       index: 9, term: 2, confState: { voters: [1, 2 ** 50], learners: [3] },
       leases: [{ id: '-9223372036854775808', ttl: 60, remaining: 0 }, { id: '200', ttl: 120, remaining: 50 }],
     };
-    const m = w.finish({ ...header, membership: new Uint8Array([5, 6]), replaced });
+    const m = w.finish({ ...header, membership: new Uint8Array([5, 6]), alarms: new Uint8Array(4), replaced });
     let results = 0;
     const h = decodeApplied(m, { ...none, result: () => { results++; } });
     assert.deepEqual(h.replaced, replaced);
     assert.deepEqual([...h.membership!], [5, 6]);
+    assert.deepEqual([...h.alarms!], [0, 0, 0, 0]);
     assert.equal(results, 1);
   });
 });

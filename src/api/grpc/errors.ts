@@ -55,6 +55,9 @@ const table = new Map<ErrorCode, WireError>([
   // etcd passes the backend's snapshot error through untranslated (codes.Unknown).
   [ErrorCode.BackupFailed, { code: S.UNKNOWN, message: 'etcdserver: snapshot failed' }],
   [ErrorCode.Corrupt, { code: S.DATA_LOSS, message: 'etcdserver: corrupt cluster' }],
+  // concord's own (etcd has no such check): an unknown alarm action or type never reaches raft.
+  [ErrorCode.AlarmUnknownAction, { code: S.INVALID_ARGUMENT, message: 'etcdserver: unknown alarm action' }],
+  [ErrorCode.AlarmUnknownType, { code: S.INVALID_ARGUMENT, message: 'etcdserver: unknown alarm type' }],
 ]);
 
 /** Preallocated status objects: an error answer allocates nothing. */

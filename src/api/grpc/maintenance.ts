@@ -10,6 +10,7 @@ import { parsePeerUrls, UrlError } from '../../membership/urls';
 import { ErrorCode } from '../../util/errors';
 import { grpcStatus } from './errors';
 import { sha256FileInBackground } from '../../workers/background_pool';
+import { AlarmAction, AlarmType, isKnownAlarmAction, isKnownAlarmType } from '../../apply/alarm_store';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 
@@ -32,6 +33,26 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
             if (!call.cancelled) call.emit('error', { code: grpc.status.UNKNOWN, details: `etcdserver: ${err.message}` });
           });
       });
+    },
+    /**
+     * GET answers from the applied alarms here (etcd 3.4 sends GET through the log too; the
+     * applied copy is what that would read, minus a member still applying). ACTIVATE and
+     * DEACTIVATE go through the log and are answered once applied, with the alarm that changed.
+     */
+    Alarm(call: grpc.ServerUnaryCall<etcdserverpb.AlarmRequest, Uint8Array>, callback: Callback): void {
+      const r = call.request;
+      const action = r.action ?? AlarmAction.GET;
+      const alarm = r.alarm ?? AlarmType.NONE;
+      if (!isKnownAlarmAction(action)) return callback(grpcStatus(ErrorCode.AlarmUnknownAction));
+      if (!isKnownAlarmType(alarm)) return callback(grpcStatus(ErrorCode.AlarmUnknownType));
+      if (action === AlarmAction.GET) {
+        // etcd's AlarmResponse has no header (v3rpc/maintenance.go Alarm does not fill one).
+        const alarms = server.alarmList(alarm).map((m) => ({ memberID: m.memberId, alarm: m.alarm }));
+        return callback(null, etcdserverpb.AlarmResponse.encode({ alarms }).finish());
+      }
+      const memberID = Long.fromValue(r.memberID ?? 0).toUnsigned();
+      const code = server.propose({ alarm: { action, memberID, alarm } }, callback);
+      if (code !== 0) callback(grpcStatus(code));
     },
     MoveLeader(call: grpc.ServerUnaryCall<etcdserverpb.MoveLeaderRequest, Uint8Array>, callback: Callback): void {
       const target = Long.fromValue(call.request.targetID ?? 0).toUnsigned();

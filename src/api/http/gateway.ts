@@ -364,10 +364,12 @@ export class Gateway {
   /** etcd's /health: leader known and a read served (linearizable unless ?serializable=true). */
   private health(url: URL, res: http.ServerResponse): void {
     const serializable = url.searchParams.get('serializable') === 'true';
-    const answer = (ok: boolean): void => this.reply(res, ok ? 200 : 503, 'text/plain; charset=utf-8', JSON.stringify({ health: ok ? 'true' : 'false' }));
+    // etcd 3.4 answers an unhealthy member with http.Error (503), which ends the body in '\n'.
+    const answer = (ok: boolean): void => this.reply(res, ok ? 200 : 503, 'text/plain; charset=utf-8', ok ? '{"health":"true"}' : '{"health":"false"}\n');
     if (!this.opts.server.hasLeader()) return answer(false);
     const excluded = new Set(url.searchParams.getAll('exclude'));
-    if (this.opts.server.hasNoSpaceAlarm() && !excluded.has('NOSPACE')) return answer(false);
+    // etcd checkHealth: any active alarm whose type is not excluded makes it false.
+    if (this.opts.server.hasAlarmExcept(excluded)) return answer(false);
     const timer = setTimeout(() => answer(false), 1000);
     const req = etcdserverpb.RangeRequest.encode({ key: Buffer.from('health'), serializable }).finish();
     const code = this.opts.server.read(ReadKind.Range, req, serializable, (err: unknown) => {
