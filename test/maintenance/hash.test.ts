@@ -128,10 +128,15 @@ test('HashKV equals etcd 3.4: values, compaction, errors, etcdctl', { skip: etcd
   const r2 = await bulk(2);
   await d.kv('Compact', { revision: long(r2 - 5) });
   for (const rev of [0, r1, r2 - 4, r2]) await same(rev, 'right after a compaction with a sweep to do');
+  // Compacted at the current revision: HashKV(0) still answers (etcd checks only rev > 0).
+  await d.kv('Compact', { revision: long(r2), physical: true });
+  for (const rev of [0, r2, r2 + 1]) await same(rev, 'compacted at the current revision');
+  await d.kv('Put', { key: b('last'), value: b('x') });
+  await same(r2 + 1, 'after the last compaction');
 
   // etcdctl prints the same lines; only ids differ in the JSON.
   const ids = (s: string): string => s.replace(/"(cluster_id|member_id)":\d+/g, '"$1":ID').replace(/"raft_term":\d+/g, '"raft_term":T');
-  for (const args of [['endpoint', 'hashkv'], ['endpoint', 'hashkv', '--rev', String(r2)], ['endpoint', 'hashkv', '-w', 'json'], ['endpoint', 'hashkv', '--rev', String(mid), '-w', 'json']]) {
+  for (const args of [['endpoint', 'hashkv'], ['endpoint', 'hashkv', '--rev', String(r2 + 1)], ['endpoint', 'hashkv', '-w', 'json'], ['endpoint', 'hashkv', '--rev', String(mid), '-w', 'json']]) {
     const [e, c] = await Promise.all([runEtcdctl([d.etcd.endpoint], args), runEtcdctl([d.concord.endpoint], args)]);
     const ce = (s: string, ep: string): string => ids(s.split(ep).join('EP')).split('\n').filter((l) => !l.startsWith('{"level"')).join('\n');
     assert.equal(ce(c.stdout, d.concord.endpoint.replace('http://', '')), ce(e.stdout, d.etcd.endpoint.replace('http://', '')), `etcdctl ${args.join(' ')} stdout`);
