@@ -34,23 +34,10 @@ export interface RevisionSource {
   forEach(fromMain: number, toMain: number, visit: (key: Uint8Array, value: Uint8Array) => void): void;
 }
 
-/** What the hashed snapshot says about itself (meta records of the same snapshot). */
-export interface HashKvResult {
-  hash: number;
-  /** -1 when never compacted. */
-  compactRev: number;
-  /** The snapshot's current revision (the answer's header revision). */
-  currentRev: number;
-  /** The revision hashed (etcd 3.5 hash_revision). */
-  rev: number;
-  /** Records that went into the hash. */
-  records: number;
-}
-
 const bucketKey = Buffer.from(schema.dbKey);
 const etcdRevKeyLen = 17;
 
-/** Where field 1 (key) lies in a stored KeyValue; the parse cursor for the re-encode. */
+/** Where field 1 (key) lies in the last KeyValue findKey() parsed (one thread, no reentry). */
 const scratch = { keyStart: 0, keyEnd: 0 };
 
 /** Reads a varint at `pos`; returns its end, the value in `varintValue` (lengths: < 2^31). */
