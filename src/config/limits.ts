@@ -15,6 +15,9 @@ export const commitApplyGapMax = 5000;
 export const proposalsPendingMax = 65536;
 /** Reads queued or in flight; beyond it new reads get ErrTooManyRequests (backpressure). */
 export const readsPendingMax = 65536;
+/** Maintenance.Hash/HashKV requests waiting for the storage worker; beyond it TooManyRequests.
+ * Each is a full scan of the store run one at a time: a queue this long is already minutes. */
+export const hashRequestsPendingMax = 64;
 /** Entries in one append/apply batch handed to the storage worker. */
 export const batchEntriesMax = 4096;
 /** Reads in one batch handed to the storage worker. */

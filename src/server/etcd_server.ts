@@ -49,7 +49,7 @@ import { LeaseChangeKind } from '../lease/lease_store';
 import * as schema from '../storage/schema';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import type { SnapshotAnswer } from '../workers/protocol';
+import type { HashDone, SnapshotAnswer } from '../workers/protocol';
 import { SnapshotErrorCode } from '../storage/snapshotter';
 
 /** A proposal or read made by the server itself (lease expiry, checkpoints): no client waits. */
@@ -231,6 +231,9 @@ export class EtcdServer {
   /** Maintenance.Snapshot copies asked of the worker, by request id. */
   private readonly backupRequests: Map<number, (a: SnapshotAnswer) => void>;
   private nextSnapshotRequest: number;
+  /** Maintenance.Hash/HashKV waiting for the worker. Invariant: size <= hashRequestsPendingMax. */
+  private readonly hashRequests: Map<number, (a: HashDone) => void>;
+  private nextHashRequest: number;
   /** Snapshot files being sent, by the follower's raft id (released when the send ends). */
   private readonly snapshotsOut: Map<number, string>;
   /** A received snapshot the worker staged and raft was given (installed with its Batch). */
@@ -352,6 +355,8 @@ export class EtcdServer {
     this.snapshotRequests = new Map();
     this.backupRequests = new Map();
     this.nextSnapshotRequest = 1;
+    this.hashRequests = new Map();
+    this.nextHashRequest = 1;
     this.snapshotsOut = new Map();
     this.staged = null;
     this.watchStarted = false;
@@ -771,6 +776,26 @@ export class EtcdServer {
 
   raftTerm(): number {
     return this.rn.term;
+  }
+
+  /**
+   * Maintenance.HashKV (kind 'hashkv', rev 0 = current) and Hash: the storage worker checks the
+   * revision and its hash thread scans (workers/hash_worker.ts); like etcd, this member's state
+   * as applied, without a read index. Returns a nonzero ErrorCode when refused at once.
+   */
+  hashRequest(kind: 'hash' | 'hashkv', rev: number, done: (a: HashDone) => void): number {
+    if (this.hashRequests.size >= limits.hashRequestsPendingMax) return ErrorCode.TooManyRequests;
+    const requestId = this.nextHashRequest++;
+    this.hashRequests.set(requestId, done);
+    this.worker.send({ type: WorkerMessageType.Hash, requestId, kind, rev });
+    return 0;
+  }
+
+  private onHashDone(a: HashDone): void {
+    const done = this.hashRequests.get(a.requestId);
+    assert(done !== undefined, 'hash answer without a request');
+    this.hashRequests.delete(a.requestId);
+    done(a);
   }
 
   isLeader(): boolean {
@@ -1561,6 +1586,7 @@ export class EtcdServer {
   private onWorkerMessage(msg: FromWorker): void {
     if (!(msg instanceof Uint8Array)) {
       if (msg.type === WorkerMessageType.SnapshotCreated) this.onSnapshotCreated(msg);
+      else if (msg.type === WorkerMessageType.HashDone) this.onHashDone(msg);
       else if (msg.type === WorkerMessageType.SnapshotStaged) this.onSnapshotStaged(msg);
       else {
         assert(msg.type === WorkerMessageType.Alarm, 'unexpected worker message');

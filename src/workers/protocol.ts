@@ -83,6 +83,7 @@ export const enum WorkerMessageType {
   SnapshotCreate = 4,
   SnapshotStage = 5,
   SnapshotRelease = 6,
+  Hash = 7,
   Ready = 11,
   Applied = 12,
   Persisted = 13,
@@ -91,6 +92,7 @@ export const enum WorkerMessageType {
   Alarm = 16,
   SnapshotCreated = 17,
   SnapshotStaged = 18,
+  HashDone = 19,
 }
 
 export class PackWriter {
@@ -360,10 +362,64 @@ export interface SnapshotStaged extends SnapshotAnswer {
   type: WorkerMessageType.SnapshotStaged;
 }
 
+// ---- Maintenance.Hash and HashKV (plain objects: rare) ----
+//
+//   Hash{requestId, kind, rev} -> HashDone{requestId, error, ...}
+//     kind 'hashkv': etcd's HashKV at `rev` (0 = current): the worker checks `rev` against its
+//     state (Compacted, FutureRev as etcd), commits what it applied, and the hash thread
+//     (workers/hash_worker.ts) scans one LMDB snapshot. kind 'hash': concord's Hash of the whole
+//     replicated state (mvcc/hash.ts header); `rev` is ignored. Answers come in request order.
+
+export interface HashRequest {
+  type: WorkerMessageType.Hash;
+  requestId: number;
+  kind: 'hash' | 'hashkv';
+  rev: number;
+}
+
+export interface HashDone {
+  type: WorkerMessageType.HashDone;
+  requestId: number;
+  /** 0, or ErrorCode.Compacted / FutureRev. */
+  error: number;
+  hash: number;
+  /** The hashed snapshot's compaction revision (-1: never compacted) and current revision. */
+  compactRev: number;
+  currentRev: number;
+  /** The revision hashed (etcd 3.5 hash_revision). */
+  rev: number;
+}
+
+/** workerData of the hash thread. */
+export interface HashThreadInit {
+  kvPath: string;
+  mapSizeBytes: number;
+  /** The watch event ring: its user slots hold the kv environment lock (KvEnvSlots). */
+  eventRing: SharedArrayBuffer;
+}
+
+export interface HashThreadRequest {
+  id: number;
+  kind: 'hash' | 'hashkv';
+  rev: number;
+}
+
+export interface HashThreadAnswer {
+  id: number;
+  error: number;
+  hash: number;
+  compactRev: number;
+  currentRev: number;
+  rev: number;
+  /** Revision records hashed, and the scan's wall time (logs, measurements). */
+  records: number;
+  ms: number;
+}
+
 export type ToWorker = WorkerInit | Uint8Array | { type: WorkerMessageType.Close } |
-  SnapshotCreate | SnapshotStage | SnapshotRelease;
+  SnapshotCreate | SnapshotStage | SnapshotRelease | HashRequest;
 export type FromWorker = WorkerReady | Uint8Array | WorkerFatal | WorkerAlarm |
-  { type: WorkerMessageType.Closed } | SnapshotCreated | SnapshotStaged;
+  { type: WorkerMessageType.Closed } | SnapshotCreated | SnapshotStaged | HashDone;
 
 // ---- Batch ----
 

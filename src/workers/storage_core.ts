@@ -56,6 +56,11 @@ import type { StoreEngine } from '../storage/engine';
 import type { FileIo } from '../storage/file_io';
 import { Wal, WalReplay, WalRestartStep, WalWriteError } from '../storage/wal';
 import { LmdbEngine } from '../storage/lmdb_engine';
+import { Worker } from 'node:worker_threads';
+import { Db } from '../storage/engine';
+import { hashKv, hashState, type StateSource } from '../mvcc/hash';
+import { ErrorCode } from '../util/errors';
+import type { HashDone, HashRequest, HashThreadAnswer, HashThreadInit } from './protocol';
 import {
   cleanSnapDir, copyEnvironment, fsyncDir, fsyncFile, inFileName, inspectSnapshotFile, moveInto,
   replaceKvDataFile, SnapshotError, SnapshotErrorCode, SnapshotMeta, snapshotOutFilesMax,
@@ -103,6 +108,8 @@ export interface StorageCoreEnv {
   backendBatchIntervalMs?: number;
   /** SnapshotCreated and SnapshotStaged answers (required to use raft snapshots). */
   snapshotAnswer?(msg: SnapshotCreated | SnapshotStaged): void;
+  /** HashDone answers (required to use Maintenance.Hash and HashKV). */
+  hashAnswer?(msg: HashDone): void;
   /**
    * Tests: told each step of an install; returning true simulates a crash there (the core stops
    * as a killed process would; crashForTest() then releases its files).
@@ -142,7 +149,8 @@ type HeldMessage =
   | { kind: WorkerMessageType.Batch; data: Uint8Array }
   | { kind: WorkerMessageType.SnapshotCreate; msg: SnapshotCreate }
   | { kind: WorkerMessageType.SnapshotStage; msg: SnapshotStage }
-  | { kind: WorkerMessageType.SnapshotRelease; msg: SnapshotRelease };
+  | { kind: WorkerMessageType.SnapshotRelease; msg: SnapshotRelease }
+  | { kind: WorkerMessageType.Hash; msg: HashRequest };
 
 /** A snapshot file made for sending, held by the driver `holds` times. */
 interface OutFile {
@@ -242,6 +250,10 @@ export class StorageCore {
   /** Goes out with the next Applied (the first after an install). */
   private replacedPending: AppliedReplaced | null;
   private backendOpen: boolean;
+  /** The hash thread (workers/hash_worker.ts), started by the first Hash/HashKV on LMDB. */
+  private hashThread: Worker | null;
+  private readonly hashWaiters: Map<number, (a: HashThreadAnswer) => void>;
+  private hashSeq: number;
   /**
    * The WAL syncs asked for and not yet returned, oldest first: each acknowledges batches up to
    * its seq; a batch that needs no sync rides on the newest (or is acknowledged at once).
@@ -274,6 +286,9 @@ export class StorageCore {
     this.held = null;
     this.syncsDrained = null;
     this.replacedPending = null;
+    this.hashThread = null;
+    this.hashWaiters = new Map();
+    this.hashSeq = 0;
     // The WAL first: it says whether an install was cut short (recoverInstall).
     const opened = Wal.open({
       dir: path.join(init.dataDir, schema.walDir),
@@ -871,6 +886,84 @@ export class StorageCore {
     });
   }
 
+  // ---- Maintenance.Hash and HashKV (protocol.ts, mvcc/hash.ts) ----
+
+  /**
+   * The revision is checked against the state at once, as etcd's HashByRev does under its lock;
+   * the scan runs on the hash thread after what is applied is committed. Scans run on the create
+   * chain: one at a time, and an install (which closes the environment) waits for them.
+   */
+  hash(msg: HashRequest): void {
+    if (this.failed) return;
+    if (this.held !== null) {
+      this.held.push({ kind: WorkerMessageType.Hash, msg });
+      return;
+    }
+    if (msg.kind === 'hashkv' && msg.rev > 0) {
+      // etcd 3.4 kvstore.go HashByRev: rev <= compactMainRev is compacted (3.5: rev < compact).
+      if (msg.rev <= this.store.compactMainRev) return this.hashAnswer(msg, ErrorCode.Compacted, null);
+      if (msg.rev > this.store.currentRev) return this.hashAnswer(msg, ErrorCode.FutureRev, null);
+    }
+    this.createChain = this.createChain.then(() => this.hashOne(msg)).catch((err) => {
+      if (this.failed) return;
+      this.failed = true;
+      this.env.fatal('hash: ' + String((err as Error)?.stack ?? err));
+    });
+  }
+
+  private async hashOne(msg: HashRequest): Promise<void> {
+    if (this.failed) return;
+    const engine = this.backend.engine;
+    if (!(engine instanceof LmdbEngine)) {
+      // The simulator's in-memory store: its committed state plus what is queued is the state;
+      // hash the committed records after a flush, synchronously (tests only).
+      await this.backend.flushed();
+      if (this.failed) return;
+      return this.hashAnswer(msg, 0, hashInline(engine, msg));
+    }
+    await this.backend.flushed();
+    if (this.failed) return;
+    if (this.hashThread === null) this.hashThread = this.startHashThread();
+    const id = ++this.hashSeq;
+    const answer = await new Promise<HashThreadAnswer>((resolve) => {
+      this.hashWaiters.set(id, resolve);
+      this.hashThread!.postMessage({ id, kind: msg.kind, rev: msg.rev });
+    });
+    if (this.failed) return;
+    this.hashAnswer(msg, answer.error, answer);
+  }
+
+  private startHashThread(): Worker {
+    const init: HashThreadInit = { kvPath: this.kvPath, mapSizeBytes: this.init.mapSizeBytes, eventRing: this.init.watchEventRing };
+    const t = new Worker(path.join(__dirname, 'hash_worker.js'), { workerData: init });
+    t.unref();
+    t.on('message', (a: HashThreadAnswer) => {
+      const w = this.hashWaiters.get(a.id);
+      assert(w !== undefined, 'hash answer without a request');
+      this.hashWaiters.delete(a.id);
+      w(a);
+    });
+    t.on('error', (err) => {
+      if (this.failed) return;
+      this.failed = true;
+      this.env.fatal('hash thread: ' + String(err?.stack ?? err));
+    });
+    return t;
+  }
+
+  private hashAnswer(msg: HashRequest, error: number, a: { hash: number; compactRev: number; currentRev: number; rev: number } | null): void {
+    assert(this.env.hashAnswer !== undefined, 'hash answers need env.hashAnswer');
+    this.env.hashAnswer({
+      type: WorkerMessageType.HashDone,
+      requestId: msg.requestId,
+      error,
+      hash: a?.hash ?? 0,
+      compactRev: a?.compactRev ?? this.store.compactMainRev,
+      currentRev: a?.currentRev ?? this.store.currentRev,
+      rev: a?.rev ?? 0,
+    });
+  }
+
   // ---- raft snapshots (header) ----
 
   /** Leader: a copy of the state at an applied index >= minIndex (protocol.ts). */
@@ -1122,6 +1215,7 @@ export class StorageCore {
       if (h.kind === WorkerMessageType.Batch) this.batch(h.data);
       else if (h.kind === WorkerMessageType.SnapshotCreate) this.snapshotCreate(h.msg);
       else if (h.kind === WorkerMessageType.SnapshotStage) this.snapshotStage(h.msg);
+      else if (h.kind === WorkerMessageType.Hash) this.hash(h.msg);
       else this.snapshotRelease(h.msg);
       if (this.held !== null) {
         (this.held as HeldMessage[]).push(...held.slice(i + 1));
@@ -1156,6 +1250,11 @@ export class StorageCore {
 
   async close(): Promise<void> {
     await this.idle();
+    if (this.hashThread !== null) {
+      const t = this.hashThread;
+      this.hashThread = null;
+      await t.terminate();
+    }
     // A compaction sweep must not write to a closed backend (it would commit on a closed
     // environment); a restart finishes it (scheduled > finished).
     this.compaction = null;
@@ -1165,6 +1264,29 @@ export class StorageCore {
       await this.backend.close();
     }
   }
+}
+
+/** Hash/HashKV over a non-LMDB engine's committed records (the simulator's store). */
+function hashInline(engine: StoreEngine, msg: HashRequest): { hash: number; compactRev: number; currentRev: number; rev: number } {
+  const cur = engine.get(Db.Meta, schema.metaCurrentRev);
+  const currentRev = Math.max(1, cur !== undefined ? schema.readU64(cur, 0) : 0);
+  const sc = engine.get(Db.Meta, schema.metaScheduledCompact);
+  const compactRev = sc !== undefined ? schema.readU64(sc, 0) : -1;
+  const src: StateSource = {
+    forEach(fromMain, toMain, visit) {
+      for (const { key, value } of engine.records(Db.Key)) {
+        const main = schema.revKeyMain(key);
+        if (main >= fromMain && main <= toMain) visit(key, value);
+      }
+    },
+    forEachLease(visit) {
+      for (const { key, value } of engine.records(Db.Lease)) visit(key, value);
+    },
+    meta: (name) => engine.get(Db.Meta, name),
+  };
+  if (msg.kind === 'hash') return { hash: hashState(src, currentRev, compactRev), compactRev, currentRev, rev: currentRev };
+  const rev = msg.rev === 0 ? currentRev : msg.rev;
+  return { hash: hashKv(src, rev, compactRev).hash, compactRev, currentRev, rev };
 }
 
 /** The term of `index` in the replayed log, or 0 when the log does not hold it. */

@@ -120,6 +120,13 @@ function answers(m: Member, es: Entry[]): unknown[] {
   });
 }
 
+/** Hash and HashKV(0) with their revisions (what identifies the state, not the member). */
+async function hashes(m: Member): Promise<unknown> {
+  const h = await m.hashDone(m.hashRequest('hash'));
+  const kv = await m.hashDone(m.hashRequest('hashkv', 0));
+  return [h.hash, h.currentRev, kv.hash, kv.currentRev, kv.compactRev, kv.rev];
+}
+
 function snapFiles(m: Member): string[] {
   return fs.readdirSync(path.join(m.dataDir, schema.snapDir)).sort();
 }
@@ -131,6 +138,8 @@ describe('raft snapshots: create on one member, stage and install on another', (
   let S: number;
   let snap: SnapshotAnswer;
   let stateAtS: unknown;
+  /** A's Hash and HashKV(0) at S (mvcc/hash.ts): B must have the same after the install. */
+  let hashesAtS: unknown;
   /** A copy of A's snapshot, as the transport would deliver it (copied per use). */
   let source: string;
   let recvSeq = 0;
@@ -147,6 +156,7 @@ describe('raft snapshots: create on one member, stage and install on another', (
     await a.commit(hist);
     S = hist[hist.length - 1]!.index;
     stateAtS = await readState(a, 25);
+    hashesAtS = await hashes(a);
     snap = await a.create(S);
     assert.equal(snap.error, null);
     source = path.join(root, 'source.mdb');
@@ -195,7 +205,12 @@ describe('raft snapshots: create on one member, stage and install on another', (
     assert.deepEqual(snapFiles(b), [path.basename(st.file)]);
     const appliedBefore = b.applied.length;
     const seq = b.install(S, T);
+    // Asked during the install: held, then answered from the installed state. Its data file is
+    // LMDB's compacted copy of A's (other pages, same records): Hash must not see the difference.
+    const hashDuring = b.hashRequest('hash');
     await b.until(() => b.persisted.some((p) => p.seq === seq), 'install persisted');
+    assert.equal((await b.hashDone(hashDuring)).hash, (hashesAtS as number[])[0], 'Hash asked during the install');
+    assert.deepEqual(await hashes(b), hashesAtS, 'Hash and HashKV equal A\'s at the index');
     const p = b.persisted.find((x) => x.seq === seq)!;
     assert.deepEqual([p.index, p.term], [S, T]);
     // The first Applied after the install announces the new state.

@@ -16,7 +16,7 @@ import { realTimers } from '../../src/util/timers';
 import { InstallStep, StorageCore } from '../../src/workers/storage_core';
 import {
   AppliedHeader, BatchSnapshot, decodeApplied, decodeEntries, decodePersisted, encodeBatch, PackWriter, ReadKind,
-  ReadRequest, SnapshotAnswer, SnapshotCreated, SnapshotStaged, WorkerInit, WorkerMessageType, WorkerReady,
+  HashDone, ReadRequest, SnapshotAnswer, SnapshotCreated, SnapshotStaged, WorkerInit, WorkerMessageType, WorkerReady,
 } from '../../src/workers/protocol';
 import { newStatsBuffer } from '../../src/workers/stats';
 import { newRingBuffer } from '../../src/watch/ring';
@@ -68,6 +68,7 @@ export class Member {
   readonly reads = new Map<number, { code: number; response: Uint8Array }>();
   readonly applied: AppliedHeader[] = [];
   readonly answers = new Map<number, SnapshotAnswer>();
+  readonly hashes = new Map<number, HashDone>();
   readonly ring: SharedArrayBuffer;
   readonly compactRev: SharedArrayBuffer;
   fatal: string | null = null;
@@ -97,6 +98,7 @@ export class Member {
         this.fatal = message;
       },
       snapshotAnswer: (a: SnapshotCreated | SnapshotStaged) => this.answers.set(a.requestId, a),
+      hashAnswer: (a: HashDone) => this.hashes.set(a.requestId, a),
       installCrashPoint: (step) => {
         if (step !== options.crashAt) return false;
         this.crashed = step;
@@ -194,6 +196,18 @@ export class Member {
     this.core.snapshotStage({ type: WorkerMessageType.SnapshotStage, requestId, file });
     await this.until(() => this.answers.has(requestId), 'snapshot staged');
     return this.answers.get(requestId)!;
+  }
+
+  /** Sends a Hash/HashKV request; await hashDone(id) for its answer. */
+  hashRequest(kind: 'hash' | 'hashkv', rev = 0): number {
+    const requestId = this.nextRequest++;
+    this.core.hash({ type: WorkerMessageType.Hash, requestId, kind, rev });
+    return requestId;
+  }
+
+  async hashDone(requestId: number): Promise<HashDone> {
+    await this.until(() => this.hashes.has(requestId), 'hash answered');
+    return this.hashes.get(requestId)!;
   }
 
   release(file: string): void {

@@ -1,5 +1,6 @@
-// Maintenance (Status, Snapshot, MoveLeader), the Cluster service (etcd: v3rpc/maintenance.go,
-// member.go), and the grpc health service etcd registers with an empty service name.
+// Maintenance (Status, Snapshot, Alarm, Hash, HashKV, MoveLeader), the Cluster service (etcd:
+// v3rpc/maintenance.go, member.go), and the grpc health service etcd registers with an empty
+// service name. Hash and HashKV: mvcc/hash.ts says what they cover.
 import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { etcdserverpb, grpc as grpcpb } from '../../gen/proto';
@@ -11,6 +12,7 @@ import { ErrorCode } from '../../util/errors';
 import { grpcStatus } from './errors';
 import { sha256FileInBackground } from '../../workers/background_pool';
 import { AlarmAction, AlarmType, isKnownAlarmAction, isKnownAlarmType } from '../../apply/alarm_store';
+import type { HashDone } from '../../workers/protocol';
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 
@@ -52,6 +54,27 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
       }
       const memberID = Long.fromValue(r.memberID ?? 0).toUnsigned();
       const code = server.propose({ alarm: { action, memberID, alarm } }, callback);
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    HashKV(call: grpc.ServerUnaryCall<etcdserverpb.HashKVRequest, Uint8Array>, callback: Callback): void {
+      const rev = Long.fromValue(call.request.revision ?? 0).toNumber();
+      // etcd takes a negative revision as 0 (HashByRev tests rev > 0).
+      const code = server.hashRequest('hashkv', rev > 0 ? rev : 0, (a: HashDone) => {
+        if (a.error !== 0) return callback(grpcStatus(a.error));
+        callback(null, etcdserverpb.HashKVResponse.encode({
+          header: hashHeader(server, a.currentRev),
+          hash: a.hash,
+          compact_revision: a.compactRev,
+          hash_revision: a.rev,
+        }).finish());
+      });
+      if (code !== 0) callback(grpcStatus(code));
+    },
+    Hash(_call: grpc.ServerUnaryCall<unknown, Uint8Array>, callback: Callback): void {
+      const code = server.hashRequest('hash', 0, (a: HashDone) => {
+        if (a.error !== 0) return callback(grpcStatus(a.error));
+        callback(null, etcdserverpb.HashResponse.encode({ header: hashHeader(server, a.currentRev), hash: a.hash }).finish());
+      });
       if (code !== 0) callback(grpcStatus(code));
     },
     MoveLeader(call: grpc.ServerUnaryCall<etcdserverpb.MoveLeaderRequest, Uint8Array>, callback: Callback): void {
@@ -108,6 +131,11 @@ function drainedOrClosed(call: grpc.ServerWritableStream<etcdserverpb.SnapshotRe
     call.on('drain', done);
     call.on('close', done);
   });
+}
+
+/** etcd v3rpc header.fill with the revision the hash was taken at. */
+function hashHeader(server: EtcdServer, rev: number): etcdserverpb.IResponseHeader {
+  return { cluster_id: server.clusterId, member_id: server.memberId, revision: rev, raft_term: server.raftTerm() };
 }
 
 /** etcd's cluster service header: ids and term, no revision (v3rpc/member.go header()). */
