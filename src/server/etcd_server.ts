@@ -179,6 +179,26 @@ function quotaCost(req: concordpb.InternalRequest.$Properties): number {
   return 0;
 }
 
+/**
+ * What etcd's corrupt applier (applierV3Corrupt) refuses while a CORRUPT alarm is active: every
+ * write (a txn with a put or delete in any branch, nested too), compaction, lease grant and
+ * revoke. Reads and read-only txns go on (etcd 3.4 serves them outside the applier).
+ */
+function refusedWhenCorrupt(req: concordpb.InternalRequest.$Properties): boolean {
+  return req.put != null || req.delete_range != null || req.compaction != null ||
+    req.lease_grant != null || req.lease_revoke != null || (req.txn != null && txnWrites(req.txn));
+}
+
+function txnWrites(t: etcdserverpb.TxnRequest.$Properties): boolean {
+  for (const ops of [t.success, t.failure]) {
+    for (const op of ops ?? []) {
+      if (op.request_put || op.request_delete_range) return true;
+      if (op.request_txn && txnWrites(op.request_txn)) return true;
+    }
+  }
+  return false;
+}
+
 function putCost(p: etcdserverpb.PutRequest.$Properties): number {
   return (p.key?.length ?? 0) + (p.value?.length ?? 0) + kvOverheadBytes;
 }
@@ -643,6 +663,7 @@ export class EtcdServer {
       this.waits.size >= limits.proposalsPendingMax) {
       return ErrorCode.TooManyRequests;
     }
+    if (this.alarms.has(AlarmType.CORRUPT) && refusedWhenCorrupt(req)) return ErrorCode.Corrupt;
     const cost = quotaCost(req);
     if (cost > 0) {
       // etcd's capped applier under NOSPACE: writes that can grow the database are refused.

@@ -223,3 +223,43 @@ describe('alarms on a 3-member concord cluster', { skip: etcdctlSkipReason() }, 
       (err: grpc.ServiceError) => err.code === grpc.status.RESOURCE_EXHAUSTED);
   });
 });
+
+test('CORRUPT alarm: every write, compaction and lease grant/revoke refused as etcd\'s corrupt applier does; reads go on', { skip: etcdctlSkipReason() }, async (t) => {
+  const [e, c] = await Promise.all([startEtcd(), startConcord()]);
+  t.after(() => Promise.all([e.stop(), c.stop()]));
+  const outcomes = async (endpoint: string): Promise<Record<string, string>> => {
+    const kv = connect('etcdserverpb.KV', endpoint);
+    const m = connect('etcdserverpb.Maintenance', endpoint);
+    const l = connect('etcdserverpb.Lease', endpoint);
+    try {
+      await unary(kv, 'Put', { key: Buffer.from('a'), value: Buffer.from('1') });
+      const memberID = (await unary(m, 'Status', {})).header!.member_id;
+      await unary(m, 'Alarm', { action: AlarmAction.ACTIVATE, memberID, alarm: AlarmType.CORRUPT });
+      const out: Record<string, string> = {};
+      const run = async (name: string, p: Promise<unknown>): Promise<void> => {
+        out[name] = await p.then(() => 'ok', (err: grpc.ServiceError) => `${err.code} ${err.details}`);
+      };
+      await run('put', unary(kv, 'Put', { key: Buffer.from('b'), value: Buffer.from('1') }));
+      await run('range', unary(kv, 'Range', { key: Buffer.from('a') }));
+      await run('range serializable', unary(kv, 'Range', { key: Buffer.from('a'), serializable: true }));
+      await run('delete', unary(kv, 'DeleteRange', { key: Buffer.from('a') }));
+      await run('read-only txn', unary(kv, 'Txn', { success: [{ request_range: { key: Buffer.from('a') } }] }));
+      await run('txn with a put', unary(kv, 'Txn', { success: [{ request_put: { key: Buffer.from('a'), value: Buffer.from('2') } }] }));
+      await run('txn with a nested delete', unary(kv, 'Txn', { failure: [{ request_txn: { success: [{ request_delete_range: { key: Buffer.from('z') } }] } }] }));
+      await run('compact', unary(kv, 'Compact', { revision: 1 }));
+      await run('lease grant', unary(l, 'LeaseGrant', { ID: 5, TTL: 10 }));
+      await run('lease revoke', unary(l, 'LeaseRevoke', { ID: 5 }));
+      await run('deactivate', unary(m, 'Alarm', { action: AlarmAction.DEACTIVATE, memberID, alarm: AlarmType.CORRUPT }));
+      await run('put after deactivate', unary(kv, 'Put', { key: Buffer.from('c'), value: Buffer.from('1') }));
+      return out;
+    } finally {
+      kv.close();
+      m.close();
+      l.close();
+    }
+  };
+  const [etcd, concord] = await Promise.all([outcomes(e.endpoint), outcomes(c.endpoint)]);
+  assert.deepEqual(concord, etcd);
+  assert.equal(etcd['put'], `${grpc.status.DATA_LOSS} etcdserver: corrupt cluster`);
+  assert.equal(etcd['range'], 'ok');
+});
