@@ -90,7 +90,8 @@ export async function runFaultSchedule(c: ClusterHandle, seed: number, log: stri
 
 /**
  * Waits until every running member has applied the same index and holds the same keys (a
- * serializable Range of everything on each); returns that revision.
+ * serializable Range of everything on each), then checks their HashKV at that revision agree
+ * (the whole history, not just the latest values); returns that revision.
  */
 export async function waitConverged(c: ClusterHandle, timeoutMs = 20_000): Promise<number> {
   const live = c.members.map((_, i) => i).filter((i) => c.procs[i] !== null);
@@ -117,7 +118,21 @@ export async function waitConverged(c: ClusterHandle, timeoutMs = 20_000): Promi
       }
     }
     last = states.map((s, k) => `member m${live[k]} (applied ${applied[k] ?? '?'}): ${s}`).join('\n');
-    if (new Set(applied).size === 1 && applied.length === live.length && new Set(states).size === 1) return rev;
+    if (new Set(applied).size === 1 && applied.length === live.length && new Set(states).size === 1) {
+      // The same keys everywhere; the whole history must agree too (HashKV, etcd's value).
+      const hashes: string[] = [];
+      for (const i of live) {
+        const m = connect('etcdserverpb.Maintenance', c.members[i]!.clientUrl);
+        try {
+          const h = await unary(m, 'HashKV', { revision: rev }, { timeoutMs: 5000 });
+          hashes.push(`m${i}: hash ${h.hash} compact ${String(h.compact_revision)}`);
+        } finally {
+          m.close();
+        }
+      }
+      assert.equal(new Set(hashes.map((h) => h.slice(h.indexOf(':')))).size, 1, `HashKV at ${rev} differs:\n${hashes.join('\n')}`);
+      return rev;
+    }
     if (Date.now() > deadline) assert.fail(`members did not converge:\n${last}`);
     await sleep(200);
   }
