@@ -475,7 +475,8 @@ describe('Watch differential vs etcd', { skip: etcdSkipReason(), concurrency: 3 
       { put: 'L', value: big('a') },
       { open: 's' },
       { create: { key: 'L', prev_kv: true } },
-      { put: 'L', value: big('b') },
+      // A ~2 MiB response can take longer than the default quiet period on a loaded machine.
+      { put: 'L', value: big('b'), wait: 1000 },
       { create: { key: 'L', start_revision: 1 } },
     ]);
     const s = responsesOf(r.etcd, 's').filter((x) => !x.created);
