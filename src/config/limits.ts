@@ -18,6 +18,15 @@ export const readsPendingMax = 65536;
 /** Maintenance.Hash/HashKV requests waiting for the storage worker; beyond it TooManyRequests.
  * Each is a full scan of the store run one at a time: a queue this long is already minutes. */
 export const hashRequestsPendingMax = 64;
+/** Maintenance.Defragment requests waiting; beyond it TooManyRequests (each copies the store). */
+export const defragmentRequestsPendingMax = 16;
+/** An online defragmentation keeps the transactions committed during its copy in memory, to
+ * write them into the copy: beyond this many bytes it gives up (the member goes on as it was). */
+export const defragJournalBytesMax = 512 * 1024 * 1024;
+/** Catch-up rounds while writes go on; the switch comes after them whatever is left. */
+export const defragCatchUpRoundsMax = 8;
+/** Journal bytes left small enough to write with commits suspended (a few ms of LMDB writes). */
+export const defragSwitchBytes = 4 * 1024 * 1024;
 /** Entries in one append/apply batch handed to the storage worker. */
 export const batchEntriesMax = 4096;
 /** Reads in one batch handed to the storage worker. */

@@ -63,6 +63,13 @@ export class Metrics {
 
     histogram('etcd_disk_wal_fsync_duration_seconds', 'The latency distributions of fsync called by WAL.', StatSlot.WalFsync);
     histogram('etcd_disk_backend_commit_duration_seconds', 'The latency distributions of commit called by backend.', StatSlot.BackendCommit);
+    this.add(new Computed('etcd_disk_backend_defrag_duration_seconds', 'The latency distribution of backend defragmentation.', 'histogram', () => {
+      const h = s.defragDurations;
+      const out: Sample[] = h.bounds.map((le, i) => ({ metricName: 'etcd_disk_backend_defrag_duration_seconds_bucket', labels: { le: String(le) }, value: h.counts[i]! }));
+      out.push({ metricName: 'etcd_disk_backend_defrag_duration_seconds_bucket', labels: { le: '+Inf' }, value: h.count });
+      out.push({ metricName: 'etcd_disk_backend_defrag_duration_seconds_sum', value: h.sum }, { metricName: 'etcd_disk_backend_defrag_duration_seconds_count', value: h.count });
+      return out;
+    }));
 
     gauge('etcd_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => s.dbSize);
     gauge('etcd_debugging_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => s.dbSize);

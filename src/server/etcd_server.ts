@@ -49,12 +49,33 @@ import { LeaseChangeKind } from '../lease/lease_store';
 import * as schema from '../storage/schema';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import type { HashDone, SnapshotAnswer } from '../workers/protocol';
+import type { DefragmentDone, HashDone, SnapshotAnswer } from '../workers/protocol';
 import { SnapshotErrorCode } from '../storage/snapshotter';
 
 /** A proposal or read made by the server itself (lease expiry, checkpoints): no client waits. */
 export class InternalWaiter {
   constructor(readonly done: (code: number, response: Uint8Array) => void) {}
+}
+
+/** A Prometheus histogram's cumulative counts, kept where the events happen (metrics.ts reads it). */
+export class BucketCounts {
+  readonly bounds: readonly number[];
+  readonly counts: number[];
+  sum: number;
+  count: number;
+
+  constructor(bounds: number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+    this.sum = 0;
+    this.count = 0;
+  }
+
+  observe(v: number): void {
+    for (let i = 0; i < this.bounds.length; i++) if (v <= this.bounds[i]!) this.counts[i]!++;
+    this.sum += v;
+    this.count++;
+  }
 }
 
 /** etcd's lease TTL floor: 1.5 election timeouts in heartbeats, rounded up to seconds. */
@@ -253,6 +274,12 @@ export class EtcdServer {
   private nextSnapshotRequest: number;
   /** Maintenance.Hash/HashKV waiting for the worker. Invariant: size <= hashRequestsPendingMax. */
   private readonly hashRequests: Map<number, (a: HashDone) => void>;
+  /** Maintenance.Defragment waiting for the worker. Invariant: size <= defragmentRequestsPendingMax. */
+  private readonly defragmentRequests: Map<number, (a: DefragmentDone) => void>;
+  /** Durations of the defragmentations done (etcd_disk_backend_defrag_duration_seconds). */
+  readonly defragDurations: BucketCounts;
+  /** The last defragmentation's answer (its sizes and times, for logs and tests). */
+  lastDefragment: DefragmentDone | null;
   private nextHashRequest: number;
   /** Snapshot files being sent, by the follower's raft id (released when the send ends). */
   private readonly snapshotsOut: Map<number, string>;
@@ -376,6 +403,10 @@ export class EtcdServer {
     this.backupRequests = new Map();
     this.nextSnapshotRequest = 1;
     this.hashRequests = new Map();
+    this.defragmentRequests = new Map();
+    // etcd's buckets: 100 ms doubling 13 times (to about 6.8 minutes).
+    this.defragDurations = new BucketCounts(Array.from({ length: 13 }, (_, i) => 0.1 * 2 ** i));
+    this.lastDefragment = null;
     this.nextHashRequest = 1;
     this.snapshotsOut = new Map();
     this.staged = null;
@@ -810,6 +841,28 @@ export class EtcdServer {
     this.hashRequests.set(requestId, done);
     this.worker.send({ type: WorkerMessageType.Hash, requestId, kind, rev });
     return 0;
+  }
+
+  /**
+   * Maintenance.Defragment: the storage worker's online defragmentation of this member's file
+   * (workers/storage_core.ts): requests go on meanwhile. Per member, not through the log, as in
+   * etcd. Returns a nonzero ErrorCode when refused at once.
+   */
+  defragment(done: (a: DefragmentDone) => void): number {
+    if (this.defragmentRequests.size >= limits.defragmentRequestsPendingMax) return ErrorCode.TooManyRequests;
+    const requestId = this.nextHashRequest++;
+    this.defragmentRequests.set(requestId, done);
+    this.worker.send({ type: WorkerMessageType.Defragment, requestId });
+    return 0;
+  }
+
+  private onDefragmentDone(a: DefragmentDone): void {
+    const done = this.defragmentRequests.get(a.requestId);
+    assert(done !== undefined, 'defragment answer without a request');
+    this.defragmentRequests.delete(a.requestId);
+    if (a.error === '') this.defragDurations.observe((a.copyMs + a.catchUpMs + a.pauseMs) / 1000);
+    this.lastDefragment = a;
+    done(a);
   }
 
   private onHashDone(a: HashDone): void {
@@ -1608,6 +1661,7 @@ export class EtcdServer {
     if (!(msg instanceof Uint8Array)) {
       if (msg.type === WorkerMessageType.SnapshotCreated) this.onSnapshotCreated(msg);
       else if (msg.type === WorkerMessageType.HashDone) this.onHashDone(msg);
+      else if (msg.type === WorkerMessageType.DefragmentDone) this.onDefragmentDone(msg);
       else if (msg.type === WorkerMessageType.SnapshotStaged) this.onSnapshotStaged(msg);
       else {
         assert(msg.type === WorkerMessageType.Alarm, 'unexpected worker message');

@@ -50,7 +50,8 @@ const batchBytesMaxDefault = 64 * 1024 * 1024;
 const retryIntervalMsDefault = 1000;
 
 export class Backend {
-  readonly engine: StoreEngine;
+  /** Replaced only by an online defragmentation's switch (replaceEngine). */
+  engine: StoreEngine;
   /** revision key (latin1) -> KeyValue bytes not yet committed to the engine. */
   private readonly pending: Map<string, Uint8Array>;
   /** Writes not yet handed to the engine, in order: value null = remove. */
@@ -95,6 +96,15 @@ export class Backend {
   /** Told each meta record once the transaction holding it has committed. */
   metaCommitObserver: ((name: string, value: Buffer) => void) | null = null;
   private readonly flushBound: () => void;
+  /**
+   * While a defragmentation copies the store (workers/defrag.ts): every transaction that
+   * commits from journalStart() on, in commit order, to be written again into the copy. Null
+   * otherwise.
+   */
+  private journal: EngineWrites[] | null = null;
+  private journalBytes = 0;
+  /** suspendCommits(): no transaction starts; flush() only notes that one is wanted. */
+  private suspended = false;
 
   constructor(options: BackendOptions) {
     this.engine = options.engine ?? new LmdbEngine(options.path, options.mapSizeBytes);
@@ -216,7 +226,7 @@ export class Backend {
   flush(): void {
     assert(!this.inEntry, 'backend transaction cut inside an entry');
     this.disarmTimer();
-    if (this.inFlight !== null) {
+    if (this.inFlight !== null || this.suspended) {
       this.flushWanted = true;
       return;
     }
@@ -263,6 +273,10 @@ export class Backend {
       return;
     }
     this.commitsDurable = commit;
+    if (this.journal !== null) {
+      this.journal.push(w);
+      this.journalBytes += writesBytes(w);
+    }
     if (this.commitObserver !== null) this.commitObserver((performance.now() - startedAt) / 1000, w.keys.length);
     const { dbs, keys, values } = w;
     for (let i = 0; i < keys.length; i++) {
@@ -360,6 +374,78 @@ export class Backend {
     this.armTimer();
   }
 
+  // ---- online defragmentation (workers/defrag.ts) ----
+
+  /**
+   * From now on every transaction that commits is also kept, in commit order, until
+   * journalTake() hands it over or journalStop(). The one in flight now counts: it commits after
+   * this call. Every write is a blind put or remove of a whole record, so writing a journal again
+   * over a copy that already holds some of its transactions leaves the same state as the store.
+   */
+  journalStart(): void {
+    assert(this.journal === null, 'a journal is running already');
+    this.journal = [];
+    this.journalBytes = 0;
+  }
+
+  /** The journaled transactions so far, merged into one in commit order; the journal goes on. */
+  journalTake(): { writes: EngineWrites; bytes: number } {
+    assert(this.journal !== null, 'no journal');
+    const out = emptyWrites();
+    for (const w of this.journal) {
+      for (let i = 0; i < w.keys.length; i++) {
+        out.dbs.push(w.dbs[i]!);
+        out.keys.push(w.keys[i]!);
+        out.values.push(w.values[i]!);
+      }
+    }
+    const bytes = this.journalBytes;
+    this.journal = [];
+    this.journalBytes = 0;
+    return { writes: out, bytes };
+  }
+
+  /** Bytes journaled and not yet taken (a defragmentation's memory bound). */
+  get journalPendingBytes(): number {
+    return this.journalBytes;
+  }
+
+  journalStop(): void {
+    this.journal = null;
+    this.journalBytes = 0;
+  }
+
+  /**
+   * No transaction starts until resumeCommits(); resolves once the one in flight has finished
+   * (committed or failed). Applies go on into the queue meanwhile, and reads find them there.
+   */
+  async suspendCommits(): Promise<void> {
+    this.suspended = true;
+    this.disarmTimer();
+    while (this.inFlight !== null) await new Promise((r) => setImmediate(r));
+  }
+
+  /** Commits start again (and one now when one was wanted or anything waits). */
+  resumeCommits(): void {
+    this.suspended = false;
+    if (this.flushWanted || this.queue.keys.length > 0 || this.metaQueue.size > 0 || this.leaseQueue.size > 0 || this.appliedDirty) {
+      if (!this.inEntry) this.flush();
+      else this.armTimer();
+    }
+  }
+
+  /**
+   * The defragmentation's switch: `engine` holds everything the old one committed (it was
+   * suspended meanwhile); reads and commits go to it from now on. Returns the old engine, which
+   * the caller closes.
+   */
+  replaceEngine(engine: StoreEngine): StoreEngine {
+    assert(this.suspended && this.inFlight === null, 'engine replaced while commits run');
+    const old = this.engine;
+    this.engine = engine;
+    return old;
+  }
+
   // ---- durability ----
 
   /** Commits what is queued now; resolves when it (and everything before it) is durable. */
@@ -417,6 +503,12 @@ export class Backend {
     while (this.inFlight !== null) await new Promise((r) => setImmediate(r));
     await this.engine.close();
   }
+}
+
+function writesBytes(w: EngineWrites): number {
+  let n = 0;
+  for (let i = 0; i < w.keys.length; i++) n += w.keys[i]!.length + (w.values[i]?.length ?? 0);
+  return n;
 }
 
 function emptyWrites(): EngineWrites {

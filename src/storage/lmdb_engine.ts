@@ -21,7 +21,7 @@ export class LmdbEngine implements StoreEngine {
   private readonly dbs: AnyDb[];
 
   constructor(path: string, mapSizeBytes: number) {
-    this.env = open({ path, maxDbs: 8, mapSize: mapSizeBytes, overlappingSync: false });
+    this.env = open({ path, noSubdir: false, maxDbs: 8, mapSize: mapSizeBytes, overlappingSync: false });
     const key = this.env.openDB<Buffer, Buffer>({ name: schema.dbKey, keyEncoding: 'binary', encoding: 'binary' });
     const meta = this.env.openDB<Buffer, string>({ name: schema.dbMeta, encoding: 'binary' });
     const lease = this.env.openDB<Buffer, Buffer>({ name: schema.dbLease, keyEncoding: 'binary', encoding: 'binary' });

@@ -83,6 +83,8 @@ export function revKeyIsTombstone(key: Uint8Array): boolean {
 
 export const walDir = 'member/wal';
 export const kvDir = 'member/kv';
+/** An online defragmentation's copy of the kv environment, until it replaces kv/data.mdb. */
+export const kvDefragDir = 'member/kv-defrag';
 export const snapDir = 'member/snap';
 /** The files of the kv directory environment (LMDB's names for a directory env). */
 export const kvDataFile = 'data.mdb';

@@ -16,6 +16,12 @@
 //                a raft snapshot replaced the whole store (storage worker install): the kv
 //                environment is now generation `generation` at revision `rev`; records before
 //                this one are about the old store, records after it continue from rev + 1
+//     Reopened:  u32 generation
+//                an online defragmentation replaced kv/data.mdb by a compacted copy holding the
+//                same records: the state is unchanged, only the file is new. Records before
+//                this one were committed to the old file (which stays mapped and whole for its
+//                readers), records after it to the new one: a reader of LMDB reopens the path
+//                before it acts on a later Committed record
 //
 // The producer never waits for the consumer: a record that does not fit is dropped (the ring's
 // overflow flag is set) and `seq` still advances, so the consumer sees the gap and catches up
@@ -44,6 +50,7 @@ export const enum RecordKind {
   Compact = 2,
   Committed = 3,
   Replaced = 4,
+  Reopened = 5,
 }
 
 const headerBytes = 8;
@@ -120,6 +127,17 @@ export class EventRingWriter {
     this.end(headerBytes + 20);
   }
 
+  /** The kv data file was replaced by a defragmented copy of the same state; see the layout. */
+  reopened(generation: number): void {
+    const view = this.begin(headerBytes + 4);
+    if (view === null) return;
+    const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+    dv.setUint8(0, RecordKind.Reopened);
+    dv.setUint32(4, this.seq, true);
+    dv.setUint32(8, generation, true);
+    this.end(headerBytes + 4);
+  }
+
   /** Wakes the watch worker once per batch of records. */
   flush(): void {
     if (!this.written) return;
@@ -158,7 +176,8 @@ export type EventRecord =
   | { kind: RecordKind.Revision; seq: number; rev: number; changes: EventChange[] }
   | { kind: RecordKind.Compact; seq: number; compactRev: number; storeRev: number }
   | { kind: RecordKind.Committed; seq: number; rev: number }
-  | { kind: RecordKind.Replaced; seq: number; rev: number; compactRev: number; generation: number };
+  | { kind: RecordKind.Replaced; seq: number; rev: number; compactRev: number; generation: number }
+  | { kind: RecordKind.Reopened; seq: number; generation: number };
 
 /** Decodes a record lent by RingConsumer.readAll(); the result owns copies of its bytes. */
 export function decodeEventRecord(view: Uint8Array): EventRecord {
@@ -189,6 +208,8 @@ export function decodeEventRecord(view: Uint8Array): EventRecord {
         kind, seq, rev: dv.getFloat64(8, true), compactRev: dv.getFloat64(16, true),
         generation: dv.getUint32(24, true),
       };
+    case RecordKind.Reopened:
+      return { kind, seq, generation: dv.getUint32(8, true) };
     default:
       throw new Error(`unknown event record kind ${kind as number}`);
   }
@@ -220,8 +241,12 @@ export function keyOfKeyValue(kv: Uint8Array): string {
 const enum KvEnvSlot {
   /** 0 = free, 1 = held (by the thread opening the kv environment's path). */
   Lock = 0,
-  /** Installs of a raft snapshot so far: the kv environment's generation. */
+  /** Replacements of the kv data file so far (raft snapshot installs and defragmentations): the
+   * kv environment's generation. */
   Generation = 1,
+  /** Raft snapshot installs so far: the generation of the state's contents (a defragmentation
+   * keeps them). */
+  Contents = 2,
 }
 
 /** How long one wait for the kv environment lock may last; the holder does file work only. */
@@ -260,9 +285,17 @@ export class KvEnvSlots {
     return Atomics.load(this.slots, KvEnvSlot.Generation);
   }
 
-  /** Storage worker, holding the lock, after it opened the new environment. */
-  bumpGeneration(): number {
+  get contents(): number {
+    return Atomics.load(this.slots, KvEnvSlot.Contents);
+  }
+
+  /**
+   * Storage worker, holding the lock, after it opened the new environment. `newContents`: a raft
+   * snapshot install (the state changed too), not a defragmentation (the same state).
+   */
+  bumpGeneration(newContents: boolean): number {
     assert(Atomics.load(this.slots, KvEnvSlot.Lock) === 1, 'generation bumped without the lock');
+    if (newContents) Atomics.add(this.slots, KvEnvSlot.Contents, 1);
     return Atomics.add(this.slots, KvEnvSlot.Generation, 1) + 1;
   }
 }

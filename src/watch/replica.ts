@@ -14,6 +14,8 @@
 // file under the same path, watch/events.ts): reopen() opens the path again, under the kv
 // environment lock, and rebuilds everything from the new store; until then this replica keeps
 // reading its old environment, whose file stays mapped, so it stays the state at `rev`.
+// An online defragmentation replaces the file the same way but keeps the state: reopenFile()
+// only opens the path again (the Reopened record, watch/events.ts).
 import { open, RootDatabase, Database } from 'lmdb';
 import { TreeIndex } from '../mvcc/index';
 import * as schema from '../storage/schema';
@@ -30,6 +32,8 @@ export class MvccReplica {
   committedRev: number;
   /** The kv environment generation this replica reads (KvEnvSlots; 0 without them). */
   generation: number;
+  /** The contents generation of the state it was built from (KvEnvSlots.contents). */
+  contents: number;
   private readonly window: Map<number, EventChange[]>;
   private readonly kvPath: string;
   private readonly mapSizeBytes: number;
@@ -45,6 +49,7 @@ export class MvccReplica {
     this.compactRev = -1;
     this.committedRev = 0;
     this.generation = 0;
+    this.contents = 0;
     this.window = new Map();
     this.kvPath = kvPath;
     this.mapSizeBytes = mapSizeBytes;
@@ -63,6 +68,7 @@ export class MvccReplica {
       // process between threads; this side only reads.
       this.env = open({ path: this.kvPath, maxDbs: 8, mapSize: this.mapSizeBytes });
       this.generation = this.kvEnv !== null ? this.kvEnv.generation : 0;
+      this.contents = this.kvEnv !== null ? this.kvEnv.contents : 0;
     } finally {
       if (this.kvEnv !== null) this.kvEnv.unlock();
     }
@@ -70,9 +76,27 @@ export class MvccReplica {
     this.meta = this.env.openDB<Buffer, string>({ name: schema.dbMeta, encoding: 'binary' });
   }
 
-  /** The store was replaced (a raft snapshot install): true when this replica reads an older one. */
+  /** The kv data file was replaced (an install or a defragmentation) since this replica opened it. */
   get stale(): boolean {
     return this.kvEnv !== null && this.kvEnv.generation !== this.generation;
+  }
+
+  /** The state was replaced (a raft snapshot install): the index must be rebuilt, not only the file reopened. */
+  get contentsStale(): boolean {
+    return this.kvEnv !== null && this.kvEnv.contents !== this.contents;
+  }
+
+  /**
+   * A defragmentation replaced the file by a copy of the same state: opens the path again and
+   * keeps the index, the window and the revisions (the new file holds every committed record
+   * the old one did). The old environment is closed after the new one is open.
+   */
+  reopenFile(): void {
+    const old = this.env;
+    const contents = this.contents;
+    this.openEnv();
+    assert(this.contents === contents, 'reopened a file of other contents without a restore');
+    void old.close();
   }
 
   /**

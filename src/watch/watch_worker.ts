@@ -140,7 +140,17 @@ class WatchWorker {
         // Already reopened on this generation or a later one (after a gap): nothing to do.
         if (r.generation > this.replica.generation || this.replica.stale) this.restoreReplica();
         return;
+      case RecordKind.Reopened:
+        // Before any Committed record of the new file is acted on (ring order).
+        if (r.generation > this.replica.generation) this.reopenReplica();
+        return;
     }
+  }
+
+  /** The file changed (a defragmentation), and maybe the state too (an install after it). */
+  private reopenReplica(): void {
+    if (this.replica.contentsStale) this.restoreReplica();
+    else this.replica.reopenFile();
   }
 
   /** The store was replaced: watchers go back to history, the replica reads the new store. */
@@ -165,7 +175,7 @@ class WatchWorker {
     // Watchers created since the gap began count as synced at the replica's revision, which is
     // about to jump: they go back to history too.
     this.engine.onGap();
-    if (this.replica.stale) this.restoreReplica(); // the gap hid a Replaced record
+    if (this.replica.stale) this.reopenReplica(); // the gap hid a Replaced or Reopened record
     const committed = this.replica.resyncFromLmdb();
     const first = this.stash.findIndex((r) => r.kind === RecordKind.Revision && r.rev > committed);
     if (first >= 0 && (this.stash[first] as { rev: number }).rev > committed + 1) return; // still missing

@@ -84,6 +84,7 @@ export const enum WorkerMessageType {
   SnapshotStage = 5,
   SnapshotRelease = 6,
   Hash = 7,
+  Defragment = 8,
   Ready = 11,
   Applied = 12,
   Persisted = 13,
@@ -93,6 +94,7 @@ export const enum WorkerMessageType {
   SnapshotCreated = 17,
   SnapshotStaged = 18,
   HashDone = 19,
+  DefragmentDone = 20,
 }
 
 export class PackWriter {
@@ -416,10 +418,38 @@ export interface HashThreadAnswer {
   ms: number;
 }
 
+// ---- Maintenance.Defragment (plain objects: rare) ----
+//
+//   Defragment{requestId} -> DefragmentDone{requestId, error, ...}
+//     the storage worker's online defragmentation (workers/storage_core.ts "Online
+//     defragmentation"); answers come in request order, one defragmentation at a time.
+
+export interface DefragmentRequest {
+  type: WorkerMessageType.Defragment;
+  requestId: number;
+}
+
+export interface DefragmentDone {
+  type: WorkerMessageType.DefragmentDone;
+  requestId: number;
+  /** '' when it worked; else why not (nothing changed: the member goes on with its old file). */
+  error: string;
+  /** db size and db size in use before and after (equal when it failed). */
+  before: { dbSize: number; dbSizeInUse: number };
+  after: { dbSize: number; dbSizeInUse: number };
+  /** Wall times: the compacted copy, the catch-up while writes went on, and the switch during
+   * which this member's requests waited (the pause). */
+  copyMs: number;
+  catchUpMs: number;
+  pauseMs: number;
+  /** Bytes of transactions written again into the copy. */
+  journalBytes: number;
+}
+
 export type ToWorker = WorkerInit | Uint8Array | { type: WorkerMessageType.Close } |
-  SnapshotCreate | SnapshotStage | SnapshotRelease | HashRequest;
+  SnapshotCreate | SnapshotStage | SnapshotRelease | HashRequest | DefragmentRequest;
 export type FromWorker = WorkerReady | Uint8Array | WorkerFatal | WorkerAlarm |
-  { type: WorkerMessageType.Closed } | SnapshotCreated | SnapshotStaged | HashDone;
+  { type: WorkerMessageType.Closed } | SnapshotCreated | SnapshotStaged | HashDone | DefragmentDone;
 
 // ---- Batch ----
 

@@ -52,7 +52,7 @@ import { concordpb, etcdserverpb } from '../gen/proto';
 import { Applier, RangeAnswer } from '../apply/applier';
 import { KVStore, toNumber } from '../mvcc/kvstore';
 import { Backend } from '../storage/backend';
-import type { StoreEngine } from '../storage/engine';
+import type { EngineWrites, StoreEngine } from '../storage/engine';
 import type { FileIo } from '../storage/file_io';
 import { Wal, WalReplay, WalRestartStep, WalWriteError } from '../storage/wal';
 import { LmdbEngine } from '../storage/lmdb_engine';
@@ -60,7 +60,8 @@ import { Worker } from 'node:worker_threads';
 import { Db } from '../storage/engine';
 import { hashKv, hashState, type StateSource } from '../mvcc/hash';
 import { ErrorCode } from '../util/errors';
-import type { HashDone, HashRequest, HashThreadAnswer, HashThreadInit } from './protocol';
+import type { DefragmentDone, DefragmentRequest, HashDone, HashRequest, HashThreadAnswer, HashThreadInit } from './protocol';
+import { failpointsEnabled, failpointValue } from '../util/failpoints';
 import {
   cleanSnapDir, copyEnvironment, fsyncDir, fsyncFile, inFileName, inspectSnapshotFile, moveInto,
   replaceKvDataFile, SnapshotError, SnapshotErrorCode, SnapshotMeta, snapshotOutFilesMax,
@@ -71,7 +72,8 @@ import { assert } from '../util/assert';
 import { ConcordError, errLeaseNotFound } from '../util/errors';
 import type { Timers } from '../util/timers';
 import {
-  backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, logRetainEntries,
+  backendBatchIntervalMs, backendBatchLimit, compactionBatchKeys, defragCatchUpRoundsMax,
+  defragJournalBytesMax, defragSwitchBytes, logRetainEntries,
 } from '../config/limits';
 import { EventRingWriter, KvEnvSlots } from '../watch/events';
 import { varintSize, writeVarint } from '../util/protobuf_wire';
@@ -110,6 +112,8 @@ export interface StorageCoreEnv {
   snapshotAnswer?(msg: SnapshotCreated | SnapshotStaged): void;
   /** HashDone answers (required to use Maintenance.Hash and HashKV). */
   hashAnswer?(msg: HashDone): void;
+  /** DefragmentDone answers (required to use Maintenance.Defragment). */
+  defragmentAnswer?(msg: DefragmentDone): void;
   /**
    * Tests: told each step of an install; returning true simulates a crash there (the core stops
    * as a killed process would; crashForTest() then releases its files).
@@ -150,7 +154,8 @@ type HeldMessage =
   | { kind: WorkerMessageType.SnapshotCreate; msg: SnapshotCreate }
   | { kind: WorkerMessageType.SnapshotStage; msg: SnapshotStage }
   | { kind: WorkerMessageType.SnapshotRelease; msg: SnapshotRelease }
-  | { kind: WorkerMessageType.Hash; msg: HashRequest };
+  | { kind: WorkerMessageType.Hash; msg: HashRequest }
+  | { kind: WorkerMessageType.Defragment; msg: DefragmentRequest };
 
 /** A snapshot file made for sending, held by the driver `holds` times. */
 interface OutFile {
@@ -315,6 +320,8 @@ export class StorageCore {
     this.appliedIndex = 0;
     this.appliedTerm = 0;
     this.backendOpen = false;
+    // A defragmentation cut short left its copy: the kv environment is whole without it.
+    if (env.engine === undefined) fs.rmSync(path.join(init.dataDir, schema.kvDefragDir), { recursive: true, force: true });
     this.openState(env.engine);
     this.clusterId = this.loadId(schema.metaClusterId, init.newClusterId);
     this.memberId = this.loadId(schema.metaMemberId, init.newMemberId);
@@ -964,6 +971,153 @@ export class StorageCore {
     });
   }
 
+  // ---- Online defragmentation (Maintenance.Defragment) ----
+  //
+  // LMDB never gives pages back to the file system, and etcd's defragmentation (a compacted copy
+  // made with every read and write of the member stopped) stops the member for its whole length.
+  // Here the member goes on meanwhile:
+  //   1. journal: from now on the backend keeps every transaction that commits (Backend.journal*);
+  //   2. copy: LMDB's compacting copy of the environment (free pages left out) into kv-defrag/,
+  //      in one read transaction on the libuv pool; applies, reads and commits go on;
+  //   3. catch-up: the journal so far is written into the copy, again while it grows, until what
+  //      is left is small (every journaled write is a blind put or remove of a whole record, so
+  //      writing again what the copy already holds changes nothing);
+  //   4. commits are suspended (applies and reads go on: reads find uncommitted writes in the
+  //      backend), the rest of the journal goes into the copy, the copy is closed and synced;
+  //   5. the switch, synchronous (the only moment this thread serves nothing): under the kv
+  //      environment lock, kv/lock.mdb removed, the copy renamed over kv/data.mdb, directories
+  //      synced, the path opened again and given to the backend, the generation bumped; commits
+  //      resume on the new file; the watch worker (ring record Reopened) and the hash thread
+  //      (generation) reopen the path when they next read, keeping everything else;
+  //   6. the old environment is closed and kv-defrag/ removed.
+  // A crash before 5's rename leaves kv/ as it was (start-up removes kv-defrag/); after it, kv/
+  // holds the copy, which holds every transaction the old file had: the same state, the same
+  // applied index, and the WAL replays from there as after any crash. The WAL is not touched.
+  // The copy needs the disk space of the live data; a failure before 5 (ENOSPC) leaves the
+  // member as it was and answers the error.
+
+  defragment(msg: DefragmentRequest): void {
+    if (this.failed) return;
+    if (this.held !== null) {
+      this.held.push({ kind: WorkerMessageType.Defragment, msg });
+      return;
+    }
+    // On the create chain: one at a time, after and before copies and hash scans (which read
+    // the environment being replaced), and an install waits for it.
+    this.createChain = this.createChain.then(() => this.defragmentOne(msg)).catch((err) => {
+      if (this.failed) return;
+      this.failed = true;
+      this.env.fatal('defragment: ' + String((err as Error)?.stack ?? err));
+    });
+  }
+
+  private defragCrashPoint(step: DefragStep): void {
+    if (failpointsEnabled && failpointValue('defragCrashAt') === step) process.kill(process.pid, 'SIGKILL');
+  }
+
+  private async defragmentOne(msg: DefragmentRequest): Promise<void> {
+    if (this.failed) return;
+    const before = this.backend.sizes();
+    const answer: DefragmentDone = {
+      type: WorkerMessageType.DefragmentDone, requestId: msg.requestId, error: '',
+      before, after: before, copyMs: 0, catchUpMs: 0, pauseMs: 0, journalBytes: 0,
+    };
+    const engine = this.backend.engine;
+    if (!(engine instanceof LmdbEngine)) {
+      // The simulator's in-memory store has no file to give pages back from.
+      this.defragmentAnswer(answer);
+      return;
+    }
+    const backend = this.backend;
+    const tmp = path.join(this.init.dataDir, schema.kvDefragDir);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    let copy: LmdbEngine | null = null;
+    const t0 = performance.now();
+    backend.journalStart();
+    try {
+      // 1-2.
+      await copyEnvironment(engine.env, tmp);
+      answer.copyMs = performance.now() - t0;
+      this.defragCrashPoint(DefragStep.Copied);
+      if (failpointsEnabled && failpointValue('defragCopyDelayMs') !== undefined) {
+        await new Promise((r) => setTimeout(r, Number(failpointValue('defragCopyDelayMs'))));
+      }
+      if (this.failed) return;
+      copy = new LmdbEngine(tmp, this.init.mapSizeBytes);
+      // 3.
+      for (let round = 0; round < defragCatchUpRoundsMax; round++) {
+        if (backend.journalPendingBytes > defragJournalBytesMax) {
+          throw new Error(`${backend.journalPendingBytes} bytes were written during the copy, more than the ${defragJournalBytesMax} it may keep; try again when the write load is lower`);
+        }
+        const taken = backend.journalTake();
+        if (taken.writes.keys.length === 0) break;
+        answer.journalBytes += taken.bytes;
+        if (!(failpointsEnabled && failpointValue('defragSkipCatchUp') !== undefined)) await commitTo(copy, taken.writes);
+        if (this.failed) return;
+        if (backend.journalPendingBytes < defragSwitchBytes) break;
+      }
+      this.defragCrashPoint(DefragStep.CaughtUp);
+      // 4.
+      const t1 = performance.now();
+      answer.catchUpMs = t1 - t0 - answer.copyMs;
+      await backend.suspendCommits();
+      this.defragCrashPoint(DefragStep.Suspended);
+      if (this.failed) return;
+      const rest = backend.journalTake();
+      backend.journalStop();
+      answer.journalBytes += rest.bytes;
+      if (rest.writes.keys.length > 0 && !(failpointsEnabled && failpointValue('defragSkipCatchUp') !== undefined)) await commitTo(copy, rest.writes);
+      const c = copy;
+      copy = null;
+      await c.close();
+      fsyncFile(path.join(tmp, schema.kvDataFile));
+      this.defragCrashPoint(DefragStep.CopyClosed);
+    } catch (err) {
+      backend.journalStop();
+      if (copy !== null) await copy.close().catch(() => undefined);
+      fs.rmSync(tmp, { recursive: true, force: true });
+      backend.resumeCommits();
+      answer.error = (err as Error).message;
+      this.defragmentAnswer(answer);
+      return;
+    }
+    if (this.failed) return;
+    // 5. From the rename on, a failure is fatal: the process stops and start-up finds the copy
+    // in place (or the old file before the rename).
+    const t2 = performance.now();
+    let old: StoreEngine;
+    let generation: number;
+    this.kvEnv.lock();
+    try {
+      fs.rmSync(path.join(this.kvPath, schema.kvLockFile), { force: true });
+      this.defragCrashPoint(DefragStep.LockRemoved);
+      fs.renameSync(path.join(tmp, schema.kvDataFile), path.join(this.kvPath, schema.kvDataFile));
+      fsyncDir(this.kvPath);
+      fsyncDir(tmp);
+      this.defragCrashPoint(DefragStep.Renamed);
+      old = backend.replaceEngine(new LmdbEngine(this.kvPath, this.init.mapSizeBytes));
+      generation = this.kvEnv.bumpGeneration(false);
+    } finally {
+      this.kvEnv.unlock();
+    }
+    backend.resumeCommits();
+    this.events.reopened(generation);
+    this.events.flush();
+    answer.pauseMs = performance.now() - t2;
+    this.defragCrashPoint(DefragStep.Reopened);
+    // 6.
+    await old.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    this.refreshSizes(true);
+    answer.after = this.sizes;
+    this.defragmentAnswer(answer);
+  }
+
+  private defragmentAnswer(a: DefragmentDone): void {
+    assert(this.env.defragmentAnswer !== undefined, 'defragment answers need env.defragmentAnswer');
+    this.env.defragmentAnswer(a);
+  }
+
   // ---- raft snapshots (header) ----
 
   /** Leader: a copy of the state at an applied index >= minIndex (protocol.ts). */
@@ -1177,7 +1331,7 @@ export class StorageCore {
       this.crashPoint(InstallStep.KvReplaced);
       this.staged = null;
       this.openState(undefined);
-      generation = this.kvEnv.bumpGeneration();
+      generation = this.kvEnv.bumpGeneration(true);
     } finally {
       this.kvEnv.unlock();
     }
@@ -1216,6 +1370,7 @@ export class StorageCore {
       else if (h.kind === WorkerMessageType.SnapshotCreate) this.snapshotCreate(h.msg);
       else if (h.kind === WorkerMessageType.SnapshotStage) this.snapshotStage(h.msg);
       else if (h.kind === WorkerMessageType.Hash) this.hash(h.msg);
+      else if (h.kind === WorkerMessageType.Defragment) this.defragment(h.msg);
       else this.snapshotRelease(h.msg);
       if (this.held !== null) {
         (this.held as HeldMessage[]).push(...held.slice(i + 1));
@@ -1264,6 +1419,22 @@ export class StorageCore {
       await this.backend.close();
     }
   }
+}
+
+/** The steps of an online defragmentation (header of defragment()), for the crash tests' failpoint. */
+export const enum DefragStep {
+  Copied = 'copied',
+  CaughtUp = 'caughtUp',
+  Suspended = 'suspended',
+  CopyClosed = 'copyClosed',
+  LockRemoved = 'lockRemoved',
+  Renamed = 'renamed',
+  Reopened = 'reopened',
+}
+
+/** Writes `w` to `engine` as one transaction; resolves once it is durable. */
+function commitTo(engine: StoreEngine, w: EngineWrites): Promise<void> {
+  return new Promise((resolve, reject) => engine.commit(w, (err) => (err === null ? resolve() : reject(err))));
 }
 
 /** Hash/HashKV over a non-LMDB engine's committed records (the simulator's store). */

@@ -38,7 +38,7 @@ parentPort!.on('message', (msg: ToWorker) => {
     }
     switch (msg.type) {
       case WorkerMessageType.Init:
-        core = new StorageCore(msg, { io: nodeFileIo, timers: realTimers, post, alarm: post, fatal, snapshotAnswer: post, hashAnswer: post });
+        core = new StorageCore(msg, { io: nodeFileIo, timers: realTimers, post, alarm: post, fatal, snapshotAnswer: post, hashAnswer: post, defragmentAnswer: post });
         post(core.ready());
         break;
       case WorkerMessageType.SnapshotCreate:
@@ -52,6 +52,9 @@ parentPort!.on('message', (msg: ToWorker) => {
         break;
       case WorkerMessageType.Hash:
         core!.hash(msg);
+        break;
+      case WorkerMessageType.Defragment:
+        core!.defragment(msg);
         break;
       case WorkerMessageType.Close:
         void core!.close().then(() => post({ type: WorkerMessageType.Closed }));
