@@ -15,6 +15,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { etcdserverpb } from '../../src/gen/proto';
+import { startCluster } from '../helpers/cluster';
 import { startConcord, type ConcordHandle } from '../helpers/concord';
 import { assertAckedPresent, fillWithFreePages, hashKvAt, putLoad, statusSizes, type AckedPut } from '../helpers/defrag_load';
 import { etcdSkipReason, startEtcd } from '../helpers/etcd';
@@ -214,4 +215,43 @@ test('defragment as etcd 3.4: etcdctl defrag output, empty response, allowed whi
       maint.close();
     }
   }
+});
+
+test('defragment --cluster on 3 members under a put load: every member shrinks, holds every acknowledged put, HashKV agrees', { skip: etcdctlSkipReason() }, async (t) => {
+  const cl = await startCluster({ size: 3 });
+  t.after(() => cl.stop());
+  const leader = await cl.leader();
+  const kv = connect('etcdserverpb.KV', cl.endpoints()[leader]!);
+  t.after(() => kv.close());
+  await fillWithFreePages(kv, 'fill/', 600, 8192);
+  const before = await Promise.all(cl.endpoints().map(async (e) => {
+    const m = connect('etcdserverpb.Maintenance', e);
+    try { return await statusSizes(m); } finally { m.close(); }
+  }));
+  // The load goes to a follower (forwarded to the leader): every member applies it.
+  const load = putLoad(cl.endpoints()[(leader + 1) % 3]!, 'load/', 4);
+  await waitFor(() => load.acked.length >= 30, 10_000, 'the load to start');
+  const out = await runEtcdctl([cl.endpoints()[0]!], ['defrag', '--cluster']);
+  assert.equal(out.code, 0, `etcdctl defrag --cluster: ${out.stderr}`);
+  for (const e of cl.endpoints()) assert.ok(out.stdout.includes(`Finished defragmenting etcd member[${e}]`), `${e} defragmented: ${out.stdout}`);
+  const atEnd = load.acked.length;
+  await waitFor(() => load.acked.length >= atEnd + 30, 10_000, 'puts after the defragmentation');
+  const acked = await load.stop();
+  const last = acked.reduce((m, a) => Math.max(m, a.rev), 0);
+  const hashes: number[] = [];
+  for (const [i, e] of cl.endpoints().entries()) {
+    const k = connect('etcdserverpb.KV', e);
+    const m = connect('etcdserverpb.Maintenance', e);
+    try {
+      for (let tries = 0; (await statusSizes(m)).revision < last && tries < 100; tries++) await new Promise((r) => setTimeout(r, 50));
+      await assertAckedPresent(k, acked, `member ${i}`);
+      hashes.push(await hashKvAt(m, last));
+      const after = await statusSizes(m);
+      assert.ok(after.dbSize < before[i]!.dbSize, `member ${i}: db size ${before[i]!.dbSize} -> ${after.dbSize}`);
+    } finally {
+      k.close();
+      m.close();
+    }
+  }
+  assert.equal(new Set(hashes).size, 1, `HashKV at ${last} on the three members: ${hashes.join(', ')}`);
 });
