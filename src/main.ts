@@ -236,8 +236,7 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   if (err instanceof DataInconsistencyError) {
-    // As etcd: embed logs "checkInitialHashKV failed" and etcdmain ends with "discovery failed".
-    process.stderr.write(logLine('error', 'checkInitialHashKV failed', { error: err.message }) + '\n');
+    // As etcd 3.4 does (etcdmain: a start error ends in "discovery failed"), exit code 1.
     process.stderr.write(logLine('fatal', 'discovery failed', { error: err.message }) + '\n');
     process.exit(1);
   }

@@ -70,6 +70,13 @@ export interface HashVerdict {
 
 const memberZero = Long.UZERO;
 
+/** A duration as Go prints one in etcd's logs ("500ms", "1.5s", "7s", "1m30s"), under an hour. */
+export function goDuration(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  if (ms < 60_000) return `${ms / 1000}s`;
+  return `${Math.floor(ms / 60_000)}m${(ms % 60_000) / 1000}s`;
+}
+
 function hex(id: Long): string {
   return id.toString(16);
 }
@@ -124,7 +131,7 @@ function skipReason(leader: HashKvAnswer, p: PeerHashKv): string {
  */
 export async function initialCheck(h: CorruptHasher, requestTimeoutMs: number): Promise<void> {
   const local = hex(h.memberId);
-  h.log('info', 'starting initial corruption check', { 'local-member-id': local, timeout: `${requestTimeoutMs}ms` });
+  h.log('info', 'starting initial corruption check', { 'local-member-id': local, timeout: goDuration(requestTimeoutMs) });
   const own = await h.hashKv(0);
   if (own.code !== 0 || own.answer === null) {
     throw new Error(`${local} failed to fetch hash (error code ${own.code})`);

@@ -31,7 +31,7 @@ import {
   decodeHashKvAnswer, decodeHashKvRequest, encodeHashKvAnswer, encodeHashKvRequest, isMemberOp, MemberOp,
   type HashKvAnswer,
 } from './member_requests';
-import { CorruptHasher, initialCheck, PeerHashKv, periodicCheck } from './corrupt';
+import { CorruptHasher, goDuration, initialCheck, PeerHashKv, periodicCheck } from './corrupt';
 import type { LogLevel } from '../util/log';
 import { LogBytes } from './log_bytes';
 import { AlarmAction, AlarmMember, AlarmStore, AlarmType, alarmMemberString } from '../apply/alarm_store';
@@ -1226,7 +1226,7 @@ export class EtcdServer {
     const intervalMs = this.cfg.corruptCheckIntervalMs ?? 0;
     if (intervalMs <= 0 || this.stopped) return;
     this.cfg.onLog?.('info', 'enabled corruption checking', {
-      'local-member-id': this.memberId.toString(16), interval: `${intervalMs}ms`,
+      'local-member-id': this.memberId.toString(16), interval: goDuration(intervalMs),
     });
     const hasher = this.corruptHasher();
     const next = (): void => {

@@ -13,7 +13,7 @@ import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 
-import { judgeHashes, type PeerHashKv } from '../../src/server/corrupt';
+import { goDuration, judgeHashes, type PeerHashKv } from '../../src/server/corrupt';
 import {
   decodeHashKvAnswer, decodeHashKvRequest, encodeHashKvAnswer, encodeHashKvRequest, isMemberOp,
   MemberOp, memberOpMin,
@@ -58,6 +58,7 @@ describe('the count rule and the HashKv request layouts (no processes)', () => {
     const a = { hash: 0xfedcba98, compactRev: -1, currentRev: 42, rev: 40 };
     assert.deepEqual(decodeHashKvAnswer(encodeHashKvAnswer(a)), a);
     assert.equal(decodeHashKvAnswer(new Uint8Array(27)), null);
+    assert.deepEqual([500, 1500, 7000, 90_000].map(goDuration), ['500ms', '1.5s', '7s', '1m30s']);
     assert.ok(isMemberOp(MemberOp.HashKv));
     for (const op of [LeaderOp.LeaseRenew, LeaderOp.LeaseTimeToLive, LeaderOp.MemberPromote]) {
       assert.ok(op < memberOpMin && !isMemberOp(op));
@@ -145,7 +146,7 @@ test('initial check: a corrupted member refuses to start, an intact one starts',
     // Exit code 1, etcd's error naming this member, and a warning naming each disagreeing peer.
     assert.match(err.message, /concord exited early \(code 1/);
     const errors = err.message.split('\n').filter((l) => l.includes('found data inconsistency with peers'));
-    assert.ok(errors.some((l) => /"msg":"checkInitialHashKV failed","error":"[0-9a-f]+ found data inconsistency with peers"/.test(l)), err.message);
+    assert.ok(errors.some((l) => /"level":"fatal".*"msg":"discovery failed","error":"[0-9a-f]+ found data inconsistency with peers"/.test(l)), err.message);
     const warned = err.message.split('\n').filter((l) => l.includes('"msg":"found different hash values from remote peer"'));
     assert.equal(warned.length, 2, 'both peers disagree');
     return true;
