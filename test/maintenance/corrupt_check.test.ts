@@ -139,6 +139,8 @@ test('initial check: a corrupted member refuses to start, an intact one starts',
   assert.equal(logLines(c, intact, 'initial corruption checking passed; no corruption').length, 1, c.logs(intact));
   assert.equal(logLines(c, intact, 'found different hash values from remote peer').length, 0);
 
+  const peerIdOf = new Map<number, string>();
+  for (const i of [0, 1, 2]) peerIdOf.set(i, BigInt(await memberIdOf(c, i)).toString(16));
   await c.stopMember(corrupted);
   const r = await corruptNewestValue(c.members[corrupted]!.dataDir, 'k7');
   assert.equal(r.before, 'value-7');
@@ -153,11 +155,18 @@ test('initial check: a corrupted member refuses to start, an intact one starts',
   });
   assert.equal(c.procs[corrupted], null);
   // The warnings name the peers by id.
-  const peerIds = await Promise.all([leader, intact].map(async (i) => BigInt(await memberIdOf(c, i)).toString(16)));
   const text = c.logs(corrupted);
-  for (const id of peerIds) assert.match(text, new RegExp(`"remote-peer-id":"${id}"`));
+  for (const i of [leader, intact]) assert.match(text, new RegExp(`"remote-peer-id":"${peerIdOf.get(i)}"`));
   // The others go on serving (the corrupted member never joined in).
   await writeKeys(c, 1);
+  // A peer that cannot be asked (the corrupted one is down) is logged and skipped, as etcd does:
+  // the intact member starts again, having compared with the leader only.
+  const downId = peerIdOf.get(corrupted)!;
+  await c.stopMember(intact);
+  await c.restart(intact);
+  const failed = logLines(c, intact, 'failed hash kv request');
+  assert.ok(failed.some((l) => l['remote-peer-id'] === downId), c.logs(intact));
+  assert.equal(logLines(c, intact, 'initial corruption checking passed; no corruption').length, 2);
 });
 
 test('periodic check: no alarm under a write load; a corrupted follower gets CORRUPT and the cluster refuses writes', { skip: etcdctlSkipReason(), timeout: 90_000 }, async (t) => {
