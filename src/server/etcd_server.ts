@@ -513,9 +513,11 @@ export class EtcdServer {
     }
     server.watchStarted = true;
     // etcd (embed.StartEtcd) checks before its raft node and peer handlers start; here the
-    // transport must run to ask the peers, and raft messages they send meanwhile are only
-    // stepped (no tick yet): the hashes are taken at one fixed revision, which applying more
-    // entries does not change. A member starting for the first time has nothing to compare.
+    // transport must run to ask the peers, so raft messages they send meanwhile are handled as
+    // usual (this member does not tick yet: it starts no election). That is harmless: the hashes
+    // are taken at one fixed revision, which applying more entries does not change. No client
+    // is served before start() resolves. A member starting for the first time has nothing to
+    // compare (etcd checks only an initialized member).
     if (cfg.initialCorruptCheck === true && !isNewMember(ready)) {
       try {
         await initialCheck(server.corruptHasher(), server.requestTimeoutMs);
