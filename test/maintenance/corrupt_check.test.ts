@@ -6,8 +6,9 @@
 // corrupted member refuses to start with etcd's error, an intact one starts. Periodic check: a
 // run under a write load (followers lagging, a compaction in the middle) raises nothing; then the
 // corrupted follower gets the CORRUPT alarm for its own id, every member refuses writes with
-// "etcdserver: corrupt cluster" and reads go on. The count rule and the peer request layouts are
-// checked without processes first.
+// "etcdserver: corrupt cluster" and reads go on; a corrupted leader (leadership moved to it) names
+// itself. The count rule and the peer request layouts are checked without processes first.
+// The whole file takes about 20 s.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -247,4 +248,43 @@ test('periodic check: no alarm under a write load; a corrupted follower gets COR
   const put = await runEtcdctl([c.members[follower]!.clientUrl], ['put', 'after', '1']);
   assert.notEqual(put.code, 0);
   assert.match(put.stderr, /etcdserver: corrupt cluster/);
+});
+
+test('periodic check: a corrupted leader is the odd one out and gets CORRUPT for itself', { skip: etcdctlSkipReason(), timeout: 60_000 }, async (t) => {
+  // The helper reads `extraArgs` at every (re)start: the flag is added once the data is
+  // corrupted, so that no check runs before.
+  const extraArgs: string[] = [];
+  const c = await startCluster({ size: 3, token: 'corrupt-leader', extraArgs });
+  t.after(() => c.stop());
+  await writeKeys(c, 20);
+  const victim = await c.leader();
+  const victimId = await memberIdOf(c, victim);
+  for (let i = 0; i < 3; i++) await c.stopMember(i);
+  await corruptNewestValue(c.members[victim]!.dataDir, 'k7');
+  extraArgs.push('--experimental-corrupt-check-time', '500ms');
+  await Promise.all([0, 1, 2].map((i) => c.restart(i)));
+  // Make the corrupted member lead (it may already): its own checks must name itself.
+  for (let attempt = 0; ; attempt++) {
+    const leader = await c.leader();
+    if (leader === victim) break;
+    assert.ok(attempt < 20, 'leadership never moved to the corrupted member');
+    const m = connect('etcdserverpb.Maintenance', c.members[leader]!.clientUrl);
+    try {
+      await unary(m, 'MoveLeader', { targetID: Long.fromString(victimId, true) }).catch(() => undefined);
+    } finally {
+      m.close();
+    }
+    await sleep(200);
+  }
+  let own: Record<string, unknown>[] = [];
+  for (let attempt = 0; attempt < 50 && own.length === 0; attempt++) {
+    await sleep(200);
+    own = logLines(c, victim, 'detected hash mismatch');
+  }
+  assert.ok(own.length >= 1, c.logs(victim));
+  // Both followers agree with each other: a majority of three against the leader.
+  assert.deepEqual(own[0]!['corrupted-member-ids'], [BigInt(victimId).toString(16)]);
+  assert.equal(own[0]!['quorum-exist'], true);
+  const r = await runEtcdctl(c.endpoints(), ['alarm', 'list']);
+  assert.equal(r.stdout, `memberID:${victimId} alarm:CORRUPT \n`);
 });
