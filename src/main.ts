@@ -21,6 +21,7 @@ import { fetchMembers } from './transport/members_fetch';
 import type { InitialMember } from './server/etcd_server';
 import { activeFailpoints, failpointsEnabled } from './util/failpoints';
 import { concordVersion, etcdVersion } from './version';
+import { DataInconsistencyError } from './server/corrupt';
 
 /** A log line as Logger writes it, for what is said before the Logger exists or after it failed. */
 function logLine(level: LogLevel, msg: string, fields?: Record<string, unknown>): string {
@@ -158,6 +159,11 @@ async function main(): Promise<void> {
     strictReconfigCheck: cfg.strictReconfigCheck,
     maxLearners: cfg.maxLearners,
     autoPromoteLearners: cfg.autoPromoteLearners,
+    initialCorruptCheck: cfg.initialCorruptCheck,
+    corruptCheckIntervalMs: cfg.corruptCheckIntervalMs,
+    onLog(level, msg, fields) {
+      log.log(level, msg, fields);
+    },
     onRemoved() {
       if (removedAt !== 0) return;
       removedAt = Date.now();
@@ -229,6 +235,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof DataInconsistencyError) {
+    // As etcd 3.4 does (etcdmain: a start error ends in "discovery failed"), exit code 1.
+    process.stderr.write(logLine('fatal', 'discovery failed', { error: err.message }) + '\n');
+    process.exit(1);
+  }
   if (err instanceof DataDirLockedError) {
     process.stderr.write(logLine('fatal', err.message) + '\n');
     process.exit(1);

@@ -33,10 +33,15 @@ export function isKnownAlarmAction(a: number): boolean {
   return a === AlarmAction.GET || a === AlarmAction.ACTIVATE || a === AlarmAction.DEACTIVATE;
 }
 
-/** etcd's AlarmMember.String(), as Status.errors lists it: "memberID:<decimal> alarm:NOSPACE ". */
+/**
+ * etcd's AlarmMember.String(), as Status.errors lists it: "memberID:<decimal> alarm:NOSPACE ".
+ * Protobuf text leaves zero fields out: member 0 (a CORRUPT alarm raised for the whole cluster,
+ * server/corrupt.ts) is "alarm:CORRUPT " (etcd 3.4's endpoint status shows exactly that).
+ */
 export function alarmMemberString(m: AlarmMember): string {
   const name = etcdserverpb.AlarmType[m.alarm] ?? String(m.alarm);
-  return 'memberID:' + m.memberId.toString() + ' alarm:' + name + ' ';
+  const member = m.memberId.isZero() ? '' : 'memberID:' + m.memberId.toString() + ' ';
+  return member + 'alarm:' + name + ' ';
 }
 
 export class AlarmStore {

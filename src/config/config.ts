@@ -57,6 +57,10 @@ export interface Config {
   leaseCheckpointIntervalMs: number;
   leaseCheckpointEnabled: boolean;
   unsafeNoFsync: boolean;
+  /** --experimental-initial-corrupt-check (etcd 3.5): compare HashKV with the peers at start. */
+  initialCorruptCheck: boolean;
+  /** --experimental-corrupt-check-time (etcd 3.5) in ms; 0: no periodic check. */
+  corruptCheckIntervalMs: number;
 }
 
 /**
@@ -102,6 +106,8 @@ const flags: Record<string, FlagSpec> = {
   'experimental-lease-checkpoint-interval': { key: 'leaseCheckpointIntervalMs', kind: 'duration', def: '5m0s', help: 'Duration between checkpoints of the remaining TTLs of long leases.' },
   'experimental-enable-lease-checkpoint': { key: 'leaseCheckpointEnabled', kind: 'bool', def: 'true', help: 'Persist the remaining TTL of leases so restarts and leader changes keep it (etcd 3.6 default).' },
   'experimental-enable-lease-checkpoint-persist': { key: null, kind: 'bool', def: 'true', help: 'Accepted for etcd compatibility; checkpoints are always persisted.' },
+  'experimental-initial-corrupt-check': { key: 'initialCorruptCheck', kind: 'bool', def: 'false', help: 'Enable to check data corruption before serving any client/peer traffic.' },
+  'experimental-corrupt-check-time': { key: 'corruptCheckIntervalMs', kind: 'duration', def: '0s', help: 'Duration of time between cluster corruption check passes.' },
   'unsafe-no-fsync': { key: 'unsafeNoFsync', kind: 'bool', def: 'false', help: 'Disables fsync, unsafe, will cause data loss (etcd 3.5).' },
   'log-level': { key: 'logLevel', kind: 'string', def: 'info', help: 'Log level: debug, info, warn, error, panic, or fatal.' },
   'logger': { key: null, kind: 'string', def: 'zap', help: 'Accepted for etcd compatibility; concord always logs JSON lines.' },

@@ -25,8 +25,14 @@ import { encodeMemberContext, Member, Membership, raftIdOf } from '../membership
 import { idToLong, memberIdOf } from '../membership/ids';
 import { PeerTransport, type TransportStats } from '../transport/peer_transport';
 import { RefuseReason } from '../transport/frame';
-import { forwardErrorMin } from '../transport/forward';
+import { ForwardError, forwardErrorMin } from '../transport/forward';
 import { decodeI64, decodeU64, encodeI64, encodeU64, LeaderOp, leaderRetryMs } from './leader_requests';
+import {
+  decodeHashKvAnswer, decodeHashKvRequest, encodeHashKvAnswer, encodeHashKvRequest, isMemberOp, MemberOp,
+  type HashKvAnswer,
+} from './member_requests';
+import { CorruptHasher, goDuration, initialCheck, PeerHashKv, periodicCheck } from './corrupt';
+import type { LogLevel } from '../util/log';
 import { LogBytes } from './log_bytes';
 import { AlarmAction, AlarmMember, AlarmStore, AlarmType, alarmMemberString } from '../apply/alarm_store';
 import { Prng } from '../util/prng';
@@ -141,6 +147,15 @@ export interface EtcdServerConfig {
   requestTimeoutMs?: number;
   /** Told about peers refusing us or transport trouble (logged). */
   onPeerEvent?(msg: string, fields: Record<string, unknown>): void;
+  /**
+   * --experimental-initial-corrupt-check: a member with data compares its HashKV with its peers'
+   * before start() resolves, and start() fails with DataInconsistencyError (server/corrupt.ts).
+   */
+  initialCorruptCheck?: boolean;
+  /** --experimental-corrupt-check-time in ms (0 or absent: off): the leader's periodic check. */
+  corruptCheckIntervalMs?: number;
+  /** The corruption checks' log lines (server/corrupt.ts). */
+  onLog?(level: LogLevel, msg: string, fields: Record<string, unknown>): void;
 }
 
 interface PendingRead {
@@ -247,6 +262,8 @@ export class EtcdServer {
   /** The leader's lease clock. */
   readonly lessor: Lessor;
   private leaseTicker: NodeJS.Timeout | null = null;
+  /** The next periodic corruption check (--experimental-corrupt-check-time), null when off. */
+  private corruptCheckTimer: NodeJS.Timeout | null = null;
   private readonly rn: RawNode;
   /** This member's raft id. */
   private readonly selfId: number;
@@ -526,11 +543,26 @@ export class EtcdServer {
       throw err;
     }
     server.watchStarted = true;
+    // etcd (embed.StartEtcd) checks before its raft node and peer handlers start; here the
+    // transport must run to ask the peers, so raft messages they send meanwhile are handled as
+    // usual (this member does not tick yet: it starts no election). That is harmless: the hashes
+    // are taken at one fixed revision, which applying more entries does not change. No client
+    // is served before start() resolves. A member starting for the first time has nothing to
+    // compare (etcd checks only an initialized member).
+    if (cfg.initialCorruptCheck === true && !isNewMember(ready)) {
+      try {
+        await initialCheck(server.corruptHasher(), server.requestTimeoutMs);
+      } catch (err) {
+        await server.stop();
+        throw err;
+      }
+    }
     server.ticker = setInterval(() => server.tick(), cfg.heartbeatMs);
     server.leaseTicker = setInterval(() => server.leaseTick(), leaseTickMs);
     server.campaignIfAlone();
     server.scheduleTurn();
     await server.whenCaughtUp();
+    server.corruptCheckStart();
     return server;
   }
 
@@ -560,6 +592,7 @@ export class EtcdServer {
     };
     t.onForward = (_from, op, payload, reply) => {
       if (this.stopped) reply(ErrorCode.Stopped, noBytes);
+      else if (isMemberOp(op)) this.serveMemberRequest(op, payload, reply);
       else this.serveLeaderRequest(op, payload, reply);
     };
     t.onUnreachable = (id) => this.rn.reportUnreachable(id);
@@ -1157,6 +1190,114 @@ export class EtcdServer {
       default:
         reply(ErrorCode.PeerMalformed, noBytes);
     }
+  }
+
+  // ---- requests any member answers (member_requests.ts) and the corruption checks ----
+
+  /**
+   * A peer's MemberOp: served on this member whether it leads or not (etcd's peer handler
+   * /members/hashkv). reply(code, answer) exactly once.
+   */
+  private serveMemberRequest(op: number, payload: Uint8Array,
+    reply: (code: number, answer: Uint8Array) => void): void {
+    switch (op) {
+      case MemberOp.HashKv: {
+        const rev = decodeHashKvRequest(payload);
+        if (rev === null) return reply(ErrorCode.PeerMalformed, noBytes);
+        const code = this.hashRequest('hashkv', rev, (a) => {
+          if (a.error !== 0) reply(a.error, noBytes);
+          else reply(0, encodeHashKvAnswer(a));
+        });
+        if (code !== 0) reply(code, noBytes);
+        return;
+      }
+      default:
+        reply(ErrorCode.PeerMalformed, noBytes);
+    }
+  }
+
+  /** This member's HashKV at `rev` (0: current), for the corruption checks. */
+  private hashKvOwn(rev: number): Promise<{ code: number; answer: HashKvAnswer | null }> {
+    return new Promise((resolve) => {
+      const code = this.hashRequest('hashkv', rev, (a) => {
+        resolve({ code: a.error, answer: a.error === 0 ? { hash: a.hash, compactRev: a.compactRev, currentRev: a.currentRev, rev: a.rev } : null });
+      });
+      if (code !== 0) resolve({ code, answer: null });
+    });
+  }
+
+  /**
+   * Every other member's HashKV at `rev` (etcd getPeerHashKVs): one forward request each, with
+   * the request timeout; a member not answering gets the transport's code, answer null.
+   */
+  private peerHashKvs(rev: number): Promise<PeerHashKv[]> {
+    const others = this.membership.list().filter((m) => !m.id.equals(this.memberId));
+    const t = this.transport;
+    if (others.length === 0) return Promise.resolve([]);
+    const request = encodeHashKvRequest(rev);
+    return Promise.all(others.map((m) => new Promise<PeerHashKv>((resolve) => {
+      const result: PeerHashKv = { memberId: m.id, peerUrls: m.peerUrls, answer: null, code: ForwardError.Unreachable };
+      if (t === null || this.stopped) return resolve(result);
+      t.forward(raftIdOf(m.id), MemberOp.HashKv, request, this.requestTimeoutMs, (code, answer) => {
+        result.code = code;
+        if (code === 0) {
+          result.answer = decodeHashKvAnswer(answer);
+          if (result.answer === null) result.code = ErrorCode.PeerMalformed;
+        }
+        resolve(result);
+      });
+    })));
+  }
+
+  /** The corruption checks' view of this server (server/corrupt.ts CorruptHasher). */
+  private corruptHasher(): CorruptHasher {
+    return {
+      memberId: this.memberId,
+      hashKv: (rev) => this.hashKvOwn(rev),
+      peerHashKvs: (rev) => this.peerHashKvs(rev),
+      triggerCorruptAlarm: (id) => this.triggerCorruptAlarm(id),
+      log: (level, msg, fields) => this.cfg.onLog?.(level, msg, fields),
+    };
+  }
+
+  /**
+   * Proposes ACTIVATE CORRUPT for `memberId` through the log (etcd triggerCorruptAlarm), unless
+   * it is active already: a check every interval must not fill the log with the same alarm.
+   */
+  private triggerCorruptAlarm(memberId: Long): void {
+    if (this.alarms.get(AlarmType.CORRUPT).some((m) => m.memberId.equals(memberId))) return;
+    const alarm = { action: AlarmAction.ACTIVATE, memberID: memberId, alarm: AlarmType.CORRUPT };
+    const code = this.propose({ alarm }, new InternalWaiter((c) => {
+      if (c !== 0) this.cfg.onLog?.('warn', 'failed to raise the CORRUPT alarm', { 'member-id': memberId.toString(16), code: c });
+    }));
+    if (code !== 0) this.cfg.onLog?.('warn', 'failed to raise the CORRUPT alarm', { 'member-id': memberId.toString(16), code });
+  }
+
+  /**
+   * The periodic check (etcd monitorKVHash): every interval after the previous check ended,
+   * on the leader only; one check at a time.
+   */
+  private corruptCheckStart(): void {
+    const intervalMs = this.cfg.corruptCheckIntervalMs ?? 0;
+    if (intervalMs <= 0 || this.stopped) return;
+    this.cfg.onLog?.('info', 'enabled corruption checking', {
+      'local-member-id': this.memberId.toString(16), interval: goDuration(intervalMs),
+    });
+    const hasher = this.corruptHasher();
+    const next = (): void => {
+      if (this.stopped) return;
+      this.corruptCheckTimer = setTimeout(() => {
+        this.corruptCheckTimer = null;
+        if (this.stopped) return;
+        if (!this.rn.isLeader()) return next();
+        periodicCheck(hasher).then(next, (err: unknown) => {
+          this.cfg.onLog?.('warn', 'failed to check hash KV', { error: String(err) });
+          next();
+        });
+      }, intervalMs);
+      this.corruptCheckTimer.unref();
+    };
+    next();
   }
 
   /** The leader renews lease `id` (renewals are not replicated, as in etcd). */
@@ -1809,6 +1950,7 @@ export class EtcdServer {
     this.stopped = true;
     if (this.ticker !== null) clearInterval(this.ticker);
     if (this.leaseTicker !== null) clearInterval(this.leaseTicker);
+    if (this.corruptCheckTimer !== null) clearTimeout(this.corruptCheckTimer);
     const empty = new Uint8Array(0);
     for (const target of this.waits.values()) this.answer(target, ErrorCode.Stopped, empty);
     this.waits.clear();

@@ -4,6 +4,9 @@
 // lease expires), POST /leases/internal (LeaseTimeToLive: the remaining TTL is the leader's) and
 // POST /members/promote/<id> (only the leader knows whether a learner caught up).
 //
+// Requests any member answers, leader or not (HashKV for the corruption checks), are in
+// member_requests.ts, numbered from memberOpMin up: LeaderOp values stay below it.
+//
 // One definition of every layout: the asking member encodes with these functions and the leader
 // decodes with them (and the other way round for answers); the tests use them too. Answer codes
 // are ErrorCode values (0 = done); the transport's own codes (ForwardError) are above them.

@@ -21,6 +21,8 @@ test('activate and deactivate change a (member, type) once; get filters by type'
     'memberID:7 alarm:NOSPACE ', 'memberID:18446744073709551615 alarm:NOSPACE ', 'memberID:7 alarm:CORRUPT ',
   ]);
   assert.equal(s.get(AlarmType.CORRUPT).length, 1);
+  // Member 0 (the whole cluster): protobuf text leaves the zero field out, as etcd prints it.
+  assert.equal(alarmMemberString({ memberId: Long.UZERO, alarm: AlarmType.CORRUPT }), 'alarm:CORRUPT ');
   assert.equal(s.has(AlarmType.NOSPACE), true);
   const back = AlarmStore.decode(s.encode());
   assert.deepEqual(back.get(AlarmType.NONE).map(alarmMemberString), s.get(AlarmType.NONE).map(alarmMemberString));
