@@ -57,6 +57,24 @@ export const enum ErrorCode {
   AlarmUnknownAction,
   /** An AlarmRequest whose alarm type is not NONE, NOSPACE or CORRUPT. */
   AlarmUnknownType,
+  // Auth (etcd rpctypes; auth/auth_store.ts).
+  AuthRootUserNotExist,
+  AuthRootRoleNotExist,
+  AuthUserAlreadyExist,
+  AuthUserEmpty,
+  AuthUserNotFound,
+  AuthRoleAlreadyExist,
+  AuthRoleNotFound,
+  AuthRoleEmpty,
+  AuthFailed,
+  AuthPermissionNotGiven,
+  AuthPermissionDenied,
+  AuthRoleNotGranted,
+  AuthPermissionNotGranted,
+  AuthNotEnabled,
+  AuthInvalidToken,
+  AuthInvalidMgmt,
+  AuthOldRevision,
 }
 
 export class ConcordError extends Error {

@@ -58,6 +58,24 @@ const table = new Map<ErrorCode, WireError>([
   // concord's own (etcd has no such check): an unknown alarm action or type never reaches raft.
   [ErrorCode.AlarmUnknownAction, { code: S.INVALID_ARGUMENT, message: 'etcdserver: unknown alarm action' }],
   [ErrorCode.AlarmUnknownType, { code: S.INVALID_ARGUMENT, message: 'etcdserver: unknown alarm type' }],
+  [ErrorCode.AuthRootUserNotExist, { code: S.FAILED_PRECONDITION, message: 'etcdserver: root user does not exist' }],
+  [ErrorCode.AuthRootRoleNotExist, { code: S.FAILED_PRECONDITION, message: 'etcdserver: root user does not have root role' }],
+  [ErrorCode.AuthUserAlreadyExist, { code: S.FAILED_PRECONDITION, message: 'etcdserver: user name already exists' }],
+  [ErrorCode.AuthUserEmpty, { code: S.INVALID_ARGUMENT, message: 'etcdserver: user name is empty' }],
+  [ErrorCode.AuthUserNotFound, { code: S.FAILED_PRECONDITION, message: 'etcdserver: user name not found' }],
+  [ErrorCode.AuthRoleAlreadyExist, { code: S.FAILED_PRECONDITION, message: 'etcdserver: role name already exists' }],
+  [ErrorCode.AuthRoleNotFound, { code: S.FAILED_PRECONDITION, message: 'etcdserver: role name not found' }],
+  [ErrorCode.AuthRoleEmpty, { code: S.INVALID_ARGUMENT, message: 'etcdserver: role name is empty' }],
+  [ErrorCode.AuthFailed, { code: S.INVALID_ARGUMENT, message: 'etcdserver: authentication failed, invalid user ID or password' }],
+  // etcd 3.5 (3.4 crashes on a grant without a permission).
+  [ErrorCode.AuthPermissionNotGiven, { code: S.INVALID_ARGUMENT, message: 'etcdserver: permission not given' }],
+  [ErrorCode.AuthPermissionDenied, { code: S.PERMISSION_DENIED, message: 'etcdserver: permission denied' }],
+  [ErrorCode.AuthRoleNotGranted, { code: S.FAILED_PRECONDITION, message: 'etcdserver: role is not granted to the user' }],
+  [ErrorCode.AuthPermissionNotGranted, { code: S.FAILED_PRECONDITION, message: 'etcdserver: permission is not granted to the role' }],
+  [ErrorCode.AuthNotEnabled, { code: S.FAILED_PRECONDITION, message: 'etcdserver: authentication is not enabled' }],
+  [ErrorCode.AuthInvalidToken, { code: S.UNAUTHENTICATED, message: 'etcdserver: invalid auth token' }],
+  [ErrorCode.AuthInvalidMgmt, { code: S.INVALID_ARGUMENT, message: 'etcdserver: invalid auth management' }],
+  [ErrorCode.AuthOldRevision, { code: S.INVALID_ARGUMENT, message: 'etcdserver: revision of auth store is old' }],
 ]);
 
 /** Preallocated status objects: an error answer allocates nothing. */
