@@ -161,6 +161,8 @@ async function main(): Promise<void> {
     autoPromoteLearners: cfg.autoPromoteLearners,
     initialCorruptCheck: cfg.initialCorruptCheck,
     corruptCheckIntervalMs: cfg.corruptCheckIntervalMs,
+    authTokenTtlSeconds: cfg.authTokenTtl,
+    bcryptCost: cfg.bcryptCost,
     onLog(level, msg, fields) {
       log.log(level, msg, fields);
     },

@@ -61,6 +61,12 @@ export interface Config {
   initialCorruptCheck: boolean;
   /** --experimental-corrupt-check-time (etcd 3.5) in ms; 0: no periodic check. */
   corruptCheckIntervalMs: number;
+  /** --auth-token: 'simple' (JWT is not built yet: refused at start). */
+  authToken: string;
+  /** --auth-token-ttl, seconds. */
+  authTokenTtl: number;
+  /** --bcrypt-cost. */
+  bcryptCost: number;
 }
 
 /**
@@ -97,6 +103,9 @@ const flags: Record<string, FlagSpec> = {
   'experimental-max-learners': { key: 'maxLearners', kind: 'int', def: '1', help: 'Sets the maximum number of learners that can be available in the cluster membership (etcd 3.5).' },
   'experimental-auto-promote-learners': { key: 'autoPromoteLearners', kind: 'bool', def: 'false', help: 'Promote a learner to a voting member by itself once it has caught up with the leader (the check etcd makes before MemberPromote), instead of waiting for "member promote".' },
   'max-request-bytes': { key: 'maxRequestBytes', kind: 'int', def: String(limits.requestBytesDefault), help: 'Maximum client request size in bytes the server will accept.' },
+  'auth-token': { key: 'authToken', kind: 'string', def: 'simple', help: "Specify auth token specific options. ('simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...'; concord builds 'simple' only so far)" },
+  'auth-token-ttl': { key: 'authTokenTtl', kind: 'uint', def: '300', help: 'The lifetime in seconds of the auth token.' },
+  'bcrypt-cost': { key: 'bcryptCost', kind: 'uint', def: '10', help: 'Specify bcrypt algorithm cost factor for auth password hashing.' },
   'max-txn-ops': { key: 'maxTxnOps', kind: 'int', def: String(limits.txnOpsDefault), help: 'Maximum number of operations permitted in a transaction.' },
   'quota-backend-bytes': { key: 'quotaBackendBytes', kind: 'int', def: '0', help: 'Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).' },
   'max-concurrent-streams': { key: 'maxConcurrentStreams', kind: 'int', def: '4294967295', help: 'Maximum concurrent streams that each client can open at a time.' },
@@ -487,6 +496,9 @@ const electionTimeoutMsMax = 50_000;
 function validate(c: Config): void {
   if (c.maxRequestBytes <= 0) throw verifyError('--max-request-bytes must be positive');
   if (c.maxTxnOps <= 0) throw verifyError('--max-txn-ops must be positive');
+  // bcrypt's cost range (golang.org/x/crypto/bcrypt MinCost 4, MaxCost 31).
+  if (c.bcryptCost < 4 || c.bcryptCost > 31) throw verifyError(`invalid bcrypt-cost: ${c.bcryptCost} (must be between 4 and 31)`);
+  if (c.authToken.split(',')[0] !== 'simple') throw verifyError(`--auth-token ${c.authToken.split(',')[0]}: only simple tokens are supported so far (JWT is not built yet)`);
   // etcd embed.Config.Validate, in its order.
   checkBindUrls(c.listenPeerUrls);
   checkAdvertisePeerUrls(c.initialAdvertisePeerUrls);

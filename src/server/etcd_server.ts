@@ -56,6 +56,9 @@ import * as schema from '../storage/schema';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import type { DefragmentDone, HashDone, SnapshotAnswer } from '../workers/protocol';
+import { AuthGate } from '../auth/auth_gate';
+import { AuthStore } from '../auth/auth_store';
+import type { Caller } from '../auth/request_checks';
 import { SnapshotErrorCode } from '../storage/snapshotter';
 
 /** A proposal or read made by the server itself (lease expiry, checkpoints): no client waits. */
@@ -156,6 +159,10 @@ export interface EtcdServerConfig {
   corruptCheckIntervalMs?: number;
   /** The corruption checks' log lines (server/corrupt.ts). */
   onLog?(level: LogLevel, msg: string, fields: Record<string, unknown>): void;
+  /** --auth-token-ttl: seconds a simple token lives after its last use (default 300). */
+  authTokenTtlSeconds?: number;
+  /** --bcrypt-cost (default 10). */
+  bcryptCost?: number;
 }
 
 interface PendingRead {
@@ -262,6 +269,7 @@ export class EtcdServer {
   /** The leader's lease clock. */
   readonly lessor: Lessor;
   private leaseTicker: NodeJS.Timeout | null = null;
+  private leaseTicks = 0;
   /** The next periodic corruption check (--experimental-corrupt-check-time), null when off. */
   private corruptCheckTimer: NodeJS.Timeout | null = null;
   private readonly rn: RawNode;
@@ -357,6 +365,8 @@ export class EtcdServer {
   private readonly startCommit: number;
   /** The storage worker's counters and histograms (shared memory, read by /metrics). */
   readonly workerStats: WorkerStats;
+  /** Auth: this member's copy of the auth store and its simple tokens (auth/auth_gate.ts). */
+  readonly auth: AuthGate;
   /** Proposals refused or failed before they reached the log (etcd_server_proposals_failed_total). */
   proposalsFailed: number;
   /** Times this member saw the leader change (etcd_server_leader_changes_seen_total). */
@@ -463,6 +473,7 @@ export class EtcdServer {
     this.dbSize = 0;
     this.dbSizeInUse = 0;
     this.alarms = AlarmStore.decode(ready.alarms);
+    this.auth = new AuthGate(AuthStore.decode(ready.auth), cfg.authTokenTtlSeconds ?? 300, monotonicNowMs);
     this.noSpaceRaising = false;
     this.noSpaceRaised = new InternalWaiter(() => { this.noSpaceRaising = false; });
     this.readyWaiters = [];
@@ -715,7 +726,16 @@ export class EtcdServer {
    * Proposes a write; the answer reaches the result sink with `target`. Returns an error code
    * when the proposal is refused up front (0 when accepted).
    */
-  propose(req: concordpb.InternalRequest.$Properties, target: unknown): number {
+  propose(req: concordpb.InternalRequest.$Properties, target: unknown, caller?: Caller | null): number {
+    // A client's request (caller given, null with auth disabled) is checked against the auth
+    // store at apply when auth is enabled by then (etcd's auth applier).
+    if (caller !== undefined) {
+      req.from_client = true;
+      if (caller !== null) {
+        req.auth_user = caller.user;
+        req.auth_revision = caller.revision;
+      }
+    }
     const code = this.proposeOrRefuse(req, target);
     if (code !== 0) this.proposalsFailed++;
     return code;
@@ -1841,6 +1861,7 @@ export class EtcdServer {
     this.dbSizeInUse = h.dbSizeInUse;
     if (h.appliedIndex > this.workerApplied) this.workerApplied = h.appliedIndex;
     if (h.alarms !== null) this.alarms = AlarmStore.decode(Uint8Array.from(h.alarms));
+    if (h.auth !== null) this.auth.applied(concordpb.AuthApplied.decode(Uint8Array.from(h.auth)));
     if (h.membership !== null) {
       this.membership = Membership.decode(Uint8Array.from(h.membership));
       this.learner = this.membership.get(this.memberId)?.isLearner ?? false;
@@ -1920,7 +1941,9 @@ export class EtcdServer {
    * lessor runLoop: every 500 ms, at most leaseRevokeRate / 2 revokes per round).
    */
   private leaseTick(): void {
-    if (this.stopped || !this.rn.isLeader()) return;
+    if (this.stopped) return;
+    if (++this.leaseTicks % 100 === 0) this.auth.sweep();
+    if (!this.rn.isLeader()) return;
     const now = monotonicNowMs();
     for (const id of this.lessor.expired(now, leaseRevokesPerTick)) {
       this.propose({ lease_revoke: { ID: id } }, ignoreResult);

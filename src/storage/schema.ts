@@ -32,6 +32,9 @@ export const metaMembership = 'membership';
 // The applied alarms (apply/alarm_store.ts encoding); etcd keeps them in an `alarm` bucket, concord
 // in this one record of the meta table, written in the transaction of the entry that changed them.
 export const metaAlarm = 'alarm';
+// The auth store (concordpb.AuthState; auth/auth_store.ts), written in the transaction of the
+// entry that changed it.
+export const metaAuth = 'auth';
 
 export const revBytesLen = 16;
 export const revTombstoneLen = 17;

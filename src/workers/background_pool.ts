@@ -25,6 +25,16 @@ export function sha256FileInBackground(file: string): Promise<Uint8Array> {
   return get().run(file, { name: 'sha256File' }) as Promise<Uint8Array>;
 }
 
+/** bcrypt hash of `password` at `cost`, on the background thread. */
+export function bcryptHashInBackground(password: string, cost: number): Promise<string> {
+  return get().run({ password, cost }, { name: 'bcryptHash' }) as Promise<string>;
+}
+
+/** Whether `password` matches `hash`, on the background thread. */
+export function bcryptCompareInBackground(password: string, hash: string): Promise<boolean> {
+  return get().run({ password, hash }, { name: 'bcryptCompare' }) as Promise<boolean>;
+}
+
 /** Stops the pool's thread (at shutdown); tasks still running are abandoned. */
 export async function closeBackgroundPool(): Promise<void> {
   const p = pool;

@@ -33,6 +33,8 @@
 //     u32 leaseCount  | leaseCount  x LeaseChange   lease/lease_store.ts changes, apply order
 //     u32 length | membership (membership/membership.ts encoding) when it changed, else length 0
 //     u32 length | alarms (apply/alarm_store.ts encoding, never empty) when they changed, else 0
+//     u32 length | auth (concordpb.AuthApplied, never empty) when the auth store changed or
+//                  tokens were assigned, else 0
 //     only in the first Applied after a raft snapshot install (the rest of the message; the
 //     state was replaced before these items; other Applied messages end after membership):
 //       u53 snapshotIndex, u53 snapshotTerm
@@ -276,6 +278,8 @@ export interface WorkerReady {
   membership: Uint8Array;
   /** The alarms as of appliedIndex (apply/alarm_store.ts encoding). */
   alarms: Uint8Array;
+  /** The auth store as of appliedIndex (concordpb.AuthState). */
+  auth: Uint8Array;
 }
 
 export interface WorkerFatal {
@@ -553,6 +557,8 @@ export interface AppliedHeader {
   membership: Uint8Array | null;
   /** Every alarm after these applies, when they changed (a view into the message). */
   alarms: Uint8Array | null;
+  /** concordpb.AuthApplied, when the auth store changed or tokens were assigned (a view). */
+  auth: Uint8Array | null;
   /** Set in the first Applied after a raft snapshot install: the state was replaced
    * (decodeApplied leaves it out otherwise). */
   replaced?: AppliedReplaced | null;
@@ -615,8 +621,10 @@ export class AppliedWriter {
     const membership = h.membership ?? emptyBytes;
     const alarms = h.alarms ?? emptyBytes;
     assert(h.alarms === null || alarms.length > 0, 'alarm encoding is never empty');
+    const auth = h.auth ?? emptyBytes;
+    assert(h.auth === null || auth.length > 0, 'auth section is never empty');
     const replaced = h.replaced === undefined || h.replaced === null ? null : encodeReplaced(h.replaced);
-    const m = new Uint8Array(1 + 5 * 8 + 20 + alarms.length + this.results.length + this.reads.length + this.leases.length +
+    const m = new Uint8Array(1 + 5 * 8 + 24 + alarms.length + auth.length + this.results.length + this.reads.length + this.leases.length +
       membership.length + (replaced === null ? 0 : replaced.length));
     const b = Buffer.from(m.buffer);
     let pos = 0;
@@ -638,6 +646,9 @@ export class AppliedWriter {
     pos = b.writeUInt32LE(alarms.length, pos);
     m.set(alarms, pos);
     pos += alarms.length;
+    pos = b.writeUInt32LE(auth.length, pos);
+    m.set(auth, pos);
+    pos += auth.length;
     if (replaced !== null) {
       m.set(replaced, pos);
       pos += replaced.length;
@@ -662,7 +673,7 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
   assert(r.u8() === WorkerMessageType.Applied, 'not an Applied');
   const h: AppliedHeader = {
     appliedIndex: r.u53(), currentRev: r.u53(), compactRev: r.u53(), dbSize: r.u53(), dbSizeInUse: r.u53(),
-    membership: null, alarms: null,
+    membership: null, alarms: null, auth: null,
   };
   // Lease changes before the answers: a client told its grant (or a read that sees the lease)
   // applied must find the lease in the lessor when its next request arrives.
@@ -686,6 +697,8 @@ export function decodeApplied(data: Uint8Array, v: AppliedVisitor): AppliedHeade
   if (membership.length > 0) h.membership = membership;
   const alarms = r.bytes();
   if (alarms.length > 0) h.alarms = alarms;
+  const auth = r.bytes();
+  if (auth.length > 0) h.auth = auth;
   if (!r.done()) h.replaced = decodeReplaced(r); // present only when set, as `snapshot`
   assert(r.done(), 'Applied has trailing bytes');
   return h;

@@ -82,6 +82,8 @@ import { EntryType, type ConfState, type Entry } from '../raft/types';
 import { applyChange, decodeConfChange } from '../raft/confchange';
 import { Membership } from '../membership/membership';
 import { AlarmAction, AlarmStore, AlarmType } from '../apply/alarm_store';
+import { AuthStore, errAuthFailed, errAuthNotEnabled, errPermissionDenied, rootRole } from '../auth/auth_store';
+import { checkDelete, checkLeaseKeys, checkPut, checkTxn, type Caller } from '../auth/request_checks';
 import {
   AppliedReplaced, AppliedWriter, BatchMessage, decodeBatch, encodeEntries, encodePersisted,
   ReadKind, SnapshotAnswer, SnapshotCreate, SnapshotCreated, SnapshotRelease, SnapshotStage,
@@ -238,6 +240,11 @@ export class StorageCore {
   /** The alarms as of appliedIndex (meta alarm); `alarmsChanged` until posted. */
   private alarms: AlarmStore;
   private alarmsChanged: boolean;
+  /** The auth store as of appliedIndex (meta auth); `authChanged` until posted, with the simple
+   * tokens assigned by applied Authenticate requests (every member learns them). */
+  private auth: AuthStore;
+  private authChanged: boolean;
+  private tokensAssigned: concordpb.ITokenAssigned[];
   /** Shared with the watch worker: who may open the kv path, and the store's generation. */
   private readonly kvEnv: KvEnvSlots;
   /** The received snapshot checked and waiting for its install (one at a time). */
@@ -316,6 +323,9 @@ export class StorageCore {
     this.membership = Membership.empty();
     this.alarms = new AlarmStore();
     this.alarmsChanged = false;
+    this.auth = new AuthStore();
+    this.authChanged = false;
+    this.tokensAssigned = [];
     this.confState = { voters: [], learners: [] };
     this.appliedIndex = 0;
     this.appliedTerm = 0;
@@ -424,6 +434,8 @@ export class StorageCore {
     this.membership = ms === undefined ? Membership.empty() : Membership.decode(ms);
     const as = backend.getMetaBytes(schema.metaAlarm);
     this.alarms = as === undefined ? new AlarmStore() : AlarmStore.decode(as);
+    const au = backend.getMetaBytes(schema.metaAuth);
+    this.auth = au === undefined ? new AuthStore() : AuthStore.decode(au);
     backend.restoreApplied(this.appliedIndex, this.store.currentRev, this.appliedTerm);
   }
 
@@ -496,6 +508,7 @@ export class StorageCore {
       confState: { voters: this.confState.voters.slice(), learners: this.confState.learners.slice() },
       membership: this.membership.encode(),
       alarms: this.alarms.encode(),
+      auth: this.auth.encode(),
     };
     this.walReplay = null; // the main thread owns the in-memory log from here on
     return ready;
@@ -702,6 +715,114 @@ export class StorageCore {
     }).finish();
   }
 
+  // ---- auth (auth/auth_store.ts) ----
+
+  /**
+   * What a client's write may do, judged against the auth store as of this entry (etcd's auth
+   * applier): refused with the store's error before anything of it is applied.
+   */
+  private checkPermission(req: concordpb.InternalRequest): void {
+    const c: Caller = { user: req.auth_user ?? '', revision: toNumber(req.auth_revision ?? 0) };
+    const a = this.auth;
+    const leaseKeys = (id: string): Iterable<string> | null => this.leases.get(Long.fromString(id))?.keys ?? null;
+    if (req.put) checkPut(a, c, req.put, leaseKeys);
+    else if (req.delete_range) checkDelete(a, c, req.delete_range);
+    else if (req.txn) checkTxn(a, c, req.txn, leaseKeys);
+    else if (req.lease_revoke) checkLeaseKeys(a, c, Long.fromValue(req.lease_revoke.ID ?? 0).toString(), leaseKeys);
+    else if (req.lease_grant) a.checkUser(c.user, c.revision);
+    else if (req.compaction) a.checkAdmin(c.user, c.revision);
+    else if (req.alarm) {
+      if ((req.alarm.action ?? AlarmAction.GET) === AlarmAction.GET) a.checkUser(c.user, c.revision);
+      else a.checkAdmin(c.user, c.revision);
+    } else if (req.auth_user_get) {
+      // A user may read itself (etcd authApplierV3.UserGet); anything else needs root.
+      if ((req.auth_user_get.name ?? '') !== c.user) a.checkAdmin(c.user, c.revision);
+      else a.checkUser(c.user, c.revision);
+    } else if (req.auth_role_get) {
+      // A user may read the roles it holds (etcd authApplierV3.RoleGet).
+      a.checkUser(c.user, c.revision);
+      const roles = a.user(c.user)?.roles ?? [];
+      if (!roles.includes(req.auth_role_get.role ?? '') && !roles.includes(rootRole)) throw errPermissionDenied;
+    } else if (req.authenticate || req.auth_status) {
+      // Anyone: Authenticate checked the password before the log; AuthStatus is public (3.5).
+    } else if (isAuthRequest(req)) {
+      a.checkAdmin(c.user, c.revision);
+    }
+  }
+
+  /** Applies an Auth request; persists the store when it changed (same transaction). */
+  private applyAuth(req: concordpb.InternalRequest): Uint8Array {
+    const a = this.auth;
+    const before = a.revision;
+    const header = this.header(this.store.currentRev);
+    let response: Uint8Array;
+    if (req.auth_enable) {
+      a.enable();
+      response = etcdserverpb.AuthEnableResponse.encode({ header }).finish();
+    } else if (req.auth_disable) {
+      a.disable();
+      response = etcdserverpb.AuthDisableResponse.encode({ header }).finish();
+    } else if (req.auth_status) {
+      response = etcdserverpb.AuthStatusResponse.encode({ header, enabled: a.enabled, authRevision: a.revision }).finish();
+    } else if (req.authenticate) {
+      const { name, simple_token: token } = req.authenticate;
+      if (!a.enabled) throw errAuthNotEnabled;
+      if (a.passwordHash(name ?? '') === null) throw errAuthFailed;
+      this.tokensAssigned.push({ token, user: name, revision: a.revision });
+      response = etcdserverpb.AuthenticateResponse.encode({ header, token }).finish();
+    } else if (req.auth_user_add) {
+      const r = req.auth_user_add;
+      a.userAdd(r.name ?? '', r.hashedPassword ?? '', r.options?.no_password === true);
+      response = etcdserverpb.AuthUserAddResponse.encode({ header }).finish();
+    } else if (req.auth_user_delete) {
+      a.userDelete(req.auth_user_delete.name ?? '');
+      response = etcdserverpb.AuthUserDeleteResponse.encode({ header }).finish();
+    } else if (req.auth_user_change_password) {
+      const r = req.auth_user_change_password;
+      a.userChangePassword(r.name ?? '', r.hashedPassword ?? '');
+      response = etcdserverpb.AuthUserChangePasswordResponse.encode({ header }).finish();
+    } else if (req.auth_user_grant_role) {
+      a.userGrantRole(req.auth_user_grant_role.user ?? '', req.auth_user_grant_role.role ?? '');
+      response = etcdserverpb.AuthUserGrantRoleResponse.encode({ header }).finish();
+    } else if (req.auth_user_revoke_role) {
+      a.userRevokeRole(req.auth_user_revoke_role.name ?? '', req.auth_user_revoke_role.role ?? '');
+      response = etcdserverpb.AuthUserRevokeRoleResponse.encode({ header }).finish();
+    } else if (req.auth_role_add) {
+      a.roleAdd(req.auth_role_add.name ?? '');
+      response = etcdserverpb.AuthRoleAddResponse.encode({ header }).finish();
+    } else if (req.auth_role_delete) {
+      a.roleDelete(req.auth_role_delete.role ?? '');
+      response = etcdserverpb.AuthRoleDeleteResponse.encode({ header }).finish();
+    } else if (req.auth_role_grant_permission) {
+      const r = req.auth_role_grant_permission;
+      const p = r.perm!; // refused before the log when missing
+      a.roleGrantPermission(r.name ?? '', { type: p.permType ?? 0, key: Buffer.from(p.key ?? []), rangeEnd: Buffer.from(p.range_end ?? []) });
+      response = etcdserverpb.AuthRoleGrantPermissionResponse.encode({ header }).finish();
+    } else if (req.auth_role_revoke_permission) {
+      const r = req.auth_role_revoke_permission;
+      a.roleRevokePermission(r.role ?? '', Buffer.from(r.key ?? []), Buffer.from(r.range_end ?? []));
+      response = etcdserverpb.AuthRoleRevokePermissionResponse.encode({ header }).finish();
+    } else if (req.auth_user_get) {
+      const u = a.user(req.auth_user_get.name ?? '');
+      if (u === undefined) throw new ConcordError(ErrorCode.AuthUserNotFound, 'etcdserver: user name not found');
+      response = etcdserverpb.AuthUserGetResponse.encode({ header, roles: u.roles }).finish();
+    } else if (req.auth_user_list) {
+      response = etcdserverpb.AuthUserListResponse.encode({ header, users: a.userNames() }).finish();
+    } else if (req.auth_role_get) {
+      const r = a.role(req.auth_role_get.role ?? '');
+      if (r === undefined) throw new ConcordError(ErrorCode.AuthRoleNotFound, 'etcdserver: role name not found');
+      response = etcdserverpb.AuthRoleGetResponse.encode({ header, perm: r.perms.map((p) => ({ permType: p.type, key: p.key, range_end: p.rangeEnd })) }).finish();
+    } else {
+      assert(req.auth_role_list !== null && req.auth_role_list !== undefined, 'auth request');
+      response = etcdserverpb.AuthRoleListResponse.encode({ header, roles: a.roleNames() }).finish();
+    }
+    if (a.revision !== before) {
+      this.backend.putMetaBytes(schema.metaAuth, Buffer.from(a.encode()));
+      this.authChanged = true;
+    }
+    return response;
+  }
+
   private persistMembership(): void {
     this.backend.putMetaBytes(schema.metaMembership, Buffer.from(this.membership.encode()));
     this.membershipChanged = true;
@@ -718,6 +839,7 @@ export class StorageCore {
       Long.fromValue(proposer).toUnsigned().equals(this.memberId);
     try {
       let response: Uint8Array;
+      if (req.from_client === true && this.auth.enabled) this.checkPermission(req);
       if (req.put) {
         this.stats.add(StatSlot.PutTotal, 1);
         const resp = this.applier.put(null, req.put);
@@ -752,6 +874,8 @@ export class StorageCore {
         response = emptyResponse;
       } else if (req.alarm) {
         response = this.applyAlarm(req.alarm);
+      } else if (isAuthRequest(req)) {
+        response = this.applyAuth(req);
       } else if (req.compaction) {
         const rev = this.applier.compaction(req.compaction);
         response = etcdserverpb.CompactionResponse.encode({ header: this.header(rev) }).finish();
@@ -839,10 +963,15 @@ export class StorageCore {
       dbSizeInUse: this.sizes.dbSizeInUse,
       membership: this.membershipChanged ? this.membership.encode() : null,
       alarms: this.alarmsChanged ? this.alarms.encode() : null,
+      auth: this.authChanged || this.tokensAssigned.length > 0
+        ? concordpb.AuthApplied.encode({ state: this.authChanged ? this.auth.toState() : null, tokens: this.tokensAssigned }).finish()
+        : null,
       replaced: this.replacedPending,
     }));
     this.membershipChanged = false;
     this.alarmsChanged = false;
+    this.authChanged = false;
+    this.tokensAssigned = [];
     this.replacedPending = null;
   }
 
@@ -1419,6 +1548,15 @@ export class StorageCore {
       await this.backend.close();
     }
   }
+}
+
+/** Whether `req` is a request of the Auth service. */
+function isAuthRequest(req: concordpb.InternalRequest): boolean {
+  return !!(req.auth_enable || req.auth_disable || req.auth_status || req.authenticate || req.auth_user_add ||
+    req.auth_user_delete || req.auth_user_change_password || req.auth_user_grant_role ||
+    req.auth_user_revoke_role || req.auth_role_add || req.auth_role_delete ||
+    req.auth_role_grant_permission || req.auth_role_revoke_permission || req.auth_user_get ||
+    req.auth_user_list || req.auth_role_get || req.auth_role_list);
 }
 
 /** The steps of an online defragmentation (header of defragment()), for the crash tests' failpoint. */

@@ -382,7 +382,7 @@ describe('snapshot fields of the worker messages', () => {
 
   test('Applied: the replaced section comes only after an install', () => {
     const w = new AppliedWriter();
-    const header = { appliedIndex: 9, currentRev: 4, compactRev: 0, dbSize: 1, dbSizeInUse: 1, membership: null, alarms: null };
+    const header = { appliedIndex: 9, currentRev: 4, compactRev: 0, dbSize: 1, dbSizeInUse: 1, membership: null, alarms: null, auth: null };
     const plain = w.finish(header);
     const none = { result: () => undefined, read: () => undefined, leaseChange: () => undefined };
     assert.equal(decodeApplied(plain, none).replaced, undefined);

@@ -227,7 +227,7 @@ describe('worker message layouts', () => {
     w.read(43, 7, new Uint8Array(0));
     w.leaseChange(3, '9223372036854775807', 2 ** 40, 59);
     assert.equal(w.isEmpty(), false);
-    const header: AppliedHeader = { appliedIndex: 123456789, currentRev: 2 ** 45, compactRev: 0, dbSize: 20480, dbSizeInUse: 16384, membership: null, alarms: null };
+    const header: AppliedHeader = { appliedIndex: 123456789, currentRev: 2 ** 45, compactRev: 0, dbSize: 20480, dbSizeInUse: 16384, membership: null, alarms: null, auth: null };
     const got = collectApplied(w.finish(header));
     assert.deepEqual(got.header, header);
     assert.deepEqual(got.items, {
@@ -239,11 +239,12 @@ describe('worker message layouts', () => {
       ],
     });
     assert.equal(w.isEmpty(), true);
-    const none = w.finish({ appliedIndex: 1, currentRev: 1, compactRev: 0, dbSize: 0, dbSizeInUse: 0, membership: null, alarms: null });
-    assert.equal(none.length, 1 + 40 + 20);
-    const withMembers = collectApplied(w.finish({ appliedIndex: 2, currentRev: 1, compactRev: 0, dbSize: 0, dbSizeInUse: 0, membership: bytes(9, 8, 7), alarms: bytes(0, 0, 0, 0) }));
+    const none = w.finish({ appliedIndex: 1, currentRev: 1, compactRev: 0, dbSize: 0, dbSizeInUse: 0, membership: null, alarms: null, auth: null });
+    assert.equal(none.length, 1 + 40 + 24);
+    const withMembers = collectApplied(w.finish({ appliedIndex: 2, currentRev: 1, compactRev: 0, dbSize: 0, dbSizeInUse: 0, membership: bytes(9, 8, 7), alarms: bytes(0, 0, 0, 0), auth: bytes(8, 1) }));
     assert.equal(hex(withMembers.header.membership!), '090807');
     assert.equal(hex(withMembers.header.alarms!), '00000000', 'an empty alarm list is a change too');
+    assert.equal(hex(withMembers.header.auth!), '0801');
     assert.deepEqual(collectApplied(none).items, { results: [], reads: [], leases: [] });
     assert.throws(() => w.finish({ ...header, currentRev: 2 ** 53 }), AssertionError);
   });

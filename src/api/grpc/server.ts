@@ -10,6 +10,7 @@ import { EtcdServer } from '../../server/etcd_server';
 import { services, serviceNames, unimplementedHandlers, ServiceName } from './services';
 import { grpcStatus, internalError, malformed, messageTooLarge } from './errors';
 import { kvHandlers } from './kv';
+import { authHandlers } from './auth';
 import {
   canonical, CompactionRequestSpec, DeleteRangeRequestSpec, MessageSpec, PutRequestSpec, RangeRequestSpec,
   TxnRequestSpec, WireChecker,
@@ -231,6 +232,7 @@ export class GrpcApi {
       'etcdserverpb.Lease': leaseHandlers(server),
       'v3lockpb.Lock': lockHandlers(server),
       'v3electionpb.Election': electionHandlers(server),
+      'etcdserverpb.Auth': authHandlers(server, server.cfg.bcryptCost ?? 10),
     };
     for (const name of serviceNames) {
       const def = services[name];

@@ -1,0 +1,124 @@
+// etcdserverpb.Auth over gRPC (etcd: v3rpc/auth.go, etcdserver/v3_server.go). Every request goes
+// through the log and is applied by the storage worker against the replicated auth store
+// (auth/auth_store.ts), reads included (linearizable, as in etcd 3.4); who may do what is judged
+// there too, with the caller the token names. Passwords are hashed (bcrypt, --bcrypt-cost) and
+// checked on the background pool by the member that received them, never on the main thread,
+// and never travel through the log in clear.
+import * as grpc from '@grpc/grpc-js';
+import { concordpb, etcdserverpb } from '../../gen/proto';
+import { EtcdServer } from '../../server/etcd_server';
+import { ConcordError, ErrorCode } from '../../util/errors';
+import { grpcStatus } from './errors';
+import { bcryptCompareInBackground, bcryptHashInBackground } from '../../workers/background_pool';
+import { errAuthFailed, errAuthNotEnabled, errPermissionNotGiven } from '../../auth/auth_store';
+import type { Caller } from '../../auth/request_checks';
+
+type Callback = grpc.sendUnaryData<Uint8Array>;
+type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
+
+/** The caller of `call`, or an answered error (null with auth disabled, as callerOf). */
+function callerOr(server: EtcdServer, call: { metadata: grpc.Metadata }, callback: Callback): { caller: Caller | null } | null {
+  try {
+    return { caller: server.auth.callerOfCall(call) };
+  } catch (err) {
+    if (!(err instanceof ConcordError)) throw err;
+    callback(grpcStatus(err.code));
+    return null;
+  }
+}
+
+export function authHandlers(server: EtcdServer, bcryptCost: number): grpc.UntypedServiceImplementation {
+  /** Proposes `req` for the caller of `call`; the storage worker answers. */
+  const propose = (call: { metadata: grpc.Metadata }, req: concordpb.InternalRequest.$Properties, callback: Callback): void => {
+    const who = callerOr(server, call, callback);
+    if (who === null) return;
+    const code = server.propose(req, callback, who.caller);
+    if (code !== 0) callback(grpcStatus(code));
+  };
+  /** Hashes the password on the background pool (unless the client sent a hash, 3.5), then proposes. */
+  const proposeHashed = (call: { metadata: grpc.Metadata }, password: string, hashed: string, noPassword: boolean,
+    make: (hash: string) => concordpb.InternalRequest.$Properties, callback: Callback): void => {
+    const who = callerOr(server, call, callback);
+    if (who === null) return;
+    const go = (hash: string): void => {
+      const code = server.propose(make(hash), callback, who.caller);
+      if (code !== 0) callback(grpcStatus(code));
+    };
+    if (noPassword || hashed !== '') return go(noPassword ? '' : hashed);
+    bcryptHashInBackground(password, bcryptCost).then(go, (err: Error) => callback({ code: grpc.status.INTERNAL, details: `etcdserver: hashing the password failed: ${err.message}` }));
+  };
+  return {
+    AuthEnable(call: Call<etcdserverpb.AuthEnableRequest>, callback: Callback): void {
+      propose(call, { auth_enable: {} }, callback);
+    },
+    AuthDisable(call: Call<etcdserverpb.AuthDisableRequest>, callback: Callback): void {
+      propose(call, { auth_disable: {} }, callback);
+    },
+    AuthStatus(call: Call<etcdserverpb.AuthStatusRequest>, callback: Callback): void {
+      propose(call, { auth_status: {} }, callback);
+    },
+    Authenticate(call: Call<etcdserverpb.AuthenticateRequest>, callback: Callback): void {
+      // etcd CheckPassword, on the member that received the request, then the token through the log.
+      const name = call.request.name ?? '';
+      if (!server.auth.enabled) return callback(grpcStatus(errAuthNotEnabled.code));
+      const hash = server.auth.store.passwordHash(name);
+      if (hash === null) return callback(grpcStatus(errAuthFailed.code));
+      bcryptCompareInBackground(call.request.password ?? '', hash).then((ok) => {
+        if (!ok) return callback(grpcStatus(errAuthFailed.code));
+        const code = server.propose({ authenticate: { name, simple_token: server.auth.newToken() } }, callback);
+        if (code !== 0) callback(grpcStatus(code));
+      }, (err: Error) => callback({ code: grpc.status.INTERNAL, details: `etcdserver: checking the password failed: ${err.message}` }));
+    },
+    UserAdd(call: Call<etcdserverpb.AuthUserAddRequest>, callback: Callback): void {
+      const r = call.request;
+      const name = r.name ?? '';
+      if (name === '') return callback(grpcStatus(ErrorCode.AuthUserEmpty));
+      const noPassword = r.options?.no_password === true;
+      proposeHashed(call, r.password ?? '', r.hashedPassword ?? '', noPassword,
+        (hash) => ({ auth_user_add: { name, hashedPassword: hash, options: noPassword ? { no_password: true } : null } }), callback);
+    },
+    UserGet(call: Call<etcdserverpb.AuthUserGetRequest>, callback: Callback): void {
+      propose(call, { auth_user_get: { name: call.request.name ?? '' } }, callback);
+    },
+    UserList(call: Call<etcdserverpb.AuthUserListRequest>, callback: Callback): void {
+      propose(call, { auth_user_list: {} }, callback);
+    },
+    UserDelete(call: Call<etcdserverpb.AuthUserDeleteRequest>, callback: Callback): void {
+      propose(call, { auth_user_delete: { name: call.request.name ?? '' } }, callback);
+    },
+    UserChangePassword(call: Call<etcdserverpb.AuthUserChangePasswordRequest>, callback: Callback): void {
+      const r = call.request;
+      const name = r.name ?? '';
+      proposeHashed(call, r.password ?? '', r.hashedPassword ?? '', false,
+        (hash) => ({ auth_user_change_password: { name, hashedPassword: hash } }), callback);
+    },
+    UserGrantRole(call: Call<etcdserverpb.AuthUserGrantRoleRequest>, callback: Callback): void {
+      propose(call, { auth_user_grant_role: { user: call.request.user ?? '', role: call.request.role ?? '' } }, callback);
+    },
+    UserRevokeRole(call: Call<etcdserverpb.AuthUserRevokeRoleRequest>, callback: Callback): void {
+      propose(call, { auth_user_revoke_role: { name: call.request.name ?? '', role: call.request.role ?? '' } }, callback);
+    },
+    RoleAdd(call: Call<etcdserverpb.AuthRoleAddRequest>, callback: Callback): void {
+      propose(call, { auth_role_add: { name: call.request.name ?? '' } }, callback);
+    },
+    RoleGet(call: Call<etcdserverpb.AuthRoleGetRequest>, callback: Callback): void {
+      propose(call, { auth_role_get: { role: call.request.role ?? '' } }, callback);
+    },
+    RoleList(call: Call<etcdserverpb.AuthRoleListRequest>, callback: Callback): void {
+      propose(call, { auth_role_list: {} }, callback);
+    },
+    RoleDelete(call: Call<etcdserverpb.AuthRoleDeleteRequest>, callback: Callback): void {
+      propose(call, { auth_role_delete: { role: call.request.role ?? '' } }, callback);
+    },
+    RoleGrantPermission(call: Call<etcdserverpb.AuthRoleGrantPermissionRequest>, callback: Callback): void {
+      const r = call.request;
+      // etcd 3.4 crashes on a grant without a permission (and cannot restart); 3.5 refuses it.
+      if (r.perm === null || r.perm === undefined) return callback(grpcStatus(errPermissionNotGiven.code));
+      propose(call, { auth_role_grant_permission: { name: r.name ?? '', perm: r.perm } }, callback);
+    },
+    RoleRevokePermission(call: Call<etcdserverpb.AuthRoleRevokePermissionRequest>, callback: Callback): void {
+      const r = call.request;
+      propose(call, { auth_role_revoke_permission: { role: r.role ?? '', key: r.key ?? new Uint8Array(0), range_end: r.range_end ?? new Uint8Array(0) } }, callback);
+    },
+  };
+}

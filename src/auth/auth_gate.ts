@@ -1,0 +1,113 @@
+// The main thread's side of auth: its copy of the auth store (the storage worker owns the
+// applied one and sends it when it changes), the simple tokens this member knows, and the
+// caller of a request as its token names it (etcd: AuthInfoFromCtx).
+//
+// Simple tokens (etcd --auth-token simple): 16 random letters, a dot and a sequence number.
+// Authenticate proposes the token through the log (once the password was checked by the member
+// that received it), so every member learns it at apply; each member then keeps it alive for
+// --auth-token-ttl seconds after its last use (etcd simpleTokenTTLKeeper), per member. Tokens
+// of a user whose password changed or who was deleted, and every token when auth is disabled,
+// are forgotten (etcd invalidateUser / disable).
+import { randomInt } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { concordpb } from '../gen/proto';
+import { AuthStore, errInvalidAuthToken } from './auth_store';
+import type { Caller } from './request_checks';
+
+interface TokenInfo {
+  user: string;
+  revision: number;
+  expiresAt: number;
+}
+
+const letters = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+
+/** No token given with auth enabled: etcd's empty AuthInfo (checks answer "user name is empty"). */
+const noCaller: Caller = Object.freeze({ user: '', revision: 0 });
+
+export class AuthGate {
+  store: AuthStore;
+  private readonly tokens: Map<string, TokenInfo>;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+  private tokenSeq: number;
+
+  constructor(store: AuthStore, ttlSeconds: number, now: () => number) {
+    this.store = store;
+    this.tokens = new Map();
+    this.ttlMs = ttlSeconds * 1000;
+    this.now = now;
+    this.tokenSeq = 0;
+  }
+
+  get enabled(): boolean {
+    return this.store.enabled;
+  }
+
+  /** A fresh simple token (etcd genTokenPrefix + "." + a sequence). */
+  newToken(): string {
+    let s = '';
+    for (let i = 0; i < 16; i++) s += letters[randomInt(letters.length)];
+    return `${s}.${++this.tokenSeq}`;
+  }
+
+  /**
+   * Who makes a request: null with auth disabled (nothing to check), the empty caller without a
+   * token; throws "invalid auth token" for a token this member does not know or let expire.
+   * Using a token keeps it alive.
+   */
+  callerOf(token: string | undefined): Caller | null {
+    if (!this.store.enabled) return null;
+    if (token === undefined || token === '') return noCaller;
+    const t = this.tokens.get(token);
+    const now = this.now();
+    if (t === undefined || t.expiresAt <= now) {
+      if (t !== undefined) this.tokens.delete(token);
+      throw errInvalidAuthToken;
+    }
+    t.expiresAt = now + this.ttlMs;
+    return { user: t.user, revision: t.revision };
+  }
+
+  /** The caller of a gRPC call (metadata `token`), as callerOf. */
+  callerOfCall(call: { metadata: grpc.Metadata }): Caller | null {
+    if (!this.store.enabled) return null;
+    const v = call.metadata.get('token');
+    return this.callerOf(v.length > 0 ? String(v[0]) : undefined);
+  }
+
+  /** What an Applied message says about auth: a new store, tokens assigned. */
+  applied(a: concordpb.AuthApplied): void {
+    if (a.state !== null && a.state !== undefined) this.replaceStore(AuthStore.fromState(a.state));
+    const now = this.now();
+    for (const t of a.tokens ?? []) {
+      if (!this.store.enabled) continue;
+      this.tokens.set(t.token ?? '', { user: t.user ?? '', revision: Number(t.revision ?? 0), expiresAt: now + this.ttlMs });
+    }
+  }
+
+  /** A new store: tokens of deleted users and changed passwords go, all of them when disabled. */
+  replaceStore(next: AuthStore): void {
+    const prev = this.store;
+    this.store = next;
+    if (!next.enabled) {
+      this.tokens.clear();
+      return;
+    }
+    for (const [token, t] of this.tokens) {
+      const before = prev.user(t.user);
+      const after = next.user(t.user);
+      if (after === undefined || before === undefined || before.password !== after.password) this.tokens.delete(token);
+    }
+  }
+
+  /** Forgets expired tokens (called now and then; a use finds expiry anyway). */
+  sweep(): void {
+    const now = this.now();
+    for (const [token, t] of this.tokens) if (t.expiresAt <= now) this.tokens.delete(token);
+  }
+
+  get tokenCount(): number {
+    return this.tokens.size;
+  }
+}
