@@ -13,7 +13,7 @@
 //   kvPutThrow=<key>   KV.Put of <key> (utf8) throws FailpointError in the handler, as a bug
 //                      would (api/grpc/kv.ts; test/api/handler_errors.test.ts).
 
-export const failpointNames = ['kvPutThrow', 'defragCrashAt', 'defragCopyDelayMs', 'defragSkipCatchUp'] as const;
+export const failpointNames = ['kvPutThrow', 'defragCrashAt', 'defragCopyDelayMs', 'defragSkipCatchUp', 'authHole'] as const;
 export type FailpointName = (typeof failpointNames)[number];
 
 /** Thrown where a failpoint says "throw": a stand-in for a bug, never an expected condition. */

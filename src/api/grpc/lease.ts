@@ -2,6 +2,8 @@
 // storage worker answers); keep-alive and the remaining TTL are the leader's lessor, which the
 // server asks on any member (EtcdServer.leaseRenew, leaseTimeToLive); the lease list is local.
 import * as grpc from '@grpc/grpc-js';
+import { PermType } from '../../auth/auth_store';
+import type { Caller } from '../../auth/request_checks';
 import Long from 'long';
 import { etcdserverpb } from '../../gen/proto';
 import { EtcdServer } from '../../server/etcd_server';
@@ -23,15 +25,24 @@ interface KeepAliveSlot {
 }
 
 export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementation {
+  /** The caller (null: auth disabled); the request gate refused invalid tokens already. */
+  const callerOf = (call: { metadata: grpc.Metadata }): Caller | null => {
+    try {
+      return server.auth.callerOfCall(call);
+    } catch {
+      return { user: '', revision: 0 }; // expired since the gate: judged as no user
+    }
+  };
   return {
     LeaseGrant(call: Call<etcdserverpb.LeaseGrantRequest>, callback: Callback): void {
       const r = call.request;
       const id = Long.fromValue(r.ID ?? 0);
-      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? server.lessor.newId() : id } }, callback);
+      const code = server.propose({ lease_grant: { TTL: r.TTL, ID: id.isZero() ? server.lessor.newId() : id } }, callback, callerOf(call));
       if (code !== 0) callback(grpcStatus(code));
     },
     LeaseRevoke(call: Call<etcdserverpb.LeaseRevokeRequest>, callback: Callback): void {
-      const code = server.propose({ lease_revoke: { ID: call.request.ID } }, callback);
+      // WRITE on every attached key, judged at apply (auth/request_checks.ts).
+      const code = server.propose({ lease_revoke: { ID: call.request.ID } }, callback, callerOf(call));
       if (code !== 0) callback(grpcStatus(code));
     },
     LeaseTimeToLive(call: Call<etcdserverpb.LeaseTimeToLiveRequest>, callback: Callback): void {
@@ -46,6 +57,19 @@ export function leaseHandlers(server: EtcdServer): grpc.UntypedServiceImplementa
         // The leader answered (maybe another member): the header is this member's (etcd hdr.fill).
         const resp = etcdserverpb.LeaseTimeToLiveResponse.decode(response);
         resp.header = etcdserverpb.ResponseHeader.fromObject(header(server));
+        // Only the keys the caller may read (GHSA-3p4g-rcw5-8298: etcd listed them all).
+        const caller = callerOf(call);
+        if (caller !== null && resp.keys.length > 0) {
+          const store = server.auth.store;
+          resp.keys = resp.keys.filter((k) => {
+            try {
+              store.checkOp(caller.user, caller.revision, Buffer.from(k), Buffer.alloc(0), PermType.READ);
+              return true;
+            } catch {
+              return false;
+            }
+          });
+        }
         callback(null, etcdserverpb.LeaseTimeToLiveResponse.encode(resp).finish());
       });
     },

@@ -53,7 +53,13 @@ export function maintenanceHandlers(server: EtcdServer): grpc.UntypedServiceImpl
         return callback(null, etcdserverpb.AlarmResponse.encode({ alarms }).finish());
       }
       const memberID = Long.fromValue(r.memberID ?? 0).toUnsigned();
-      const code = server.propose({ alarm: { action, memberID, alarm } }, callback);
+      let caller = null;
+      try {
+        caller = server.auth.callerOfCall(call);
+      } catch {
+        caller = { user: '', revision: 0 }; // expired since the gate: judged as no user
+      }
+      const code = server.propose({ alarm: { action, memberID, alarm } }, callback, caller);
       if (code !== 0) callback(grpcStatus(code));
     },
     HashKV(call: grpc.ServerUnaryCall<etcdserverpb.HashKVRequest, Uint8Array>, callback: Callback): void {

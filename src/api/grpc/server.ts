@@ -176,7 +176,7 @@ function guardHandlers(service: string, def: grpc.ServiceDefinition, impl: grpc.
       }
       call.on('error', (s) => stats.finish(s.code ?? grpc.status.UNKNOWN));
       call.on('finish', () => stats.finish(grpc.status.OK));
-      const refusal = gate.admitStream(call as never);
+      const refusal = gate.admitStream(call as never, path);
       if (refusal !== null) {
         call.emit('error', refusal);
         return;
@@ -228,7 +228,7 @@ export class GrpcApi {
       'etcdserverpb.Maintenance': maintenanceHandlers(server),
       'etcdserverpb.Cluster': clusterHandlers(server),
       'grpc.health.v1.Health': healthHandlers(server),
-      'etcdserverpb.Watch': watchHandlers(server.watch),
+      'etcdserverpb.Watch': watchHandlers(server.watch, server),
       'etcdserverpb.Lease': leaseHandlers(server),
       'v3lockpb.Lock': lockHandlers(server),
       'v3electionpb.Election': electionHandlers(server),

@@ -5,6 +5,35 @@
 import * as grpc from '@grpc/grpc-js';
 import { etcdserverpb } from '../../gen/proto';
 import type { WatchHub, WatchStreamSink } from '../../watch/hub';
+import { ConcordError } from '../../util/errors';
+import { PermType } from '../../auth/auth_store';
+import type { EtcdServer } from '../../server/etcd_server';
+import { tokenOf } from './request_gate';
+
+/**
+ * With auth enabled, whether the stream's caller may watch a range (READ on it, at creation, as
+ * etcd's isWatchPermitted; from-key watches and every range included): null when it may, else
+ * the reason etcd puts in cancel_reason. The token is the one the stream was opened with.
+ */
+type WatchAuthorizer = (create: etcdserverpb.IWatchCreateRequest) => string | null;
+
+function watchAuthorizer(server: EtcdServer, call: unknown): WatchAuthorizer | null {
+  if (!server.auth.enabled) return null;
+  const token = tokenOf(call as { metadata?: grpc.Metadata; header?(n: string): string | undefined });
+  return (create) => {
+    try {
+      const caller = server.auth.callerOf(token);
+      if (caller === null) return null;
+      const key = create.key ?? new Uint8Array(0);
+      const end = create.range_end ?? new Uint8Array(0);
+      server.auth.store.checkOp(caller.user, caller.revision, Buffer.from(key), Buffer.from(end), PermType.READ);
+      return null;
+    } catch (err) {
+      if (!(err instanceof ConcordError)) throw err;
+      return 'etcdserver: ' + err.message.replace(/^etcdserver: /, '');
+    }
+  };
+}
 
 /**
  * The subset of a grpc-js duplex call (or the gateway's stand-in, or the fast path's call) a
@@ -28,9 +57,14 @@ class WatchStream implements WatchStreamSink {
   /** Bound once per stream: no closure per write. */
   private readonly onWritten: () => void;
 
-  constructor(hub: WatchHub, call: WatchCall) {
+  private readonly authorize: WatchAuthorizer | null;
+  private readonly server: EtcdServer | null;
+
+  constructor(hub: WatchHub, call: WatchCall, server: EtcdServer | null) {
     this.hub = hub;
     this.call = call;
+    this.server = server;
+    this.authorize = server === null ? null : watchAuthorizer(server, call);
     this.onWritten = () => {
       const size = this.inFlight[this.inFlightHead++]!;
       if (this.inFlightHead === this.inFlight.length) {
@@ -57,7 +91,11 @@ class WatchStream implements WatchStreamSink {
       return;
     }
     try {
-      if (req.create_request) this.hub.create(this.id, req.create_request);
+      if (req.create_request) {
+        const denied = this.authorize === null ? null : this.authorize(req.create_request);
+        if (denied !== null) this.refuseCreate(denied);
+        else this.hub.create(this.id, req.create_request);
+      }
       else if (req.cancel_request) this.hub.cancel(this.id, req.cancel_request.watch_id ?? 0);
       else if (req.progress_request) this.hub.requestProgress(this.id);
     } catch (err) {
@@ -65,6 +103,16 @@ class WatchStream implements WatchStreamSink {
       this.close();
       this.call.emit('error', { code: grpc.status.INTERNAL, details: `etcdserver: ${(err as Error).message}` });
     }
+  }
+
+  /** etcd's answer to a create the caller may not make: a created-and-canceled response. */
+  private refuseCreate(reason: string): void {
+    const s = this.server!;
+    const bytes = etcdserverpb.WatchResponse.encode({
+      header: { cluster_id: s.clusterId, member_id: s.memberId, revision: s.currentRev, raft_term: s.raftTerm() },
+      watch_id: -1, created: true, canceled: true, cancel_reason: reason,
+    }).finish();
+    this.call.write(bytes);
   }
 
   writeFramed(frames: Uint8Array, count: number): void {
@@ -99,10 +147,10 @@ class WatchStream implements WatchStreamSink {
   }
 }
 
-export function watchHandlers(hub: WatchHub): grpc.UntypedServiceImplementation {
+export function watchHandlers(hub: WatchHub, server: EtcdServer | null = null): grpc.UntypedServiceImplementation {
   return {
     Watch(call: grpc.ServerDuplexStream<etcdserverpb.WatchRequest, Uint8Array>): void {
-      new WatchStream(hub, call as unknown as WatchCall);
+      new WatchStream(hub, call as unknown as WatchCall, server);
     },
   };
 }

@@ -1,0 +1,187 @@
+// The authorization walk: every method of every service concord serves, called with auth
+// enabled by callers who must not get through: no token, a forged token, an expired token, and
+// a user who holds no role. Goal: nothing succeeds that the permission table
+// (auth/rpc_permissions.ts) does not allow, and every method of the protos has a row (a new RPC
+// without one fails here). Method: one request per method naming keys the user may not touch;
+// each outcome must be an auth refusal (etcd's messages), except where the table says Public or
+// User (then the user-without-roles call succeeds, by design) and LeaseTimeToLive (answered, with
+// the keys the caller may not read left out).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import Long from 'long';
+
+import { methodNames, serviceNames, services, type ServiceName } from '../../src/api/grpc/services';
+import { Need, rpcRules } from '../../src/auth/rpc_permissions';
+import { startConcord } from '../helpers/concord';
+import { connect, num, unary } from '../helpers/grpc_client';
+
+const authRefusal = /etcdserver: (user name is empty|invalid auth token|permission denied|revision of auth store is old)/;
+
+/** One request per method, naming the key `k` (under which the caller holds nothing). */
+function requestFor(path: string, lease: Long): unknown {
+  const k = Buffer.from('k');
+  const table: Record<string, unknown> = {
+    '/etcdserverpb.KV/Range': { key: k },
+    '/etcdserverpb.KV/Put': { key: k, value: k },
+    '/etcdserverpb.KV/DeleteRange': { key: k },
+    '/etcdserverpb.KV/Txn': { compare: [{ key: k, target: 0, result: 0, version: 0 }], success: [{ request_put: { key: k, value: k } }] },
+    '/etcdserverpb.KV/Compact': { revision: 1 },
+    '/etcdserverpb.Watch/Watch': { create_request: { key: k } },
+    '/etcdserverpb.Lease/LeaseGrant': { TTL: 60 },
+    '/etcdserverpb.Lease/LeaseRevoke': { ID: lease },
+    '/etcdserverpb.Lease/LeaseKeepAlive': { ID: lease },
+    '/etcdserverpb.Lease/LeaseTimeToLive': { ID: lease, keys: true },
+    '/etcdserverpb.Cluster/MemberAdd': { peerURLs: ['http://127.0.0.1:1'] },
+    '/etcdserverpb.Cluster/MemberRemove': { ID: 1 },
+    '/etcdserverpb.Cluster/MemberUpdate': { ID: 1, peerURLs: ['http://127.0.0.1:1'] },
+    '/etcdserverpb.Cluster/MemberPromote': { ID: 1 },
+    '/etcdserverpb.Maintenance/Alarm': { action: 1, alarm: 1, memberID: 1 },
+    '/etcdserverpb.Maintenance/MoveLeader': { targetID: 1 },
+    '/etcdserverpb.Maintenance/HashKV': { revision: 0 },
+    '/etcdserverpb.Auth/UserAdd': { name: 'x', password: 'p' },
+    '/etcdserverpb.Auth/UserGet': { name: 'root' },
+    '/etcdserverpb.Auth/UserDelete': { name: 'root' },
+    '/etcdserverpb.Auth/UserChangePassword': { name: 'root', password: 'p' },
+    '/etcdserverpb.Auth/UserGrantRole': { user: 'nobody', role: 'root' },
+    '/etcdserverpb.Auth/UserRevokeRole': { name: 'root', role: 'root' },
+    '/etcdserverpb.Auth/RoleAdd': { name: 'r' },
+    '/etcdserverpb.Auth/RoleGet': { role: 'root' },
+    '/etcdserverpb.Auth/RoleDelete': { role: 'root' },
+    '/etcdserverpb.Auth/RoleGrantPermission': { name: 'r', perm: { key: k } },
+    '/etcdserverpb.Auth/RoleRevokePermission': { role: 'r', key: k },
+    '/etcdserverpb.Auth/Authenticate': { name: 'nobody', password: 'wrong' },
+    '/v3lockpb.Lock/Lock': { name: k, lease },
+    '/v3lockpb.Lock/Unlock': { key: Buffer.from('k/1') },
+    '/v3electionpb.Election/Campaign': { name: k, lease, value: k },
+    '/v3electionpb.Election/Proclaim': { leader: { name: k, key: Buffer.from('k/1'), rev: 1, lease }, value: k },
+    '/v3electionpb.Election/Leader': { name: k },
+    '/v3electionpb.Election/Observe': { name: k },
+    '/v3electionpb.Election/Resign': { leader: { name: k, key: Buffer.from('k/1'), rev: 1, lease } },
+  };
+  return table[path] ?? {};
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; details: string };
+
+/** Calls any method once with `token` (or none): unary, server-stream (first message) or bidi (one request). */
+function call(endpoint: string, service: ServiceName, method: string, request: unknown, token: string | null): Promise<Outcome> {
+  const client = connect(service, endpoint) as unknown as grpc.Client & Record<string, Function>;
+  const md = new grpc.Metadata();
+  if (token !== null) md.set('token', token);
+  const def = services[service][method]!;
+  const deadline = Date.now() + 5000;
+  return new Promise<Outcome>((resolve) => {
+    const done = (o: Outcome): void => {
+      resolve(o);
+      setImmediate(() => client.close());
+    };
+    if (!def.requestStream && !def.responseStream) {
+      client[method]!.call(client, request, md, { deadline }, (err: grpc.ServiceError | null, res: unknown) => {
+        done(err ? { ok: false, details: err.details } : { ok: true, value: res });
+      });
+      return;
+    }
+    const s = def.requestStream ? client[method]!.call(client, md, { deadline }) : client[method]!.call(client, request, md, { deadline });
+    s.on('data', (msg: { canceled?: boolean; cancel_reason?: string }) => {
+      // A watch create refused is a response canceled with the reason.
+      if (msg.canceled === true) done({ ok: false, details: msg.cancel_reason ?? '' });
+      else done({ ok: true, value: msg });
+      s.cancel();
+    });
+    s.on('error', (err: grpc.ServiceError) => done({ ok: false, details: err.details }));
+    s.on('end', () => done({ ok: false, details: 'stream ended without an answer' }));
+    if (def.requestStream) s.write(request);
+  });
+}
+
+/** Walks every RPC with the callers that must not get through; returns what went wrong. */
+async function walk(t: { after(fn: () => unknown): void; diagnostic(s: string): void }, env: Record<string, string>): Promise<string[]> {
+  const c = await startConcord({ extraArgs: ['--auth-token-ttl', '2', '--bcrypt-cost', '4'], env });
+  t.after(() => c.stop());
+  const kv = connect('etcdserverpb.KV', c.endpoint);
+  const auth = connect('etcdserverpb.Auth', c.endpoint);
+  const lease = connect('etcdserverpb.Lease', c.endpoint);
+  t.after(() => { kv.close(); auth.close(); lease.close(); });
+  // Set-up with auth disabled: root, a user with no role, a key on a lease.
+  await unary(auth, 'UserAdd', { name: 'root', password: 'rootpw' });
+  await unary(auth, 'UserGrantRole', { user: 'root', role: 'root' });
+  await unary(auth, 'UserAdd', { name: 'nobody', password: 'nobodypw' });
+  const g = await unary(lease, 'LeaseGrant', { TTL: 600 });
+  const leaseId = Long.fromValue(g.ID!);
+  await unary(kv, 'Put', { key: Buffer.from('k'), value: Buffer.from('v'), lease: leaseId });
+  await unary(auth, 'AuthEnable', {});
+  const expired = (await unary(auth, 'Authenticate', { name: 'nobody', password: 'nobodypw' })).token!;
+  await new Promise((r) => setTimeout(r, 2600)); // past --auth-token-ttl 2
+  const nobody = (await unary(auth, 'Authenticate', { name: 'nobody', password: 'nobodypw' })).token!;
+  const callers: [string, string | null][] = [['no token', null], ['a forged token', 'forgedforgedforg.1'], ['an expired token', expired], ['a user without roles', nobody]];
+
+  // Every method of the protos has a row; every row is a served method.
+  const protoRpcs = countProtoRpcs();
+  const served = serviceNames.flatMap((s) => methodNames(s).map((m) => `/${s}/${m as string}`));
+  assert.equal(served.length, protoRpcs, `methods served (${served.length}) and rpcs in proto/ (${protoRpcs})`);
+  assert.deepEqual(served.filter((p) => rpcRules[p] === undefined), [], 'methods without a row in the permission table');
+  assert.deepEqual(Object.keys(rpcRules).filter((p) => !served.includes(p)), [], 'rows for methods that do not exist');
+
+  const wrong: string[] = [];
+  let calls = 0;
+  for (const service of serviceNames) {
+    for (const method of methodNames(service) as string[]) {
+      const p = `/${service}/${method}`;
+      const rule = rpcRules[p]!;
+      for (const [who, token] of callers) {
+        const o = await call(c.endpoint, service, method, requestFor(p, leaseId), token);
+        calls++;
+        if (rule.need === Need.Public) continue; // anyone may (Authenticate with a wrong password fails anyway)
+        const userMayPass = who === 'a user without roles' &&
+          (rule.need === Need.User || p === '/etcdserverpb.Lease/LeaseTimeToLive');
+        if (userMayPass) {
+          if (p === '/etcdserverpb.Lease/LeaseTimeToLive' && o.ok) {
+            const keys = (o.value as { keys?: Uint8Array[] }).keys ?? [];
+            if (keys.length > 0) wrong.push(`${p} by ${who}: showed keys it may not read`);
+          }
+          continue;
+        }
+        if (o.ok) wrong.push(`${p} by ${who}: succeeded`);
+        else if (!authRefusal.test(o.details)) wrong.push(`${p} by ${who}: refused for another reason: ${o.details}`);
+      }
+    }
+  }
+  t.diagnostic(`${served.length} RPCs (every rpc of proto/), ${calls} calls`);
+  // The key is still there and unchanged: nothing got through.
+  const root = (await unary(auth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
+  const md = new grpc.Metadata();
+  md.set('token', root);
+  const r = await unary(kv, 'Range', { key: Buffer.from('k') }, { metadata: md });
+  assert.equal(Buffer.from(r.kvs![0]!.value!).toString(), 'v');
+  if (num(r.kvs![0]!.version) !== 1) wrong.push('the key was changed');
+  return wrong;
+}
+
+test('every RPC of every service refuses callers without the permission it needs', { timeout: 180_000 }, async (t) => {
+  const wrong = await walk(t, {});
+  assert.deepEqual(wrong, [], wrong.join('\n'));
+});
+
+test('the walk catches a method left open (planted hole in the request gate)', { timeout: 180_000 }, async (t) => {
+  const wrong = await walk(t, { CONCORD_FAILPOINTS: 'authHole=/etcdserverpb.Maintenance/Defragment' });
+  t.diagnostic(wrong.join(' | '));
+  assert.ok(wrong.some((w) => w.startsWith('/etcdserverpb.Maintenance/Defragment by ')), 'the open method is reported');
+});
+
+/** `rpc` declarations in the service protos concord serves. */
+function countProtoRpcs(): number {
+  const root = path.resolve(__dirname, '../../../proto');
+  let n = 0;
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const f = path.join(dir, e.name);
+      if (e.isDirectory()) walk(f);
+      else if (e.name.endsWith('.proto')) n += (fs.readFileSync(f, 'utf8').match(/^\s*rpc\s/gm) ?? []).length;
+    }
+  };
+  walk(root);
+  return n;
+}
