@@ -163,6 +163,7 @@ async function main(): Promise<void> {
     corruptCheckIntervalMs: cfg.corruptCheckIntervalMs,
     authTokenTtlSeconds: cfg.authTokenTtl,
     bcryptCost: cfg.bcryptCost,
+    passwordMinLength: cfg.authPasswordMinLength,
     onLog(level, msg, fields) {
       log.log(level, msg, fields);
     },

@@ -67,6 +67,8 @@ export interface Config {
   authTokenTtl: number;
   /** --bcrypt-cost. */
   bcryptCost: number;
+  /** --auth-password-min-length (concord). */
+  authPasswordMinLength: number;
 }
 
 /**
@@ -105,6 +107,7 @@ const flags: Record<string, FlagSpec> = {
   'max-request-bytes': { key: 'maxRequestBytes', kind: 'int', def: String(limits.requestBytesDefault), help: 'Maximum client request size in bytes the server will accept.' },
   'auth-token': { key: 'authToken', kind: 'string', def: 'simple', help: "Specify auth token specific options. ('simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...'; concord builds 'simple' only so far)" },
   'auth-token-ttl': { key: 'authTokenTtl', kind: 'uint', def: '300', help: 'The lifetime in seconds of the auth token.' },
+  'auth-password-min-length': { key: 'authPasswordMinLength', kind: 'uint', def: '0', help: 'Refuse passwords shorter than this many characters in user add and passwd (concord; 0: any, as etcd).' },
   'bcrypt-cost': { key: 'bcryptCost', kind: 'uint', def: '10', help: 'Specify bcrypt algorithm cost factor for auth password hashing.' },
   'max-txn-ops': { key: 'maxTxnOps', kind: 'int', def: String(limits.txnOpsDefault), help: 'Maximum number of operations permitted in a transaction.' },
   'quota-backend-bytes': { key: 'quotaBackendBytes', kind: 'int', def: '0', help: 'Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).' },

@@ -163,6 +163,8 @@ export interface EtcdServerConfig {
   authTokenTtlSeconds?: number;
   /** --bcrypt-cost (default 10). */
   bcryptCost?: number;
+  /** --auth-password-min-length (default 0). */
+  passwordMinLength?: number;
 }
 
 interface PendingRead {

@@ -75,6 +75,10 @@ export const enum ErrorCode {
   AuthInvalidToken,
   AuthInvalidMgmt,
   AuthOldRevision,
+  /** A user or role name with control characters or longer than 256 bytes (concord). */
+  AuthNameInvalid,
+  /** A password shorter than --auth-password-min-length (concord; CVE-2020-15115). */
+  AuthPasswordTooShort,
 }
 
 export class ConcordError extends Error {

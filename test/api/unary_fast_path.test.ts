@@ -28,7 +28,7 @@ async function scenario(endpoint: string): Promise<Outcome[]> {
     await run(unary(kv, 'Put', { key: bytes('big'), value: new Uint8Array(2 * 1024 * 1024) }), () => 'unexpected');
     // A unary method not built yet, and a streaming one (grpc-js on the same connection).
     const maintenance = connect('etcdserverpb.Maintenance', endpoint);
-    await run(unary(maintenance, 'Defragment', {}), () => 'unexpected');
+    await run(unary(maintenance, 'Downgrade', { action: 0, version: '3.5.0' }), () => 'unexpected');
     maintenance.close();
     // Raw bytes that do not parse.
     const raw = new grpc.Client(endpoint.replace('http://', ''), grpc.credentials.createInsecure());

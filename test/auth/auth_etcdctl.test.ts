@@ -26,7 +26,8 @@ const steps: Step[] = [
   { args: ['auth', 'enable'] },
   { args: ['user', 'add', 'root:rootpw'] },
   { args: ['user', 'add', 'root:again'] },
-  { args: ['auth', 'enable'] },
+  // (etcdctl's `auth enable` adds the root role and grants it to root by itself when root lacks
+  // it: so it is enabled only at the end of the set-up.)
   { args: ['user', 'grant-role', 'root', 'root'] },
   { args: ['user', 'grant-role', 'root', 'root'] },
   { args: ['role', 'add', 'r1'] },
@@ -58,6 +59,7 @@ const steps: Step[] = [
   { args: ['get', 'foo1'] },
   { args: ['--user', 'alice:wrong', 'get', 'foo1'] },
   { args: ['--user', 'nobody:pw', 'get', 'foo1'] },
+  { args: [...alice, 'get', 'foo1'] },
   { args: [...alice, 'put', 'foo1', 'v1'] },
   { args: [...alice, 'get', 'foo1'] },
   { args: [...alice, 'get', 'foo', '--prefix'] },
@@ -115,6 +117,7 @@ test('auth through etcdctl: etcd 3.4 and concord print the same', { skip: etcdSk
   const concord = await startConcord();
   t.after(() => concord.stop());
   const diffs: string[] = [];
+  let agreedSuccesses = 0;
   for (const step of steps) {
     if (step.differs !== undefined) {
       // `user passwd` asks for the new password twice on stdin without --interactive=false; give it.
@@ -123,7 +126,10 @@ test('auth through etcdctl: etcd 3.4 and concord print the same', { skip: etcdSk
     const [a, b] = await Promise.all([runEtcdctl([etcd.endpoint], step.args), runEtcdctl([concord.endpoint], step.args)]);
     const e = seen(a);
     const c = seen(b);
+    if (e === c && a.code === 0) agreedSuccesses++;
     if (e !== c) diffs.push(`etcdctl ${step.args.join(' ')}\n  etcd:    ${JSON.stringify(e)}\n  concord: ${JSON.stringify(c)}`);
   }
   assert.deepEqual(diffs, [], diffs.join('\n'));
+  // The steps must exercise something: most of them succeed for an allowed caller.
+  assert.ok(agreedSuccesses >= 40, `only ${agreedSuccesses} steps succeeded on both`);
 });

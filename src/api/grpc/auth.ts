@@ -12,6 +12,27 @@ import { grpcStatus } from './errors';
 import { bcryptCompareInBackground, bcryptHashInBackground } from '../../workers/background_pool';
 import { errAuthFailed, errAuthNotEnabled, errPermissionNotGiven } from '../../auth/auth_store';
 import type { Caller } from '../../auth/request_checks';
+import { LoginThrottle } from '../../auth/login_throttle';
+import { monotonicNowMs } from '../../util/clock';
+
+/** User and role names: not empty (the store says so in etcd's words), no control characters,
+ * at most this many bytes (etcd checks nothing; a name is a key of the store and of tokens). */
+const nameBytesMax = 256;
+
+function validName(name: string): boolean {
+  if (Buffer.byteLength(name) > nameBytesMax) return false;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return false;
+  }
+  return true;
+}
+
+/** The connection a call came on (grpc-js and the fast path: "ip:port"). */
+function peerOf(call: unknown): string {
+  const c = call as { getPeer?(): string };
+  return typeof c.getPeer === 'function' ? c.getPeer() : '';
+}
 
 type Callback = grpc.sendUnaryData<Uint8Array>;
 type Call<T> = grpc.ServerUnaryCall<T, Uint8Array>;
@@ -27,7 +48,19 @@ function callerOr(server: EtcdServer, call: { metadata: grpc.Metadata }, callbac
   }
 }
 
-export function authHandlers(server: EtcdServer, bcryptCost: number): grpc.UntypedServiceImplementation {
+export interface AuthOptions {
+  /** --bcrypt-cost. */
+  bcryptCost: number;
+  /** --auth-password-min-length (0: any length, as etcd). */
+  passwordMinLength: number;
+}
+
+export function authHandlers(server: EtcdServer, options: AuthOptions): grpc.UntypedServiceImplementation {
+  const { bcryptCost, passwordMinLength } = options;
+  const throttle = new LoginThrottle(monotonicNowMs);
+  /** A password the options refuse (a hash sent by a 3.5 client cannot be judged). */
+  const tooShort = (password: string, hashed: string, noPassword: boolean): boolean =>
+    !noPassword && hashed === '' && [...password].length < passwordMinLength;
   /** Proposes `req` for the caller of `call`; the storage worker answers. */
   const propose = (call: { metadata: grpc.Metadata }, req: concordpb.InternalRequest.$Properties, callback: Callback): void => {
     const who = callerOr(server, call, callback);
@@ -58,22 +91,38 @@ export function authHandlers(server: EtcdServer, bcryptCost: number): grpc.Untyp
       propose(call, { auth_status: {} }, callback);
     },
     Authenticate(call: Call<etcdserverpb.AuthenticateRequest>, callback: Callback): void {
-      // etcd CheckPassword, on the member that received the request, then the token through the log.
+      // etcd CheckPassword, on the member that received the request, then the token through the
+      // log. After failures for this name or on this connection, judged only after a delay.
       const name = call.request.name ?? '';
-      if (!server.auth.enabled) return callback(grpcStatus(errAuthNotEnabled.code));
-      const hash = server.auth.store.passwordHash(name);
-      if (hash === null) return callback(grpcStatus(errAuthFailed.code));
-      bcryptCompareInBackground(call.request.password ?? '', hash).then((ok) => {
-        if (!ok) return callback(grpcStatus(errAuthFailed.code));
-        const code = server.propose({ authenticate: { name, simple_token: server.auth.newToken() } }, callback);
-        if (code !== 0) callback(grpcStatus(code));
-      }, (err: Error) => callback({ code: grpc.status.INTERNAL, details: `etcdserver: checking the password failed: ${err.message}` }));
+      const peer = peerOf(call);
+      const judge = (): void => {
+        if (!server.auth.enabled) return callback(grpcStatus(errAuthNotEnabled.code));
+        const hash = server.auth.store.passwordHash(name);
+        if (hash === null) {
+          throttle.failed(name, peer);
+          return callback(grpcStatus(errAuthFailed.code));
+        }
+        bcryptCompareInBackground(call.request.password ?? '', hash).then((ok) => {
+          if (!ok) {
+            throttle.failed(name, peer);
+            return callback(grpcStatus(errAuthFailed.code));
+          }
+          throttle.succeeded(name, peer);
+          const code = server.propose({ authenticate: { name, simple_token: server.auth.newToken() } }, callback);
+          if (code !== 0) callback(grpcStatus(code));
+        }, (err: Error) => callback({ code: grpc.status.INTERNAL, details: `etcdserver: checking the password failed: ${err.message}` }));
+      };
+      const wait = throttle.waitMs(name, peer);
+      if (wait > 0) setTimeout(judge, wait);
+      else judge();
     },
     UserAdd(call: Call<etcdserverpb.AuthUserAddRequest>, callback: Callback): void {
       const r = call.request;
       const name = r.name ?? '';
       if (name === '') return callback(grpcStatus(ErrorCode.AuthUserEmpty));
+      if (!validName(name)) return callback(grpcStatus(ErrorCode.AuthNameInvalid));
       const noPassword = r.options?.no_password === true;
+      if (tooShort(r.password ?? '', r.hashedPassword ?? '', noPassword)) return callback(grpcStatus(ErrorCode.AuthPasswordTooShort));
       proposeHashed(call, r.password ?? '', r.hashedPassword ?? '', noPassword,
         (hash) => ({ auth_user_add: { name, hashedPassword: hash, options: noPassword ? { no_password: true } : null } }), callback);
     },
@@ -89,6 +138,7 @@ export function authHandlers(server: EtcdServer, bcryptCost: number): grpc.Untyp
     UserChangePassword(call: Call<etcdserverpb.AuthUserChangePasswordRequest>, callback: Callback): void {
       const r = call.request;
       const name = r.name ?? '';
+      if (tooShort(r.password ?? '', r.hashedPassword ?? '', false)) return callback(grpcStatus(ErrorCode.AuthPasswordTooShort));
       proposeHashed(call, r.password ?? '', r.hashedPassword ?? '', false,
         (hash) => ({ auth_user_change_password: { name, hashedPassword: hash } }), callback);
     },
@@ -99,6 +149,7 @@ export function authHandlers(server: EtcdServer, bcryptCost: number): grpc.Untyp
       propose(call, { auth_user_revoke_role: { name: call.request.name ?? '', role: call.request.role ?? '' } }, callback);
     },
     RoleAdd(call: Call<etcdserverpb.AuthRoleAddRequest>, callback: Callback): void {
+      if (!validName(call.request.name ?? '')) return callback(grpcStatus(ErrorCode.AuthNameInvalid));
       propose(call, { auth_role_add: { name: call.request.name ?? '' } }, callback);
     },
     RoleGet(call: Call<etcdserverpb.AuthRoleGetRequest>, callback: Callback): void {

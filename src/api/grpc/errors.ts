@@ -76,6 +76,9 @@ const table = new Map<ErrorCode, WireError>([
   [ErrorCode.AuthInvalidToken, { code: S.UNAUTHENTICATED, message: 'etcdserver: invalid auth token' }],
   [ErrorCode.AuthInvalidMgmt, { code: S.INVALID_ARGUMENT, message: 'etcdserver: invalid auth management' }],
   [ErrorCode.AuthOldRevision, { code: S.INVALID_ARGUMENT, message: 'etcdserver: revision of auth store is old' }],
+  // concord's own (etcd has no such checks).
+  [ErrorCode.AuthNameInvalid, { code: S.INVALID_ARGUMENT, message: 'etcdserver: user or role name is invalid (control characters, or longer than 256 bytes)' }],
+  [ErrorCode.AuthPasswordTooShort, { code: S.INVALID_ARGUMENT, message: 'etcdserver: password is too short (see --auth-password-min-length)' }],
 ]);
 
 /** Preallocated status objects: an error answer allocates nothing. */

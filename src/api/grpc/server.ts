@@ -232,7 +232,7 @@ export class GrpcApi {
       'etcdserverpb.Lease': leaseHandlers(server),
       'v3lockpb.Lock': lockHandlers(server),
       'v3electionpb.Election': electionHandlers(server),
-      'etcdserverpb.Auth': authHandlers(server, server.cfg.bcryptCost ?? 10),
+      'etcdserverpb.Auth': authHandlers(server, { bcryptCost: server.cfg.bcryptCost ?? 10, passwordMinLength: server.cfg.passwordMinLength ?? 0 }),
     };
     for (const name of serviceNames) {
       const def = services[name];

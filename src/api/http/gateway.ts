@@ -227,7 +227,8 @@ export class Gateway {
       if (err instanceof JsonRequestError) return this.replyError(res, { code: grpc.status.INVALID_ARGUMENT, details: err.message });
       throw err;
     }
-    const call = { request, metadata: new grpc.Metadata(), getPeer: () => 'gateway' };
+    const peer = peerOfRequest(res.req);
+    const call = { request, metadata: metadataOf(res.req), getPeer: () => peer };
     handler(call, (err: StatusLike | null, value?: unknown) => {
       if (err) return this.replyError(res, err);
       try {
@@ -250,8 +251,9 @@ export class Gateway {
       started = true;
       res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
     };
-    call.metadata = new grpc.Metadata();
-    call.getPeer = () => 'gateway';
+    call.metadata = metadataOf(res.req);
+    const peer = peerOfRequest(res.req);
+    call.getPeer = () => peer;
     call.write = (value: unknown, cb?: () => void): boolean => {
       if (ended) return false;
       try {
@@ -458,4 +460,18 @@ export class JsonValueStream {
   end(): string | null {
     return this.inValue && this.current.trim().length > 0 ? this.current : null;
   }
+}
+
+/** What a gateway request carries for the handlers: its `Authorization` header as the auth
+ * token (etcd's gateway does the same), as gRPC metadata `token`. */
+function metadataOf(req: http.IncomingMessage): grpc.Metadata {
+  const md = new grpc.Metadata();
+  const auth = req.headers.authorization;
+  if (auth !== undefined && auth !== '') md.set('token', auth);
+  return md;
+}
+
+/** The HTTP client's connection, as grpc-js names a peer ("ip:port"). */
+function peerOfRequest(req: http.IncomingMessage): string {
+  return `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`;
 }
