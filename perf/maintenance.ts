@@ -400,6 +400,7 @@ async function measure(address: string, serverPid: number, kind: 'defrag' | 'mai
       cpu.push(processCpuUs(serverPid));
       if (r.op.status === 'error') fail(`Defragment: ${r.op.message}`);
       dbAfter = (await status(address)).sizes;
+      if (r.op.status === 'ok' && dbAfter.size >= dbBefore.size) notes.push(`Defragment answered OK but db size stayed ${dbBefore.size} -> ${dbAfter.size} bytes`);
       const a0 = nowUs();
       await sleep(windowMs);
       phases.push({ name: 'after', fromUs: a0, toUs: nowUs() });
