@@ -13,7 +13,9 @@
 //   putter     says ready; on {"startUs"} runs a closed-loop put load (`clients` puts in flight,
 //              random keys, 256-byte values) and records every put's send time and latency; on
 //              {"stop":true,"phases":[…],"originUs","bucketUs"} finishes and sends a PutterResult:
-//              a latency histogram per phase (by send time) and a per-bucket timeline.
+//              a latency histogram per phase (by send time, or by overlap for a phase that claims
+//              the puts it holds up: perf/pause.ts), the longest stretch of each phase with no put
+//              completing, and a per-bucket timeline. perf/maintenance.ts uses it too.
 //
 // Unary calls whose answer we need (grants, LeaseLeases, count-only ranges) go over
 // perf/h2client.ts streaming calls (HEADERS, one DATA, END_STREAM) so the response message comes
@@ -22,6 +24,7 @@
 import * as hdr from 'hdr-histogram-js';
 import { grpcHeaderBlock, H2Connection } from './h2client';
 import { buildHistogram } from './loadgen';
+import { completionTimes, longestPause, phaseOf, type PhaseWindow } from './pause';
 import { prefixEnd } from '../src/util/prefix_end';
 import { assert } from '../src/util/assert';
 import {
@@ -551,9 +554,12 @@ export interface PutterConfig {
   clients: number;
   conns: number;
   seed: number;
+  /** Where the random keys go (default bench/lp/). */
+  keyPrefix?: string;
 }
 
-export interface Phase { name: string; fromUs: number; toUs: number }
+/** A phase of the put load; see perf/pause.ts for which puts belong to it. */
+export type Phase = PhaseWindow;
 
 export interface TimelinePoint {
   /** Bucket start, seconds from originUs. */
@@ -565,7 +571,8 @@ export interface TimelinePoint {
 }
 
 export interface PutterResult {
-  phases: { name: string; ok: number; histogram: string }[];
+  /** Per phase: puts that belong to it, their latency, and the longest stretch of it with no put completing (µs; at = its start). */
+  phases: { name: string; ok: number; histogram: string; pauseUs: number; pauseAtUs: number }[];
   timeline: TimelinePoint[];
   acked: number;
   failed: number;
@@ -577,6 +584,7 @@ export interface PutterResult {
 async function runPutter(cfg: PutterConfig): Promise<void> {
   const errors = new Errors();
   const block = grpcHeaderBlock(cfg.address, PATHS.put);
+  const keyPrefix = cfg.keyPrefix ?? PUT_KEY_PREFIX;
   let sentT = new Float64Array(1 << 16);
   let latT = new Float32Array(1 << 16);
   let n = 0;
@@ -595,7 +603,7 @@ async function runPutter(cfg: PutterConfig): Promise<void> {
     rng ^= rng << 5; rng >>>= 0;
     inFlight++;
     startedAt[client] = nowUs();
-    conns[client % conns.length]!.request(block, putRequest(`${PUT_KEY_PREFIX}${rng % PUT_KEY_SPACE}`, value, null), client);
+    conns[client % conns.length]!.request(block, putRequest(`${keyPrefix}${rng % PUT_KEY_SPACE}`, value, null), client);
   };
   const onDone = (client: number, ok: boolean): void => {
     inFlight--;
@@ -637,16 +645,19 @@ async function runPutter(cfg: PutterConfig): Promise<void> {
       const phases = msg.phases as Phase[];
       const originUs = msg.originUs as number;
       const bucketUs = msg.bucketUs as number;
-      const out: PutterResult['phases'] = [];
-      for (const p of phases) {
-        const h = buildHistogram();
-        let ok = 0;
-        for (let i = 0; i < n; i++) {
-          if (sentT[i]! >= p.fromUs && sentT[i]! < p.toUs) { h.recordValue(clampUs(latT[i]!)); ok++; }
-        }
-        out.push({ name: p.name, ok, histogram: hdr.encodeIntoCompressedBase64(h) });
-        h.destroy();
+      const hs = phases.map(() => buildHistogram());
+      const oks = phases.map(() => 0);
+      for (let i = 0; i < n; i++) {
+        const k = phaseOf(sentT[i]!, sentT[i]! + latT[i]!, phases);
+        if (k >= 0) { hs[k]!.recordValue(clampUs(latT[i]!)); oks[k]!++; }
       }
+      const done = completionTimes(sentT, latT, n);
+      const out: PutterResult['phases'] = phases.map((p, k) => {
+        const pause = longestPause(done, p.fromUs, p.toUs);
+        const r = { name: p.name, ok: oks[k]!, histogram: hdr.encodeIntoCompressedBase64(hs[k]!), pauseUs: pause.us, pauseAtUs: pause.atUs };
+        hs[k]!.destroy();
+        return r;
+      });
       // Timeline: puts by send time in the whole buckets between the first phase's start and the last one's end.
       const from = Math.min(...phases.map((p) => p.fromUs));
       const to = Math.max(...phases.map((p) => p.toUs));

@@ -6,6 +6,8 @@
 //   * lease keep-alive: latency percentiles at the largest lease count, keep-alives/s against it
 //   * lease mass expiry: put p99, put throughput and lease keys remaining over time around the
 //     deadline (round 1), and put latency percentiles during the expiry
+//   * defrag and maintenance: put p99 and puts/s over time around the calls (round 1), phase by
+//     phase, and put latency percentiles during the calls
 import type { Cell, PerfReport, Sample, Target } from './run';
 
 const COLORS: Record<Target, string> = { concord: '#1f77b4', etcd: '#d62728' };
@@ -142,6 +144,31 @@ function expirySection(name: string, cells: Cell[], targets: Target[]): string {
   return parts.join('');
 }
 
+function maintSection(name: string, cells: Cell[], targets: Target[]): string {
+  const parts: string[] = [`<section><h2>${esc(name)}</h2><p>${esc(cells[0]!.description)}. Time is seconds from the start of the ` +
+    'baseline window; the phases of round 1 are listed under the charts.</p>'];
+  for (const cell of cells) {
+    const ss = targets.map((t) => firstSample(cell, t)).filter((s): s is Sample => s?.maint !== undefined);
+    if (ss.length === 0) continue;
+    type Point = NonNullable<Sample['maint']>['timeline'][number];
+    const series = (f: (p: Point, bucketS: number) => number): Series[] =>
+      ss.map((s) => ({ label: s.target, points: s.maint!.timeline.filter((p) => p.puts > 0).map((p) => [p.t, f(p, s.maint!.timelineBucketS)] as [number, number]) }));
+    const pct: Series[] = ss.filter((s) => s.curve.length > 0).map((s) => ({ label: s.target, points: percentileSeries(s) }));
+    const phases = ss.map((s) => esc(`${s.target}: ` + s.maint!.phases.map((p) => {
+      const op = s.maint!.ops.find((o) => o.name === p.name);
+      return `${p.name} ${p.fromS.toFixed(1)}-${p.toS.toFixed(1)} s${op && op.status !== 'ok' ? ` (${op.status})` : ''}`;
+    }).join(', '))).join('<br>');
+    parts.push(
+      chart(`put p99 over time, ${cell.clients} MiB (round 1)`, series((p) => p.p99 / 1000), { xLabel: 'seconds', yLabel: 'put p99 ms (per interval)', xLog: false, yLog: true }) +
+      chart('puts per second over time (by send time)', series((p, bucketS) => p.puts / bucketS), { xLabel: 'seconds', yLabel: 'puts/s', xLog: false, yLog: false }) +
+      chart(`put latency percentiles during the calls, ${cell.clients} MiB`, pct, { xLabel: 'percentile', yLabel: 'put latency ms', xLog: true, yLog: true, xTicks: PCT_TICKS }) +
+      `<p>${phases}</p>`,
+    );
+  }
+  parts.push('</section>');
+  return parts.join('');
+}
+
 export function renderHtml(report: PerfReport, tableText: string): string {
   const byWorkload = new Map<string, Cell[]>();
   for (const c of report.cells) {
@@ -166,6 +193,10 @@ export function renderHtml(report: PerfReport, tableText: string): string {
     }
     if (kind === 'expiry') {
       sections.push(expirySection(name, cells, targets));
+      continue;
+    }
+    if (cells.some((c) => c.samples.some((s) => s.maint !== undefined))) {
+      sections.push(maintSection(name, cells, targets));
       continue;
     }
     const pct: Series[] = targets.flatMap((t) => { const s = firstSample(largest, t); return s ? [{ label: t, points: percentileSeries(s) }] : []; });

@@ -14,6 +14,16 @@
 //   npm run perf -- --workloads lease-keepalive,lease-mass-expiry --keepalive-leases 1000 --expiry-leases 20000
 //                                        leases (perf/lease.ts); also --expiry-keys N, --expiry-clients C,
 //                                        --expiry-deadline S (grants start -> all expire; default from N)
+//   npm run perf -- --workloads defrag,maintenance --defrag-mib 1024 --maint-mib 256 --rounds 1
+//                                        maintenance (perf/maintenance.ts), servers with an 8 GiB quota:
+//                                        defrag = fill S MiB (8,000-byte values), delete half, compact, then
+//                                        16 put clients: baseline window, one Defragment, after window;
+//                                        its duration, db size/in use before and after, put latency and
+//                                        the longest pause with no put completing, per phase.
+//                                        maintenance = fill S MiB, then HashKV, Snapshot (read to the end)
+//                                        and Hash back to back for --duration s each under the same put
+//                                        load. UNIMPLEMENTED (concord's Defragment until it lands) = n/a.
+//                                        --quick: 64 and 32 MiB.
 //
 // Output: a table on the terminal, perf/results/<stamp>.json and perf/results/<stamp>.html
 // (latency percentile curves and throughput-vs-latency from the sweep). Latencies are recorded
@@ -31,6 +41,7 @@ import { processCpuUs, threadBusy } from './procstat';
 import { renderHtml } from './report';
 import { clusterTables, runClusterSuite, CLUSTER_WORKLOADS, type ClusterExtra, type Role } from './cluster';
 import { measureLease, type LeaseExtra } from './lease';
+import { maintServerArgs, maintTables, measureMaint, type MaintExtra } from './maintenance';
 import { measureWatch, type WatchExtra } from './watch';
 import { workloadByName, workloads, type Workload } from './workloads';
 
@@ -64,6 +75,11 @@ export interface Sample {
   lease?: LeaseExtra;
   /** Cluster workloads (perf/cluster.ts): who led, whether that held, CPU of every member. */
   cluster?: ClusterExtra;
+  /**
+   * Maintenance workloads (perf/maintenance.ts): `clients` is the database size in MiB; throughput
+   * and latency are the put load during the maintenance calls; this has the calls and every phase.
+   */
+  maint?: MaintExtra;
 }
 
 export interface Cell {
@@ -111,6 +127,9 @@ export interface Options {
   roles: Role[];
   /** --cpu-prof DIR: concord cluster members write V8 CPU profiles (every thread) there when they stop. */
   cpuProfDir: string | null;
+  /** Database sizes (MiB) of the defrag and maintenance workloads. */
+  defragMiB: number;
+  maintMiB: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -143,6 +162,8 @@ function parseArgs(argv: string[]): Options {
     cluster,
     roles: target === 'all' ? ['leader', 'followers'] : [target as Role],
     cpuProfDir: get('cpu-prof') !== undefined ? path.resolve(get('cpu-prof')!) : null,
+    defragMiB: Number(get('defrag-mib') ?? (quick ? 64 : 1024)),
+    maintMiB: Number(get('maint-mib') ?? (quick ? 32 : 256)),
   };
   for (const w of o.workloads) workloadByName(w); // fail early on typos
   if (!(Number.isInteger(cluster) && (cluster === 0 || cluster >= 2))) throw new Error('--cluster takes a member count >= 2');
@@ -150,13 +171,16 @@ function parseArgs(argv: string[]): Options {
   if (get('target') !== undefined && cluster === 0) throw new Error('--target needs --cluster N');
   if (o.cpuProfDir !== null && cluster === 0) throw new Error('--cpu-prof needs --cluster N');
   if (cluster > 0) {
-    const other = o.workloads.map(workloadByName).filter((w) => w.http || w.watch || w.lease);
+    const other = o.workloads.map(workloadByName).filter((w) => w.http || w.watch || w.lease || w.maint);
     if (other.length > 0) throw new Error(`--cluster runs unary gRPC workloads only, not ${other.map((w) => w.name).join(', ')}`);
   }
   if (o.clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--clients takes positive integers');
   if (o.watchers?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--watchers takes positive integers');
   for (const [flag, v] of [['keepalive-leases', o.keepaliveLeases], ['expiry-leases', o.expiryLeases]] as const) {
     if (v?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--${flag} takes positive integers`);
+  }
+  for (const [flag, v] of [['defrag-mib', o.defragMiB], ['maint-mib', o.maintMiB]] as const) {
+    if (!(Number.isInteger(v) && v >= 1)) throw new Error(`--${flag} takes a positive integer (MiB)`);
   }
   if (o.expiryKeys !== null && !(Number.isInteger(o.expiryKeys) && o.expiryKeys >= 0)) throw new Error('--expiry-keys takes an integer >= 0');
   if (!(Number.isInteger(o.expiryClients) && o.expiryClients >= 1)) throw new Error('--expiry-clients takes a positive integer');
@@ -254,6 +278,7 @@ interface AutocannonResult {
 
 /** The sweep of a workload: client counts, or watcher counts for the watch workloads. */
 export function sweepOf(w: Workload, o: Options): number[] {
+  if (w.maint) return [w.maint.kind === 'defrag' ? o.defragMiB : o.maintMiB];
   if (w.lease) {
     const given = w.lease.kind === 'keepalive' ? o.keepaliveLeases : o.expiryLeases;
     return given ?? (o.quick ? w.lease.quickSizes : w.lease.sizes);
@@ -264,7 +289,7 @@ export function sweepOf(w: Workload, o: Options): number[] {
 
 /** How the table and progress name a workload's sweep variable. */
 function sweepLetter(w: Workload): string {
-  return w.watch ? 'W' : w.lease ? 'N' : 'c';
+  return w.watch ? 'W' : w.lease ? 'N' : w.maint ? 'MiB' : 'c';
 }
 
 export async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
@@ -272,6 +297,7 @@ export async function measure(address: string, serverPid: number, w: Workload, c
   if (w.http) return measureHttp(address, serverPid, w, clients, o, target, round);
   if (w.watch) return measureWatch(address, serverPid, w, clients, o, target, round);
   if (w.lease) return measureLease(address, serverPid, w, clients, o, target, round);
+  if (w.maint) return measureMaint(address, serverPid, w, clients, o, target, round);
   // Server CPU is read across the whole run, warmup included, then scaled to the window;
   // loadgen processes run their windows at the same time.
   const busy0 = target === 'concord' ? await threadBusy(address) : null;
@@ -364,12 +390,12 @@ export function unarySample(load: UnaryLoad, target: Target, round: number, clie
   return sample;
 }
 
-export async function withServer<T>(target: Target, fn: (address: string, pid: number) => Promise<T>): Promise<T> {
+export async function withServer<T>(target: Target, fn: (address: string, pid: number) => Promise<T>, extraArgs: string[] = []): Promise<T> {
   if (target === 'concord') {
-    const c = await startConcord();
+    const c = await startConcord({ extraArgs });
     try { return await fn(c.address, c.proc.pid!); } finally { await c.stop(); }
   }
-  const e = await startEtcd();
+  const e = await startEtcd({ extraArgs });
   try { return await fn(e.address, e.proc.pid!); } finally { await e.stop(); }
 }
 
@@ -424,7 +450,8 @@ function table(report: PerfReport): string {
   ]];
   for (const cell of report.cells) {
     if (cell.role !== undefined) continue; // clusterTables
-    if (cell.samples.some((s) => s.watch !== undefined) || workloadByName(cell.workload).watch || workloadByName(cell.workload).lease) continue;
+    const w = workloadByName(cell.workload);
+    if (cell.samples.some((s) => s.watch !== undefined) || w.watch || w.lease || w.maint) continue;
     for (const target of ['concord', 'etcd'] as Target[]) {
       const ss = cell.samples.filter((s) => s.target === target);
       if (ss.length === 0) continue;
@@ -446,6 +473,8 @@ function table(report: PerfReport): string {
   if (watch !== '') parts.push(watch);
   const lease = leaseTables(report);
   if (lease !== '') parts.push(lease);
+  const maint = maintTables(report);
+  if (maint !== '') parts.push(maint);
   return parts.join('\n\n');
 }
 
@@ -591,7 +620,7 @@ async function runSingleSuite(o: Options, targets: Target[], report: PerfReport)
             const s = await measure(address, pid, w, clients, o, target, round);
             report.cells.find((c) => c.workload === w.name && c.clients === clients)!.samples.push(s);
           }
-        });
+        }, w.maint ? maintServerArgs(target) : []);
       }
     }
   }

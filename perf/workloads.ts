@@ -25,6 +25,11 @@ export interface Workload {
   watch?: WatchSpec;
   /** Lease workloads measured by perf/lease.ts; their sweep is over lease counts, not clients. */
   lease?: LeaseSpec;
+  /**
+   * Maintenance workloads measured by perf/maintenance.ts (put latency around Defragment, or
+   * HashKV/Snapshot/Hash); their sweep is one database size in MiB (--defrag-mib, --maint-mib).
+   */
+  maint?: { kind: 'defrag' | 'maintenance' };
   /** --quick: the client counts of this workload (when --clients is not given). */
   quickClients?: number[];
   /** false: left out of --quick unless named with --workloads (keeps the CI smoke run short). */
@@ -245,6 +250,28 @@ workloads.push(
     makeGenerator: () => () => new Uint8Array(0),
     setup: () => [],
     lease: { kind: 'expiry', sizes: [100_000], quickSizes: [500] },
+  },
+);
+
+// Maintenance (issue #13): put latency while the server defragments, hashes or streams a snapshot.
+workloads.push(
+  {
+    name: 'defrag',
+    description: 'S MiB of 8,000-byte values, half deleted and compacted; 16 put clients; one Defragment after a baseline window: ' +
+      'its duration, db size before/after, put latency and the longest pause before, during and after it',
+    path: '/etcdserverpb.Maintenance/Defragment',
+    makeGenerator: () => () => new Uint8Array(0),
+    setup: () => [],
+    maint: { kind: 'defrag' },
+  },
+  {
+    name: 'maintenance',
+    description: 'S MiB of 8,000-byte values; 16 put clients; a baseline window, then HashKV, Snapshot (streamed to the end) and Hash ' +
+      'back to back for a window each: put latency and the longest pause in each phase',
+    path: '/etcdserverpb.Maintenance/HashKV',
+    makeGenerator: () => () => new Uint8Array(0),
+    setup: () => [],
+    maint: { kind: 'maintenance' },
   },
 );
 
