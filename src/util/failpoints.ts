@@ -12,8 +12,10 @@
 // The failpoints:
 //   kvPutThrow=<key>   KV.Put of <key> (utf8) throws FailpointError in the handler, as a bug
 //                      would (api/grpc/kv.ts; test/api/handler_errors.test.ts).
+//   snapshotRestoreKill=<step>  `concord snapshot restore` kills itself (SIGKILL) at that step
+//                      (storage/snapshot_file.ts RestoreStep; test/maintenance/restore_crash.test.ts).
 
-export const failpointNames = ['kvPutThrow', 'defragCrashAt', 'defragCopyDelayMs', 'defragSkipCatchUp', 'authHole'] as const;
+export const failpointNames = ['kvPutThrow', 'defragCrashAt', 'defragCopyDelayMs', 'defragSkipCatchUp', 'authHole', 'snapshotRestoreKill'] as const;
 export type FailpointName = (typeof failpointNames)[number];
 
 /** Thrown where a failpoint says "throw": a stand-in for a bug, never an expected condition. */
