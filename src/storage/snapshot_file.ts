@@ -196,7 +196,7 @@ function u64Buf(id: bigint): Buffer {
   return b;
 }
 
-function commit(engine: LmdbEngine, dbs: Db[], keys: string[], values: (Uint8Array | null)[]): Promise<void> {
+function commit(engine: LmdbEngine, dbs: Db[], keys: (Buffer | string)[], values: (Uint8Array | null)[]): Promise<void> {
   return new Promise((resolve, reject) => engine.commit({ dbs, keys, values }, (err) => (err === null ? resolve() : reject(err))));
 }
 
@@ -217,7 +217,10 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<{ clusterId: b
   const bodySize = trailer ? size - shaBytes : size;
   if (!trailer && !o.skipHashCheck) checkSha(null, null, false);
 
-  const tmp = restoreTempDir(o.dataDir);
+  // Test-only (failpoint snapshotRestoreInPlace): build in the data dir itself, the bug the
+  // temporary directory prevents, for the kill tests to show they catch a half data dir.
+  const inPlace = failpointValue('snapshotRestoreInPlace') !== undefined;
+  const tmp = inPlace ? path.resolve(o.dataDir) : restoreTempDir(o.dataDir);
   fs.rmSync(tmp, { recursive: true, force: true }); // what a killed restore left
   fs.mkdirSync(path.join(tmp, schema.kvDir), { recursive: true, mode: 0o700 });
   fs.chmodSync(tmp, 0o700);
@@ -282,11 +285,18 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<{ clusterId: b
       if (index === undefined || engine.get(Db.Meta, schema.metaClusterId) === undefined) {
         throw new SnapshotFileError('snapshot file is not a concord backup: no applied index or cluster id');
       }
+      // Test-only (failpoint snapshotRestoreDropRev=<rev>): lose one revision on the way, the
+      // bug the restore tests' comparison and HashKV check must catch.
+      const dropRev = failpointValue('snapshotRestoreDropRev');
+      const dropped: Buffer[] = [];
+      if (dropRev !== undefined) {
+        for (const r of engine.records(Db.Key)) if (schema.revKeyMain(r.key) === Number(dropRev)) dropped.push(Buffer.from(r.key));
+      }
       await commit(engine,
-        [Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta],
-        [schema.metaConsistentIndex, schema.metaConsistentTerm, schema.metaClusterId, schema.metaMemberId,
+        [...dropped.map(() => Db.Key), Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta],
+        [...dropped, schema.metaConsistentIndex, schema.metaConsistentTerm, schema.metaClusterId, schema.metaMemberId,
           schema.metaConfState, schema.metaMembership, schema.metaAlarm, schema.metaCurrentRev],
-        [schema.u64Bytes(n), schema.u64Bytes(1), u64Buf(boot.clusterId), u64Buf(boot.localId),
+        [...dropped.map(() => null), schema.u64Bytes(n), schema.u64Bytes(1), u64Buf(boot.clusterId), u64Buf(boot.localId),
           schema.encodeConfState({ voters, learners: [] }), membership.encode(), null,
           // currentRev as stored (rewritten so that every meta record of the restore is in one commit)
           engine.get(Db.Meta, schema.metaCurrentRev) ?? schema.u64Bytes(1)]);
@@ -308,8 +318,10 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<{ clusterId: b
     fsyncDir(tmp);
     killPoint(RestoreStep.WalWritten);
 
-    if (fs.existsSync(o.dataDir)) throw new SnapshotFileError(`data-dir ${JSON.stringify(o.dataDir)} exists`);
-    fs.renameSync(tmp, o.dataDir);
+    if (!inPlace) {
+      if (fs.existsSync(o.dataDir)) throw new SnapshotFileError(`data-dir ${JSON.stringify(o.dataDir)} exists`);
+      fs.renameSync(tmp, o.dataDir);
+    }
     killPoint(RestoreStep.Renamed);
     fsyncDir(path.dirname(path.resolve(o.dataDir)));
   } catch (err) {
