@@ -7,18 +7,24 @@
 // A restore that loses one revision (failpoint snapshotRestoreDropRev) is caught by the same
 // checks. The refusals (a damaged body or trailer, no trailer, an existing data dir) print
 // what etcdctl 3.4's restore prints for the same file (its hash check runs before it opens the
-// file as bbolt, so it reads concord's backups that far).
+// file as bbolt, so it reads concord's backups that far); a file etcdctl saved from concord
+// restores; etcd's own bbolt backup is refused as not concord's. `save` refuses a stream whose
+// trailer does not match, whose body is not in 512-byte blocks, or that has no trailer (a
+// stand-in member streams them), and keeps a whole one byte for byte.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
 
 import { etcdserverpb } from '../../src/gen/proto';
+import { serviceDefinition } from '../../src/api/grpc/services';
 import { clusterIdOf, memberIdOf } from '../../src/membership/ids';
 import { humanBytes, Progress } from '../../src/cli/progress';
 import { startConcord } from '../helpers/concord';
-import { freePort } from '../helpers/etcd';
+import { freePort, startEtcd } from '../helpers/etcd';
 import { etcdctlSkipReason, runEtcdctl } from '../helpers/etcdctl';
 import { connect, num, unary } from '../helpers/grpc_client';
 import { hashKvAt, historyDiff, leasesOf, runSnapshotCli } from '../helpers/snapshot';
@@ -199,6 +205,31 @@ test('restore refuses a damaged file (etcdctl\'s messages), --skip-hash-check ac
   assert.equal(r.concord, 'Error: snapshot missing hash but --skip-hash-check=false');
   assert.equal(r.concord, r.etcdctl);
 
+  // A backup saved by etcdctl from concord restores the same way.
+  const byEtcdctl = path.join(dir, 'etcdctl.db');
+  assert.equal((await runEtcdctl([c.endpoint], ['snapshot', 'save', byEtcdctl])).code, 0);
+  const fromEtcdctl = path.join(dir, 'from-etcdctl');
+  assert.equal((await runSnapshotCli(['restore', byEtcdctl, '--data-dir', fromEtcdctl])).code, 0);
+  const m2 = await startConcord({ dataDir: fromEtcdctl });
+  t.after(() => m2.stop());
+  assert.deepEqual(await historyDiff(c.endpoint, m2.endpoint, 1, 21), []);
+
+  // etcd's own backup (bbolt) is not concord's: status and restore say so, after the hash check.
+  const e = await startEtcd();
+  t.after(() => e.stop());
+  const ekv = connect('etcdserverpb.KV', e.endpoint);
+  await unary(ekv, 'Put', { key: Buffer.from('a'), value: Buffer.from('b') });
+  ekv.close();
+  const bolt = path.join(dir, 'bolt.db');
+  assert.equal((await runEtcdctl([e.endpoint], ['snapshot', 'save', bolt])).code, 0);
+  const boltStatus = await runSnapshotCli(['status', bolt]);
+  assert.equal(boltStatus.code, 1);
+  assert.match(boltStatus.stderr, /^Error: snapshot file is not a concord backup: bolt\.db: not an LMDB data file: /);
+  const boltRestore = await runSnapshotCli(['restore', bolt, '--data-dir', path.join(dir, 'from-bolt')]);
+  assert.equal(boltRestore.code, 1);
+  assert.match(boltRestore.stderr, /^Error: snapshot file is not a concord backup: /m);
+  assert.ok(!fs.existsSync(path.join(dir, 'from-bolt')) && !fs.existsSync(path.join(dir, 'from-bolt.restoring')));
+
   // An existing data dir (even empty) is refused and left alone.
   const existing = path.join(dir, 'existing');
   fs.mkdirSync(existing);
@@ -237,4 +268,46 @@ test('progress: a bar on a terminal, otherwise at most a line per second or per 
   bar.finish();
   assert.match(out[0]!, /^\rsaving \[#{15} {15}\]  50% 500 B \/ 1\.0 kB 500 B\/s 1s left\x1b\[K$/);
   assert.equal(out[out.length - 1], '\n');
+});
+
+test('save checks the stream: a wrong SHA-256 trailer, a body not in 512-byte blocks or no trailer is refused, no file left', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-save-check-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // A stand-in member whose Maintenance.Snapshot streams what the case says (etcd's shape).
+  let blobs: Buffer[] = [];
+  const server = new grpc.Server();
+  server.addService(serviceDefinition('etcdserverpb.Maintenance'), {
+    Snapshot(call: grpc.ServerWritableStream<unknown, Uint8Array>) {
+      let left = blobs.reduce((n, b) => n + b.length, 0);
+      for (const b of blobs) {
+        left -= b.length;
+        call.write(etcdserverpb.SnapshotResponse.encode({ blob: b, remaining_bytes: left }).finish());
+      }
+      call.end();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
+    (err, p) => (err ? reject(err) : resolve(p))));
+  t.after(() => new Promise<void>((r) => server.tryShutdown(() => r())));
+  const body = Buffer.alloc(2048, 7);
+  const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
+  const cases: { name: string; blobs: Buffer[]; error: RegExp | null }[] = [
+    { name: 'whole', blobs: [body.subarray(0, 1024), body.subarray(1024), sha(body)], error: null },
+    { name: 'wrong trailer', blobs: [body, sha(Buffer.alloc(2048, 8))], error: /^Error: sha256 checksum of the received snapshot does not match its trailer\n$/ },
+    { name: 'not in blocks', blobs: [body.subarray(0, 2000), sha(body.subarray(0, 2000))], error: /^Error: snapshot body is 2000 bytes, not a multiple of 512\n$/ },
+    { name: 'no trailer', blobs: [body.subarray(0, 1024), body.subarray(1024)], error: /^Error: snapshot stream ended without its sha256 trailer\n$/ },
+  ];
+  for (const c of cases) {
+    blobs = c.blobs;
+    const file = path.join(dir, `${c.name}.db`);
+    const r = await runSnapshotCli(['save', file, `--endpoints=http://127.0.0.1:${port}`]);
+    if (c.error === null) {
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(fs.readFileSync(file), Buffer.concat(c.blobs), c.name);
+    } else {
+      assert.equal(r.code, 1, c.name);
+      assert.match(r.stderr.split('\n').filter((l) => l.startsWith('Error:')).join('\n') + '\n', c.error, c.name);
+      assert.ok(!fs.existsSync(file) && !fs.existsSync(file + '.part'), `${c.name}: no file left`);
+    }
+  }
 });
