@@ -12,9 +12,10 @@
 // Output as etcdctl's: the answer on stdout ("Snapshot saved at <file>", the status line or
 // table), structured logs on stderr, "Error: <message>" on stderr and exit code 1 on failure.
 // save and restore show their progress on stderr (cli/progress.ts).
-import fs from 'node:fs';
-import * as grpc from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { makeClient } from '../api/grpc/services';
 import { Logger } from '../util/log';
 import { humanBytes, Progress } from './progress';
@@ -22,7 +23,6 @@ import { restoreSnapshot, snapshotStatus, SnapshotFileError, type SnapshotStatus
 import { BootstrapError } from '../membership/bootstrap_config';
 import { UrlError } from '../membership/urls';
 import { fsyncDir } from '../storage/snapshotter';
-import path from 'node:path';
 
 const usage = `Usage:
   concord snapshot save <filename> [--endpoints=<addr>] [--dial-timeout=2s] [--command-timeout=5s]
@@ -32,7 +32,18 @@ const usage = `Usage:
       [--data-dir=<name>.etcd] [--skip-hash-check]
 `;
 
+/** A command line etcdctl refuses with ExitBadArgs (128). */
 class UsageError extends Error {}
+/** An output format etcdctl refuses with ExitBadFeature (4). */
+class FormatError extends Error {}
+
+// etcdctl 3.4's exit codes (ctlv3/command/error.go): ExitError for status and restore failures,
+// ExitInterrupted for a failed save, ExitBadFeature for an output format, ExitBadArgs for the
+// arguments.
+const exitError = 1;
+const exitBadFeature = 4;
+const exitInterrupted = 5;
+const exitBadArgs = 128;
 
 interface Parsed {
   positional: string[];
@@ -94,7 +105,10 @@ function known(p: Parsed, names: string[]): void {
 }
 
 function oneFile(p: Parsed, cmd: string): string {
-  if (p.positional.length !== 1) throw new UsageError(`snapshot ${cmd} expects one argument`);
+  if (p.positional.length !== 1) {
+    // etcdctl's own two wordings.
+    throw new UsageError(cmd === 'save' ? 'snapshot save expects one argument' : `snapshot ${cmd} requires exactly one argument`);
+  }
   return p.positional[0]!;
 }
 
@@ -212,9 +226,9 @@ export function formatStatus(s: SnapshotStatus, format: string): string {
     case 'fields':
       return `"Hash" : ${s.hash}\n"Revision" : ${s.revision}\n"Keys" : ${s.totalKey}\n"Size" : ${s.totalSize}\n`;
     case 'protobuf':
-      throw new SnapshotFileError('protobuf not supported as output format');
+      throw new FormatError('protobuf not supported as output format');
     default:
-      throw new SnapshotFileError(`unknown output format "${format}"`);
+      throw new FormatError('unsupported output format');
   }
 }
 
@@ -222,7 +236,9 @@ async function status(p: Parsed): Promise<void> {
   known(p, globalFlags);
   const file = oneFile(p, 'status');
   const format = p.flags.get('write-out') ?? 'simple';
-  if (format === 'protobuf') formatStatus({ hash: 0, revision: 0, totalKey: 0, totalSize: 0 }, format);
+  // An unknown format is refused before the file is read, protobuf after (etcdctl has a
+  // protobuf printer, which refuses this answer when it prints).
+  if (format !== 'protobuf') formatStatus({ hash: 0, revision: 0, totalKey: 0, totalSize: 0 }, format);
   if (!fs.existsSync(file)) throw new SnapshotFileError(`stat ${file}: no such file or directory`);
   process.stdout.write(formatStatus(await snapshotStatus(file), format));
 }
@@ -235,7 +251,6 @@ async function restore(p: Parsed, log: Logger): Promise<void> {
   if (skip !== 'true' && skip !== 'false') throw new UsageError(`invalid argument "${skip}" for "--skip-hash-check"`);
   const dataDir = p.flags.get('data-dir') || `${name}.etcd`;
   if (fs.existsSync(dataDir)) throw new SnapshotFileError(`data-dir ${JSON.stringify(dataDir)} exists`);
-  if (!fs.existsSync(file)) throw new SnapshotFileError(`stat ${file}: no such file or directory`);
   const progress = progressFor('restoring');
   await restoreSnapshot({
     file, name, dataDir,
@@ -262,16 +277,14 @@ export async function snapshotMain(args: string[]): Promise<number> {
         return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;
     }
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`Error: ${err.message}\n${usage}`);
-      return 2;
-    }
-    if (err instanceof SnapshotFileError || err instanceof BootstrapError || err instanceof UrlError) {
-      process.stderr.write(`Error: ${err.message}\n`);
-      return 1;
-    }
     process.stderr.write(`Error: ${(err as Error)?.message ?? String(err)}\n`);
-    return 1;
+    if (err instanceof UsageError) return exitBadArgs;
+    if (err instanceof FormatError) return exitBadFeature;
+    if (!(err instanceof SnapshotFileError || err instanceof BootstrapError || err instanceof UrlError)) {
+      // Not a refusal this tool names: a bug or an I/O failure; the stack helps.
+      process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+    }
+    return cmd === 'save' ? exitInterrupted : exitError;
   }
 }
 

@@ -212,6 +212,8 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<{ clusterId: b
   const snapPath = path.join(o.dataDir, schema.snapDir);
   o.log('restoring snapshot', { path: o.file, 'wal-dir': walPath, 'data-dir': o.dataDir, 'snap-dir': snapPath });
 
+  // etcd opens the file here (after its log line); Go's wording of the failure.
+  if (!fs.existsSync(o.file)) throw new SnapshotFileError(`open ${o.file}: no such file or directory`);
   const size = fs.statSync(o.file).size;
   const trailer = hasShaTrailer(size);
   const bodySize = trailer ? size - shaBytes : size;
@@ -293,13 +295,11 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<{ clusterId: b
         for (const r of engine.records(Db.Key)) if (schema.revKeyMain(r.key) === Number(dropRev)) dropped.push(Buffer.from(r.key));
       }
       await commit(engine,
-        [...dropped.map(() => Db.Key), Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta],
+        [...dropped.map(() => Db.Key), Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta, Db.Meta],
         [...dropped, schema.metaConsistentIndex, schema.metaConsistentTerm, schema.metaClusterId, schema.metaMemberId,
-          schema.metaConfState, schema.metaMembership, schema.metaAlarm, schema.metaCurrentRev],
+          schema.metaConfState, schema.metaMembership, schema.metaAlarm],
         [...dropped.map(() => null), schema.u64Bytes(n), schema.u64Bytes(1), u64Buf(boot.clusterId), u64Buf(boot.localId),
-          schema.encodeConfState({ voters, learners: [] }), membership.encode(), null,
-          // currentRev as stored (rewritten so that every meta record of the restore is in one commit)
-          engine.get(Db.Meta, schema.metaCurrentRev) ?? schema.u64Bytes(1)]);
+          schema.encodeConfState({ voters, learners: [] }), membership.encode(), null]);
     } finally {
       await engine.close();
     }

@@ -143,7 +143,7 @@ test('kill -9 of the server while it streams a backup: the save fails cleanly, n
   await writer;
   kv.close();
   assert.ok(partSize < 24 * 1024 * 1024, `the stream was cut short (${partSize} bytes received)`);
-  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.equal(r.code, 5, r.stdout + r.stderr);
   assert.match(r.stderr, /^Error: /m);
   assert.ok(!fs.existsSync(file) && !fs.existsSync(file + '.part'), 'no backup file, no .part');
 
