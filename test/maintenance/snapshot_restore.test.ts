@@ -118,7 +118,7 @@ test('save, status and restore of one member: every revision since the compactio
   assert.match(restored.stderr, /"msg":"restored snapshot"/);
   assert.ok(!fs.existsSync(dataDir + '.restoring'));
 
-  const member = await startConcord({ dataDir, name: 'r1' });
+  let member = await startConcord({ dataDir, name: 'r1' });
   t.after(() => member.stop());
   // Every revision: from the compaction on the same answers; before it the same refusal.
   assert.deepEqual(await historyDiff(original.endpoint, member.endpoint, 1, rev), []);
@@ -141,6 +141,18 @@ test('save, status and restore of one member: every revision since the compactio
     assert.equal(num(put.header!.revision), rev + 1, 'writes go on from the snapshot revision');
   } finally {
     kv.close();
+  }
+  // A restart of the restored member (its WAL now holds entries after the restore's start).
+  await member.stop();
+  member = await startConcord({ dataDir, name: 'r1' });
+  assert.deepEqual(await historyDiff(original.endpoint, member.endpoint, 1, rev), []);
+  assert.deepEqual(await hashKvAt(member.endpoint, rev), ha);
+  const kv2 = connect('etcdserverpb.KV', member.endpoint);
+  try {
+    const got = await unary(kv2, 'Range', { key: Buffer.from('new') });
+    assert.equal(num(got.kvs[0]!.mod_revision), rev + 1);
+  } finally {
+    kv2.close();
   }
 
   // A restore that loses one revision: the same checks fail.
