@@ -4,7 +4,8 @@
 // "Disaster recovery" section does. All three start on their restored data dirs, elect a
 // leader, serve every key at every revision the backup holds as the old cluster does (from its
 // compaction revision on), agree on HashKV at the backup's revision with each other and with the
-// old cluster, list the new members (ids derived from the restore's flags), and take new writes.
+// old cluster, list the new members (ids derived from the restore's flags), take new writes,
+// and take a fourth member (sent a raft snapshot by the restored leader).
 // (The checks themselves are shown to catch a lost revision in snapshot_restore.test.ts.)
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -133,6 +134,32 @@ test('restore into a new 3-member cluster from a backup of a 3-member cluster ta
     k0.close();
     k2.close();
   }
+  // The restored cluster grows: a fourth member joins (its log starts at the restore's index,
+  // so the leader sends it a raft snapshot) and serves the same history.
+  const joinPeer = `http://127.0.0.1:${await freePort()}`;
+  const cl = connect('etcdserverpb.Cluster', procs[0]!.endpoint);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await unary(cl, 'MemberAdd', { peerURLs: [joinPeer] });
+        break;
+      } catch (err) {
+        // etcd refuses an add until every voter has been connected for 5 s.
+        if ((err as { details?: string }).details !== 'etcdserver: unhealthy cluster' || attempt >= 100) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    cl.close();
+  }
+  const joinedDir = path.join(dir, 'n3');
+  const joined = await startConcord({
+    dataDir: joinedDir, name: 'n3', keepDataDir: true, readyTimeoutMs: 30_000,
+    extraArgs: ['--listen-peer-urls', joinPeer, '--initial-advertise-peer-urls', joinPeer,
+      '--initial-cluster', `${initialCluster},n3=${joinPeer}`, '--initial-cluster-state', 'existing'],
+  });
+  procs.push(joined);
+  assert.deepEqual(await historyDiff(endpoints[0]!, joined.endpoint, 1, snapRev), []);
   const hashes = await Promise.all(procs.map((p) => hashKvAt(p.endpoint, snapRev + 1)));
-  assert.ok(hashes.every((h) => h.hash === hashes[0]!.hash), 'the new cluster agrees after new writes');
+  assert.ok(hashes.every((h) => h.hash === hashes[0]!.hash), 'the new cluster agrees after new writes, the joined member too');
 });
