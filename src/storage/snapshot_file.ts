@@ -68,33 +68,11 @@ async function readChunks(file: string, start: number, end: number, each: (chunk
   for await (const chunk of stream as AsyncIterable<Buffer>) await each(chunk);
 }
 
-/** The stored trailer, and the digest of the body. */
-async function shaOf(file: string, size: number): Promise<{ stored: Buffer; computed: Buffer }> {
-  const h = createHash('sha256');
-  await readChunks(file, 0, size - shaBytes, (c) => { h.update(c); });
-  const stored = Buffer.alloc(shaBytes);
-  const fd = fs.openSync(file, 'r');
-  try {
-    fs.readSync(fd, stored, 0, shaBytes, size - shaBytes);
-  } finally {
-    fs.closeSync(fd);
-  }
-  return { stored, computed: h.digest() };
-}
-
 /** etcd's check: the trailer must match the body's digest (unless skipped), and be there. */
 function checkSha(stored: Buffer | null, computed: Buffer | null, skipHashCheck: boolean): void {
   if (skipHashCheck) return;
   if (stored === null || computed === null) throw new SnapshotFileError('snapshot missing hash but --skip-hash-check=false');
   if (!stored.equals(computed)) throw new SnapshotFileError(`expected sha256 ${goBytes(stored)}, got ${goBytes(computed)}`);
-}
-
-/** Verifies the trailer of a saved file: throws SnapshotFileError when it does not match. */
-export async function verifySnapshotFileSha(file: string): Promise<void> {
-  const size = fs.statSync(file).size;
-  if (!hasShaTrailer(size)) throw new SnapshotFileError('snapshot missing hash but --skip-hash-check=false');
-  const { stored, computed } = await shaOf(file, size);
-  checkSha(stored, computed, false);
 }
 
 export interface SnapshotStatus {
