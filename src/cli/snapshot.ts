@@ -4,6 +4,7 @@
 // `snapshot`; everything else starts the server (src/main.ts).
 //
 //   concord snapshot save <file> [--endpoints=127.0.0.1:2379] [--dial-timeout=2s] [--command-timeout=5s]
+//       [--user=name[:password]] [--password=...]
 //   concord snapshot status <file> [-w simple|table|json|fields]
 //   concord snapshot restore <file> [--name=default] [--initial-cluster=default=http://localhost:2380]
 //       [--initial-cluster-token=etcd-cluster] [--initial-advertise-peer-urls=http://localhost:2380]
@@ -26,6 +27,7 @@ import { fsyncDir } from '../storage/snapshotter';
 
 const usage = `Usage:
   concord snapshot save <filename> [--endpoints=<addr>] [--dial-timeout=2s] [--command-timeout=5s]
+      [--user=name[:password]] [--password=...]
   concord snapshot status <filename> [-w simple|table|json|fields]
   concord snapshot restore <filename> [--name=default] [--initial-cluster=default=http://localhost:2380]
       [--initial-cluster-token=etcd-cluster] [--initial-advertise-peer-urls=http://localhost:2380]
@@ -122,7 +124,32 @@ function grpcAddress(endpoint: string): string {
   return endpoint.replace(/^[a-z]+:\/\//i, '').replace(/\/+$/, '');
 }
 
-const globalFlags = ['endpoints', 'dial-timeout', 'command-timeout', 'write-out'];
+const globalFlags = ['endpoints', 'dial-timeout', 'command-timeout', 'write-out', 'user', 'password'];
+
+/**
+ * The simple token for --user name:password (or --user name --password p), as etcdctl gets it
+ * (Auth.Authenticate), or null without --user. Maintenance.Snapshot needs root once auth is on.
+ */
+async function authToken(p: Parsed, address: string, deadline: number): Promise<string | null> {
+  const user = p.flags.get('user');
+  if (user === undefined) return null;
+  const colon = user.indexOf(':');
+  const name = colon < 0 ? user : user.slice(0, colon);
+  const password = colon < 0 ? p.flags.get('password') : user.slice(colon + 1);
+  if (password === undefined) throw new UsageError('--user without a password needs --password (no prompt here)');
+  const auth = makeClient('etcdserverpb.Auth', address, grpc.credentials.createInsecure());
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      (auth as unknown as { Authenticate(r: object, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: { token?: string | null }) => void): void })
+        .Authenticate({ name, password }, new grpc.Metadata(), { deadline }, (err, r) => {
+          if (err) reject(new SnapshotFileError(err.details || err.message));
+          else resolve(r?.token ?? '');
+        });
+    });
+  } finally {
+    auth.close();
+  }
+}
 
 async function save(p: Parsed, log: Logger): Promise<void> {
   known(p, globalFlags);
@@ -145,11 +172,14 @@ async function save(p: Parsed, log: Logger): Promise<void> {
   let ok = false;
   try {
     await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + dialMs, (err) => (err ? reject(new SnapshotFileError('context deadline exceeded')) : resolve())));
+    const md = new grpc.Metadata();
+    const token = await authToken(p, grpcAddress(endpoint), Date.now() + commandMs);
+    if (token !== null) md.set('token', token);
     log.info('fetching snapshot', { endpoint });
     const progress = progressFor('saving');
     const size = await new Promise<number>((resolve, reject) => {
       const call = (client as unknown as { Snapshot(req: object, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<{ blob: Uint8Array; remaining_bytes: unknown }> })
-        .Snapshot({}, new grpc.Metadata(), { deadline: Date.now() + commandMs });
+        .Snapshot({}, md, { deadline: Date.now() + commandMs });
       const digest = createHash('sha256');
       // The last blob is the digest of everything before it: a blob is hashed once the next
       // one arrives (then it was not the last).

@@ -18,6 +18,8 @@
 //     starts empty after (n, 1) instead, a restart segment (storage/wal.ts restartAt) with the
 //     hard state {term 1, vote 0, commit n}: the member starts as a restart of one that applied
 //     index n and compacted its log there, the same state the entries would give once applied;
+//   - the auth state (users, roles, whether auth is on: meta `auth`) is kept, as etcd keeps its
+//     auth buckets;
 //   - alarms are dropped: they name members of the old cluster (etcd keeps its alarm bucket and
 //     so a NOSPACE/CORRUPT alarm of a member that no longer exists).
 // The data dir is built under `<data-dir>.restoring` and renamed into place last: a restore

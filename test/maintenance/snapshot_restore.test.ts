@@ -347,3 +347,23 @@ test('command line: etcdctl 3.4\'s error messages and exit codes', { skip: etcdc
     assert.equal(mine.code, theirs.code, `exit code of ${args.join(' ')}`);
   }
 });
+
+test('save with auth on: --user as etcdctl (root gets the backup; no user or a wrong password: etcdctl\'s errors)', { skip: etcdctlSkipReason() }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-save-auth-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const c = await startConcord();
+  t.after(() => c.stop());
+  for (const args of [['user', 'add', 'root:secret'], ['auth', 'enable']]) {
+    const r = await runEtcdctl([c.endpoint], args);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const errorLine = (s: string): string => s.split('\n').filter((l) => l.startsWith('Error:')).join('\n');
+  for (const user of [[], ['--user=root:wrong'], ['--user=root:secret']]) {
+    const mine = await runSnapshotCli(['save', path.join(dir, 'mine.db'), `--endpoints=${c.endpoint}`, ...user]);
+    const theirs = await runEtcdctl([c.endpoint], ['snapshot', 'save', path.join(dir, 'theirs.db'), ...user]);
+    assert.equal(errorLine(mine.stderr), errorLine(theirs.stderr), user.join(' '));
+    assert.equal(mine.code, theirs.code, `exit code with ${user.join(' ') || 'no user'}`);
+    assert.equal(mine.stdout, theirs.stdout.replace('theirs.db', 'mine.db'));
+  }
+  assert.ok(fs.existsSync(path.join(dir, 'mine.db')));
+});
