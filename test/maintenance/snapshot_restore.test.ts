@@ -348,7 +348,7 @@ test('command line: etcdctl 3.4\'s error messages and exit codes', { skip: etcdc
   }
 });
 
-test('save with auth on: --user as etcdctl (root gets the backup; no user or a wrong password: etcdctl\'s errors)', { skip: etcdctlSkipReason() }, async (t) => {
+test('save with auth on: --user as etcdctl (root gets the backup; no user or a wrong password: etcdctl\'s errors); restore keeps auth', { skip: etcdctlSkipReason() }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-save-auth-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const c = await startConcord();
@@ -366,4 +366,16 @@ test('save with auth on: --user as etcdctl (root gets the backup; no user or a w
     assert.equal(mine.stdout, theirs.stdout.replace('theirs.db', 'mine.db'));
   }
   assert.ok(fs.existsSync(path.join(dir, 'mine.db')));
+
+  // The restored member keeps the auth state: auth on, root with its password.
+  const restoredDir = path.join(dir, 'restored');
+  assert.equal((await runSnapshotCli(['restore', path.join(dir, 'mine.db'), '--data-dir', restoredDir])).code, 0);
+  const m = await startConcord({ dataDir: restoredDir });
+  t.after(() => m.stop());
+  const anonymous = await runEtcdctl([m.endpoint], ['put', 'k', 'v']);
+  assert.notEqual(anonymous.code, 0, 'auth is still on');
+  const [onOriginal, onRestored] = await Promise.all([c, m].map((s) => runEtcdctl([s.endpoint], ['put', 'k', 'v'])));
+  assert.equal(errorLine(onRestored.stderr), errorLine(onOriginal.stderr));
+  const root = await runEtcdctl([m.endpoint], ['--user=root:secret', 'put', 'k', 'v']);
+  assert.equal(root.code, 0, root.stderr);
 });
