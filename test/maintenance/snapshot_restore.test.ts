@@ -255,6 +255,8 @@ test('restore refuses a damaged file (etcdctl\'s messages), --skip-hash-check ac
 });
 
 test('progress: a bar on a terminal, otherwise at most a line per second or per tenth', () => {
+  // Sizes as etcdctl prints them (go-humanize Bytes), e.g. its "25 kB" for a 24576-byte file.
+  assert.deepEqual([5, 999, 1000, 24576, 2_100_000, 3 * 1024 ** 3].map(humanBytes), ['5 B', '999 B', '1.0 kB', '25 kB', '2.1 MB', '3.2 GB']);
   let now = 0;
   const out: string[] = [];
   const p = new Progress({ label: 'saving', total: 1000, tty: false, write: (s) => out.push(s), now: () => now });
