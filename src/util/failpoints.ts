@@ -12,8 +12,15 @@
 // The failpoints:
 //   kvPutThrow=<key>   KV.Put of <key> (utf8) throws FailpointError in the handler, as a bug
 //                      would (api/grpc/kv.ts; test/api/handler_errors.test.ts).
+//   snapshotRestoreKill=<step>  `concord snapshot restore` kills itself (SIGKILL) at that step
+//                      (storage/snapshot_file.ts RestoreStep; test/maintenance/restore_crash.test.ts).
+//   snapshotRestoreInPlace  restore builds in the data dir itself instead of a temporary one
+//                      (a planted bug: the kill tests must catch the half data dir it leaves).
+//   snapshotRestoreDropRev=<rev>  restore drops that revision's records (a planted bug: the
+//                      restore tests' comparison must catch it).
 
-export const failpointNames = ['kvPutThrow', 'defragCrashAt', 'defragCopyDelayMs', 'defragSkipCatchUp', 'authHole'] as const;
+export const failpointNames = ['kvPutThrow', 'defragCrashAt', 'defragCopyDelayMs', 'defragSkipCatchUp', 'authHole',
+  'snapshotRestoreKill', 'snapshotRestoreInPlace', 'snapshotRestoreDropRev'] as const;
 export type FailpointName = (typeof failpointNames)[number];
 
 /** Thrown where a failpoint says "throw": a stand-in for a bug, never an expected condition. */

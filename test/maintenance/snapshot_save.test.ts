@@ -3,8 +3,8 @@
 // blob, the body a multiple of 512 bytes), `etcdctl snapshot save` against concord saves it as
 // against etcd, and the file is a consistent copy of the state: an LMDB environment at one
 // revision between what was acknowledged before the save and after it, taken while a write load
-// runs. (Restore and `concord snapshot status` come later: etcd's own tools cannot read
-// concord's LMDB file, nor concord's tools a bbolt file.)
+// runs. (etcd's own tools cannot read concord's LMDB file, nor concord's tools a bbolt file:
+// `concord snapshot status | restore` are tested in snapshot_restore.test.ts.)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
