@@ -10,7 +10,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type http from 'node:http';
-import { type TlsSource, reloadPerConnection, serverOptions } from '../tls/tls_info';
+import { type TlsSource, reloadPerConnection, serverOptions, tlsRemoteAddress } from '../tls/tls_info';
 import { markConnection } from './tls';
 
 /** ALPN protocols of the client port, in the server's order of preference. */
@@ -69,7 +69,7 @@ export class ClientListener {
         raw.once('close', () => this.sockets.delete(raw));
       });
       secure.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-        this.onTlsRejected(`${socket.remoteAddress}:${socket.remotePort}`, (err as { reason?: string }).reason ?? err.message);
+        this.onTlsRejected(tlsRemoteAddress(socket), (err as { reason?: string }).reason ?? err.message);
       });
       server = secure;
     }

@@ -9,6 +9,7 @@
 // when a file's size, mtime or inode changed. A rebuild that fails (a file half-written during a
 // rotation) keeps the previous context and says so in the log; the next connection tries again.
 import fs from 'node:fs';
+import type net from 'node:net';
 import tls from 'node:tls';
 
 /** The TLS settings of one side (client or peer), as etcd's flags give them. */
@@ -210,9 +211,23 @@ export function serverOptions(source: TlsSource, alpn: string[] | undefined): tl
  * each) and, when they changed, the server's context is replaced (tls.Server.setSecureContext).
  */
 export function reloadPerConnection(server: tls.Server, source: TlsSource, alpn: string[] | undefined): void {
-  server.prependListener('connection', () => {
+  server.prependListener('connection', (raw: net.Socket) => {
+    rawAddresses.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
     if (source.refresh()) server.setSecureContext(serverOptions(source, alpn));
   });
+}
+
+/** Remote address of each accepted TCP socket, noted before its handshake (for the logs). */
+const rawAddresses = new WeakMap<net.Socket, string>();
+
+/**
+ * host:port of the client of a server-side TLS socket, also after it closed (a failed
+ * handshake is reported once the socket is gone; node keeps the TCP socket as _parent).
+ */
+export function tlsRemoteAddress(socket: tls.TLSSocket): string {
+  const raw = (socket as unknown as { _parent?: net.Socket })._parent;
+  const known = raw !== undefined ? rawAddresses.get(raw) : undefined;
+  return known ?? `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /** The subject Common Name of a TLS socket's verified peer certificate, or undefined. */

@@ -14,7 +14,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { DialAddress } from './dial';
-import { type TlsSource, reloadPerConnection, serverOptions, verifiedPeerCommonName } from '../tls/tls_info';
+import { type TlsSource, reloadPerConnection, serverOptions, tlsRemoteAddress, verifiedPeerCommonName } from '../tls/tls_info';
 import type { Logger } from '../util/log';
 
 /** Handshakes not done within this are dropped (node's default is 120 s). */
@@ -61,7 +61,7 @@ export function peerTlsServer(source: TlsSource, logger: Logger | undefined):
     reloadPerConnection(server, source, undefined);
     server.on('tlsClientError', (err, socket) => {
       logger?.warn('rejected peer connection', {
-        'remote-addr': `${socket.remoteAddress}:${socket.remotePort}`, error: (err as { reason?: string }).reason ?? err.message,
+        'remote-addr': tlsRemoteAddress(socket), error: (err as { reason?: string }).reason ?? err.message,
       });
     });
     return server;
