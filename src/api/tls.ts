@@ -35,7 +35,13 @@ export function copyMark(from: object, to: object): void {
 /** The mark of a connection (an HTTP/2 session's socket), or undefined. */
 export function connectionCommonName(connection: unknown): string | undefined {
   if (connection === null || typeof connection !== 'object') return undefined;
-  const cn = (connection as Marked)[clientCommonNameKey];
+  let cn = (connection as Marked)[clientCommonNameKey];
+  // node's http2 puts a connection that is not a net.Socket (the transcoder's Duplex) inside
+  // a JSStreamSocket, which keeps it as `stream`.
+  if (cn === undefined) {
+    const inner = (connection as { stream?: unknown }).stream;
+    if (inner !== null && typeof inner === 'object') cn = (inner as Marked)[clientCommonNameKey];
+  }
   return cn === undefined || cn === '' ? undefined : cn;
 }
 
