@@ -149,7 +149,13 @@ describe('client TLS', { skip }, () => {
 
   test('--auto-tls: a generated certificate in <data-dir>/fixtures/client (mode 0700), usable with --insecure-skip-tls-verify', async () => {
     const c = await startConcord({ scheme: 'https', extraArgs: ['--auto-tls'] });
+    let e: TlsEtcd | null = null;
     try {
+      // etcd with the same flag, the same etcdctl outcomes.
+      e = await startTlsEtcd(['--auto-tls']);
+      const skipVerify = ['--insecure-transport=false', '--insecure-skip-tls-verify'];
+      assert.equal((await ctl(e.endpoint, skipVerify, ['put', 'auto', 'tls'])).code, 0);
+      assert.notEqual((await ctl(e.endpoint, ['--insecure-transport=false'], ['get', 'auto'])).code, 0);
       const fixtures = path.join(c.dataDir, 'fixtures', 'client');
       assert.equal(fs.statSync(fixtures).mode & 0o777, 0o700);
       assert.equal(fs.statSync(path.join(c.dataDir, 'fixtures')).mode & 0o777, 0o700);
@@ -168,6 +174,7 @@ describe('client TLS', { skip }, () => {
       assert.notEqual(verified.code, 0, 'a self-signed certificate is not trusted without --insecure-skip-tls-verify');
     } finally {
       await c.stop();
+      await e?.stop();
     }
   });
 

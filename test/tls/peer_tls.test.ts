@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import tls from 'node:tls';
 import { startCluster, type ClusterHandle } from '../helpers/cluster';
 import { etcdctlSkipReason } from '../helpers/etcdctl';
@@ -74,6 +75,24 @@ describe('peer TLS', { skip }, () => {
       assert.equal(cn, 'etcd-peer');
       const { index } = await c.join(leader);
       await eventually('the joined member has the data', async () => (await localValue(c!, index, 'via-follower')) === 'yes', 20_000);
+    } finally {
+      await c?.stop();
+    }
+  });
+
+  test('--peer-auto-tls: generated peer certificates in <data-dir>/fixtures/peer, the cluster elects and replicates', async () => {
+    let c: ClusterHandle | null = null;
+    try {
+      c = await startCluster({ size: 3, peerScheme: 'https', extraArgs: ['--peer-auto-tls'] });
+      const leader = await c.leader();
+      const put = await ctl(c.members[leader]!.clientUrl, [], ['put', 'auto', 'peer']);
+      assert.equal(put.code, 0, put.stderr);
+      for (let i = 0; i < 3; i++) {
+        await eventually(`member ${i} has the put`, async () => (await localValue(c!, i, 'auto')) === 'peer');
+        const dir = path.join(c.members[i]!.dataDir, 'fixtures', 'peer');
+        assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+        assert.ok(fs.existsSync(path.join(dir, 'cert.pem')) && fs.existsSync(path.join(dir, 'key.pem')));
+      }
     } finally {
       await c?.stop();
     }
