@@ -461,6 +461,39 @@ function applyEnv(env: NodeJS.ProcessEnv, values: Map<string, unknown>, given: S
   return set;
 }
 
+/**
+ * etcd's config file holds the TLS settings in two sections (client-transport-security,
+ * peer-transport-security: etcd embed securityConfig) whose keys are not the flag names; each
+ * is turned into the flag it stands for. The other keys are flag names.
+ */
+const securitySections: Record<string, Record<string, string>> = {
+  'client-transport-security': {
+    'cert-file': 'cert-file', 'key-file': 'key-file', 'trusted-ca-file': 'trusted-ca-file',
+    'client-cert-auth': 'client-cert-auth', 'auto-tls': 'auto-tls',
+  },
+  'peer-transport-security': {
+    'cert-file': 'peer-cert-file', 'key-file': 'peer-key-file', 'trusted-ca-file': 'peer-trusted-ca-file',
+    'client-cert-auth': 'peer-client-cert-auth', 'auto-tls': 'peer-auto-tls', 'allowed-cn': 'peer-cert-allowed-cn',
+  },
+};
+
+function configEntries(doc: Record<string, unknown>): [string, unknown][] {
+  const out: [string, unknown][] = [];
+  for (const [name, v] of Object.entries(doc)) {
+    const section = securitySections[name];
+    if (section === undefined) {
+      out.push([name, v]);
+      continue;
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) continue;
+    for (const [k, sub] of Object.entries(v as Record<string, unknown>)) {
+      const flag = section[k];
+      if (flag !== undefined) out.push([flag, sub]);
+    }
+  }
+  return out;
+}
+
 /** Applies the config file; returns the flags it sets. */
 function loadConfigFile(file: string, values: Map<string, unknown>): Set<string> {
   const set = new Set<string>();
@@ -471,7 +504,7 @@ function loadConfigFile(file: string, values: Map<string, unknown>): Set<string>
     throw verifyError(`cannot load config file ${file}: ${(err as Error).message}`);
   }
   if (doc === null || typeof doc !== 'object') return set;
-  for (const [name, v] of Object.entries(doc as Record<string, unknown>)) {
+  for (const [name, v] of configEntries(doc as Record<string, unknown>)) {
     const spec = flags[name];
     if (spec === undefined) continue; // etcd ignores unknown keys in config files
     const raw = Array.isArray(v) ? v.join(',') : String(v);
@@ -557,18 +590,17 @@ function validateTls(c: Config): void {
     throw verifyError('cipher suites cannot be configured when only TLS1.3 is enabled');
   }
   const clientTls = (c.certFile !== '' && c.keyFile !== '') || c.autoTls;
-  for (const u of [...c.listenClientUrls, ...c.listenMetricsUrls]) {
+  const noTlsListen = (u: string): ConfigError =>
+    verifyError(`cannot listen on TLS for ${new URL(u).host}: KeyFile and CertFile are not presented`);
+  for (const u of [...c.listenClientUrls, ...c.listenClientHttpUrls]) {
     if (new URL(u).protocol === 'https:' && !clientTls) {
       throw verifyError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`);
     }
   }
+  // etcd's words for the metrics and peer listeners differ from the client one's.
+  for (const u of c.listenMetricsUrls) if (new URL(u).protocol === 'https:' && !clientTls) throw noTlsListen(u);
   const peerTls = (c.peerCertFile !== '' && c.peerKeyFile !== '') || c.peerAutoTls;
-  for (const u of c.listenPeerUrls) {
-    if (u.startsWith('https://') && !peerTls) {
-      const hostPort = u.slice('https://'.length).replace(/\/.*$/, '');
-      throw verifyError(`cannot listen on TLS for ${hostPort}: KeyFile and CertFile are not presented`);
-    }
-  }
+  for (const u of c.listenPeerUrls) if (u.startsWith('https://') && !peerTls) throw noTlsListen(u);
 }
 
 /**
