@@ -20,6 +20,8 @@ export interface DialAddress {
   port: number;
   /** An https:// peer URL: the connection is TLS (peer TLS, transport/peer_tls.ts). */
   tls?: true;
+  /** TLS to an address the dial table rerouted: the URL's host, which the certificate names. */
+  tlsHost?: string;
 }
 
 /** `host:port` as keys of the dial table are written (IPv6 hosts in brackets). */
@@ -110,5 +112,5 @@ export function dialAddress(table: ReadonlyMap<string, DialAddress>, a: DialAddr
 DialAddress {
   const to = table.get(addressKey(a));
   if (to === undefined) return a;
-  return a.tls === true ? { ...to, tls: true } : to;
+  return a.tls === true ? { ...to, tls: true, tlsHost: a.tlsHost ?? a.host } : to;
 }

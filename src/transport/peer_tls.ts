@@ -34,8 +34,11 @@ export function peerConnector(source: TlsSource | null): PeerConnect {
       Object.assign(opts, source.options());
       if (source.info.selfSigned) opts.rejectUnauthorized = false;
     }
-    // SNI takes host names only (RFC 6066).
-    if (net.isIP(address.host) === 0) opts.servername = address.host;
+    // The certificate must name the peer URL's host, also when a test's dial table reroutes
+    // the connection through a proxy. SNI takes host names only (RFC 6066).
+    const urlHost = address.tlsHost ?? address.host;
+    if (net.isIP(urlHost) === 0) opts.servername = urlHost;
+    else if (address.tlsHost !== undefined) opts.checkServerIdentity = (_host, cert) => tls.checkServerIdentity(urlHost, cert);
     return tls.connect(opts, onConnect);
   };
 }

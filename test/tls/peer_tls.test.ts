@@ -80,6 +80,32 @@ describe('peer TLS', { skip }, () => {
     }
   });
 
+  test('through fault proxies (the dial table reroutes TLS): an isolated leader is replaced, healing converges', async () => {
+    let c: ClusterHandle | null = null;
+    try {
+      c = await startCluster({ size: 3, peerScheme: 'https', faults: true, extraArgs: common(), memberArgs: (i) => certArgs(peerCerts[i]!) });
+      const first = await c.leader();
+      c.partitioner!.isolate(first);
+      const others = [0, 1, 2].filter((i) => i !== first);
+      let second = -1;
+      await eventually('a new leader among the others', async () => {
+        for (const i of others) {
+          const r = await ctl(c!.members[i]!.clientUrl, ['--command-timeout=2s'], ['put', 'after-isolation', 'yes']);
+          if (r.code === 0) {
+            second = i;
+            return true;
+          }
+        }
+        return false;
+      }, 20_000);
+      assert.notEqual(second, -1);
+      c.partitioner!.heal();
+      await eventually('the old leader catches up over TLS', async () => (await localValue(c!, first, 'after-isolation')) === 'yes', 20_000);
+    } finally {
+      await c?.stop();
+    }
+  });
+
   test('--peer-auto-tls: generated peer certificates in <data-dir>/fixtures/peer, the cluster elects and replicates', async () => {
     let c: ClusterHandle | null = null;
     try {
