@@ -5,7 +5,7 @@
 // Certificates are re-read when their files change, without a restart: etcd reads them again at
 // every handshake (tls.Config.GetCertificate / GetClientCertificate). Node builds a
 // SecureContext from PEM text, which is costly (parsing, key checks), so here each new
-// connection costs one stat() per file (see TlsSource.current) and a context is only rebuilt
+// connection costs one stat() per file (see TlsSource.refresh) and a context is only rebuilt
 // when a file's size, mtime or inode changed. A rebuild that fails (a file half-written during a
 // rotation) keeps the previous context and says so in the log; the next connection tries again.
 import fs from 'node:fs';
@@ -143,7 +143,6 @@ function sameStamp(a: FileStamp | null, b: FileStamp | null): boolean {
 export class TlsSource {
   private opts: tls.SecureContextOptions;
   private stamps: (FileStamp | null)[];
-  private context: tls.SecureContext;
   /** Contexts built (1 at start, +1 per rotation seen): for tests and logs. */
   reloads = 0;
 
@@ -151,7 +150,6 @@ export class TlsSource {
     private readonly onReloadError: (message: string) => void = () => {}) {
     this.stamps = this.files().map(stamp);
     this.opts = loadMaterial(info, side);
-    this.context = tls.createSecureContext(this.opts);
   }
 
   private files(): string[] {
@@ -176,7 +174,6 @@ export class TlsSource {
       return false;
     }
     this.stamps = stamps;
-    this.context = tls.createSecureContext(this.opts);
     this.reloads++;
     return true;
   }
@@ -185,11 +182,6 @@ export class TlsSource {
   options(): tls.SecureContextOptions {
     this.refresh();
     return this.opts;
-  }
-
-  secureContext(): tls.SecureContext {
-    this.refresh();
-    return this.context;
   }
 }
 
