@@ -178,13 +178,18 @@ describe('client TLS', { skip }, () => {
     }
   });
 
-  test('https --listen-metrics-urls serves /metrics and /health over TLS', async () => {
+  test('https --listen-metrics-urls and --listen-client-http-urls serve over TLS', async () => {
     const metricsPort = await freePort();
+    const httpPort = await freePort();
     const c = await startConcord({
       scheme: 'https',
-      extraArgs: ['--cert-file', server.cert, '--key-file', server.key, '--listen-metrics-urls', `https://127.0.0.1:${metricsPort}`],
+      extraArgs: ['--cert-file', server.cert, '--key-file', server.key, '--listen-metrics-urls', `https://127.0.0.1:${metricsPort}`,
+        '--listen-client-http-urls', `https://127.0.0.1:${httpPort}`],
     });
     try {
+      const g = await httpsGet(`https://127.0.0.1:${httpPort}/version`, pki.ca.cert);
+      assert.equal(g.status, 200);
+      assert.match(g.body, /"etcdserver":"3.4.23"/);
       const m = await httpsGet(`https://127.0.0.1:${metricsPort}/metrics`, pki.ca.cert);
       assert.equal(m.status, 200);
       assert.match(m.body, /etcd_server_has_leader 1/);
