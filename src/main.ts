@@ -2,7 +2,12 @@
 import * as fs from 'node:fs';
 import type Long from 'long';
 import http from 'node:http';
-import { ConfigError, parseArgs, usage } from './config/config';
+import https from 'node:https';
+import path from 'node:path';
+import { type Config, ConfigError, parseArgs, usage } from './config/config';
+import { type TlsInfo, TlsFileError, TlsSource, opensslCiphers, reloadPerConnection, serverOptions, tlsVersion } from './tls/tls_info';
+import { selfCert } from './tls/self_cert';
+import { peerConnector, peerTlsServer } from './transport/peer_tls';
 import * as limits from './config/limits';
 import { EtcdServer } from './server/etcd_server';
 import { DataDirLockedError, lockDataDir } from './storage/data_dir_lock';
@@ -28,20 +33,62 @@ function logLine(level: LogLevel, msg: string, fields?: Record<string, unknown>)
   return JSON.stringify({ level, ts: new Date().toISOString(), caller: 'concord', msg, ...fields });
 }
 
-interface ListenAddress { host: string; port: number; unixPath?: string }
+interface ListenAddress { host: string; port: number; unixPath?: string; secure: boolean }
 
 function listenAddress(url: string, defaultPort: number): ListenAddress {
   const u = new URL(url);
-  if (u.protocol === 'unix:') return { host: '', port: 0, unixPath: u.pathname };
-  if (u.protocol === 'https:') throw new ConfigError(`TLS client URLs are not supported yet: ${url}`);
+  if (u.protocol === 'unix:') return { host: '', port: 0, unixPath: u.pathname, secure: false };
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-  return { host, port: u.port === '' ? defaultPort : Number(u.port) };
+  return { host, port: u.port === '' ? defaultPort : Number(u.port), secure: u.protocol === 'https:' };
 }
 
-/** Plain HTTP listeners (--listen-client-http-urls, --listen-metrics-urls): one server each. */
-async function listenHttp(handler: http.RequestListener, addresses: ListenAddress[], servers: http.Server[]): Promise<void> {
+/**
+ * The TLS settings of one side from the flags, or null when that side has no certificate.
+ * Auto TLS (no certificate files given) generates a self-signed pair for the listen URLs' hosts
+ * in <data-dir>/fixtures/<side>, as etcd does; given files win over it (etcd says so too).
+ */
+function tlsInfoOf(cfg: Config, side: 'client' | 'peer', log: Logger): TlsInfo | null {
+  const peer = side === 'peer';
+  let certFile = peer ? cfg.peerCertFile : cfg.certFile;
+  let keyFile = peer ? cfg.peerKeyFile : cfg.keyFile;
+  const auto = peer ? cfg.peerAutoTls : cfg.autoTls;
+  let selfSigned = false;
+  if (certFile === '' || keyFile === '') {
+    if (!auto) return null;
+    const urls = peer ? cfg.listenPeerUrls : [...cfg.listenClientUrls, ...cfg.listenClientHttpUrls, ...cfg.listenMetricsUrls];
+    const hosts = urls.filter((u) => !u.startsWith('unix')).map((u) => listenAddress(u, 0).host);
+    const files = selfCert(path.join(cfg.dataDir, 'fixtures', side), hosts, peer, cfg.selfSignedCertValidity);
+    certFile = files.certFile;
+    keyFile = files.keyFile;
+    selfSigned = true;
+    log.info(`automatically generated ${side} TLS certificate`, { 'cert-file': certFile, 'key-file': keyFile, hosts });
+  } else if (auto) {
+    log.warn(`ignoring ${peer ? 'peer' : 'client'} auto TLS since certs given`);
+  }
+  return {
+    certFile, keyFile,
+    trustedCaFile: peer ? cfg.peerTrustedCaFile : cfg.trustedCaFile,
+    clientCertAuth: peer ? cfg.peerClientCertAuth : cfg.clientCertAuth,
+    allowedCn: peer ? cfg.peerCertAllowedCn : '',
+    selfSigned,
+    ciphers: opensslCiphers(cfg.cipherSuites),
+    minVersion: tlsVersion(cfg.tlsMinVersion) ?? 'TLSv1.2',
+    maxVersion: tlsVersion(cfg.tlsMaxVersion),
+  };
+}
+
+/** HTTP listeners (--listen-client-http-urls, --listen-metrics-urls): one server each, https:// behind TLS. */
+async function listenHttp(handler: http.RequestListener, addresses: ListenAddress[], servers: http.Server[], tlsSource: TlsSource | null): Promise<void> {
   for (const a of addresses) {
-    const s = http.createServer({ keepAlive: true }, handler);
+    let s: http.Server;
+    if (a.secure && tlsSource !== null) {
+      const alpn = ['http/1.1'];
+      const secure = https.createServer({ ...serverOptions(tlsSource, alpn), keepAlive: true }, handler);
+      reloadPerConnection(secure, tlsSource, alpn);
+      s = secure;
+    } else {
+      s = http.createServer({ keepAlive: true }, handler);
+    }
     servers.push(s);
     await new Promise<void>((resolve, reject) => {
       s.once('error', reject);
@@ -89,6 +136,26 @@ async function main(): Promise<void> {
     'max-request-bytes': cfg.maxRequestBytes, 'max-txn-ops': cfg.maxTxnOps, 'quota-backend-bytes': quota,
   });
   const addresses = cfg.listenClientUrls.map((u) => listenAddress(u, 2379));
+  // Certificates are read (and auto TLS ones generated) before anything starts: a bad file
+  // stops the start here, with the file named.
+  let clientTls: TlsSource | null = null;
+  let peerTls: TlsSource | null = null;
+  try {
+    const clientInfo = tlsInfoOf(cfg, 'client', log);
+    if (clientInfo !== null) clientTls = new TlsSource(clientInfo, 'client', (error) => log.warn('cannot reload client TLS certificate; keeping the previous one', { error }));
+    const peerInfo = tlsInfoOf(cfg, 'peer', log);
+    if (peerInfo !== null) peerTls = new TlsSource(peerInfo, 'peer', (error) => log.warn('cannot reload peer TLS certificate; keeping the previous one', { error }));
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err;
+    log.log('fatal', 'failed to load TLS certificate', { error: err.message });
+    process.exit(1);
+  }
+  for (const u of [...cfg.listenClientUrls, ...cfg.listenClientHttpUrls]) {
+    if (clientTls !== null && !u.startsWith('https:')) {
+      log.warn('scheme is HTTP while key and cert files are present; ignoring key and cert files', { 'client-url': u });
+    }
+  }
+  const connectPeer = peerConnector(peerTls);
   // A member starting for the first time takes etcd's ids for its flags and the initial members;
   // one with data keeps what it has (etcd ignores the --initial-* flags then, and says so).
   let bootstrap: { memberId: Long; clusterId: Long; members: InitialMember[]; join?: boolean } | null = null;
@@ -97,7 +164,7 @@ async function main(): Promise<void> {
   } else if (cfg.initialClusterState === 'existing') {
     // Joining: the running cluster says who its members are and which id it gave this one
     // (added with `member add`); the log it replicates from index 1 (or a snapshot) does the rest.
-    const answer = await fetchMembers(remotePeerUrls(cfg.initialClusterMembers, cfg.name), 5000);
+    const answer = await fetchMembers(remotePeerUrls(cfg.initialClusterMembers, cfg.name), 5000, connectPeer);
     try {
       if (answer === null) throw fetchFailed();
       const running = Membership.decode(answer.membership);
@@ -154,6 +221,8 @@ async function main(): Promise<void> {
     snapshotCatchUpEntries: cfg.snapshotCatchUpEntries,
     bootstrap,
     peerListen: { host: peerListen.host, port: peerListen.port },
+    peerConnect: connectPeer,
+    ...(peerListen.secure && peerTls !== null ? { peerServerCreate: peerTlsServer(peerTls, log) } : {}),
     peerListenAlways: cfg.listenPeerUrlsGiven,
     preVote: cfg.preVote,
     strictReconfigCheck: cfg.strictReconfigCheck,
@@ -201,10 +270,15 @@ async function main(): Promise<void> {
   const gateway = new Gateway({ server, handlers: api.handlers, recvBytesMax: cfg.maxRequestBytes + limits.grpcOverheadBytes, metrics, logger: log });
   const httpServer = http.createServer({ keepAlive: true }, gateway.handle);
   repair = new AuthorityRepair(api.connectionSink());
-  listener = new ClientListener(repair, httpServer);
+  listener = new ClientListener(repair, httpServer, (remote, error) => {
+    // etcd logs refused handshakes the same way (its http server's error log).
+    log.warn('rejected connection', { 'remote-addr': remote, error });
+  });
   const ports: number[] = [];
-  for (const a of addresses) ports.push(await listener.listen(a.host, a.port, a.unixPath));
-  await listenHttp(gateway.handle, cfg.listenClientHttpUrls.map((u) => listenAddress(u, 2379)), extraHttp);
+  for (const a of addresses) {
+    ports.push(await listener.listen(a.host, a.port, a.unixPath, a.secure && clientTls !== null ? clientTls : undefined));
+  }
+  await listenHttp(gateway.handle, cfg.listenClientHttpUrls.map((u) => listenAddress(u, 2379)), extraHttp, clientTls);
   // Metrics URLs serve /metrics and /health only, as etcd's do.
   await listenHttp((req, res) => {
     const p = (req.url ?? '/').split('?')[0];
@@ -213,7 +287,7 @@ async function main(): Promise<void> {
       res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
       res.end('404 page not found\n');
     }
-  }, cfg.listenMetricsUrls.map((u) => listenAddress(u, 2381)), extraHttp);
+  }, cfg.listenMetricsUrls.map((u) => listenAddress(u, 2381)), extraHttp, clientTls);
   log.info('ready to serve client requests', {
     'cluster-id': server.clusterId.toString(16), 'member-id': server.memberId.toString(16),
     addresses: cfg.listenClientUrls, ports,

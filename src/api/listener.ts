@@ -2,8 +2,24 @@
 // is sorted by its first bytes. The HTTP/2 client preface ("PRI * HTTP/2.0…") goes to grpc-js;
 // anything else is HTTP/1.x and goes to the gateway's http.Server. The cost is one look at the
 // first bytes per connection, nothing per request.
+//
+// An https:// client URL is the same behind TLS (etcd serves gRPC and HTTP on its TLS port
+// too): the handshake first (certificate re-read when its files changed, tls_info.ts), then the
+// same sorting of the decrypted bytes. ALPN: HTTP/1.1 is preferred when offered (curl, browsers
+// talk to the gateway) and h2 is given to clients offering only it (gRPC).
 import net from 'node:net';
+import tls from 'node:tls';
 import type http from 'node:http';
+import { type TlsSource, reloadPerConnection, serverOptions, tlsRemoteAddress } from '../tls/tls_info';
+import { markConnection } from './tls';
+
+/** ALPN protocols of the client port, in the server's order of preference. */
+export const clientAlpn = ['http/1.1', 'h2'];
+/** Handshakes not done within this are dropped (node's default is 120 s). */
+const handshakeTimeoutMs = 10_000;
+
+/** A TLS handshake a client failed (no certificate, unknown CA, ...): for the log. */
+export type TlsRejected = (remote: string, error: string) => void;
 
 export interface ConnectionSink {
   injectConnection(socket: net.Socket): void;
@@ -19,7 +35,8 @@ export class ClientListener {
   private readonly httpBusy = new Map<net.Socket, number>();
   private closing = false;
 
-  constructor(private readonly grpc: ConnectionSink, private readonly http: http.Server) {
+  constructor(private readonly grpc: ConnectionSink, private readonly http: http.Server,
+    private readonly onTlsRejected: TlsRejected = () => {}) {
     http.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const socket = req.socket;
       if (!this.httpBusy.has(socket)) return;
@@ -32,9 +49,30 @@ export class ClientListener {
     });
   }
 
-  /** Listens on host:port (or a unix socket path); resolves with the bound port (0 for unix). */
-  listen(host: string, port: number, unixPath?: string): Promise<number> {
-    const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.sort(socket));
+  /**
+   * Listens on host:port (or a unix socket path), behind TLS when `tlsSource` is given;
+   * resolves with the bound port (0 for unix).
+   */
+  listen(host: string, port: number, unixPath?: string, tlsSource?: TlsSource): Promise<number> {
+    let server: net.Server;
+    if (tlsSource === undefined) {
+      server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.sort(socket));
+    } else {
+      const secure = tls.createServer({ ...serverOptions(tlsSource, clientAlpn), handshakeTimeout: handshakeTimeoutMs, noDelay: true }, (socket) => {
+        markConnection(socket);
+        this.sort(socket);
+      });
+      reloadPerConnection(secure, tlsSource, clientAlpn);
+      // Sockets still in their handshake are closed at shutdown too.
+      secure.on('connection', (raw: net.Socket) => {
+        this.sockets.add(raw);
+        raw.once('close', () => this.sockets.delete(raw));
+      });
+      secure.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+        this.onTlsRejected(tlsRemoteAddress(socket), (err as { reason?: string }).reason ?? err.message);
+      });
+      server = secure;
+    }
     this.servers.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);

@@ -23,7 +23,7 @@ import {
 import { ProgressState } from '../raft/tracker/progress';
 import { encodeMemberContext, Member, Membership, raftIdOf } from '../membership/membership';
 import { idToLong, memberIdOf } from '../membership/ids';
-import { PeerTransport, type TransportStats } from '../transport/peer_transport';
+import { PeerTransport, type PeerTransportOptions, type TransportStats } from '../transport/peer_transport';
 import { RefuseReason } from '../transport/frame';
 import { ForwardError, forwardErrorMin } from '../transport/forward';
 import { decodeI64, decodeU64, encodeI64, encodeU64, LeaderOp, leaderRetryMs } from './leader_requests';
@@ -125,6 +125,9 @@ export interface EtcdServerConfig {
   onAnswerError?(err: unknown): void;
   /** The peer listener (the first --listen-peer-urls); null: no peers (a lone member's tests). */
   peerListen?: { host: string; port: number } | null;
+  /** Peer TLS (transport/peer_tls.ts): how peers are dialled and listened for; plain TCP when absent. */
+  peerConnect?: PeerTransportOptions['connect'];
+  peerServerCreate?: PeerTransportOptions['serverCreate'];
   /**
    * Listen for peers even as a lone member (--listen-peer-urls given); otherwise only when the
    * membership has other members.
@@ -597,6 +600,8 @@ export class EtcdServer {
       membersAnswer: () => this.membership.encode(),
       // Received snapshots land next to where the worker stages them: staging is a rename.
       snapshotDir,
+      ...(this.cfg.peerConnect !== undefined ? { connect: this.cfg.peerConnect } : {}),
+      ...(this.cfg.peerServerCreate !== undefined ? { serverCreate: this.cfg.peerServerCreate } : {}),
     });
     t.onMessage = (m) => {
       if (this.stopped) return;

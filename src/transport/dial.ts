@@ -18,6 +18,10 @@ export const dialTableEnv = 'CONCORD_TEST_PEER_DIAL';
 export interface DialAddress {
   host: string;
   port: number;
+  /** An https:// peer URL: the connection is TLS (peer TLS, transport/peer_tls.ts). */
+  tls?: true;
+  /** TLS to an address the dial table rerouted: the URL's host, which the certificate names. */
+  tlsHost?: string;
 }
 
 /** `host:port` as keys of the dial table are written (IPv6 hosts in brackets). */
@@ -46,8 +50,8 @@ export function parseHostPort(s: string): DialAddress | null {
 
 /**
  * The TCP address of a peer URL, or null for what the transport cannot dial: a scheme other
- * than http (NB: https peer URLs come with peer TLS, a later issue; PeerTransportOptions.connect
- * is the seam), a path.
+ * than http or https, a path. https URLs are marked `tls` (as etcd, the scheme of each URL
+ * decides whether TLS is spoken to it).
  */
 export function peerUrlAddress(url: string): DialAddress | null {
   let u: URL;
@@ -57,10 +61,13 @@ export function peerUrlAddress(url: string): DialAddress | null {
     if (err instanceof TypeError) return null; // ERR_INVALID_URL
     throw err;
   }
-  if (u.protocol !== 'http:') return null;
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
   if (u.pathname !== '/' && u.pathname !== '') return null;
-  // URL drops a default port (http://h:80 has port ''): dial 80 as Go's http client would.
-  return parseHostPort(u.port === '' ? `${u.host}:80` : u.host);
+  const secure = u.protocol === 'https:';
+  // URL drops a default port (http://h:80 has port ''): dial 80 (443) as Go's http client would.
+  const a = parseHostPort(u.port === '' ? `${u.host}:${secure ? 443 : 80}` : u.host);
+  if (a !== null && secure) a.tls = true;
+  return a;
 }
 
 /** Parses a dial table; throws a TypeError naming the bad pair (a test's configuration bug). */
@@ -103,5 +110,7 @@ export const envDialTable: ReadonlyMap<string, DialAddress> =
 /** Where to dial `a`: its table entry, or `a` itself. */
 export function dialAddress(table: ReadonlyMap<string, DialAddress>, a: DialAddress):
 DialAddress {
-  return table.get(addressKey(a)) ?? a;
+  const to = table.get(addressKey(a));
+  if (to === undefined) return a;
+  return a.tls === true ? { ...to, tls: true, tlsHost: a.tlsHost ?? a.host } : to;
 }

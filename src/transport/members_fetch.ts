@@ -6,7 +6,14 @@ import net from 'node:net';
 import {
   ConnectionKind, FrameError, FrameReader, FrameType, decodeHelloAck, encodeHello, protocolVersion,
 } from './frame';
-import { dialAddress, envDialTable, peerUrlAddress } from './dial';
+import { type DialAddress, dialAddress, envDialTable, peerUrlAddress } from './dial';
+
+/** Makes the socket (peer_tls.ts peerConnector: TLS for https:// URLs); onConnect when usable. */
+export type MembersConnect = (address: DialAddress, onConnect: () => void) => net.Socket;
+
+function tcpConnect(address: DialAddress, onConnect: () => void): net.Socket {
+  return net.connect({ host: address.host, port: address.port }, onConnect);
+}
 
 export interface MembersAnswer {
   clusterId: bigint;
@@ -15,22 +22,24 @@ export interface MembersAnswer {
 }
 
 /** Asks each URL in turn until one answers; null when none does within `timeoutMs` each. */
-export async function fetchMembers(urls: readonly string[], timeoutMs: number): Promise<MembersAnswer | null> {
+export async function fetchMembers(urls: readonly string[], timeoutMs: number, connect: MembersConnect = tcpConnect): Promise<MembersAnswer | null> {
   for (const url of urls) {
-    const answer = await askOne(url, timeoutMs).catch(() => null);
+    const answer = await askOne(url, timeoutMs, connect).catch(() => null);
     if (answer !== null) return answer;
   }
   return null;
 }
 
-function askOne(url: string, timeoutMs: number): Promise<MembersAnswer | null> {
+function askOne(url: string, timeoutMs: number, connect: MembersConnect): Promise<MembersAnswer | null> {
   const address = peerUrlAddress(url);
   if (address === null) return Promise.resolve(null);
   const target = dialAddress(envDialTable, address);
   return new Promise((resolve) => {
     let done = false;
     let acked = false;
-    const socket = net.connect(target.port, target.host);
+    const socket = connect(target, () => {
+      socket.write(encodeHello({ version: protocolVersion, kind: ConnectionKind.Members, clusterId: 0n, fromMemberId: 0n, toMemberId: 0n }));
+    });
     const finish = (a: MembersAnswer | null): void => {
       if (done) return;
       done = true;
@@ -57,9 +66,6 @@ function askOne(url: string, timeoutMs: number): Promise<MembersAnswer | null> {
         finish({ clusterId: payload.readBigUInt64BE(0), membership: Uint8Array.from(payload.subarray(8)) });
         return false;
       },
-    });
-    socket.on('connect', () => {
-      socket.write(encodeHello({ version: protocolVersion, kind: ConnectionKind.Members, clusterId: 0n, fromMemberId: 0n, toMemberId: 0n }));
     });
     socket.on('data', (chunk: Buffer) => {
       if (reader.push(chunk) !== FrameError.None) finish(null);

@@ -64,9 +64,8 @@
 // the end of a turn. An exception from a callback is a bug in the driver and propagates.
 //
 // ---- Seams ----
-// Peer TLS (a later issue): options.connect and options.serverCreate make the sockets; a TLS
-// transport passes tls.connect / tls.createServer wrappers there and https:// URLs are accepted
-// in dial.ts. Test-only rerouting through fault proxies: options.dialTable or the
+// Peer TLS: options.connect and options.serverCreate make the sockets; main passes the TLS
+// makers of peer_tls.ts there (https:// peer URLs are marked by dial.ts). Test-only rerouting through fault proxies: options.dialTable or the
 // CONCORD_TEST_PEER_DIAL environment variable (dial.ts).
 import net from 'node:net';
 import os from 'node:os';
@@ -369,6 +368,9 @@ export class PeerTransport implements TransportContext {
     const onConnection = (socket: net.Socket): void => this.accept(socket);
     this.server = opts.serverCreate !== undefined ? opts.serverCreate(onConnection) :
       net.createServer(onConnection);
+    // A TLS server hands over its sockets once their handshake is done: the raw ones are
+    // tracked from the start too, so that close() also ends handshakes in progress.
+    if (opts.serverCreate !== undefined) this.server.on('connection', (socket: net.Socket) => this.socketTrack(socket));
   }
 
   /** Listens on opts.host:opts.port; rejects if it cannot (EADDRINUSE, say). */
@@ -825,7 +827,7 @@ function urlsParse(urls: readonly string[]): DialAddress[] {
   assert(urls.length > 0, 'peer without URLs');
   return urls.map((url) => {
     const a = peerUrlAddress(url);
-    assert(a !== null, 'peer URL not http://host:port');
+    assert(a !== null, 'peer URL not http(s)://host:port');
     return a;
   });
 }

@@ -6,7 +6,8 @@
 //   await c.kill(1); await c.restart(1);           // kill -9 a member, start it again
 //   const leader = await c.leader();               // index of the member that leads
 //
-// Members: name m0..m{n-1}; client URL http://127.0.0.1:<c>; peer URL http://127.0.0.1:<p>.
+// Members: name m0..m{n-1}; client URL http://127.0.0.1:<c>; peer URL http://127.0.0.1:<p>
+// (https with peerScheme 'https').
 // `faults: true` puts a fault proxy between every two members (c.partitioner: isolate, partition,
 // oneWay, heal; link(i, j) for delays), through the transport's test-only dial table.
 import fs from 'node:fs';
@@ -30,6 +31,10 @@ export interface ClusterOptions {
    * dials member j through partitioner.link(i, j) (CONCORD_TEST_PEER_DIAL).
    */
   faults?: boolean;
+  /** Scheme of the peer URLs (default http; https needs peer TLS flags, e.g. in memberArgs). */
+  peerScheme?: 'http' | 'https';
+  /** Extra flags of member i (after extraArgs), e.g. its own peer certificate. */
+  memberArgs?: (i: number) => string[];
 }
 
 export interface MemberInfo {
@@ -75,13 +80,14 @@ export interface JoinValues {
 
 export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-cluster-'));
+  const peerScheme = opts.peerScheme ?? 'http';
   const members: MemberInfo[] = [];
   for (let i = 0; i < opts.size; i++) {
     const clientPort = await freePort();
     const peerPort = await freePort();
     members.push({
       name: `m${i}`, clientPort, peerPort,
-      clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `http://127.0.0.1:${peerPort}`,
+      clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `${peerScheme}://127.0.0.1:${peerPort}`,
       dataDir: path.join(root, `m${i}`),
     });
   }
@@ -110,6 +116,7 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
         '--initial-cluster-state', states[i]!,
         '--initial-cluster-token', opts.token ?? 'concord-test',
         ...(opts.extraArgs ?? []),
+        ...(opts.memberArgs?.(i) ?? []),
       ],
       env: { ...(opts.env ?? {}), ...(partitioner !== null ? { CONCORD_TEST_PEER_DIAL: formatDialTable(partitioner.routes(i)) } : {}) },
     });
@@ -163,7 +170,7 @@ export async function startCluster(opts: ClusterOptions): Promise<ClusterHandle>
       const i = members.length;
       const m: MemberInfo = {
         name: `m${i}`, clientPort, peerPort,
-        clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `http://127.0.0.1:${peerPort}`,
+        clientUrl: `http://127.0.0.1:${clientPort}`, peerUrl: `${peerScheme}://127.0.0.1:${peerPort}`,
         dataDir: path.join(root, `m${i}`),
       };
       let id: string;

@@ -33,6 +33,8 @@ export interface StartConcordOptions {
   fixedPort?: number;
   /** Options for node itself, before the script (e.g. ['--cpu-prof']: not allowed in NODE_OPTIONS). */
   nodeArgs?: string[];
+  /** The client URL's scheme (default http; https needs TLS flags in extraArgs). */
+  scheme?: 'http' | 'https';
 }
 
 export interface ConcordHandle {
@@ -87,7 +89,7 @@ export async function startConcord(opts: StartConcordOptions = {}): Promise<Conc
 
 async function launch(port: number, dataDir: string, removeDir: boolean,
   opts: StartConcordOptions): Promise<ConcordHandle> {
-  const endpoint = `http://127.0.0.1:${port}`;
+  const endpoint = `${opts.scheme ?? 'http'}://127.0.0.1:${port}`;
   const args = [
     ...(opts.nodeArgs ?? []),
     CONCORD_MAIN,

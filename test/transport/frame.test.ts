@@ -179,7 +179,8 @@ describe('dial table and peer URLs', () => {
     assert.deepEqual(peerUrlAddress('http://127.0.0.1:2380'), { host: '127.0.0.1', port: 2380 });
     assert.deepEqual(peerUrlAddress('http://[::1]:2380/'), { host: '::1', port: 2380 });
     assert.deepEqual(peerUrlAddress('http://localhost'), { host: 'localhost', port: 80 });
-    assert.equal(peerUrlAddress('https://127.0.0.1:2380'), null);
+    assert.deepEqual(peerUrlAddress('https://127.0.0.1:2380'), { host: '127.0.0.1', port: 2380, tls: true });
+    assert.equal(peerUrlAddress('unix://x'), null);
     assert.equal(peerUrlAddress('http://127.0.0.1:2380/raft'), null);
     assert.equal(peerUrlAddress('127.0.0.1:2380'), null);
     assert.equal(peerUrlAddress('not a url'), null);

@@ -20,6 +20,7 @@
 //    the other direction pass unchanged.
 import net from 'node:net';
 import { Duplex } from 'node:stream';
+import { copyMark } from '../tls';
 
 export interface ConnectionSink {
   injectConnection(connection: Duplex): void;
@@ -568,6 +569,7 @@ function transcoded(socket: net.Socket, kept: Buffer[], splitter: FrameSplitter,
       cb(err);
     },
   });
+  copyMark(socket, duplex); // the client certificate's CN (api/tls.ts)
   const forward = (units: Buffer[]): void => {
     try {
       for (const u of units) {

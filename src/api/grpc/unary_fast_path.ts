@@ -21,6 +21,7 @@ import http2 from 'node:http2';
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { connectionCommonName } from '../tls';
 
 type UnaryHandler = (call: unknown, callback: grpc.sendUnaryData<unknown>) => void;
 
@@ -74,6 +75,10 @@ class FastCall {
   }
   getPeer(): string {
     return this.stream.session?.socket?.remoteAddress ?? 'unknown';
+  }
+  /** The CN of the connection's verified client certificate (api/tls.ts clientCertCommonName). */
+  tlsCommonName(): string | undefined {
+    return connectionCommonName(this.stream.session?.socket);
   }
 }
 
@@ -282,6 +287,10 @@ class FastDuplexCall extends EventEmitter {
 
   getPeer(): string {
     return this.stream.session?.socket?.remoteAddress ?? 'unknown';
+  }
+  /** The CN of the connection's verified client certificate (api/tls.ts clientCertCommonName). */
+  tlsCommonName(): string | undefined {
+    return connectionCommonName(this.stream.session?.socket);
   }
 
   private onData(chunk: Buffer): void {
