@@ -13,6 +13,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { concordpb } from '../gen/proto';
 import { AuthStore, errInvalidAuthToken } from './auth_store';
 import type { Caller } from './request_checks';
+import { clientCertCommonName } from '../api/tls';
 
 interface TokenInfo {
   user: string;
@@ -56,9 +57,14 @@ export class AuthGate {
    * token; throws "invalid auth token" for a token this member does not know or let expire.
    * Using a token keeps it alive.
    */
-  callerOf(token: string | undefined): Caller | null {
+  callerOf(token: string | undefined, call?: unknown): Caller | null {
     if (!this.store.enabled) return null;
-    if (token === undefined || token === '') return noCaller;
+    if (token === undefined || token === '') {
+      // etcd AuthInfoFromTLS: with --client-cert-auth, a call without a token is made by the
+      // user its verified client certificate names, at the store's current revision.
+      const cn = call === undefined ? undefined : clientCertCommonName(call);
+      return cn === undefined ? noCaller : { user: cn, revision: this.store.revision };
+    }
     const t = this.tokens.get(token);
     const now = this.now();
     if (t === undefined || t.expiresAt <= now) {
@@ -73,7 +79,7 @@ export class AuthGate {
   callerOfCall(call: { metadata: grpc.Metadata }): Caller | null {
     if (!this.store.enabled) return null;
     const v = call.metadata.get('token');
-    return this.callerOf(v.length > 0 ? String(v[0]) : undefined);
+    return this.callerOf(v.length > 0 ? String(v[0]) : undefined, call);
   }
 
   /** What an Applied message says about auth: a new store, tokens assigned. */

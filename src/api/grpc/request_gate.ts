@@ -90,7 +90,7 @@ export class RequestGate {
     if (rule.need === Need.Public) return null;
     const auth = this.server.auth;
     try {
-      const caller = auth.callerOf(tokenOf(call));
+      const caller = auth.callerOf(tokenOf(call), call);
       if (caller === null) return null;
       const store = auth.store;
       if (rule.need === Need.Admin) store.checkAdmin(caller.user, caller.revision);

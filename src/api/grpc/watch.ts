@@ -22,7 +22,7 @@ function watchAuthorizer(server: EtcdServer, call: unknown): WatchAuthorizer | n
   const token = tokenOf(call as { metadata?: grpc.Metadata; header?(n: string): string | undefined });
   return (create) => {
     try {
-      const caller = server.auth.callerOf(token);
+      const caller = server.auth.callerOf(token, call);
       if (caller === null) return null;
       const key = create.key ?? new Uint8Array(0);
       const end = create.range_end ?? new Uint8Array(0);
