@@ -148,6 +148,13 @@ describe('HTTP gateway /v3/watch vs real etcd', { skip: etcdSkipReason() }, () =
         await sleep(ms - idle);
       }
     };
+    // On a loaded machine one side may be late past the quiet period: wait (up to 2 s) until
+    // both have sent as many lines for this step before filing it.
+    const catchUp = async (): Promise<void> => {
+      const until = Date.now() + 2000;
+      const count = (i: number): number => pair[i]!.lines.length - taken[i]!;
+      while (count(0) !== count(1) && Date.now() < until) await sleep(20);
+    };
     const file = (label: string): void => {
       pair.forEach((w, i) => {
         segments[i]!.push({ step: label, lines: ordered(w.lines.slice(taken[i])) });
@@ -156,10 +163,12 @@ describe('HTTP gateway /v3/watch vs real etcd', { skip: etcdSkipReason() }, () =
     };
     try {
       await quiet(firstQuiet);
+      await catchUp();
       file('request body');
       for (const [label, run] of steps) {
         await run();
         await quiet(QUIET_MS);
+        await catchUp();
         file(label);
       }
     } finally {
