@@ -765,11 +765,16 @@ export class StorageCore {
     } else if (req.auth_status) {
       response = etcdserverpb.AuthStatusResponse.encode({ header, enabled: a.enabled, authRevision: a.revision }).finish();
     } else if (req.authenticate) {
-      const { name, simple_token: token } = req.authenticate;
+      const { name, simple_token: token, jwt } = req.authenticate;
       if (!a.enabled) throw errAuthNotEnabled;
       if (a.passwordHash(name ?? '') === null) throw errAuthFailed;
-      this.tokensAssigned.push({ token, user: name, revision: a.revision });
-      response = etcdserverpb.AuthenticateResponse.encode({ header, token }).finish();
+      if (jwt === true) {
+        // The proposing member signs the JWT for this auth revision (etcd assign at apply).
+        response = etcdserverpb.AuthenticateResponse.encode({ header, token: String(a.revision) }).finish();
+      } else {
+        this.tokensAssigned.push({ token, user: name, revision: a.revision });
+        response = etcdserverpb.AuthenticateResponse.encode({ header, token }).finish();
+      }
     } else if (req.auth_user_add) {
       const r = req.auth_user_add;
       a.userAdd(r.name ?? '', r.hashedPassword ?? '', r.options?.no_password === true);
