@@ -94,7 +94,10 @@ export function parseJwtOptions(spec: string, readFile: (p: string) => Buffer = 
     try {
       return readFile(file);
     } catch (err) {
-      throw new JwtOptionsError(`${invalidOpts} (open ${file}: ${(err as Error).message})`);
+      // Go's wording (os.PathError), as etcd logs it.
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'no such file or directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+      throw new JwtOptionsError(`${invalidOpts} (open ${file}: ${why})`);
     }
   };
   const pubBytes = read('pub-key');
@@ -140,6 +143,10 @@ function checkKeyFits(method: SignMethod, key: crypto.KeyObject, which: string):
   const type = key.asymmetricKeyType;
   if (method.startsWith('RS') || method.startsWith('PS')) {
     if (type !== 'rsa' && type !== 'rsa-pss') throw new JwtOptionsError(`the ${which} key is not an RSA key (${type}), as ${method} needs`);
+    // jose signs with RSA keys of 2048 bits or more only (etcd takes smaller ones): refused at
+    // start rather than at every Authenticate.
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (bits < 2048) throw new JwtOptionsError(`the ${which} RSA key has ${bits} bits, ${method} needs 2048 or more`);
     return;
   }
   const want = ecCurves[method]!.curve;
