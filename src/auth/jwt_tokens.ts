@@ -268,6 +268,10 @@ export class JwtTokens {
     // etcd issues every token with exp; one without it (signed by the same key some other way)
     // would never expire: refused.
     if (typeof exp !== 'number' || !Number.isFinite(exp) || nowSec > exp) return null;
+    // jwt-go (etcd) also refuses a token used before its nbf or issued in the future (iat).
+    const nbf = payload['nbf'];
+    const iat = payload['iat'];
+    if ((typeof nbf === 'number' && nowSec < nbf) || (typeof iat === 'number' && nowSec < iat)) return null;
     return { user, revision, exp };
   }
 }

@@ -754,6 +754,7 @@ export class StorageCore {
   private applyAuth(req: concordpb.InternalRequest): Uint8Array {
     const a = this.auth;
     const before = a.revision;
+    const enabledBefore = a.enabled; // enable keeps the revision (etcd)
     const header = this.header(this.store.currentRev);
     let response: Uint8Array;
     if (req.auth_enable) {
@@ -821,7 +822,7 @@ export class StorageCore {
       assert(req.auth_role_list !== null && req.auth_role_list !== undefined, 'auth request');
       response = etcdserverpb.AuthRoleListResponse.encode({ header, roles: a.roleNames() }).finish();
     }
-    if (a.revision !== before) {
+    if (a.revision !== before || a.enabled !== enabledBefore) {
       this.backend.putMetaBytes(schema.metaAuth, Buffer.from(a.encode()));
       this.authChanged = true;
     }

@@ -105,6 +105,13 @@ test('jwt options: start-up errors, verify-only, sign/verify for each family, re
     assert.equal(p.verify(`${h}.${b64json({ ...c, username: 'root' })}.${s}`), null, `${spec}: payload changed`);
     assert.equal(p.verify(unsignedToken('alice', 7)), null, `${spec}: alg none`);
     assert.equal(p.verify('not.a.token'), null);
+    // Not yet valid (nbf) or issued in the future (iat), though signed by the right key.
+    const future = Math.floor(now / 1000) + 100;
+    for (const extra of [{ nbf: future }, { iat: future }]) {
+      const early = await new SignJWT({ username: 'alice', revision: 7, exp: future + 100, ...extra })
+        .setProtectedHeader({ alg: p.options.signMethod }).sign(p.options.signKey!);
+      assert.equal(p.verify(early), null, `${spec}: ${Object.keys(extra)[0]} in the future`);
+    }
   }
   // A verify-only member checks tokens a full member signed.
   const full = new JwtTokens(parseJwtOptions(rs256()), clock);
@@ -277,6 +284,21 @@ test('jwt tokens over gRPC: etcd 3.4 and concord answer alike (old revision, exp
   assert.match(c['put old revision']!, /revision of auth store is old/);
   assert.equal(c['put fresh'], 'ok');
   assert.match(c['verify-only authenticate']!, /verify-only key/);
+  // Same token format both ways: each server accepts the other's token (same keys, same auth
+  // revision after the same steps), and the provider verifies etcd's.
+  const eAuth = connect('etcdserverpb.Auth', etcd.endpoint);
+  const cAuth = connect('etcdserverpb.Auth', concord.endpoint);
+  const eKv = connect('etcdserverpb.KV', etcd.endpoint);
+  const cKv = connect('etcdserverpb.KV', concord.endpoint);
+  t.after(() => { for (const x of [eAuth, cAuth, eKv, cKv]) x.close(); });
+  const etcdToken = (await unary(eAuth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
+  const concordToken = (await unary(cAuth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
+  assert.equal(new JwtTokens(parseJwtOptions(rs256('1s'))).verify(etcdToken)?.user, 'root');
+  assert.equal(claimsOf(concordToken)['revision'], claimsOf(etcdToken)['revision'], 'same auth revision after the same steps');
+  assert.equal(Object.keys(claimsOf(concordToken)).sort().join(), Object.keys(claimsOf(etcdToken)).sort().join());
+  const range = { key: Buffer.from('a1') };
+  assert.equal((await unary(cKv, 'Range', range, withToken(etcdToken))).kvs?.length, 1, "concord takes etcd's token");
+  assert.equal((await unary(eKv, 'Range', range, withToken(concordToken))).kvs?.length, 1, "etcd takes concord's token");
 });
 
 test('jwt in a 3-member cluster: a token from one member works on the others, a verify-only member checks but cannot issue', { timeout: 90_000 }, async (t) => {
