@@ -325,4 +325,15 @@ test('jwt in a 3-member cluster: a token from one member works on the others, a 
   assert.equal(r.kvs?.length, 3);
   assert.match(await outcome(unary(auths[2]!, 'Authenticate', { name: 'root', password: 'rootpw' })), /UNKNOWN: auth: token signing attempted with verify-only key/);
   assert.match(await outcome(unary(kvs[1]!, 'Range', { key: Buffer.from('k0') }, withToken(unsignedToken('root', 1)))), /invalid auth token/);
+  // The HTTP gateway: a token from member 0's /v3/auth/authenticate, used on member 2's /v3/kv/range.
+  const post = async (ep: string, p: string, body: unknown, token?: string): Promise<Record<string, unknown>> => {
+    const res = await fetch(ep + p, { method: 'POST', body: JSON.stringify(body), headers: token === undefined ? {} : { Authorization: token } });
+    return await res.json() as Record<string, unknown>;
+  };
+  const httpToken = (await post(eps[0]!, '/v3/auth/authenticate', { name: 'root', password: 'rootpw' }))['token'] as string;
+  assert.equal(claimsOf(httpToken)['username'], 'root');
+  const got = await post(eps[2]!, '/v3/kv/range', { key: Buffer.from('k0').toString('base64') }, httpToken);
+  assert.equal((got['kvs'] as unknown[] | undefined)?.length, 1, JSON.stringify(got));
+  const refused = await post(eps[2]!, '/v3/kv/range', { key: Buffer.from('k0').toString('base64') }, unsignedToken('root', 1));
+  assert.match(String(refused['error']), /invalid auth token/);
 });
