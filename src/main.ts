@@ -27,6 +27,7 @@ import type { InitialMember } from './server/etcd_server';
 import { activeFailpoints, failpointsEnabled } from './util/failpoints';
 import { concordVersion, etcdVersion } from './version';
 import { DataInconsistencyError } from './server/corrupt';
+import { JwtTokens, authTokenType, parseJwtOptions } from './auth/jwt_tokens';
 
 /** A log line as Logger writes it, for what is said before the Logger exists or after it failed. */
 function logLine(level: LogLevel, msg: string, fields?: Record<string, unknown>): string {
@@ -156,6 +157,14 @@ async function main(): Promise<void> {
     }
   }
   const connectPeer = peerConnector(peerTls);
+  // --auth-token jwt: the options were checked at parse; loaded again here (same files).
+  let jwtTokens: JwtTokens | null = null;
+  if (authTokenType(cfg.authToken) === 'jwt') {
+    const jwtOptions = parseJwtOptions(cfg.authToken);
+    if (jwtOptions.unknown.length > 0) log.warn('unknown JWT options', { keys: jwtOptions.unknown });
+    jwtTokens = new JwtTokens(jwtOptions);
+    log.info('auth tokens: jwt', { 'sign-method': jwtOptions.signMethod, 'ttl-ms': jwtOptions.ttlMs, 'verify-only': jwtTokens.verifyOnly });
+  }
   // A member starting for the first time takes etcd's ids for its flags and the initial members;
   // one with data keeps what it has (etcd ignores the --initial-* flags then, and says so).
   let bootstrap: { memberId: Long; clusterId: Long; members: InitialMember[]; join?: boolean } | null = null;
@@ -231,6 +240,7 @@ async function main(): Promise<void> {
     initialCorruptCheck: cfg.initialCorruptCheck,
     corruptCheckIntervalMs: cfg.corruptCheckIntervalMs,
     authTokenTtlSeconds: cfg.authTokenTtl,
+    jwtTokens: jwtTokens,
     bcryptCost: cfg.bcryptCost,
     passwordMinLength: cfg.authPasswordMinLength,
     onLog(level, msg, fields) {

@@ -8,12 +8,17 @@
 // --auth-token-ttl seconds after its last use (etcd simpleTokenTTLKeeper), per member. Tokens
 // of a user whose password changed or who was deleted, and every token when auth is disabled,
 // are forgotten (etcd invalidateUser / disable).
+//
+// JWT tokens (etcd --auth-token jwt,...; auth/jwt_tokens.ts): nothing is stored or assigned at
+// apply; a token is good wherever its signature verifies and its exp is not past, and names the
+// user and auth revision it was issued for (checked at apply like a simple token's).
 import { randomInt } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { concordpb } from '../gen/proto';
 import { AuthStore, errInvalidAuthToken } from './auth_store';
 import type { Caller } from './request_checks';
 import { clientCertCommonName } from '../api/tls';
+import type { JwtTokens } from './jwt_tokens';
 
 interface TokenInfo {
   user: string;
@@ -32,9 +37,12 @@ export class AuthGate {
   private readonly ttlMs: number;
   private readonly now: () => number;
   private tokenSeq: number;
+  /** The JWT provider with --auth-token jwt, null with simple tokens. */
+  readonly jwt: JwtTokens | null;
 
-  constructor(store: AuthStore, ttlSeconds: number, now: () => number) {
+  constructor(store: AuthStore, ttlSeconds: number, now: () => number, jwt: JwtTokens | null = null) {
     this.store = store;
+    this.jwt = jwt;
     this.tokens = new Map();
     this.ttlMs = ttlSeconds * 1000;
     this.now = now;
@@ -65,6 +73,11 @@ export class AuthGate {
       const cn = call === undefined ? undefined : clientCertCommonName(call);
       return cn === undefined ? noCaller : { user: cn, revision: this.store.revision };
     }
+    if (this.jwt !== null) {
+      const claims = this.jwt.verify(token);
+      if (claims === null) throw errInvalidAuthToken;
+      return { user: claims.user, revision: claims.revision };
+    }
     const t = this.tokens.get(token);
     const now = this.now();
     if (t === undefined || t.expiresAt <= now) {
@@ -87,7 +100,7 @@ export class AuthGate {
     if (a.state !== null && a.state !== undefined) this.replaceStore(AuthStore.fromState(a.state));
     const now = this.now();
     for (const t of a.tokens ?? []) {
-      if (!this.store.enabled) continue;
+      if (!this.store.enabled || this.jwt !== null) continue;
       this.tokens.set(t.token ?? '', { user: t.user ?? '', revision: Number(t.revision ?? 0), expiresAt: now + this.ttlMs });
     }
   }

@@ -119,7 +119,9 @@ export class AuthStore {
     if (root === undefined) throw authError(ErrorCode.AuthRootUserNotExist, 'etcdserver: root user does not exist');
     if (!root.roles.includes(rootRole)) throw authError(ErrorCode.AuthRootRoleNotExist, 'etcdserver: root user does not have root role');
     this.enabled = true;
-    this.changed();
+    // etcd AuthEnable keeps the revision (only disable commits a new one): the revision a JWT
+    // names after the same steps is etcd's, so a token from either is good on the other.
+    this.cache = new Map();
   }
 
   disable(): void {

@@ -58,6 +58,7 @@ import * as fs from 'node:fs';
 import type { DefragmentDone, HashDone, SnapshotAnswer } from '../workers/protocol';
 import { AuthGate } from '../auth/auth_gate';
 import { AuthStore } from '../auth/auth_store';
+import type { JwtTokens } from '../auth/jwt_tokens';
 import type { Caller } from '../auth/request_checks';
 import { SnapshotErrorCode } from '../storage/snapshotter';
 
@@ -164,6 +165,8 @@ export interface EtcdServerConfig {
   onLog?(level: LogLevel, msg: string, fields: Record<string, unknown>): void;
   /** --auth-token-ttl: seconds a simple token lives after its last use (default 300). */
   authTokenTtlSeconds?: number;
+  /** --auth-token jwt: the member's JWT provider (absent: simple tokens). */
+  jwtTokens?: JwtTokens | null;
   /** --bcrypt-cost (default 10). */
   bcryptCost?: number;
   /** --auth-password-min-length (default 0). */
@@ -478,7 +481,7 @@ export class EtcdServer {
     this.dbSize = 0;
     this.dbSizeInUse = 0;
     this.alarms = AlarmStore.decode(ready.alarms);
-    this.auth = new AuthGate(AuthStore.decode(ready.auth), cfg.authTokenTtlSeconds ?? 300, monotonicNowMs);
+    this.auth = new AuthGate(AuthStore.decode(ready.auth), cfg.authTokenTtlSeconds ?? 300, monotonicNowMs, cfg.jwtTokens ?? null);
     this.noSpaceRaising = false;
     this.noSpaceRaised = new InternalWaiter(() => { this.noSpaceRaising = false; });
     this.readyWaiters = [];

@@ -754,6 +754,7 @@ export class StorageCore {
   private applyAuth(req: concordpb.InternalRequest): Uint8Array {
     const a = this.auth;
     const before = a.revision;
+    const enabledBefore = a.enabled; // enable keeps the revision (etcd)
     const header = this.header(this.store.currentRev);
     let response: Uint8Array;
     if (req.auth_enable) {
@@ -765,11 +766,16 @@ export class StorageCore {
     } else if (req.auth_status) {
       response = etcdserverpb.AuthStatusResponse.encode({ header, enabled: a.enabled, authRevision: a.revision }).finish();
     } else if (req.authenticate) {
-      const { name, simple_token: token } = req.authenticate;
+      const { name, simple_token: token, jwt } = req.authenticate;
       if (!a.enabled) throw errAuthNotEnabled;
       if (a.passwordHash(name ?? '') === null) throw errAuthFailed;
-      this.tokensAssigned.push({ token, user: name, revision: a.revision });
-      response = etcdserverpb.AuthenticateResponse.encode({ header, token }).finish();
+      if (jwt === true) {
+        // The proposing member signs the JWT for this auth revision (etcd assign at apply).
+        response = etcdserverpb.AuthenticateResponse.encode({ header, token: String(a.revision) }).finish();
+      } else {
+        this.tokensAssigned.push({ token, user: name, revision: a.revision });
+        response = etcdserverpb.AuthenticateResponse.encode({ header, token }).finish();
+      }
     } else if (req.auth_user_add) {
       const r = req.auth_user_add;
       a.userAdd(r.name ?? '', r.hashedPassword ?? '', r.options?.no_password === true);
@@ -816,7 +822,7 @@ export class StorageCore {
       assert(req.auth_role_list !== null && req.auth_role_list !== undefined, 'auth request');
       response = etcdserverpb.AuthRoleListResponse.encode({ header, roles: a.roleNames() }).finish();
     }
-    if (a.revision !== before) {
+    if (a.revision !== before || a.enabled !== enabledBefore) {
       this.backend.putMetaBytes(schema.metaAuth, Buffer.from(a.encode()));
       this.authChanged = true;
     }

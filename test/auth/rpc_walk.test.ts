@@ -7,7 +7,9 @@
 // User (then the user-without-roles call succeeds, by design) and LeaseTimeToLive (answered, with
 // the keys the caller may not read left out).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -97,9 +99,21 @@ function call(endpoint: string, service: ServiceName, method: string, request: u
   });
 }
 
+/** How the server issues tokens, and a token forged for it. */
+interface TokenKind {
+  /** Server flags (tokens that expire soon). */
+  flags: string[];
+  /** How long after issue a token is surely expired. */
+  expiredAfterMs: number;
+  /** A token the server must refuse, naming `user` at auth revision `revision`. */
+  forged(user: string, revision: number): string;
+}
+
+const simpleTokens: TokenKind = { flags: ['--auth-token-ttl', '2'], expiredAfterMs: 2600, forged: () => 'forgedforgedforg.1' };
+
 /** Walks every RPC with the callers that must not get through; returns what went wrong. */
-async function walk(t: { after(fn: () => unknown): void; diagnostic(s: string): void }, env: Record<string, string>): Promise<string[]> {
-  const c = await startConcord({ extraArgs: ['--auth-token-ttl', '2', '--bcrypt-cost', '4'], env });
+async function walk(t: { after(fn: () => unknown): void; diagnostic(s: string): void }, env: Record<string, string>, kind: TokenKind = simpleTokens): Promise<string[]> {
+  const c = await startConcord({ extraArgs: [...kind.flags, '--bcrypt-cost', '4'], env });
   t.after(() => c.stop());
   const kv = connect('etcdserverpb.KV', c.endpoint);
   const auth = connect('etcdserverpb.Auth', c.endpoint);
@@ -114,9 +128,11 @@ async function walk(t: { after(fn: () => unknown): void; diagnostic(s: string): 
   await unary(kv, 'Put', { key: Buffer.from('k'), value: Buffer.from('v'), lease: leaseId });
   await unary(auth, 'AuthEnable', {});
   const expired = (await unary(auth, 'Authenticate', { name: 'nobody', password: 'nobodypw' })).token!;
-  await new Promise((r) => setTimeout(r, 2600)); // past --auth-token-ttl 2
+  await new Promise((r) => setTimeout(r, kind.expiredAfterMs));
   const nobody = (await unary(auth, 'Authenticate', { name: 'nobody', password: 'nobodypw' })).token!;
-  const callers: [string, string | null][] = [['no token', null], ['a forged token', 'forgedforgedforg.1'], ['an expired token', expired], ['a user without roles', nobody]];
+  const status = await unary(auth, 'AuthStatus', {});
+  const forged = kind.forged('root', num(status.authRevision));
+  const callers: [string, string | null][] = [['no token', null], ['a forged token', forged], ['an expired token', expired], ['a user without roles', nobody]];
 
   // Every method of the protos has a row; every row is a served method.
   const protoRpcs = countProtoRpcs();
@@ -162,6 +178,24 @@ async function walk(t: { after(fn: () => unknown): void; diagnostic(s: string): 
 
 test('every RPC of every service refuses callers without the permission it needs', { timeout: 180_000 }, async (t) => {
   const wrong = await walk(t, {});
+  assert.deepEqual(wrong, [], wrong.join('\n'));
+});
+
+test('every RPC refuses callers without the permission it needs, with JWT tokens', { timeout: 180_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-walk-jwt-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const key = path.join(dir, 'rsa.key');
+  const pub = path.join(dir, 'rsa.pub');
+  execFileSync('openssl', ['genrsa', '-out', key, '2048'], { stdio: 'ignore' });
+  execFileSync('openssl', ['rsa', '-in', key, '-pubout', '-out', pub], { stdio: 'ignore' });
+  const json = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const wrong = await walk(t, {}, {
+    flags: ['--auth-token', `jwt,pub-key=${pub},priv-key=${key},sign-method=RS256,ttl=2s`],
+    // exp is the issue second + 2, good through that second: gone 3 s after issue at the latest.
+    expiredAfterMs: 3200,
+    // Unsigned (alg none), naming root at the current auth revision.
+    forged: (user, revision) => `${json({ alg: 'none', typ: 'JWT' })}.${json({ username: user, revision, exp: Math.floor(Date.now() / 1000) + 600 })}.`,
+  });
   assert.deepEqual(wrong, [], wrong.join('\n'));
 });
 

@@ -14,6 +14,7 @@ import { errAuthFailed, errAuthNotEnabled, errPermissionNotGiven } from '../../a
 import type { Caller } from '../../auth/request_checks';
 import { LoginThrottle } from '../../auth/login_throttle';
 import { monotonicNowMs } from '../../util/clock';
+import type { JwtTokens } from '../../auth/jwt_tokens';
 
 /** User and role names: not empty (the store says so in etcd's words), no control characters,
  * at most this many bytes (etcd checks nothing; a name is a key of the store and of tokens). */
@@ -46,6 +47,25 @@ function callerOr(server: EtcdServer, call: { metadata: grpc.Metadata }, callbac
     callback(grpcStatus(err.code));
     return null;
   }
+}
+
+/** etcd auth.ErrVerifyOnly: Authenticate on a member given only --auth-token jwt's pub-key. */
+const errVerifyOnlyMessage = 'auth: token signing attempted with verify-only key';
+
+/**
+ * The callback of a JWT Authenticate's proposal: the applied answer's token field holds the auth
+ * revision (storage_core applyAuth); the client gets the same answer with the signed token.
+ */
+function signedAnswer(jwt: JwtTokens, user: string, callback: Callback): Callback {
+  return (err, value) => {
+    if (err !== null && err !== undefined) return callback(err);
+    if (value === null || value === undefined) return callback(err, value);
+    const answer = etcdserverpb.AuthenticateResponse.decode(value);
+    const revision = Number(answer.token);
+    jwt.sign(user, revision).then(
+      (token) => callback(null, etcdserverpb.AuthenticateResponse.encode({ header: answer.header, token }).finish()),
+      (e: Error) => callback({ code: grpc.status.UNKNOWN, details: e.message }));
+  };
 }
 
 export interface AuthOptions {
@@ -97,6 +117,8 @@ export function authHandlers(server: EtcdServer, options: AuthOptions): grpc.Unt
       const peer = peerOf(call);
       const judge = (): void => {
         if (!server.auth.enabled) return callback(grpcStatus(errAuthNotEnabled.code));
+        // etcd fails the same way at apply (ErrVerifyOnly, not one of its gRPC errors: Unknown).
+        if (server.auth.jwt?.verifyOnly === true) return callback({ code: grpc.status.UNKNOWN, details: errVerifyOnlyMessage });
         const hash = server.auth.store.passwordHash(name);
         if (hash === null) {
           throttle.failed(name, peer);
@@ -108,7 +130,16 @@ export function authHandlers(server: EtcdServer, options: AuthOptions): grpc.Unt
             return callback(grpcStatus(errAuthFailed.code));
           }
           throttle.succeeded(name, peer);
-          const code = server.propose({ authenticate: { name, simple_token: server.auth.newToken() } }, callback);
+          const jwt = server.auth.jwt;
+          if (jwt === null) {
+            const code = server.propose({ authenticate: { name, simple_token: server.auth.newToken() } }, callback);
+            if (code !== 0) callback(grpcStatus(code));
+            return;
+          }
+          // JWT: through the log all the same (etcd 3.4 assigns at apply, which orders the
+          // token's auth revision with the store's changes); the answer names that revision and
+          // this member signs the token.
+          const code = server.propose({ authenticate: { name, jwt: true } }, signedAnswer(jwt, name, callback));
           if (code !== 0) callback(grpcStatus(code));
         }, (err: Error) => callback({ code: grpc.status.INTERNAL, details: `etcdserver: checking the password failed: ${err.message}` }));
       };
