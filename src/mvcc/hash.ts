@@ -20,7 +20,8 @@
 // LMDB's pages (so equal across restarts, copies and compaction of the file) and of how far a
 // compaction sweep has got: HashKV at the current revision, continued with "lease" and every
 // lease record (id, granted TTL, checkpointed remaining TTL), then "meta" and the replicated
-// meta records by name: currentRev, scheduledCompactRev, clusterId, confState, membership.
+// meta records by name: currentRev, scheduledCompactRev, clusterId, confState, membership,
+// alarm, auth (users, roles and password hashes: members must agree on them too).
 // Left out, as etcd leaves out consistent_index: consistentIndex/Term (an entry that changes no
 // state still moves them), memberId (each member's own), finishedCompactRev (sweep progress).
 // Members at the same applied index have the same Hash.
@@ -208,7 +209,7 @@ export interface StateSource extends RevisionSource {
 
 /** The meta records Hash covers, in this order (see the header). */
 export const hashedMetaNames: readonly string[] = [schema.metaCurrentRev, schema.metaScheduledCompact,
-  schema.metaClusterId, schema.metaConfState, schema.metaMembership];
+  schema.metaClusterId, schema.metaConfState, schema.metaMembership, schema.metaAlarm, schema.metaAuth];
 
 /** Concord's Hash (header) of a snapshot at `currentRev` with compaction `compactRev`. */
 export function hashState(src: StateSource, currentRev: number, compactRev: number): number {

@@ -925,6 +925,17 @@ export class EtcdServer {
     this.defragmentRequests.delete(a.requestId);
     if (a.error === '') this.defragDurations.observe((a.copyMs + a.catchUpMs + a.pauseMs) / 1000);
     this.lastDefragment = a;
+    const round = (ms: number): number => Math.round(ms * 10) / 10;
+    if (a.error === '') {
+      this.cfg.onLog?.('info', 'defragmented', {
+        'db-size-before': a.before.dbSize, 'db-size-in-use-before': a.before.dbSizeInUse,
+        'db-size-after': a.after.dbSize, 'db-size-in-use-after': a.after.dbSizeInUse,
+        'copy-ms': round(a.copyMs), 'catch-up-ms': round(a.catchUpMs), 'switch-pause-ms': round(a.pauseMs),
+        'rewritten-bytes': a.journalBytes,
+      });
+    } else {
+      this.cfg.onLog?.('warn', 'defragmentation failed; the member goes on with its old file', { error: a.error });
+    }
     done(a);
   }
 
