@@ -85,7 +85,10 @@ export class AuthGate {
       throw errInvalidAuthToken;
     }
     t.expiresAt = now + this.ttlMs;
-    return { user: t.user, revision: t.revision };
+    // etcd (tokenSimple.info): a simple token stands for its user at the store's revision of
+    // the moment it is used, not the one it was issued at (a JWT carries its own). The
+    // revision still guards a write against an auth change between its proposal and its apply.
+    return { user: t.user, revision: this.store.revision };
   }
 
   /** The caller of a gRPC call (metadata `token`), as callerOf. */
