@@ -18,6 +18,9 @@ import Long from 'long';
 import { methodNames, serviceNames, services, type ServiceName } from '../../src/api/grpc/services';
 import { Need, rpcRules } from '../../src/auth/rpc_permissions';
 import { startConcord } from '../helpers/concord';
+import http from 'node:http';
+import { gatewayRoutes } from '../../src/api/http/gateway';
+import { lookupService, messageToJson } from '../../src/api/http/jsonpb';
 import { connect, num, unary } from '../helpers/grpc_client';
 
 const authRefusal = /etcdserver: (user name is empty|invalid auth token|permission denied|revision of auth store is old)/;
@@ -165,7 +168,24 @@ async function walk(t: { after(fn: () => unknown): void; diagnostic(s: string): 
       }
     }
   }
-  t.diagnostic(`${served.length} RPCs (every rpc of proto/), ${calls} calls`);
+  // The same through the HTTP gateway: every route, the token in the Authorization header.
+  const routes = gatewayRoutes();
+  for (const [route, { service, method }] of routes) {
+    const p = `/${service}/${method}`;
+    const rule = rpcRules[p]!;
+    const m = lookupService(service).methods[method]!;
+    const type = m.resolvedRequestType!;
+    const body = JSON.stringify(messageToJson(type, type.fromObject(requestFor(p, leaseId) as Record<string, unknown>) as unknown as Record<string, unknown>));
+    for (const [who, token] of callers) {
+      const o = await gatewayCall(c.endpoint, `/v3${route}`, body, token);
+      calls++;
+      if (rule.need === Need.Public) continue;
+      if (who === 'a user without roles' && (rule.need === Need.User || p === '/etcdserverpb.Lease/LeaseTimeToLive')) continue;
+      if (o.ok) wrong.push(`gateway /v3${route} by ${who}: succeeded`);
+      else if (!authRefusal.test(o.details)) wrong.push(`gateway /v3${route} by ${who}: refused for another reason: ${o.details}`);
+    }
+  }
+  t.diagnostic(`${served.length} RPCs (every rpc of proto/) and ${routes.length} gateway routes, ${calls} calls`);
   // The key is still there and unchanged: nothing got through.
   const root = (await unary(auth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
   const md = new grpc.Metadata();
@@ -204,6 +224,45 @@ test('the walk catches a method left open (planted hole in the request gate)', {
   t.diagnostic(wrong.join(' | '));
   assert.ok(wrong.some((w) => w.startsWith('/etcdserverpb.Maintenance/Defragment by ')), 'the open method is reported');
 });
+
+/**
+ * POSTs `body` to a gateway route (with `token` as Authorization); reads the answer, or the first
+ * line of a stream. An error body, an error line or a canceled watch is a refusal.
+ */
+function gatewayCall(endpoint: string, path: string, body: string, token: string | null): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const u = new URL(endpoint);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (token !== null) headers.authorization = token;
+    const req = http.request({ host: u.hostname, port: u.port, path, method: 'POST', headers, timeout: 5000 }, (res) => {
+      let text = '';
+      let done = false;
+      const judge = (): void => {
+        if (done) return;
+        done = true;
+        req.destroy();
+        const first = text.split('\n').find((l) => l.trim() !== '') ?? '';
+        let j: Record<string, unknown> = {};
+        try { j = JSON.parse(first) as Record<string, unknown>; } catch { /* not JSON: judged below */ }
+        const err = j.error as string | { message?: string } | undefined;
+        if (err !== undefined) return resolve({ ok: false, details: typeof err === 'string' ? err : err.message ?? '' });
+        const result = j.result as { canceled?: boolean; cancel_reason?: string } | undefined;
+        if (result?.canceled === true) return resolve({ ok: false, details: result.cancel_reason ?? '' });
+        if (res.statusCode !== 200) return resolve({ ok: false, details: `HTTP ${res.statusCode} ${first}` });
+        resolve({ ok: true, value: j });
+      };
+      res.on('data', (c: Buffer) => {
+        text += c.toString('utf8');
+        if (text.includes('\n')) judge();
+      });
+      res.on('end', judge);
+      res.on('error', judge);
+    });
+    req.on('timeout', () => { req.destroy(); resolve({ ok: false, details: 'timed out' }); });
+    req.on('error', (e) => resolve({ ok: false, details: `request failed: ${e.message}` }));
+    req.end(body);
+  });
+}
 
 /** `rpc` declarations in the service protos concord serves. */
 function countProtoRpcs(): number {

@@ -22,6 +22,11 @@ import { concordVersion, etcdClusterVersion, etcdVersion } from '../../version';
 interface Route { service: ServiceName; method: string }
 
 const ROUTES = new Map<string, Route>();
+
+/** Every route (path after /v3) and the method it serves (tests walk them all). */
+export function gatewayRoutes(): [string, Route][] {
+  return [...ROUTES.entries()];
+}
 function route(paths: string[], service: ServiceName, method: string): void {
   for (const p of paths) ROUTES.set(p, { service, method });
 }
