@@ -215,7 +215,7 @@ function withToken(token: string): { metadata: grpc.Metadata } {
 }
 
 /**
- * The token life cycle over gRPC on one server (etcd or concord) with ttl=1s: issue, use, old
+ * The token life cycle over gRPC on one server (etcd or concord) with ttl=3s: issue, use, old
  * auth revision, foreign key, alg none, expiry, verify-only member. Returns what each call answered.
  */
 async function tokenLife(endpoint: string, verifyOnlyEndpoint: string): Promise<Record<string, string>> {
@@ -247,8 +247,10 @@ async function tokenLife(endpoint: string, verifyOnlyEndpoint: string): Promise<
     seenBy['range old revision'] = await outcome(unary(kv, 'Range', { key: Buffer.from('a1') }, withToken(aliceToken)), (v: { kvs?: unknown[] }) => `ok ${v.kvs?.length}`);
     const fresh = (await unary(auth, 'Authenticate', { name: 'alice', password: 'alicepw' })).token!;
     seenBy['put fresh'] = await outcome(unary(kv, 'Put', { key: Buffer.from('a1'), value: Buffer.from('w') }, withToken(fresh)));
-    // ttl=1s: exp is the issue second + 1; valid through it, refused after.
-    await new Promise((res) => setTimeout(res, 2200));
+    // ttl=3s: exp is the issue second + 3; valid through it, refused after. (1 s was too short
+    // for the steps before on a loaded machine: etcd's token expired before the old-revision
+    // step, which then answered "invalid auth token".)
+    await new Promise((res) => setTimeout(res, 4200));
     seenBy['expired'] = await outcome(unary(kv, 'Range', { key: Buffer.from('a1') }, withToken(fresh)));
     const vo = connect('etcdserverpb.Auth', verifyOnlyEndpoint);
     try {
@@ -267,8 +269,8 @@ async function tokenLife(endpoint: string, verifyOnlyEndpoint: string): Promise<
 }
 
 test('jwt tokens over gRPC: etcd 3.4 and concord answer alike (old revision, expiry, forged, verify-only)', { skip: etcdSkipReason(), timeout: 90_000 }, async (t) => {
-  const flags = ['--auth-token', rs256('1s')];
-  const verifyOnly = ['--auth-token', `jwt,pub-key=${keys.rsaPub},sign-method=RS256,ttl=1s`];
+  const flags = ['--auth-token', rs256('3s')];
+  const verifyOnly = ['--auth-token', `jwt,pub-key=${keys.rsaPub},sign-method=RS256,ttl=3s`];
   const [etcd, etcdVo, concord, concordVo] = await Promise.all([
     startEtcd({ extraArgs: flags }), startEtcd({ extraArgs: verifyOnly }),
     startConcord({ extraArgs: [...flags, '--bcrypt-cost', '4'] }), startConcord({ extraArgs: [...verifyOnly, '--bcrypt-cost', '4'] }),
@@ -293,7 +295,7 @@ test('jwt tokens over gRPC: etcd 3.4 and concord answer alike (old revision, exp
   t.after(() => { for (const x of [eAuth, cAuth, eKv, cKv]) x.close(); });
   const etcdToken = (await unary(eAuth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
   const concordToken = (await unary(cAuth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
-  assert.equal(new JwtTokens(parseJwtOptions(rs256('1s'))).verify(etcdToken)?.user, 'root');
+  assert.equal(new JwtTokens(parseJwtOptions(rs256('3s'))).verify(etcdToken)?.user, 'root');
   assert.equal(claimsOf(concordToken)['revision'], claimsOf(etcdToken)['revision'], 'same auth revision after the same steps');
   assert.equal(Object.keys(claimsOf(concordToken)).sort().join(), Object.keys(claimsOf(etcdToken)).sort().join());
   const range = { key: Buffer.from('a1') };
