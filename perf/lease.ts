@@ -35,7 +35,7 @@ import {
 } from './leasegen';
 import { buildHistogram } from './loadgen';
 import { processCpuUs, threadBusy } from './procstat';
-import type { Options, Sample, Target } from './run';
+import { failedSample, type Options, type Sample, type Target } from './run';
 import { Child } from './watch';
 import type { Workload } from './workloads';
 
@@ -125,13 +125,6 @@ function at(atUs: number, fn: () => void): Promise<void> {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function failedSample(target: Target, round: number, size: number, errors: string[]): Sample {
-  return {
-    target, round, clients: size, ok: 0, errors: Math.max(1, errors.length), errorSamples: errors.slice(0, 5), throughput: 0,
-    latencyUs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 }, curve: [], serverCpuUsPerOp: 0, clientCpuUsPerOp: 0,
-  };
-}
 
 export async function measureLease(address: string, serverPid: number, w: Workload, size: number, o: Options, target: Target,
   round: number): Promise<Sample> {

@@ -27,7 +27,7 @@ import { etcdserverpb } from '../src/gen/proto';
 import { prefixEnd } from '../src/util/prefix_end';
 import { nowUs, putRequest, type Phase, type PutterConfig, type PutterResult, type TimelinePoint } from './leasegen';
 import { processCpuUs } from './procstat';
-import { align, median, type Cell, type Options, type PerfReport, type Sample, type Target } from './run';
+import { align, failedSample, median, type Cell, type Options, type PerfReport, type Sample, type Target } from './run';
 import { Child } from './watch';
 import type { Workload } from './workloads';
 
@@ -306,13 +306,6 @@ function latOf(h: hdr.Histogram): Lat {
 
 const CURVE_POINTS: number[] = [];
 for (let k = 0; k <= 50; k++) CURVE_POINTS.push(100 * (1 - Math.pow(10, -k / 10)));
-
-function failedSample(target: Target, round: number, mib: number, errors: string[]): Sample {
-  return {
-    target, round, clients: mib, ok: 0, errors: Math.max(1, errors.length), errorSamples: errors.slice(0, 5), throughput: 0,
-    latencyUs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 }, curve: [], serverCpuUsPerOp: 0, clientCpuUsPerOp: 0,
-  };
-}
 
 export async function measureMaint(address: string, serverPid: number, w: Workload, mib: number, o: Options, target: Target,
   round: number): Promise<Sample> {

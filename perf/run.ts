@@ -47,6 +47,18 @@ import { workloadByName, workloads, type Workload } from './workloads';
 
 export type Target = 'concord' | 'etcd';
 
+/**
+ * A cell that could not be measured (a server or load generator failed): no throughput, the
+ * errors kept. `clients` is the cell's size (clients, watchers, leases or MiB).
+ */
+export function failedSample(target: Target, round: number, clients: number, errors: string[]): Sample {
+  return {
+    target, round, clients, ok: 0, errors: Math.max(1, errors.length), errorSamples: errors.slice(0, 5), throughput: 0,
+    latencyUs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 }, curve: [], serverCpuUsPerOp: 0, clientCpuUsPerOp: 0,
+  };
+}
+
+
 export interface Sample {
   target: Target;
   round: number;

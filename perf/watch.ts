@@ -18,7 +18,7 @@ import path from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { buildHistogram } from './loadgen';
 import { processCpuUs, threadBusy } from './procstat';
-import type { Options, Sample, Target } from './run';
+import { failedSample, type Options, type Sample, type Target } from './run';
 import { nowUs, type WatchersConfig, type WatchersResult, type WriterConfig, type WriterResult } from './watchgen';
 import type { Workload } from './workloads';
 
@@ -104,13 +104,6 @@ export class Child {
 
 function at(atUs: number, fn: () => void): Promise<void> {
   return new Promise((resolve) => setTimeout(() => { fn(); resolve(); }, Math.max(0, (atUs - nowUs()) / 1000)));
-}
-
-function failedSample(target: Target, round: number, watchers: number, errors: string[]): Sample {
-  return {
-    target, round, clients: watchers, ok: 0, errors: Math.max(1, errors.length), errorSamples: errors.slice(0, 5), throughput: 0,
-    latencyUs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 }, curve: [], serverCpuUsPerOp: 0, clientCpuUsPerOp: 0,
-  };
 }
 
 export async function measureWatch(address: string, serverPid: number, w: Workload, watchers: number, o: Options, target: Target,
