@@ -149,20 +149,19 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
   };
 }
 
-/** Resolves at the first line on stdin (the parent's "go"), or when stdin ends. */
+/** Resolves at the first line on stdin (the parent's "go"); stdin ending first means the parent is gone: exit. */
 function waitForGo(): Promise<void> {
   return new Promise((resolve) => {
-    const done = (): void => {
+    const gone = (): void => process.exit(2);
+    const onData = (d: Buffer): void => {
+      if (!d.includes(0x0a)) return;
       process.stdin.off('data', onData);
-      process.stdin.off('end', done);
+      process.stdin.off('end', gone);
       process.stdin.pause();
       resolve();
     };
-    const onData = (d: Buffer): void => {
-      if (d.includes(0x0a)) done();
-    };
     process.stdin.on('data', onData);
-    process.stdin.on('end', done);
+    process.stdin.on('end', gone);
   });
 }
 

@@ -262,6 +262,7 @@ function runLoadgens(cfgs: LoadgenConfig[], onStart: () => Promise<void> | void)
   });
   let readyCount = 0;
   let failed = false;
+  let startError: unknown = null;
   const killAll = (): void => {
     failed = true;
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -270,6 +271,7 @@ function runLoadgens(cfgs: LoadgenConfig[], onStart: () => Promise<void> | void)
     try {
       await onStart();
     } catch (err) {
+      startError = err;
       killAll();
       throw err;
     }
@@ -286,7 +288,10 @@ function runLoadgens(cfgs: LoadgenConfig[], onStart: () => Promise<void> | void)
       if (!ready && out.startsWith(READY_LINE + '\n')) {
         ready = true;
         out = out.slice(READY_LINE.length + 1);
-        if (++readyCount === children.length) started = go();
+        if (++readyCount === children.length) {
+          started = go();
+          started.catch(() => {}); // its error kills the children: their exits reject
+        }
       }
     });
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -305,7 +310,7 @@ function runLoadgens(cfgs: LoadgenConfig[], onStart: () => Promise<void> | void)
     return rs;
   }, async (err: unknown) => {
     await Promise.allSettled(results);
-    throw err;
+    throw startError ?? err;
   });
 }
 
