@@ -237,7 +237,7 @@ export function fmtSpread(xs: number[], digits: number, sign = false): string {
 export function securityCostRows(cells: Cell[], modes: SecMode[], targets: Target[]): string[][] {
   const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
   const rows: string[][] = [[
-    'workload', 'clients', 'target', 'mode', 'ops/s', 'p50 ms', 'p99 ms', 'srv cpu µs/op', 'extra srv µs/op',
+    'workload', 'clients', 'target', 'mode', 'ops/s', 'p50 ms', 'p99 ms', 'cli cpu µs/op', 'srv cpu µs/op', 'extra srv µs/op',
     'ops/s x plain', 'p50 x plain', 'p99 x plain',
   ]];
   for (const cell of cells) {
@@ -247,7 +247,8 @@ export function securityCostRows(cells: Cell[], modes: SecMode[], targets: Targe
         if (ss.length === 0) continue;
         const m = (f: (s: Sample) => number): number => median(ss.map(f));
         const base = [cell.workload, String(cell.clients), target, mode.name, m((s) => s.throughput).toFixed(0),
-          ms(m((s) => s.latencyUs.p50)), ms(m((s) => s.latencyUs.p99)), m((s) => s.serverCpuUsPerOp).toFixed(1)];
+          ms(m((s) => s.latencyUs.p50)), ms(m((s) => s.latencyUs.p99)), m((s) => s.clientCpuUsPerOp).toFixed(0),
+          m((s) => s.serverCpuUsPerOp).toFixed(1)];
         if (mode.name === 'plain') {
           rows.push([...base, '', '', '', '']);
           continue;

@@ -103,6 +103,6 @@ test('modeCost: per round, against the plain sample of the same target and round
   assert.deepEqual(rows.map((r) => r.slice(0, 4).join(' ')), [
     'workload clients target mode', 'put-seq 8 concord plain', 'put-seq 8 concord auth', 'put-seq 8 etcd plain', 'put-seq 8 etcd auth',
   ]);
-  assert.deepEqual(rows[2]!.slice(8), ['+20.0 (+10.0..+30.0)', '0.85 (0.80..0.90)', '1.18 (1.10..1.25)', '1.18 (1.10..1.25)']);
-  assert.deepEqual(rows[1]!.slice(8), ['', '', '', '']);
+  assert.deepEqual(rows[2]!.slice(9), ['+20.0 (+10.0..+30.0)', '0.85 (0.80..0.90)', '1.18 (1.10..1.25)', '1.18 (1.10..1.25)']);
+  assert.deepEqual(rows[1]!.slice(9), ['', '', '', '']);
 });
