@@ -575,7 +575,7 @@ function table(report: PerfReport): string {
   if (report.options.modes.length > 1) {
     const targets = (['concord', 'etcd'] as Target[]).filter((t) => report.cells.some((c) => c.samples.some((s) => s.target === t)));
     parts.push('security cost: each mode on its own fresh server next to a plain one, interleaved; extra srv µs/op = server CPU per ' +
-      'request beyond plain; cli = the load generators' CPU per request; x plain = mode/plain; per round, median (min..max over rounds)\n' +
+      'request beyond plain; cli = load generator CPU per request; x plain = mode/plain; per round, median (min..max over rounds)\n' +
       align(securityCostRows(report.cells.filter((c) => c.role === undefined), report.options.modes, targets)));
   }
   const cluster = clusterTables(report);
