@@ -7,8 +7,14 @@
 // HEADERS + DATA frame pair per request, and frame parsing of responses. It never decodes
 // response headers: a unary gRPC call succeeded when a DATA frame (the response message) came
 // before the end of the stream; an error is trailers-only (HEADERS with END_STREAM, no DATA) or
-// RST_STREAM. Flow control: our receive windows are opened wide and refilled; our send window
-// is tracked so a request waits rather than overrunning the server's window.
+// RST_STREAM. Flow control: our receive windows are opened wide and refilled; our send windows
+// (the connection's and each stream's) are tracked so a request waits rather than overrunning the
+// server's, and a message larger than the server's frame size limit (16 KiB unless it says more)
+// goes out as several DATA frames, as far as the windows allow at a time.
+//
+// TLS (options.tls): the same over a TLS socket that negotiated h2 by ALPN (:scheme https). Auth:
+// the caller authenticates once per connection (unaryCall) and builds that connection's header
+// blocks with the token (grpcHeaderBlock's `token`), as etcd's clients send it on every call.
 //
 // Streaming calls (openStream/sendMessage/endStream, used by the watch benchmark): HEADERS
 // without END_STREAM, then one DATA frame per request message; response DATA is cut into gRPC
@@ -17,6 +23,7 @@
 // nothing. Long-lived streams get their own WINDOW_UPDATEs. Like unary calls, the end of a
 // stream is not decoded: a stream that ends before any message ended with a gRPC error status.
 import net from 'node:net';
+import tls from 'node:tls';
 
 const FRAME_DATA = 0;
 const FRAME_HEADERS = 1;
@@ -28,6 +35,8 @@ const FRAME_WINDOW_UPDATE = 8;
 const FLAG_END_STREAM = 0x1;
 const FLAG_PADDED = 0x8;
 const FLAG_ACK = 0x1;
+const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
+const SETTINGS_MAX_FRAME_SIZE = 0x5;
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const RECV_WINDOW = 1 << 30;
 
@@ -52,11 +61,18 @@ function hpackString(out: number[], s: string): void {
   for (const b of bytes) out.push(b);
 }
 
+export interface HeaderOptions {
+  /** :scheme (default http). */
+  scheme?: 'http' | 'https';
+  /** gRPC metadata `token`: an auth token from Authenticate. */
+  token?: string;
+}
+
 /** HPACK block for a gRPC POST to `path` (RFC 7541 static table indices). */
-export function grpcHeaderBlock(authority: string, path: string): Buffer {
+export function grpcHeaderBlock(authority: string, path: string, opts: HeaderOptions = {}): Buffer {
   const out: number[] = [];
   out.push(0x83); // :method POST (static 3)
-  out.push(0x86); // :scheme http (static 6)
+  out.push(opts.scheme === 'https' ? 0x87 : 0x86); // :scheme https (static 7) or http (static 6)
   hpackInt(out, 4, 4, 0x00); // :path, literal without indexing, indexed name 4
   hpackString(out, path);
   hpackInt(out, 1, 4, 0x00); // :authority (static 1)
@@ -66,6 +82,11 @@ export function grpcHeaderBlock(authority: string, path: string): Buffer {
   out.push(0x00); // literal without indexing, new name
   hpackString(out, 'te');
   hpackString(out, 'trailers');
+  if (opts.token !== undefined) {
+    out.push(0x00); // literal without indexing, new name
+    hpackString(out, 'token');
+    hpackString(out, opts.token);
+  }
   return Buffer.from(out);
 }
 
@@ -108,17 +129,43 @@ interface StreamState {
   bodyHave: number;
 }
 
-/** A unary request (stream 0 = open a new stream) or a message on an open stream. */
-interface Queued { headerBlock: Buffer | null; body: Uint8Array; tag: number; streamId: number }
+/**
+ * What waits for a send window: a unary request (headerBlock set; streamId 0 until its HEADERS
+ * are sent), a message on an open stream, or a stream's end (empty payload, endStream).
+ * `payload` is the gRPC-framed message, `sent` how much of it has gone out.
+ */
+interface Queued { headerBlock: Buffer | null; payload: Buffer; sent: number; tag: number; streamId: number; endStream: boolean }
+
+/** TLS for a connection: PEM contents (ca verifies the server; cert and key for mTLS). */
+export interface H2TlsOptions { ca?: Buffer; cert?: Buffer; key?: Buffer }
+
+export interface H2Options { tls?: H2TlsOptions }
+
+/** The gRPC message framing: a 5-byte prefix (not compressed, length) and the message. */
+function grpcMessage(body: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(5 + body.length);
+  b[0] = 0;
+  b.writeUInt32BE(body.length, 1);
+  b.set(body, 5);
+  return b;
+}
 
 export class H2Connection {
-  private socket!: net.Socket;
+  private socket!: net.Socket | tls.TLSSocket;
   private nextStreamId = 1;
   private readonly tagByStream = new Map<number, number>();
   private readonly streams = new Map<number, StreamState>();
   private readonly gotData = new Set<number>();
   private pending: Buffer | null = null;
   private sendWindow = 65535;
+  /** The server's SETTINGS (their defaults until its SETTINGS frame comes). */
+  private peerMaxFrame = 16384;
+  private peerInitialWindow = 65535;
+  /**
+   * Send windows of the streams that need one tracked: streaming calls, and unary requests too
+   * large for the fast path. (A unary request sent whole needs none: it fits the initial window.)
+   */
+  private readonly streamWindows = new Map<number, number>();
   private received = 0;
   private readonly queue: Queued[] = [];
   private corked = false;
@@ -127,7 +174,12 @@ export class H2Connection {
   /** When set, called once per socket read before any message of that read is handed out. */
   onRead: (() => void) | null = null;
 
-  constructor(private readonly address: string, private readonly onDone: DoneHandler) {}
+  constructor(private readonly address: string, private readonly onDone: DoneHandler, private readonly options: H2Options = {}) {}
+
+  /** :scheme of this connection's requests. */
+  get scheme(): 'http' | 'https' {
+    return this.options.tls ? 'https' : 'http';
+  }
 
   get authority(): string {
     return this.address;
@@ -136,7 +188,14 @@ export class H2Connection {
   connect(): Promise<void> {
     const [host, port] = [this.address.slice(0, this.address.lastIndexOf(':')), Number(this.address.slice(this.address.lastIndexOf(':') + 1))];
     return new Promise((resolve, reject) => {
-      this.socket = net.connect({ host, port, noDelay: true }, () => {
+      const onConnected = (): void => {
+        if (this.socket instanceof tls.TLSSocket && this.socket.alpnProtocol !== 'h2') {
+          const err = new Error(`TLS: the server did not negotiate h2 (ALPN ${String(this.socket.alpnProtocol)})`);
+          this.fail(err);
+          this.socket.destroy();
+          reject(err);
+          return;
+        }
         const settings = Buffer.alloc(12);
         settings.writeUInt16BE(0x2, 0); // ENABLE_PUSH = 0
         settings.writeUInt32BE(0, 2);
@@ -146,7 +205,14 @@ export class H2Connection {
         wu.writeUInt32BE(RECV_WINDOW - 65535, 0);
         this.socket.write(Buffer.concat([PREFACE, controlFrame(FRAME_SETTINGS, 0, 0, settings), controlFrame(FRAME_WINDOW_UPDATE, 0, 0, wu)]));
         resolve();
-      });
+      };
+      const t = this.options.tls;
+      if (t !== undefined) {
+        this.socket = tls.connect({ host, port, ca: t.ca, cert: t.cert, key: t.key, ALPNProtocols: ['h2'] }, onConnected);
+        this.socket.setNoDelay(true);
+      } else {
+        this.socket = net.connect({ host, port, noDelay: true }, onConnected);
+      }
       this.socket.once('error', (err) => {
         this.fail(err);
         reject(err);
@@ -162,8 +228,10 @@ export class H2Connection {
       this.onDone(tag, false);
       return;
     }
-    if (this.queue.length > 0 || this.sendWindow < body.length + 5) {
-      this.queue.push({ headerBlock, body, tag, streamId: 0 });
+    const len = body.length + 5;
+    if (this.queue.length > 0 || this.sendWindow < len || len > this.peerMaxFrame || len > this.peerInitialWindow) {
+      this.queue.push({ headerBlock, payload: grpcMessage(body), sent: 0, tag, streamId: 0, endStream: true });
+      this.drainQueue();
       return;
     }
     this.send(headerBlock, body, tag);
@@ -178,6 +246,7 @@ export class H2Connection {
     const id = this.nextStreamId;
     this.nextStreamId += 2;
     this.streams.set(id, { handler, messages: 0, received: 0, prefix: Buffer.alloc(5), prefixHave: 0, body: null, bodyHave: 0 });
+    this.streamWindows.set(id, this.peerInitialWindow);
     const buf = Buffer.allocUnsafe(9 + headerBlock.length);
     frameHeader(buf, 0, headerBlock.length, FRAME_HEADERS, 0x4 /* END_HEADERS */, id);
     headerBlock.copy(buf, 9);
@@ -185,19 +254,26 @@ export class H2Connection {
     return id;
   }
 
-  /** Sends one request message on an open stream (messages are small: the stream window is not tracked). */
+  /** Sends one request message on an open stream (after the ones still waiting for a window). */
   sendMessage(streamId: number, body: Uint8Array): void {
     if (this.closed || !this.streams.has(streamId)) return;
-    if (this.queue.length > 0 || this.sendWindow < body.length + 5) {
-      this.queue.push({ headerBlock: null, body, tag: 0, streamId });
+    const len = body.length + 5;
+    if (this.queue.length > 0 || this.sendWindow < len || len > this.peerMaxFrame || len > (this.streamWindows.get(streamId) ?? 0)) {
+      this.queue.push({ headerBlock: null, payload: grpcMessage(body), sent: 0, tag: 0, streamId, endStream: false });
+      this.drainQueue();
       return;
     }
+    this.streamWindows.set(streamId, this.streamWindows.get(streamId)! - len);
     this.sendData(streamId, body, 0);
   }
 
-  /** Half-closes a stream (empty DATA with END_STREAM); the server then ends it. */
+  /** Half-closes a stream (empty DATA with END_STREAM) after its queued messages; the server then ends it. */
   endStream(streamId: number): void {
     if (this.closed || !this.streams.has(streamId)) return;
+    if (this.queue.length > 0) {
+      this.queue.push({ headerBlock: null, payload: Buffer.alloc(0), sent: 0, tag: 0, streamId, endStream: true });
+      return;
+    }
     const buf = Buffer.allocUnsafe(9);
     frameHeader(buf, 0, 0, FRAME_DATA, FLAG_END_STREAM, streamId);
     this.write(buf);
@@ -255,20 +331,52 @@ export class H2Connection {
     this.socket.write(buf);
   }
 
+  /**
+   * Sends what the queue holds, in order, one DATA frame at a time within the server's frame size
+   * and the connection's and the stream's send windows; stops at the first that must wait for a
+   * WINDOW_UPDATE (or SETTINGS).
+   */
   private drainQueue(): void {
-    while (this.queue.length > 0 && this.sendWindow >= this.queue[0]!.body.length + 5) {
-      const q = this.queue.shift()!;
-      if (q.headerBlock !== null) this.send(q.headerBlock, q.body, q.tag);
-      else if (this.streams.has(q.streamId)) this.sendData(q.streamId, q.body, 0);
+    while (this.queue.length > 0 && !this.closed) {
+      const q = this.queue[0]!;
+      if (q.headerBlock !== null && q.streamId === 0) {
+        q.streamId = this.nextStreamId;
+        this.nextStreamId += 2;
+        this.tagByStream.set(q.streamId, q.tag);
+        this.streamWindows.set(q.streamId, this.peerInitialWindow);
+        const buf = Buffer.allocUnsafe(9 + q.headerBlock.length);
+        frameHeader(buf, 0, q.headerBlock.length, FRAME_HEADERS, 0x4 /* END_HEADERS */, q.streamId);
+        q.headerBlock.copy(buf, 9);
+        this.write(buf);
+      } else if (q.headerBlock === null && !this.streams.has(q.streamId)) {
+        this.queue.shift(); // its stream ended meanwhile
+        continue;
+      }
+      const rest = q.payload.length - q.sent;
+      const n = Math.min(rest, this.sendWindow, this.streamWindows.get(q.streamId) ?? 0, this.peerMaxFrame);
+      if (rest > 0 && n <= 0) return;
+      const last = q.sent + n === q.payload.length;
+      const buf = Buffer.allocUnsafe(9 + n);
+      frameHeader(buf, 0, n, FRAME_DATA, last && q.endStream ? FLAG_END_STREAM : 0, q.streamId);
+      q.payload.copy(buf, 9, q.sent, q.sent + n);
+      q.sent += n;
+      this.sendWindow -= n;
+      if (n > 0) this.streamWindows.set(q.streamId, this.streamWindows.get(q.streamId)! - n);
+      this.write(buf);
+      if (last) {
+        this.queue.shift();
+        if (q.headerBlock !== null) this.streamWindows.delete(q.streamId); // a unary request sends nothing more
+      }
     }
   }
 
   private fail(err: Error): void {
     if (this.error === null) this.error = err;
     this.closed = true;
-    const tags = [...this.tagByStream.values(), ...this.queue.filter((q) => q.headerBlock !== null).map((q) => q.tag)];
+    const tags = [...this.tagByStream.values(), ...this.queue.filter((q) => q.headerBlock !== null && q.streamId === 0).map((q) => q.tag)];
     this.tagByStream.clear();
     this.queue.length = 0;
+    this.streamWindows.clear();
     for (const t of tags) this.onDone(t, false);
     const streams = [...this.streams.values()];
     this.streams.clear();
@@ -279,6 +387,7 @@ export class H2Connection {
     const st = this.streams.get(streamId);
     if (st === undefined) return;
     this.streams.delete(streamId);
+    this.streamWindows.delete(streamId);
     st.handler.onEnd(reason, st.messages);
   }
 
@@ -325,6 +434,12 @@ export class H2Connection {
     const tag = this.tagByStream.get(streamId);
     if (tag === undefined) return;
     this.tagByStream.delete(streamId);
+    if (this.streamWindows.delete(streamId)) {
+      // A large request answered (or refused) before it was all sent: the rest of it is not sent.
+      const i = this.queue.findIndex((q) => q.streamId === streamId);
+      if (i >= 0) this.queue.splice(i, 1);
+      this.drainQueue();
+    }
     const ok = this.gotData.delete(streamId);
     this.onDone(tag, ok);
   }
@@ -378,10 +493,21 @@ export class H2Connection {
           this.finish(streamId);
           break;
         case FRAME_SETTINGS:
-          // Requests are small: the server's per-stream window (>= 64 KiB by default) always
-          // holds one, so only the connection window is tracked.
           if ((flags & FLAG_ACK) === 0) {
+            for (let p = payload; p + 6 <= payload + len; p += 6) {
+              const id = buf.readUInt16BE(p);
+              const value = buf.readUInt32BE(p + 2);
+              if (id === SETTINGS_INITIAL_WINDOW_SIZE) {
+                // Applies to every stream's window, open ones included (RFC 9113 §6.9.2).
+                const delta = value - this.peerInitialWindow;
+                this.peerInitialWindow = value;
+                for (const [sid, w] of this.streamWindows) this.streamWindows.set(sid, w + delta);
+              } else if (id === SETTINGS_MAX_FRAME_SIZE) {
+                this.peerMaxFrame = value;
+              }
+            }
             this.socket.write(controlFrame(FRAME_SETTINGS, FLAG_ACK, 0, Buffer.alloc(0)));
+            this.drainQueue();
           }
           break;
         case FRAME_PING:
@@ -390,6 +516,9 @@ export class H2Connection {
         case FRAME_WINDOW_UPDATE:
           if (streamId === 0) {
             this.sendWindow += buf.readUInt32BE(payload) & 0x7fffffff;
+            this.drainQueue();
+          } else if (this.streamWindows.has(streamId)) {
+            this.streamWindows.set(streamId, this.streamWindows.get(streamId)! + (buf.readUInt32BE(payload) & 0x7fffffff));
             this.drainQueue();
           }
           break;
@@ -409,4 +538,26 @@ export class H2Connection {
       this.received = 0;
     }
   }
+}
+
+/**
+ * One unary call over a connection's streaming machinery (for the few calls whose answer is
+ * needed, e.g. Authenticate): resolves with the response message, rejects if none came.
+ */
+export function unaryCall(conn: H2Connection, headerBlock: Buffer, body: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let response: Buffer | null = null;
+    const id = conn.openStream(headerBlock, {
+      onMessage(buf, start, end) {
+        response = Buffer.from(buf.subarray(start, end));
+      },
+      onEnd(reason) {
+        if (response !== null) resolve(response);
+        else reject(new Error(`no response message (${reason})`));
+      },
+    });
+    if (id < 0) return;
+    conn.sendMessage(id, body);
+    conn.endStream(id);
+  });
 }

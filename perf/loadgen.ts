@@ -7,10 +7,21 @@
 // servers under test. perf/h2client.ts frames requests itself on a raw socket; each process
 // reports its own CPU per request so the report shows what the client took from the cores.
 //
-// Usage (internal): node dist/perf/loadgen.js '<json LoadgenConfig>'  → one JSON line on stdout.
+// With `security` it connects over TLS and/or authenticates once per connection (Authenticate,
+// then the token in every request's header block), as etcd's clients do.
+//
+// Usage (internal): node dist/perf/loadgen.js '<json LoadgenConfig>'. Once its connections are up
+// (and authenticated) it prints `ready` and waits for a line on stdin before sending anything, so
+// the parent starts the server CPU reading after the logins (bcrypt) and the process startup;
+// at the end it prints one JSON line (LoadgenResult).
+import fs from 'node:fs';
 import * as hdr from 'hdr-histogram-js';
-import { grpcHeaderBlock, H2Connection } from './h2client';
+import { etcdserverpb } from '../src/gen/proto';
+import { grpcHeaderBlock, H2Connection, unaryCall, type H2Options } from './h2client';
+import type { ClientSecurity } from './security';
 import { workloadByName } from './workloads';
+
+export const READY_LINE = 'ready';
 
 export interface LoadgenConfig {
   address: string; // host:port
@@ -20,6 +31,8 @@ export interface LoadgenConfig {
   warmupMs: number;
   durationMs: number;
   seed: number;
+  /** TLS and/or auth (absent: plain TCP, no token). */
+  security?: ClientSecurity;
 }
 
 export interface LoadgenResult {
@@ -42,8 +55,6 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const genMixed = w.mixed?.makeGenerator(cfg.seed);
   const mixedEvery = w.mixed ? Math.round(1 / w.mixed.fraction) : 0;
   const histogram = buildHistogram();
-  const mainBlock = grpcHeaderBlock(cfg.address, w.path);
-  const mixedBlock = w.mixed ? grpcHeaderBlock(cfg.address, w.mixed.path) : mainBlock;
 
   let seq = 0;
   let ok = 0;
@@ -56,6 +67,8 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const finished = new Promise<void>((resolve) => (allDone = resolve));
   // Per client: its connection and the start time of its request in flight.
   const connOf: H2Connection[] = [];
+  /** Per client: the header blocks of its connection (the token is per connection). */
+  const blocksOf: { main: Buffer; mixed: Buffer }[] = [];
   const startedAt = new Float64Array(cfg.clients);
 
   const issue = (client: number): void => {
@@ -64,7 +77,8 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
     const body = isMixed ? genMixed!(n) : gen(n);
     inFlight++;
     startedAt[client] = performance.now();
-    connOf[client]!.request(isMixed ? mixedBlock : mainBlock, body, client);
+    const blocks = blocksOf[client]!;
+    connOf[client]!.request(isMixed ? blocks.mixed : blocks.main, body, client);
   };
   const onDone = (client: number, success: boolean): void => {
     inFlight--;
@@ -82,11 +96,36 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
     else if (inFlight === 0) allDone();
   };
 
+  const sec = cfg.security;
+  const h2opts: H2Options = {};
+  if (sec?.tls !== undefined) {
+    h2opts.tls = {
+      ca: fs.readFileSync(sec.tls.caFile),
+      ...(sec.tls.certFile !== undefined ? { cert: fs.readFileSync(sec.tls.certFile), key: fs.readFileSync(sec.tls.keyFile!) } : {}),
+    };
+  }
   const conns: H2Connection[] = [];
-  for (let i = 0; i < cfg.conns; i++) conns.push(new H2Connection(cfg.address, onDone));
+  for (let i = 0; i < cfg.conns; i++) conns.push(new H2Connection(cfg.address, onDone, h2opts));
   await Promise.all(conns.map((c) => c.connect()));
-  for (let c = 0; c < cfg.clients; c++) connOf.push(conns[c % conns.length]!);
+  const connBlocks = await Promise.all(conns.map(async (conn) => {
+    const scheme = conn.scheme;
+    let token: string | undefined;
+    if (sec?.auth !== undefined) {
+      const req = etcdserverpb.AuthenticateRequest.encode({ name: sec.auth.user, password: sec.auth.password }).finish();
+      const res = await unaryCall(conn, grpcHeaderBlock(cfg.address, '/etcdserverpb.Auth/Authenticate', { scheme }), req)
+        .catch((err: Error) => { throw new Error(`Authenticate as ${sec.auth!.user}: ${err.message}`); });
+      token = etcdserverpb.AuthenticateResponse.decode(res).token;
+    }
+    const main = grpcHeaderBlock(cfg.address, w.path, { scheme, token });
+    return { main, mixed: w.mixed ? grpcHeaderBlock(cfg.address, w.mixed.path, { scheme, token }) : main };
+  }));
+  for (let c = 0; c < cfg.clients; c++) {
+    connOf.push(conns[c % conns.length]!);
+    blocksOf.push(connBlocks[c % conns.length]!);
+  }
 
+  process.stdout.write(READY_LINE + '\n');
+  await waitForGo();
   for (let c = 0; c < cfg.clients; c++) issue(c);
   await new Promise((r) => setTimeout(r, cfg.warmupMs));
   measuring = true;
@@ -108,6 +147,22 @@ async function run(cfg: LoadgenConfig): Promise<LoadgenResult> {
     cpuSystemUs: cpu.system,
     elapsedMs: tEnd - tStart,
   };
+}
+
+/** Resolves at the first line on stdin (the parent's "go"); stdin ending first means the parent is gone: exit. */
+function waitForGo(): Promise<void> {
+  return new Promise((resolve) => {
+    const gone = (): void => process.exit(2);
+    const onData = (d: Buffer): void => {
+      if (!d.includes(0x0a)) return;
+      process.stdin.off('data', onData);
+      process.stdin.off('end', gone);
+      process.stdin.pause();
+      resolve();
+    };
+    process.stdin.on('data', onData);
+    process.stdin.on('end', gone);
+  });
 }
 
 if (require.main === module) {

@@ -14,6 +14,10 @@
 //   npm run perf -- --workloads lease-keepalive,lease-mass-expiry --keepalive-leases 1000 --expiry-leases 20000
 //                                        leases (perf/lease.ts); also --expiry-keys N, --expiry-clients C,
 //                                        --expiry-deadline S (grants start -> all expire; default from N)
+//   npm run perf -- --workloads put-seq,range-ser --auth --tls       what auth and TLS cost (perf/security.ts):
+//                                        every server also runs with auth on (a token on every request) and
+//                                        with TLS, interleaved with a plain one; --mtls adds client certificates,
+//                                        --modes plain,auth,tls,mtls,auth+tls,auth+mtls picks any set
 //   npm run perf -- --workloads defrag,maintenance --defrag-mib 1024 --maint-mib 256 --rounds 1
 //                                        maintenance (perf/maintenance.ts), servers with an 8 GiB quota:
 //                                        defrag = fill S MiB (8,000-byte values), delete half, compact, then
@@ -35,14 +39,18 @@ import os from 'node:os';
 import path from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { startConcord } from '../test/helpers/concord';
-import { etcdAvailable, startEtcd } from '../test/helpers/etcd';
-import { buildHistogram, type LoadgenConfig, type LoadgenResult } from './loadgen';
+import { etcdAvailable, freePort, startEtcd } from '../test/helpers/etcd';
+import { buildHistogram, READY_LINE, type LoadgenConfig, type LoadgenResult } from './loadgen';
 import { processCpuUs, threadBusy } from './procstat';
 import { renderHtml } from './report';
 import { clusterTables, runClusterSuite, CLUSTER_WORKLOADS, type ClusterExtra, type Role } from './cluster';
 import { measureLease, type LeaseExtra } from './lease';
 import { maintServerArgs, maintTables, measureMaint, type MaintExtra } from './maintenance';
 import { measureWatch, type WatchExtra } from './watch';
+import {
+  clientSecurity, enableAuth, makeRunPki, modeSchedule, modesFromArgs, securityCostRows, serverTlsArgs, sessionTarget,
+  type ClientSecurity, type RunPki, type SecMode,
+} from './security';
 import { workloadByName, workloads, type Workload } from './workloads';
 
 export type Target = 'concord' | 'etcd';
@@ -61,6 +69,8 @@ export function failedSample(target: Target, round: number, clients: number, err
 
 export interface Sample {
   target: Target;
+  /** Security mode (perf/security.ts) when not plain: 'auth', 'tls', 'mtls', 'auth+tls', 'auth+mtls'. */
+  mode?: string;
   round: number;
   clients: number;
   ok: number;
@@ -142,6 +152,8 @@ export interface Options {
   /** Database sizes (MiB) of the defrag and maintenance workloads. */
   defragMiB: number;
   maintMiB: number;
+  /** Security modes (--auth, --tls, --mtls, --modes); just plain unless given. */
+  modes: SecMode[];
 }
 
 function parseArgs(argv: string[]): Options {
@@ -176,6 +188,7 @@ function parseArgs(argv: string[]): Options {
     cpuProfDir: get('cpu-prof') !== undefined ? path.resolve(get('cpu-prof')!) : null,
     defragMiB: Number(get('defrag-mib') ?? (quick ? 64 : 1024)),
     maintMiB: Number(get('maint-mib') ?? (quick ? 32 : 256)),
+    modes: modesFromArgs({ auth: argv.includes('--auth'), tls: argv.includes('--tls'), mtls: argv.includes('--mtls'), modes: get('modes') }),
   };
   for (const w of o.workloads) workloadByName(w); // fail early on typos
   if (!(Number.isInteger(cluster) && (cluster === 0 || cluster >= 2))) throw new Error('--cluster takes a member count >= 2');
@@ -185,6 +198,11 @@ function parseArgs(argv: string[]): Options {
   if (cluster > 0) {
     const other = o.workloads.map(workloadByName).filter((w) => w.http || w.watch || w.lease || w.maint);
     if (other.length > 0) throw new Error(`--cluster runs unary gRPC workloads only, not ${other.map((w) => w.name).join(', ')}`);
+  }
+  if (o.modes.length > 1) {
+    if (cluster > 0) throw new Error('--auth/--tls/--mtls/--modes: single-member runs only, not --cluster');
+    const other = o.workloads.map(workloadByName).filter((w) => w.http || w.watch || w.lease || w.maint);
+    if (other.length > 0) throw new Error(`--auth/--tls/--mtls/--modes: unary gRPC workloads only, not ${other.map((w) => w.name).join(', ')}`);
   }
   if (o.clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--clients takes positive integers');
   if (o.watchers?.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--watchers takes positive integers');
@@ -208,15 +226,21 @@ function grpcFrame(msg: Uint8Array): Buffer {
   return b;
 }
 
-/** Sends the workload's setup requests one by one over one HTTP/2 connection. */
-export async function setup(address: string, w: Workload): Promise<void> {
+/**
+ * Sends the workload's setup requests one by one over one HTTP/2 connection (over TLS and with
+ * an auth token when the server is in such a mode).
+ */
+export async function setup(address: string, w: Workload, sec?: ClientSecurity, token?: string): Promise<void> {
   const reqs = w.setup();
   if (reqs.length === 0) return;
-  const session = http2.connect(`http://${address}`);
+  const { url, options } = sessionTarget(address, sec);
+  const session = http2.connect(url, options);
   try {
     for (const r of reqs) {
       await new Promise<void>((resolve, reject) => {
-        const s = session.request({ ':method': 'POST', ':path': r.path, 'content-type': 'application/grpc', te: 'trailers' });
+        const s = session.request({
+          ':method': 'POST', ':path': r.path, 'content-type': 'application/grpc', te: 'trailers', ...(token !== undefined ? { token } : {}),
+        });
         let status = '';
         s.on('trailers', (h) => (status = String(h['grpc-status'])));
         s.on('response', (h) => { if (h['grpc-status'] !== undefined) status = String(h['grpc-status']); });
@@ -237,19 +261,68 @@ process.on('exit', () => {
   for (const child of loadgens) child.kill('SIGKILL');
 });
 
-function runLoadgen(cfg: LoadgenConfig): Promise<LoadgenResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'loadgen.js'), JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs load generator processes together: each connects (and logs in), says ready; when all
+ * have, `onStart` runs (the caller's "before" readings) and they are told to go. One failing
+ * kills the others.
+ */
+function runLoadgens(cfgs: LoadgenConfig[], onStart: () => Promise<void> | void): Promise<LoadgenResult[]> {
+  const children = cfgs.map((cfg) => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'loadgen.js'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
     loadgens.add(child);
+    return child;
+  });
+  let readyCount = 0;
+  let failed = false;
+  let startError: unknown = null;
+  const killAll = (): void => {
+    failed = true;
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  };
+  const go = async (): Promise<void> => {
+    try {
+      await onStart();
+    } catch (err) {
+      startError = err;
+      killAll();
+      throw err;
+    }
+    for (const c of children) c.stdin.end('go\n');
+  };
+  let started: Promise<void> | null = null;
+  const results = children.map((child) => new Promise<LoadgenResult>((resolve, reject) => {
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let ready = false;
+    child.stdin.on('error', () => {}); // a child that died: its exit reports it
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (!ready && out.startsWith(READY_LINE + '\n')) {
+        ready = true;
+        out = out.slice(READY_LINE.length + 1);
+        if (++readyCount === children.length) {
+          started = go();
+          started.catch(() => {}); // its error kills the children: their exits reject
+        }
+      }
+    });
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('exit', (code) => {
       loadgens.delete(child);
-      if (code === 0) resolve(JSON.parse(out) as LoadgenResult);
-      else reject(new Error(`loadgen exited ${code}: ${err}`));
+      if (code === 0) {
+        resolve(JSON.parse(out) as LoadgenResult);
+        return;
+      }
+      if (!failed) killAll();
+      reject(new Error(`loadgen exited ${code}: ${err}`));
     });
+  }));
+  return Promise.all(results).then(async (rs) => {
+    await started;
+    return rs;
+  }, async (err: unknown) => {
+    await Promise.allSettled(results);
+    throw startError ?? err;
   });
 }
 
@@ -304,21 +377,38 @@ function sweepLetter(w: Workload): string {
   return w.watch ? 'W' : w.lease ? 'N' : w.maint ? 'MiB' : 'c';
 }
 
+/** How a measurement reaches its server beyond its client address (security runs). */
+export interface ServerEnv {
+  /** Plain-HTTP /metrics (concord's thread busy times); the client address unless TLS. */
+  metricsAddress: string;
+  security?: ClientSecurity;
+  mode?: SecMode;
+}
+
 export async function measure(address: string, serverPid: number, w: Workload, clients: number, o: Options, target: Target,
-  round: number): Promise<Sample> {
+  round: number, env?: ServerEnv): Promise<Sample> {
   if (w.http) return measureHttp(address, serverPid, w, clients, o, target, round);
   if (w.watch) return measureWatch(address, serverPid, w, clients, o, target, round);
   if (w.lease) return measureLease(address, serverPid, w, clients, o, target, round);
   if (w.maint) return measureMaint(address, serverPid, w, clients, o, target, round);
   // Server CPU is read across the whole run, warmup included, then scaled to the window;
-  // loadgen processes run their windows at the same time.
-  const busy0 = target === 'concord' ? await threadBusy(address) : null;
-  const cpu0 = processCpuUs(serverPid);
-  const load = await runUnaryLoad([address], w, clients, o, round);
+  // loadgen processes run their windows at the same time. The run starts when every load
+  // generator is connected (and logged in: a login's bcrypt is not a request's cost).
+  const metrics = env?.metricsAddress ?? address;
+  const before: { busy: { main: number; storage: number } | null; cpu: number } = { busy: null, cpu: NaN };
+  const load = await runUnaryLoad([address], w, clients, o, round, {
+    security: env?.security,
+    onStart: async () => {
+      before.busy = target === 'concord' ? await threadBusy(metrics) : null;
+      before.cpu = processCpuUs(serverPid);
+    },
+  });
   const cpu1 = processCpuUs(serverPid);
-  const busy1 = busy0 !== null ? await threadBusy(address) : null;
+  const busy0 = before.busy;
+  const busy1 = busy0 !== null ? await threadBusy(metrics) : null;
   const ops = opsInWall(load);
-  const sample = unarySample(load, target, round, clients, (cpu1 - cpu0) / ops);
+  const sample = unarySample(load, target, round, clients, (cpu1 - before.cpu) / ops);
+  if (env?.mode !== undefined && env.mode.name !== 'plain') sample.mode = env.mode.name;
   if (busy0 !== null && busy1 !== null) {
     sample.threadBusyUsPerOp = { main: ((busy1.main - busy0.main) * 1e6) / ops, storage: ((busy1.storage - busy0.storage) * 1e6) / ops };
   }
@@ -335,7 +425,7 @@ export interface UnaryLoad {
   clientCpuUs: number;
   /** The measured window (the longest of the processes'). */
   elapsedMs: number;
-  /** Start of the processes to their end: warmup, window and drain. */
+  /** From the processes' start signal (all connected) to their end: warmup, window and drain. */
   wallMs: number;
   /** Clients that sent to each of the addresses (by index). */
   clientsPerAddress: number[];
@@ -346,7 +436,8 @@ export interface UnaryLoad {
  * least one per address): process p sends to addresses[p % addresses.length], clients spread
  * evenly over the processes.
  */
-export async function runUnaryLoad(addresses: string[], w: Workload, clients: number, o: Options, round: number): Promise<UnaryLoad> {
+export async function runUnaryLoad(addresses: string[], w: Workload, clients: number, o: Options, round: number,
+  opts: { security?: ClientSecurity; onStart?: () => Promise<void> | void } = {}): Promise<UnaryLoad> {
   const procs = Math.min(Math.max(o.procs, addresses.length), clients);
   const totalConns = clients === 1 ? 1 : Math.min(64, Math.max(procs, Math.ceil(clients / 8)));
   const cfgs: LoadgenConfig[] = [];
@@ -357,11 +448,14 @@ export async function runUnaryLoad(addresses: string[], w: Workload, clients: nu
     clientsPerAddress[p % addresses.length]! += c;
     cfgs.push({
       address: addresses[p % addresses.length]!, workload: w.name, clients: c, conns, warmupMs: o.warmupS * 1000,
-      durationMs: o.durationS * 1000, seed: 1 + p + 1000 * round,
+      durationMs: o.durationS * 1000, seed: 1 + p + 1000 * round, ...(opts.security !== undefined ? { security: opts.security } : {}),
     });
   }
-  const t0 = performance.now();
-  const results = await Promise.all(cfgs.map(runLoadgen));
+  let t0 = NaN;
+  const results = await runLoadgens(cfgs, async () => {
+    await opts.onStart?.();
+    t0 = performance.now();
+  });
   const wallMs = performance.now() - t0;
   const load: UnaryLoad = {
     ok: 0, errors: 0, errorSamples: [], histogram: buildHistogram(), clientCpuUs: 0, elapsedMs: 0, wallMs, clientsPerAddress,
@@ -402,13 +496,24 @@ export function unarySample(load: UnaryLoad, target: Target, round: number, clie
   return sample;
 }
 
-export async function withServer<T>(target: Target, fn: (address: string, pid: number) => Promise<T>, extraArgs: string[] = []): Promise<T> {
+export async function withServer<T>(target: Target, fn: (address: string, pid: number, env: ServerEnv) => Promise<T>, extraArgs: string[] = [],
+  mode?: SecMode, pki: RunPki | null = null): Promise<T> {
+  const tlsArgs = mode !== undefined ? serverTlsArgs(mode, pki) : [];
+  const scheme = tlsArgs.length > 0 ? 'https' : 'http';
+  const security = mode !== undefined ? clientSecurity(mode, pki) : undefined;
+  const run = async (address: string, pid: number, metricsAddress: string): Promise<T> => {
+    const env: ServerEnv = { metricsAddress, security, mode };
+    return fn(address, pid, env);
+  };
   if (target === 'concord') {
-    const c = await startConcord({ extraArgs });
-    try { return await fn(c.address, c.proc.pid!); } finally { await c.stop(); }
+    // Behind TLS the client port's /metrics is https: a plain listener for threadBusy.
+    const metricsPort = scheme === 'https' ? await freePort() : 0;
+    const metricsArgs = scheme === 'https' ? ['--listen-metrics-urls', `http://127.0.0.1:${metricsPort}`] : [];
+    const c = await startConcord({ extraArgs: [...extraArgs, ...tlsArgs, ...metricsArgs], scheme });
+    try { return await run(c.address, c.proc.pid!, scheme === 'https' ? `127.0.0.1:${metricsPort}` : c.address); } finally { await c.stop(); }
   }
-  const e = await startEtcd({ extraArgs });
-  try { return await fn(e.address, e.proc.pid!); } finally { await e.stop(); }
+  const e = await startEtcd({ extraArgs: [...extraArgs, ...tlsArgs], scheme });
+  try { return await run(e.address, e.proc.pid!, e.metricsAddress); } finally { await e.stop(); }
 }
 
 export class Progress {
@@ -439,8 +544,8 @@ export function ratios(cell: Cell, metric: (s: Sample) => number): number[] {
   const out: number[] = [];
   const rounds = new Set(cell.samples.map((s) => s.round));
   for (const r of rounds) {
-    const c = cell.samples.find((s) => s.round === r && s.target === 'concord');
-    const e = cell.samples.find((s) => s.round === r && s.target === 'etcd');
+    const c = cell.samples.find((s) => s.round === r && s.target === 'concord' && s.mode === undefined);
+    const e = cell.samples.find((s) => s.round === r && s.target === 'etcd' && s.mode === undefined);
     // A failed measurement (nothing succeeded, e.g. UNIMPLEMENTED) has no ratio.
     if (c && e && c.ok > 0 && e.ok > 0 && metric(e) > 0) out.push(metric(c) / metric(e));
   }
@@ -465,7 +570,7 @@ function table(report: PerfReport): string {
     const w = workloadByName(cell.workload);
     if (cell.samples.some((s) => s.watch !== undefined) || w.watch || w.lease || w.maint) continue;
     for (const target of ['concord', 'etcd'] as Target[]) {
-      const ss = cell.samples.filter((s) => s.target === target);
+      const ss = cell.samples.filter((s) => s.target === target && s.mode === undefined);
       if (ss.length === 0) continue;
       const m = (f: (s: Sample) => number): number => median(ss.map(f));
       rows.push([
@@ -479,6 +584,12 @@ function table(report: PerfReport): string {
     }
   }
   const parts = rows.length > 1 ? [align(rows)] : [];
+  if (report.options.modes.length > 1) {
+    const targets = (['concord', 'etcd'] as Target[]).filter((t) => report.cells.some((c) => c.samples.some((s) => s.target === t)));
+    parts.push('security cost: each mode on its own fresh server next to a plain one, interleaved; extra srv µs/op = server CPU per ' +
+      'request beyond plain; cli = load generator CPU per request; x plain = mode/plain; per round, median (min..max over rounds)\n' +
+      align(securityCostRows(report.cells.filter((c) => c.role === undefined), report.options.modes, targets)));
+  }
   const cluster = clusterTables(report);
   if (cluster !== '') parts.push(cluster);
   const watch = watchTable(report);
@@ -618,23 +729,30 @@ async function runSingleSuite(o: Options, targets: Target[], report: PerfReport)
     const w = workloadByName(name);
     for (const clients of sweepOf(w, o)) report.cells.push({ workload: w.name, description: w.description, clients, samples: [] });
   }
-  const progress = new Progress(report.cells.length * o.rounds * targets.length);
-  for (let round = 0; round < o.rounds; round++) {
-    for (const name of o.workloads) {
-      const w = workloadByName(name);
-      // A B in even rounds, B A in odd rounds: neither target always runs on a warmer machine.
-      const order = round % 2 === 0 ? targets : targets.slice().reverse();
-      for (const target of order) {
-        await withServer(target, async (address, pid) => {
-          await setup(address, w);
-          for (const clients of sweepOf(w, o)) {
-            progress.step(`${w.name} ${sweepLetter(w)}=${clients} ${target} round ${round + 1}`);
-            const s = await measure(address, pid, w, clients, o, target, round);
-            report.cells.find((c) => c.workload === w.name && c.clients === clients)!.samples.push(s);
-          }
-        }, w.maint ? maintServerArgs(target) : []);
+  const progress = new Progress(report.cells.length * o.rounds * targets.length * o.modes.length);
+  const secure = o.modes.length > 1;
+  const pki = o.modes.some((m) => m.tls !== 'none') ? makeRunPki() : null;
+  try {
+    for (let round = 0; round < o.rounds; round++) {
+      for (const name of o.workloads) {
+        const w = workloadByName(name);
+        // A B in even rounds, B A in odd rounds: neither target always runs on a warmer machine
+        // (with security modes: each target's modes back to back, the whole order reversed).
+        for (const { target, mode } of modeSchedule(targets, o.modes, round)) {
+          await withServer(target, async (address, pid, env) => {
+            const token = mode.auth ? await enableAuth(address, env.security!) : undefined;
+            await setup(address, w, env.security, token);
+            for (const clients of sweepOf(w, o)) {
+              progress.step(`${w.name} ${sweepLetter(w)}=${clients} ${target}${secure ? ` ${mode.name}` : ''} round ${round + 1}`);
+              const s = await measure(address, pid, w, clients, o, target, round, env);
+              report.cells.find((c) => c.workload === w.name && c.clients === clients)!.samples.push(s);
+            }
+          }, w.maint ? maintServerArgs(target) : [], mode, pki);
+        }
       }
     }
+  } finally {
+    pki?.pki.cleanup();
   }
   progress.end();
 }
@@ -663,9 +781,11 @@ async function main(): Promise<void> {
   console.log(text);
   fs.mkdirSync(o.outDir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');
-  const base = path.join(o.outDir, `${o.quick ? 'quick-' : ''}${o.cluster > 0 ? `cluster${o.cluster}-` : ''}${stamp}`);
+  const base = path.join(o.outDir, `${o.quick ? 'quick-' : ''}${o.cluster > 0 ? `cluster${o.cluster}-` : ''}${o.modes.length > 1 ? 'security-' : ''}${stamp}`);
   fs.writeFileSync(`${base}.json`, JSON.stringify(report, null, 1));
-  fs.writeFileSync(`${base}.html`, renderHtml(report, text));
+  // The plots compare concord and etcd: plain samples only (the security modes are in the table).
+  const plainCells = report.cells.map((c) => ({ ...c, samples: c.samples.filter((s) => s.mode === undefined) }));
+  fs.writeFileSync(`${base}.html`, renderHtml({ ...report, cells: plainCells }, text));
   console.log(`\nwrote ${base}.json and ${base}.html`);
   const errors = report.cells.flatMap((c) => c.samples.filter((s) => s.errors > 0).map((s) => ({ c, s })));
   for (const { c, s } of errors.slice(0, 8)) {

@@ -19,6 +19,7 @@ import path from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { buildHistogram } from './loadgen';
 import { measure, setup, withServer, type Options, type Sample } from './run';
+import { parseMode } from './security';
 import { workloadByName } from './workloads';
 import { PROFILES, projectCapacity, type MachineFacts } from './profiles';
 
@@ -142,7 +143,7 @@ export async function main(): Promise<void> {
     quick: a.quick, workloads: [], clients: [], durationS: a.quick ? 1.5 : 4, warmupS: a.quick ? 0.3 : 1, rounds: 1,
     procs: Math.max(1, os.cpus().length), etcd: false, concord: true, watchers: null, outDir: a.outDir,
     keepaliveLeases: null, expiryLeases: null, expiryKeys: null, expiryClients: 16, expiryDeadlineS: null, clientsGiven: true,
-    cluster: 0, roles: [], cpuProfDir: null, defragMiB: 64, maintMiB: 32,
+    cluster: 0, roles: [], cpuProfDir: null, defragMiB: 64, maintMiB: 32, modes: [parseMode('plain')],
   };
   const levels = a.quick ? [1, 16, 64, 256] : [1, 4, 16, 64, 128, 256, 512, 1024];
   const names = a.quick ? ['put-seq', 'range-ser', 'range-lin'] : ['put-seq', 'put-rand', 'range-lin', 'range-ser', 'range-100-ser', 'txn-cas', 'mixed-read-heavy'];

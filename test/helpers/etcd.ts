@@ -71,6 +71,11 @@ export interface StartEtcdOptions {
   extraArgs?: string[];
   /** How long to wait for /health to report healthy (default 20 s). */
   readyTimeoutMs?: number;
+  /**
+   * The client URL's scheme (default http). https needs the TLS flags in extraArgs; /health is
+   * then polled on an extra plain-HTTP metrics listener (--listen-metrics-urls, `metricsAddress`).
+   */
+  scheme?: 'http' | 'https';
 }
 
 export interface EtcdHandle {
@@ -82,6 +87,8 @@ export interface EtcdHandle {
   port: number;
   /** 'host:port', the address form grpc-js clients take. */
   address: string;
+  /** 'host:port' serving /health and /metrics over plain HTTP (the client port unless scheme https). */
+  metricsAddress: string;
   /** Peer URL port. */
   peerPort: number;
   /** Member name. */
@@ -160,8 +167,10 @@ function waitExit(proc: ChildProcess, ms: number): Promise<boolean> {
 async function launch(opts: StartEtcdOptions): Promise<EtcdHandle> {
   const host = '127.0.0.1';
   const name = opts.name ?? 'default';
-  const [port, peerPort] = (await freePorts(2, host)) as [number, number];
-  const endpoint = `http://${host}:${port}`;
+  const https = opts.scheme === 'https';
+  const [port, peerPort, metricsPort] = (await freePorts(https ? 3 : 2, host)) as [number, number, number | undefined];
+  const endpoint = `${https ? 'https' : 'http'}://${host}:${port}`;
+  const healthPort = metricsPort ?? port;
   const peerUrl = `http://${host}:${peerPort}`;
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'concord-etcd-'));
   const args = [
@@ -173,6 +182,7 @@ async function launch(opts: StartEtcdOptions): Promise<EtcdHandle> {
     '--initial-advertise-peer-urls', peerUrl,
     '--initial-cluster', `${name}=${peerUrl}`,
     '--initial-cluster-state', 'new',
+    ...(metricsPort !== undefined ? ['--listen-metrics-urls', `http://${host}:${metricsPort}`] : []),
     ...(opts.extraArgs ?? []),
   ];
   const proc = spawn(ETCD_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -198,6 +208,7 @@ async function launch(opts: StartEtcdOptions): Promise<EtcdHandle> {
     host,
     port,
     address: `${host}:${port}`,
+    metricsAddress: `${host}:${healthPort}`,
     peerPort,
     name,
     dataDir,
@@ -226,7 +237,7 @@ async function launch(opts: StartEtcdOptions): Promise<EtcdHandle> {
       if (proc.exitCode !== null || proc.signalCode !== null) {
         throw new Error(`etcd exited early (code ${proc.exitCode}, signal ${proc.signalCode})`);
       }
-      if (await healthy(host, port)) return handle;
+      if (await healthy(host, healthPort)) return handle;
       if (Date.now() > deadline) throw new Error(`etcd not healthy after ${opts.readyTimeoutMs ?? 20_000} ms`);
       await sleep(100);
     }
