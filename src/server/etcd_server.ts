@@ -592,7 +592,7 @@ export class EtcdServer {
   /** Listens for peers and connects to every member of the configuration. */
   private async startTransport(listen: { host: string; port: number }): Promise<void> {
     const snapshotDir = path.join(this.cfg.dataDir, schema.snapDir);
-    fs.mkdirSync(snapshotDir, { recursive: true });
+    fs.mkdirSync(snapshotDir, { recursive: true, mode: 0o700 });
     const t = await PeerTransport.listen({
       host: listen.host,
       port: listen.port,

@@ -45,7 +45,8 @@ const zeroChunk = Buffer.alloc(1024 * 1024);
 /** node:fs. */
 export const nodeFileIo: FileIo = {
   mkdirp(dir) {
-    fs.mkdirSync(dir, { recursive: true });
+    // 0700: a member's files are its data (etcd PrivateDirMode; CVE-2020-15113).
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   },
   list(dir) {
     return fs.readdirSync(dir);

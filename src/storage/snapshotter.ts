@@ -109,7 +109,7 @@ export function isOutFileName(name: string): boolean {
  * one), a received one only by a crashed install.
  */
 export function cleanSnapDir(dir: string, keep: string | null): void {
-  fs.mkdirSync(dir, { recursive: true });
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   let removed = false;
   for (const name of fs.readdirSync(dir)) {
     if (name === keep) continue;
@@ -143,7 +143,7 @@ export function fsyncFile(file: string): void {
  * in one read transaction, on the libuv pool. Returns the file. `tmpDir` must not exist.
  */
 export async function copyEnvironment(env: RootDatabase, tmpDir: string): Promise<string> {
-  fs.mkdirSync(tmpDir);
+  fs.mkdirSync(tmpDir, { mode: 0o700 });
   try {
     // Compacted: free pages are left out (a store after compactions is often half free), so
     // fewer bytes cross the network; measured no slower than a plain copy here.

@@ -331,7 +331,11 @@ export class StorageCore {
     this.appliedTerm = 0;
     this.backendOpen = false;
     // A defragmentation cut short left its copy: the kv environment is whole without it.
-    if (env.engine === undefined) fs.rmSync(path.join(init.dataDir, schema.kvDefragDir), { recursive: true, force: true });
+    if (env.engine === undefined) {
+      fs.rmSync(path.join(init.dataDir, schema.kvDefragDir), { recursive: true, force: true });
+      // Before lmdb-js creates it with the process umask: 0700, as every directory of the data dir.
+      fs.mkdirSync(this.kvPath, { recursive: true, mode: 0o700 });
+    }
     this.openState(env.engine);
     this.clusterId = this.loadId(schema.metaClusterId, init.newClusterId);
     this.memberId = this.loadId(schema.metaMemberId, init.newMemberId);

@@ -12,6 +12,8 @@ import { startConcord } from '../helpers/concord';
 import { connect, openStream, unary } from '../helpers/grpc_client';
 
 const b = (s: string): Buffer => Buffer.from(s);
+/** A password that must never be found in clear in the data dir (GHSA-528j-9r78-wffx). */
+const secret = 'pw-Zq9-never-in-clear';
 
 async function outcome(p: Promise<unknown>): Promise<string> {
   try {
@@ -23,7 +25,7 @@ async function outcome(p: Promise<unknown>): Promise<string> {
 }
 
 test('nested txns, a txn put\'s prev_kv and lease, from-key watches, and NOSPACE: every check holds', { timeout: 90_000 }, async (t) => {
-  const c = await startConcord({ extraArgs: ['--bcrypt-cost', '4', '--quota-backend-bytes', String(2 * 1024 * 1024)] });
+  const c = await startConcord({ extraArgs: ['--bcrypt-cost', '4', '--quota-backend-bytes', String(2 * 1024 * 1024), '--auth-password-min-length', '8'] });
   t.after(() => c.stop());
   const kv = connect('etcdserverpb.KV', c.endpoint);
   const auth = connect('etcdserverpb.Auth', c.endpoint);
@@ -31,13 +33,17 @@ test('nested txns, a txn put\'s prev_kv and lease, from-key watches, and NOSPACE
   const maint = connect('etcdserverpb.Maintenance', c.endpoint);
   const watch = connect('etcdserverpb.Watch', c.endpoint);
   t.after(() => { for (const x of [kv, auth, lease, maint, watch]) x.close(); });
-  await unary(auth, 'UserAdd', { name: 'root', password: 'rootpw' });
+  await unary(auth, 'UserAdd', { name: 'root', password: 'rootpw-long' });
   await unary(auth, 'UserGrantRole', { user: 'root', role: 'root' });
   await unary(auth, 'RoleAdd', { name: 'w' });
   // READWRITE on [a, b), WRITE only on [w, x).
   await unary(auth, 'RoleGrantPermission', { name: 'w', perm: { permType: 2, key: b('a'), range_end: b('b') } });
   await unary(auth, 'RoleGrantPermission', { name: 'w', perm: { permType: 1, key: b('w'), range_end: b('x') } });
-  await unary(auth, 'UserAdd', { name: 'u', password: 'upw' });
+  // Beyond etcd: a minimum password length, names without control characters.
+  assert.equal(await outcome(unary(auth, 'UserAdd', { name: 'short', password: 'abc' })), 'etcdserver: password is too short (see --auth-password-min-length)');
+  assert.equal(await outcome(unary(auth, 'UserAdd', { name: 'bad\nname', password: 'long-enough' })), 'etcdserver: user or role name is invalid (control characters, or longer than 256 bytes)');
+  assert.equal(await outcome(unary(auth, 'RoleAdd', { name: 'x'.repeat(300) })), 'etcdserver: user or role name is invalid (control characters, or longer than 256 bytes)');
+  await unary(auth, 'UserAdd', { name: 'u', password: secret });
   await unary(auth, 'UserGrantRole', { user: 'u', role: 'w' });
   // A lease with a key outside u's permission.
   const g = await unary(lease, 'LeaseGrant', { TTL: 600 });
@@ -45,7 +51,12 @@ test('nested txns, a txn put\'s prev_kv and lease, from-key watches, and NOSPACE
   await unary(kv, 'Put', { key: b('z'), value: b('root'), lease: leased });
   await unary(kv, 'Put', { key: b('w1'), value: b('x') });
   await unary(auth, 'AuthEnable', {});
-  const token = (await unary(auth, 'Authenticate', { name: 'u', password: 'upw' })).token!;
+  // Failed logins slow down the next attempt for the name: 100 ms, then 200 ms.
+  assert.match(await outcome(unary(auth, 'Authenticate', { name: 'u', password: 'wrong-one' })), /authentication failed/);
+  assert.match(await outcome(unary(auth, 'Authenticate', { name: 'u', password: 'wrong-two' })), /authentication failed/);
+  const t0 = Date.now();
+  const token = (await unary(auth, 'Authenticate', { name: 'u', password: secret })).token!;
+  assert.ok(Date.now() - t0 >= 150, `the third attempt waited ${Date.now() - t0} ms`);
   const md = new grpc.Metadata();
   md.set('token', token);
   const as = { metadata: md };
@@ -80,7 +91,7 @@ test('nested txns, a txn put\'s prev_kv and lease, from-key watches, and NOSPACE
   call.end();
   // A grant without a permission: etcd 3.4 applies it and crashes (and cannot restart); 3.5
   // refuses it before the log, as concord does.
-  const rootToken = (await unary(auth, 'Authenticate', { name: 'root', password: 'rootpw' })).token!;
+  const rootToken = (await unary(auth, 'Authenticate', { name: 'root', password: 'rootpw-long' })).token!;
   const rootMd = new grpc.Metadata();
   rootMd.set('token', rootToken);
   assert.equal(await outcome(unary(auth, 'RoleGrantPermission', { name: 'w' }, { metadata: rootMd })), 'etcdserver: permission not given');
@@ -106,4 +117,22 @@ test('nested txns, a txn put\'s prev_kv and lease, from-key watches, and NOSPACE
   assert.equal(await outcome(unary(kv, 'DeleteRange', { key: b('z') }, as)), denied, 'a delete outside, under NOSPACE');
   assert.equal(await outcome(unary(kv, 'Compact', { revision: 2 }, as)), denied, 'compaction by a non-root user, under NOSPACE');
   assert.equal(await outcome(unary(kv, 'DeleteRange', { key: b('a-big-0') }, as)), 'ok', 'control: a delete inside, under NOSPACE');
+  // The password is nowhere in clear: not in the WAL, not in LMDB (only its bcrypt hash is).
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const files: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const f = path.join(d, e.name);
+      if (e.isDirectory()) walk(f);
+      else files.push(f);
+    }
+  };
+  walk(c.dataDir);
+  assert.ok(files.some((f) => f.includes('wal')) && files.some((f) => f.endsWith('data.mdb')));
+  for (const f of files) assert.equal(fs.readFileSync(f).includes(Buffer.from(secret)), false, `${f} holds the password in clear`);
+  // Every directory of the data dir is 0700 (CVE-2020-15113).
+  for (const d of [c.dataDir, ...['member', 'member/wal', 'member/snap', 'member/kv'].map((x) => path.join(c.dataDir, x))]) {
+    assert.equal(fs.statSync(d).mode & 0o777, 0o700, `${d} mode`);
+  }
 });
