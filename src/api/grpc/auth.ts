@@ -119,6 +119,11 @@ export function authHandlers(server: EtcdServer, options: AuthOptions): grpc.Unt
         if (!server.auth.enabled) return callback(grpcStatus(errAuthNotEnabled.code));
         // etcd fails the same way at apply (ErrVerifyOnly, not one of its gRPC errors: Unknown).
         if (server.auth.jwt?.verifyOnly === true) return callback({ code: grpc.status.UNKNOWN, details: errVerifyOnlyMessage });
+        if (server.auth.store.user(name)?.noPassword === true) {
+          // etcd ErrNoPasswordUser: not one of its gRPC errors, so it reaches clients as UNKNOWN.
+          throttle.failed(name, peer);
+          return callback({ code: grpc.status.UNKNOWN, details: 'auth: authentication failed, password was given for no password user' });
+        }
         const hash = server.auth.store.passwordHash(name);
         if (hash === null) {
           throttle.failed(name, peer);
