@@ -97,7 +97,7 @@ export class Backend {
   metaCommitObserver: ((name: string, value: Buffer) => void) | null = null;
   private readonly flushBound: () => void;
   /**
-   * While a defragmentation copies the store (workers/defrag.ts): every transaction that
+   * While a defragmentation copies the store (StorageCore.defragment, workers/storage_core.ts): every transaction that
    * commits from journalStart() on, in commit order, to be written again into the copy. Null
    * otherwise.
    */
@@ -374,7 +374,7 @@ export class Backend {
     this.armTimer();
   }
 
-  // ---- online defragmentation (workers/defrag.ts) ----
+  // ---- online defragmentation (StorageCore.defragment, workers/storage_core.ts) ----
 
   /**
    * From now on every transaction that commits is also kept, in commit order, until
