@@ -81,8 +81,8 @@ export class LmdbEngine implements StoreEngine {
 
 /**
  * lmdb-js also rejects a promise of its own on a failed commit, one no caller holds: the one
- * it makes for the write that starts an event-turn batch (write.js, writeBatchStart; its "TODO:
- * Don't reset these if this comes from the batch start operation"). The engine learns of the
+ * it makes for the write that starts an event-turn batch (write.js, writeBatchStart, where
+ * lmdb-js's own comment says these should not be reset for the batch start). The engine learns of the
  * failure through the promises its puts return; the thread that uses the engine passes this
  * duplicate over in its unhandled-rejection handler. Told by lmdb-js's `commitError` property.
  */

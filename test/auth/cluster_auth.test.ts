@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 
 import { startCluster } from '../helpers/cluster';
-import { connect, unary } from '../helpers/grpc_client';
+import { connect, detailsOf, unary } from '../helpers/grpc_client';
 
 const b = (s: string): Buffer => Buffer.from(s);
 
@@ -16,14 +16,7 @@ function withToken(token: string): { metadata: grpc.Metadata } {
   return { metadata: md };
 }
 
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return (err as grpc.ServiceError).details;
-  }
-}
+const outcome = detailsOf;
 
 test('auth on 3 members: one store everywhere, tokens from any member, kept across kill -9', { timeout: 120_000 }, async (t) => {
   const cl = await startCluster({ size: 3, extraArgs: ['--bcrypt-cost', '4'] });

@@ -9,20 +9,13 @@ import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 
 import { startConcord } from '../helpers/concord';
-import { connect, openStream, unary } from '../helpers/grpc_client';
+import { connect, detailsOf, openStream, unary } from '../helpers/grpc_client';
 
 const b = (s: string): Buffer => Buffer.from(s);
 /** A password that must never be found in clear in the data dir (GHSA-528j-9r78-wffx). */
 const secret = 'pw-Zq9-never-in-clear';
 
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return (err as grpc.ServiceError).details;
-  }
-}
+const outcome = detailsOf;
 
 test('nested txns, a txn put\'s prev_kv and lease, from-key watches, and NOSPACE: every check holds', { timeout: 90_000 }, async (t) => {
   const c = await startConcord({ extraArgs: ['--bcrypt-cost', '4', '--quota-backend-bytes', String(2 * 1024 * 1024), '--auth-password-min-length', '8'] });

@@ -232,3 +232,13 @@ export function bytes(s: string): Buffer {
 export function prefixEnd(prefix: string | Uint8Array): Buffer {
   return prefixEndOfBytes(typeof prefix === 'string' ? Buffer.from(prefix, 'utf8') : prefix);
 }
+
+/** 'ok' when the call succeeded, else the gRPC error's details (tests that list refusals). */
+export async function detailsOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return (err as grpc.ServiceError).details;
+  }
+}
